@@ -1,0 +1,192 @@
+"""RFC 9457 problem+json for every error, with a stable ``type`` per kind of problem.
+
+``type`` is a relative URI, ``/problems/<slug>``; GET on it describes the problem, so the
+types are both stable identifiers for clients and readable documentation.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from facesvc.inference.images import (
+    CorruptImageError,
+    EmptyImageError,
+    ImageError,
+    ImageTooLargeError,
+    UnsupportedImageTypeError,
+)
+from facesvc.services.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+# slug -> (title, what it means and what to do): served at /problems/<slug>
+PROBLEM_TYPES: dict[str, tuple[str, str]] = {
+    "validation-error": (
+        "Invalid request",
+        "A parameter or field is missing or malformed; `errors` lists each one.",
+    ),
+    "no-face": (
+        "No face found",
+        "The detector found no face in the image. Send a sharper, "
+        "better lit photo where the face is at least ~40 px wide.",
+    ),
+    "multiple-faces": (
+        "More than one face of similar size",
+        "Enrolment needs one clear face: the second face is nearly as large as the first.",
+    ),
+    "no-enrolled-faces": (
+        "The user has no enrolled faces",
+        "Enrol at least one face before verifying this user.",
+    ),
+    "user-not-found": ("User not found", "No user has this id."),
+    "face-not-found": ("Face not found", "This user has no face with this id."),
+    "duplicate-external-id": (
+        "external_id already in use",
+        "Another user has this external_id; external ids are unique.",
+    ),
+    "empty-image": ("Empty image", "The uploaded file has no bytes."),
+    "unsupported-image-type": (
+        "Unsupported image type",
+        "Send JPEG, PNG, WebP or BMP; the type is read from the file's content, not its name.",
+    ),
+    "corrupt-image": ("Corrupt image", "The image could not be decoded: truncated or damaged."),
+    "image-too-large": (
+        "Image too large",
+        "The image has more pixels than the service accepts (FACESVC_MAX_IMAGE_PIXELS).",
+    ),
+    "payload-too-large": (
+        "Upload too large",
+        "The upload is larger than FACESVC_MAX_UPLOAD_BYTES.",
+    ),
+    "models-loading": (
+        "Models are loading",
+        "The service is starting; retry after the "
+        "Retry-After delay. /readyz says when it is ready.",
+    ),
+    "not-ready": ("Not ready", "A dependency (models or database) is not available."),
+    "not-found": ("Not found", "No such route."),
+    "method-not-allowed": ("Method not allowed", "The route exists but not for this method."),
+    "http-error": ("HTTP error", "See `detail`."),
+    "internal-error": (
+        "Internal error",
+        "An unexpected error; it has been logged. "
+        "Please report it with the request's X-Request-ID.",
+    ),
+}
+
+_IMAGE_ERRORS: dict[type[ImageError], tuple[str, int]] = {
+    EmptyImageError: ("empty-image", 400),
+    UnsupportedImageTypeError: ("unsupported-image-type", 415),
+    CorruptImageError: ("corrupt-image", 400),
+    ImageTooLargeError: ("image-too-large", 413),
+}
+
+_HTTP_SLUGS = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem detail."""
+
+    type: str = Field(examples=["/problems/no-face"])
+    title: str = Field(examples=["No face found"])
+    status: int = Field(examples=[422])
+    detail: str | None = Field(default=None, examples=["no face was found in the image"])
+    instance: str | None = Field(default=None, examples=["/v1/users/4b1c.../faces"])
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="Validation errors, one per field"
+    )
+
+
+class ProblemError(Exception):
+    """Raise from the API layer to answer with a problem (extensions become extra members)."""
+
+    def __init__(
+        self,
+        slug: str,
+        status: int,
+        detail: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail or slug)
+        self.slug, self.status, self.detail = slug, status, detail
+        self.headers = headers
+        self.extensions = extensions
+
+
+def problem_response(
+    request: Request,
+    slug: str,
+    status: int,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    title = PROBLEM_TYPES.get(slug, PROBLEM_TYPES["http-error"])[0]
+    body: dict[str, Any] = {
+        "type": f"/problems/{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    body.update({k: v for k, v in extensions.items() if v is not None})
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting problem+json errors."""
+    return {
+        status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Problem"}
+        for status in statuses
+    }
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(
+            request, exc.slug, exc.status, exc.detail, exc.headers, **exc.extensions
+        )
+
+    @app.exception_handler(ServiceError)
+    async def _service(request: Request, exc: ServiceError) -> JSONResponse:
+        return problem_response(request, exc.slug, exc.status, exc.detail, **exc.extensions)
+
+    @app.exception_handler(ImageError)
+    async def _image(request: Request, exc: ImageError) -> JSONResponse:
+        slug, status = next(
+            (v for cls, v in _IMAGE_ERRORS.items() if isinstance(exc, cls)), ("corrupt-image", 400)
+        )
+        return problem_response(request, slug, status, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        return problem_response(
+            request, "validation-error", 422, "the request is not valid", errors=errors
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug = _HTTP_SLUGS.get(exc.status_code, "http-error")
+        return problem_response(
+            request, slug, exc.status_code, str(exc.detail), dict(exc.headers or {})
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(request, "internal-error", 500, "unexpected error")

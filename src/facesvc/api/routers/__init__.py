@@ -1,0 +1,1 @@
+"""Routers: validate, call a service, shape the response. No logic here."""

@@ -1,0 +1,54 @@
+"""Liveness, readiness and the problem-type documentation."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from facesvc import __version__
+from facesvc.api.deps import StateDep
+from facesvc.api.errors import PROBLEM_TYPES, ProblemError, problem_responses
+from facesvc.api.schemas import LiveResponse, ModelStatus, ReadyResponse
+from facesvc.db.engine import ping
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/livez", operation_id="livez", summary="The process is up")
+async def livez() -> LiveResponse:
+    return LiveResponse(status="ok", version=__version__)
+
+
+@router.get(
+    "/readyz",
+    operation_id="readyz",
+    summary="Models loaded and the database reachable",
+    responses=problem_responses(503),
+)
+async def readyz(state: StateDep) -> ReadyResponse:
+    models = [ModelStatus(**vars(m)) for m in state.registry.info()]
+    if not state.registry.ready:
+        detail = state.models_error or "models are still loading"
+        raise ProblemError(
+            "not-ready",
+            503,
+            detail,
+            headers={"Retry-After": "5"},
+            models=[m.model_dump() for m in models],
+        )
+    if not await ping(state.engine):
+        raise ProblemError("not-ready", 503, "the database is not reachable")
+    return ReadyResponse(status="ready", database="ok", models=models)
+
+
+@router.get(
+    "/problems/{slug}",
+    operation_id="describe_problem",
+    summary="What a problem type means",
+    responses=problem_responses(404),
+)
+async def describe_problem(slug: str, request: Request) -> JSONResponse:
+    if slug not in PROBLEM_TYPES:
+        raise ProblemError("not-found", 404, f"no problem type {slug!r}")
+    title, description = PROBLEM_TYPES[slug]
+    return JSONResponse({"type": f"/problems/{slug}", "title": title, "description": description})

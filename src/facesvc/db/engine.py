@@ -1,0 +1,125 @@
+"""Async engine, session factory and unit-of-work scope.
+
+Nothing here runs at import time: the app's lifespan (or a test) calls
+:func:`create_engine` and disposes the engine when done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+PING_TIMEOUT_S = 5.0
+
+
+def is_sqlite(url: str | URL) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """The service's engine: SQLite in WAL mode with foreign keys on, or PostgreSQL."""
+    sa_url = make_url(url)
+    if sa_url.get_backend_name() == "sqlite":
+        ensure_sqlite_parent(sa_url)
+        engine = create_async_engine(sa_url)
+        _configure_sqlite(engine, foreign_keys=True)
+        return engine
+    return create_async_engine(sa_url, pool_pre_ping=True)
+
+
+def create_migration_engine(url: str) -> AsyncEngine:
+    """A single-use engine for Alembic.
+
+    On SQLite, foreign keys stay OFF: batch migrations rebuild a table by copying it
+    and dropping the original, and with enforcement on, dropping ``users`` would
+    cascade-delete every face. The connections still get explicit BEGINs, so the
+    DDL of a migration is transactional.
+    """
+    sa_url = make_url(url)
+    engine = create_async_engine(sa_url, poolclass=NullPool)
+    if sa_url.get_backend_name() == "sqlite":
+        ensure_sqlite_parent(sa_url)
+        _configure_sqlite(engine, foreign_keys=False)
+    return engine
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    # expire_on_commit=False: objects stay readable after commit without a lazy
+    # refresh, which an async session cannot do implicitly.
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def ping(engine: AsyncEngine) -> bool:
+    """True when a ``SELECT 1`` round-trip succeeds within :data:`PING_TIMEOUT_S`."""
+    try:
+        # Bounded, so a health check answers even when the server hangs.
+        async with asyncio.timeout(PING_TIMEOUT_S), engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception:  # a health check reports failure, whatever its cause
+        return False
+    return True
+
+
+@asynccontextmanager
+async def session_scope(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A session that commits if the block succeeds and rolls back if it raises."""
+    async with sessionmaker() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+
+
+def ensure_sqlite_parent(url: str | URL) -> None:
+    """Create the folder of a SQLite database file (SQLite creates the file, not folders)."""
+    sa_url = make_url(url)
+    database = sa_url.database
+    if (
+        not database
+        or database == ":memory:"
+        or database.startswith("file:")
+        or sa_url.query.get("uri")
+    ):
+        return
+    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Stop the sqlite3 driver from managing transactions itself: its legacy mode
+        # emits no BEGIN before SAVEPOINT or DDL, so a released savepoint would commit
+        # on its own. SQLAlchemy emits BEGIN instead (see _on_begin).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")

@@ -1,0 +1,1 @@
+"""Evaluation on public data (LFW ...), through the same pipeline the API uses."""

@@ -1,0 +1,1 @@
+"""Model registry, runners and the face pipeline. TensorFlow is imported lazily in here."""

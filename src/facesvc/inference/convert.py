@@ -1,0 +1,53 @@
+"""One-off conversion of the Keras FaceNet .h5 into a frozen graph (run by ``models pull``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def keras_facenet_to_frozen_graph(h5_path: str, out_path: str, input_size: int = 160) -> None:
+    """Freeze FaceNet with the seed tutorial's tensor names: ``input:0`` (prewhitened RGB
+    batch), ``phase_train:0`` (ignored, kept for compatibility) and ``embeddings:0``
+    (L2-normalised). A frozen graph runs about 1.5x faster here than a traced SavedModel."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    class ScaledResidual(keras.layers.Layer):  # type: ignore[misc]
+        """Stands in for the file's 21 Lambda layers, whose marshalled Python 3.6 bytecode
+        cannot run: each computes ``inputs[0] + inputs[1] * scale``."""
+
+        def __init__(self, arguments: dict[str, Any] | None = None, **kwargs: Any) -> None:
+            known = {k: v for k, v in kwargs.items() if k in ("name", "trainable", "dtype")}
+            super().__init__(**known)
+            self.scale = float((arguments or {}).get("scale", 1.0))
+
+        def call(self, inputs: Any) -> Any:
+            return inputs[0] + inputs[1] * self.scale
+
+    model = keras.models.load_model(
+        h5_path, custom_objects={"Lambda": ScaledResidual}, compile=False
+    )
+    scales = sorted({layer.scale for layer in model.layers if isinstance(layer, ScaledResidual)})
+    if scales != [0.1, 0.17, 0.2, 1.0]:
+        raise ValueError(f"unexpected residual scales {scales}: not the FaceNet Keras port")
+
+    @tf.function(  # type: ignore[untyped-decorator]
+        input_signature=[
+            tf.TensorSpec([None, input_size, input_size, 3], tf.float32, name="input"),
+            tf.TensorSpec([], tf.bool, name="phase_train"),
+        ]
+    )
+    def serve(images: Any, phase_train: Any) -> Any:
+        del phase_train
+        raw = model(images, training=False)
+        return tf.math.l2_normalize(raw, axis=1, name="embeddings")
+
+    frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
+    graph_def = frozen.graph.as_graph_def()
+    with open(out_path, "wb") as handle:
+        handle.write(graph_def.SerializeToString(deterministic=True))

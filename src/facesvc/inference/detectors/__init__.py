@@ -1,0 +1,1 @@
+"""Face detectors: BlazeFace (TFLite), MTCNN (TensorFlow), SSD frozen graphs."""

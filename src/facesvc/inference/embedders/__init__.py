@@ -1,0 +1,1 @@
+"""Face embedding models (FaceNet-style frozen graphs)."""

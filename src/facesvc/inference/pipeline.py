@@ -1,0 +1,98 @@
+"""The face pipeline: decode -> detect -> five points (and mesh) -> crop -> embed.
+
+Each stage is a separate call so a use case pays only for what it needs (detection does not
+embed; verification embeds one face). Model calls go through the registry's runners; image
+work runs in worker threads, so the event loop never waits on pixels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from facesvc.inference.geometry import face_crop, resize_longest
+from facesvc.inference.images import decode_image
+from facesvc.inference.landmarks.facemesh import five_points_from_mesh
+from facesvc.inference.registry import ModelRegistry
+from facesvc.inference.types import Detection, Face
+
+
+class FacePipeline:
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+        self.settings = registry.settings
+
+    @property
+    def embedder_name(self) -> str:
+        return self.registry.embedder_spec.name
+
+    @property
+    def embedder_version(self) -> str:
+        return self.registry.embedder_spec.version
+
+    async def decode(self, data: bytes) -> np.ndarray:
+        return await asyncio.to_thread(
+            decode_image, data, max_pixels=self.settings.max_image_pixels
+        )
+
+    async def detect(self, image: np.ndarray) -> list[Detection]:
+        """All faces, largest first, in original image pixels."""
+        small, scale = await asyncio.to_thread(
+            resize_longest, image, self.settings.detection_max_side
+        )
+        (detections,) = await self.registry.detector.run([small])
+        if scale != 1.0:
+            detections = [_rescale(d, 1.0 / scale) for d in detections]
+        height, width = image.shape[:2]
+        detections = [d for d in detections if d.box.clipped(width, height).area > 0]
+        return sorted(detections, key=lambda d: d.box.area, reverse=True)
+
+    async def landmarks(
+        self, image: np.ndarray, detections: list[Detection], *, dense: bool = False
+    ) -> list[Face]:
+        """Five points per face (the detector's own, else from the mesh); mesh when dense."""
+        if not detections:
+            return []
+        need_mesh = dense or not self.registry.detector_gives_five_points
+        meshes: list[np.ndarray | None] = [None] * len(detections)
+        if need_mesh:
+            meshes = list(await self.registry.mesh.run([(image, d) for d in detections]))
+        faces = []
+        for detection, mesh in zip(detections, meshes, strict=True):
+            if detection.five_points is not None:
+                five = detection.five_points
+            elif mesh is not None:
+                five = five_points_from_mesh(mesh)
+            else:  # unreachable: need_mesh is set whenever the detector lacks the five points
+                raise RuntimeError("no five points for a face")
+            faces.append(Face(detection=detection, five_points=five, mesh=mesh if dense else None))
+        return faces
+
+    async def embed(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
+        """Adds an L2-normalised embedding to each face (one batched model call)."""
+        if not faces:
+            return faces
+        size = self.registry.embedder_input_size
+        policy = self.registry.crop_policy
+
+        def crops() -> np.ndarray:
+            return np.stack([face_crop(image, f.box, policy, size) for f in faces])
+
+        batch = await asyncio.to_thread(crops)
+        vectors = await self.registry.embedder.run(batch)
+        for face, vector in zip(faces, vectors, strict=True):
+            face.embedding = vector
+        return faces
+
+
+def _rescale(detection: Detection, factor: float) -> Detection:
+    def scale(points: np.ndarray | None) -> np.ndarray | None:
+        return None if points is None else (points * factor).astype(np.float32)
+
+    return Detection(
+        box=detection.box.scaled(factor),
+        score=detection.score,
+        keypoints=scale(detection.keypoints),
+        five_points=scale(detection.five_points),
+    )

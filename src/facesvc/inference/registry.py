@@ -1,0 +1,220 @@
+"""The model registry: manifest name -> spec -> loaded, warmed model behind its runner."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facesvc.inference.devices import configure_tensorflow
+from facesvc.inference.geometry import CropPolicy
+from facesvc.inference.manifest import Manifest, ModelSpec, sha256_file
+from facesvc.inference.pull import expected_sha256
+from facesvc.inference.runner import ModelRunner, Predictor
+from facesvc.inference.types import Box, Detection
+from facesvc.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DetectorRunner = ModelRunner[list[np.ndarray], list[list[Detection]]]
+MeshRunner = ModelRunner[list[tuple[np.ndarray, Detection]], list[np.ndarray]]
+EmbedderRunner = ModelRunner[np.ndarray, np.ndarray]
+
+# TFLite models have no GPU path here: they stay on the CPU whatever FACESVC_DEVICE says.
+_CPU_ONLY = {"blazeface", "facemesh"}
+
+
+class ModelFileError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    task: str
+    architecture: str
+    version: str
+    device: str
+    ready: bool
+    load_seconds: float
+    warmup_seconds: float
+
+
+def _verified_path(spec: ModelSpec, models_dir: Path) -> Path:
+    path = spec.path(models_dir)
+    if path is None:
+        raise ModelFileError(f"model {spec.name!r} names no file")
+    if not path.exists():
+        raise ModelFileError(f"{path} is missing: run `facesvc models pull`")
+    want = expected_sha256(spec, models_dir)
+    if want is None:
+        log.warning("model %s: no sha256 to check %s against", spec.name, path)
+    elif sha256_file(path) != want:
+        raise ModelFileError(f"{path} does not match its sha256: run `facesvc models pull`")
+    return path
+
+
+def _detector_factory(spec: ModelSpec, settings: Settings, device: str) -> Callable[[], Any]:
+    min_score = settings.detection_min_score
+    threads = settings.inference_threads
+    if spec.architecture == "blazeface":
+        from facesvc.inference.detectors.blazeface import BlazeFaceDetector
+
+        path = _verified_path(spec, settings.models_dir)
+        variant = str(spec.options.get("variant", "full"))
+        return lambda: BlazeFaceDetector(path, variant, min_score=min_score, threads=threads)
+    if spec.architecture == "ssd":
+        from facesvc.inference.detectors.ssd import SSDGraphDetector
+
+        path = _verified_path(spec, settings.models_dir)
+        t = spec.tensors
+        return lambda: SSDGraphDetector(
+            path,
+            image_tensor=t.get("image", "image_tensor:0"),
+            boxes=t.get("boxes", "detection_boxes:0"),
+            scores=t.get("scores", "detection_scores:0"),
+            count=t.get("count", "num_detections:0"),
+            min_score=min_score,
+        )
+    if spec.architecture == "mtcnn":
+        from facesvc.inference.detectors.mtcnn import MTCNNDetector
+
+        return lambda: MTCNNDetector(device, min_score=min_score)
+    raise ValueError(f"{spec.name}: {spec.architecture} is not a detector architecture")
+
+
+def _embedder_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
+    if spec.architecture != "facenet":
+        raise ValueError(f"{spec.name}: {spec.architecture} is not an embedder architecture")
+    from facesvc.inference.embedders.facenet import FaceNetEmbedder
+
+    path = _verified_path(spec, settings.models_dir)
+    t = spec.tensors
+    phase_train = t.get("phase_train", "phase_train:0") or None
+    return lambda: FaceNetEmbedder(
+        path,
+        input_name=t.get("input", "input:0"),
+        output_name=t.get("embeddings", "embeddings:0"),
+        phase_train_name=phase_train,
+        input_size=int(spec.options.get("input_size", 160)),
+        preprocessing=spec.options.get("preprocessing", "prewhiten"),
+    )
+
+
+def _mesh_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
+    from facesvc.inference.landmarks.facemesh import FaceMeshModel
+
+    path = _verified_path(spec, settings.models_dir)
+    return lambda: FaceMeshModel(path, threads=settings.inference_threads)
+
+
+class ModelRegistry:
+    """Loads the configured detector, mesh and embedder once, each behind its own runner."""
+
+    def __init__(self, settings: Settings, manifest: Manifest | None = None) -> None:
+        self.settings = settings
+        self.manifest = manifest or Manifest.load(settings.manifest_path)
+        self.detector_spec = self.manifest.get(settings.detector, "detector")
+        self.embedder_spec = self.manifest.get(settings.embedder, "embedder")
+        self.mesh_spec = self.manifest.get(settings.mesh, "mesh")
+        self.crop_policy = CropPolicy(**self.detector_spec.crop)
+        self.embedder_input_size = int(self.embedder_spec.options.get("input_size", 160))
+        self.tf_device = "/CPU:0"
+        self.detector: DetectorRunner = ModelRunner(
+            self.detector_spec.name, self._device_for(self.detector_spec)
+        )
+        self.mesh: MeshRunner = ModelRunner(self.mesh_spec.name, "/CPU:0")
+        self.embedder: EmbedderRunner = ModelRunner(
+            self.embedder_spec.name, self._device_for(self.embedder_spec)
+        )
+        self.embedding_dim = 0
+
+    def _device_for(self, spec: ModelSpec) -> str:
+        return "/CPU:0" if spec.architecture in _CPU_ONLY else self.settings.tf_device
+
+    @property
+    def detector_gives_five_points(self) -> bool:
+        return self.detector_spec.architecture == "mtcnn"
+
+    @property
+    def runners(self) -> tuple[ModelRunner[Any, Any], ...]:
+        return (self.detector, self.mesh, self.embedder)
+
+    @property
+    def ready(self) -> bool:
+        return all(runner.ready for runner in self.runners)
+
+    @property
+    def threshold(self) -> float:
+        """Cosine-similarity threshold: the setting if given, else the calibrated one."""
+        if self.settings.match_threshold is not None:
+            return self.settings.match_threshold
+        if self.embedder_spec.threshold is None:
+            raise ModelFileError(
+                f"embedder {self.embedder_spec.name!r} has no calibrated threshold in the "
+                "manifest: set FACESVC_MATCH_THRESHOLD"
+            )
+        return self.embedder_spec.threshold
+
+    def _plans(self) -> list[tuple[ModelRunner[Any, Any], Callable[[], Predictor[Any, Any]], Any]]:
+        settings = self.settings
+        size = self.embedder_input_size
+        blank = np.zeros((256, 256, 3), np.uint8)
+        warm_face = Detection(box=Box(64, 64, 128, 128), score=1.0)
+        return [
+            (
+                self.detector,
+                _detector_factory(self.detector_spec, settings, self.detector.device),
+                [blank],
+            ),
+            (self.mesh, _mesh_factory(self.mesh_spec, settings), [(blank, warm_face)]),
+            (
+                self.embedder,
+                _embedder_factory(self.embedder_spec, settings),
+                np.zeros((1, size, size, 3), np.uint8),
+            ),
+        ]
+
+    def _configure(self) -> None:
+        self.tf_device = configure_tensorflow(self.settings.device, self.settings.inference_threads)
+
+    async def start(self) -> None:
+        """Verify, load and warm every model; the runners load in parallel."""
+        await asyncio.to_thread(self._configure)
+        plans = await asyncio.to_thread(self._plans)  # hashing the files is blocking I/O
+        await asyncio.gather(*(runner.start(factory, warm) for runner, factory, warm in plans))
+        self.embedding_dim = self._embedding_dim()
+
+    def start_sync(self) -> None:
+        self._configure()
+        for runner, factory, warm in self._plans():
+            runner.start_sync(factory, warm)
+        self.embedding_dim = self._embedding_dim()
+
+    def _embedding_dim(self) -> int:
+        return int(getattr(self.embedder.model, "dim", 0))
+
+    def info(self) -> list[ModelInfo]:
+        specs = (self.detector_spec, self.mesh_spec, self.embedder_spec)
+        return [
+            ModelInfo(
+                name=spec.name,
+                task=spec.task,
+                architecture=spec.architecture,
+                version=spec.version,
+                device=runner.device,
+                ready=runner.ready,
+                load_seconds=round(runner.load_seconds, 3),
+                warmup_seconds=round(runner.warmup_seconds, 3),
+            )
+            for spec, runner in zip(specs, self.runners, strict=True)
+        ]
+
+    def close(self) -> None:
+        for runner in self.runners:
+            runner.close()

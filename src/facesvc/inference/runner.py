@@ -1,0 +1,91 @@
+"""A runner owns one model, one executor thread and one device: calls never block the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Generic, Protocol, TypeVar
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+In_contra = TypeVar("In_contra", contravariant=True)
+Out_co = TypeVar("Out_co", covariant=True)
+
+
+class Predictor(Protocol[In_contra, Out_co]):
+    def predict(self, batch: In_contra) -> Out_co: ...
+
+
+class ModelRunner(Generic[In, Out]):
+    """Loads, warms and runs one model on its own thread under ``tf.device(device)``.
+
+    One thread per model keeps each TFLite interpreter and TF graph single-threaded from
+    Python's side (TF still uses its intra-op pool), gives every model its own queue, and
+    lets the models load in parallel at start-up.
+    """
+
+    def __init__(self, name: str, device: str) -> None:
+        self.name = name
+        self.device = device
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
+        self._model: Predictor[In, Out] | None = None
+        self.load_seconds = 0.0
+        self.warmup_seconds = 0.0
+        self.calls = 0
+        self.busy_seconds = 0.0
+
+    @property
+    def ready(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self) -> Predictor[In, Out]:
+        if self._model is None:
+            raise RuntimeError(f"model {self.name!r} is not loaded")
+        return self._model
+
+    def _start(self, factory: Callable[[], Predictor[In, Out]], warm_batch: In) -> None:
+        with _device_scope(self.device):
+            start = time.perf_counter()
+            model = factory()
+            loaded = time.perf_counter()
+            model.predict(warm_batch)  # first call builds kernels and allocates buffers
+            self.load_seconds = loaded - start
+            self.warmup_seconds = time.perf_counter() - loaded
+        self._model = model
+
+    async def start(self, factory: Callable[[], Predictor[In, Out]], warm_batch: In) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._start, factory, warm_batch)
+
+    def start_sync(self, factory: Callable[[], Predictor[In, Out]], warm_batch: In) -> None:
+        self._executor.submit(self._start, factory, warm_batch).result()
+
+    def _call(self, batch: In) -> Out:
+        model = self.model
+        start = time.perf_counter()
+        with _device_scope(self.device):
+            result = model.predict(batch)
+        self.calls += 1
+        self.busy_seconds += time.perf_counter() - start
+        return result
+
+    async def run(self, batch: In) -> Out:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, batch)
+
+    def run_sync(self, batch: In) -> Out:
+        """Blocking call on the runner's thread (CLI and evaluation code)."""
+        return self._executor.submit(self._call, batch).result()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._model = None
+
+
+def _device_scope(device: str) -> Any:
+    import tensorflow as tf
+
+    return tf.device(device)

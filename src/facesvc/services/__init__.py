@@ -1,0 +1,1 @@
+"""Use cases: users, enrolment, recognition and face analysis. No HTTP in here."""

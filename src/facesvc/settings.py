@@ -1,0 +1,90 @@
+"""One settings class for the whole service (env prefix ``FACESVC_``).
+
+Every field is listed with its default and meaning in ``.env.example``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+_DEVICE_RE = re.compile(r"^(cpu|gpu)(:\d+)?$")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FACESVC_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str = Field(
+        default=f"sqlite+aiosqlite:///{PROJECT_ROOT / 'var' / 'facesvc.db'}",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
+    )
+    models_dir: Path = Field(default=PROJECT_ROOT / "models", description="Pulled model files")
+    model_manifest: Path | None = Field(
+        default=None,
+        description="Manifest of model specs; defaults to <models_dir>/manifest.json",
+    )
+    data_dir: Path = Field(
+        default=PROJECT_ROOT.parent / "shared" / "data", description="Evaluation data (LFW ...)"
+    )
+    device: str = Field(default="cpu", description="cpu, gpu (= gpu:0) or gpu:N")
+
+    detector: str = Field(default="blazeface", description="Manifest name of the face detector")
+    embedder: str = Field(default="facenet", description="Manifest name of the embedding model")
+    mesh: str = Field(default="facemesh", description="Manifest name of the 468-point mesh model")
+
+    match_threshold: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine-similarity threshold; default: the embedder's calibrated one",
+    )
+    detection_min_score: float = Field(default=0.5, ge=0.0, le=1.0)
+    detection_max_side: int = Field(
+        default=1024, ge=128, description="Images are downscaled to this longest side to detect"
+    )
+    enrol_second_face_ratio: float = Field(
+        default=0.6,
+        gt=0.0,
+        le=1.0,
+        description="Enrolment refuses a photo whose second-largest face has at least this "
+        "fraction of the largest face's area",
+    )
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=40_000_000, ge=10_000)
+    inference_threads: int = Field(
+        default=0, ge=0, description="TensorFlow intra-op threads per model (0 = TF default)"
+    )
+
+    bootstrap_api_key: str | None = Field(
+        default=None, description="First admin API key (enforced from the security issue on)"
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _DEVICE_RE.match(value):
+            raise ValueError("device must be 'cpu', 'gpu' or 'gpu:N'")
+        return "gpu:0" if value == "gpu" else value
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.model_manifest or self.models_dir / "manifest.json"
+
+    @property
+    def tf_device(self) -> str:
+        """The device string TensorFlow understands, e.g. ``/CPU:0`` or ``/GPU:1``."""
+        kind, _, index = self.device.partition(":")
+        return f"/{kind.upper()}:{index or 0}"

@@ -1,0 +1,46 @@
+"""The application's state, built by the lifespan and read by the dependencies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from facesvc.inference.pipeline import FacePipeline
+from facesvc.inference.registry import ModelRegistry
+from facesvc.services.analysis import FaceAnalysisService
+from facesvc.settings import Settings
+
+log = logging.getLogger("facesvc")
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    registry: ModelRegistry
+    pipeline: FacePipeline
+    analysis: FaceAnalysisService
+    models_error: str | None = None
+    models_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _loader: asyncio.Task[None] | None = None
+
+    async def load_models(self) -> None:
+        try:
+            await self.registry.start()
+        except Exception as exc:  # reported by /readyz and the log, never swallowed
+            self.models_error = f"{type(exc).__name__}: {exc}"
+            log.exception("model loading failed")
+            raise
+        finally:
+            self.models_ready.set()
+        log.info(
+            "models ready: %s",
+            ", ".join(
+                f"{m.name} on {m.device} ({m.load_seconds + m.warmup_seconds:.1f}s)"
+                for m in self.registry.info()
+            ),
+        )

@@ -1,0 +1,74 @@
+"""Readiness, restarts and start-up failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from facesvc.app import create_app
+from facesvc.settings import Settings
+from facesvc.state import AppState
+from tests.api.test_errors import assert_problem
+from tests.conftest import image_file, lfw_image
+
+
+async def test_readyz_lists_loaded_models(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["database"] == "ok"
+    names = {m["name"]: m for m in body["models"]}
+    assert set(names) == {"blazeface", "facemesh", "facenet"}
+    assert all(m["ready"] for m in names.values())
+    assert names["facenet"]["device"] == "/CPU:0"
+    assert (await client.get("/livez")).json()["status"] == "ok"
+
+
+async def test_restart_keeps_users_and_faces(client: httpx.AsyncClient, settings: Settings) -> None:
+    user = (await client.post("/v1/users", json={"name": "Restart check"})).json()
+    enrolled = await client.post(
+        f"/v1/users/{user['id']}/faces", files=image_file(lfw_image("Jacques_Chirac", 1))
+    )
+    assert enrolled.status_code == 201
+
+    restarted = create_app(settings)  # a new process's app on the same database file
+    async with LifespanManager(restarted, startup_timeout=30, shutdown_timeout=30):
+        state: AppState = restarted.state.facesvc
+        await state.models_ready.wait()
+        transport = httpx.ASGITransport(app=restarted)
+        async with httpx.AsyncClient(transport=transport, base_url="http://restarted") as second:
+            body = (await second.get(f"/v1/users/{user['id']}")).json()
+            assert body["face_count"] == 1
+            faces = (await second.get(f"/v1/users/{user['id']}/faces")).json()["items"]
+            assert faces[0]["face_id"] == enrolled.json()["face_id"]
+            verified = await second.post(
+                f"/v1/users/{user['id']}/verify", files=image_file(lfw_image("Jacques_Chirac", 2))
+            )
+            assert verified.json()["match"] is True
+
+
+async def test_missing_model_file_reports_not_ready(settings: Settings, tmp_path: Path) -> None:
+    manifest = json.loads((settings.models_dir / "manifest.json").read_text())
+    manifest["models"]["facemesh"]["file"] = str(tmp_path / "missing.tflite")
+    broken = tmp_path / "manifest.json"
+    broken.write_text(json.dumps(manifest))
+    app: FastAPI = create_app(settings.model_copy(update={"model_manifest": broken}))
+    async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30):
+        state: AppState = app.state.facesvc
+        await state.models_ready.wait()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://broken") as c:
+            assert (await c.get("/livez")).status_code == 200
+            body = assert_problem(await c.get("/readyz"), 503, "not-ready")
+            assert "missing.tflite" in str(body["detail"])
+            assert_problem(
+                await c.post("/v1/detect", files=image_file(lfw_image("Tony_Blair", 1))),
+                503,
+                "not-ready",
+            )
+            # routes that need no model still work
+            assert (await c.get("/v1/users")).status_code == 200

@@ -1,0 +1,492 @@
+"""Database layer against real databases: SQLite files and a throwaway PostgreSQL.
+
+Every database is built by the real Alembic migrations, never by create_all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import delete, inspect, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.engine.interfaces import ReflectedForeignKeyConstraint
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from facesvc.db import (
+    Base,
+    User,
+    create_engine,
+    create_sessionmaker,
+    decode_embedding,
+    encode_embedding,
+    ping,
+    session_scope,
+)
+from facesvc.db.migrate import (
+    current,
+    current_async,
+    downgrade_async,
+    head,
+    upgrade,
+    upgrade_async,
+)
+from facesvc.repositories import DuplicateExternalIdError, FaceRepository, UserRepository
+from tests.pg import postgres_server, postgres_url  # noqa: F401  (fixtures)
+
+MODEL = "facenet"
+VERSION = "1"
+DIM = 128
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An empty database; the SQLite file sits in a folder that does not exist yet."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'var' / 'facesvc.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'var' / 'facesvc.db'}"
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    await upgrade_async(database_url)
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_sessionmaker(engine)
+
+
+def unit_vectors(n: int, dim: int = DIM, seed: int = 0) -> npt.NDArray[np.float32]:
+    rng = np.random.default_rng(seed)
+    vecs = rng.standard_normal((n, dim)).astype(np.float32)
+    unit: npt.NDArray[np.float32] = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+    return unit
+
+
+async def add_face(
+    faces: FaceRepository, user_id: uuid.UUID, vec: npt.NDArray[np.float32]
+) -> uuid.UUID:
+    face = await faces.add(
+        user_id,
+        vec,
+        model_name=MODEL,
+        model_version=VERSION,
+        box=(10.0, 20.0, 30.0, 40.0),
+        image_size=(640, 480),
+        detection_score=0.99,
+    )
+    return face.id
+
+
+async def count_faces(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text("SELECT count(*) FROM faces"))).scalar_one())
+
+
+# --- migrations ------------------------------------------------------------------
+
+
+@dataclass
+class Schema:
+    tables: set[str]
+    indexes: dict[str, list[str | None]]
+    fks: list[ReflectedForeignKeyConstraint]
+    uniques: list[list[str]]
+
+
+def _schema(conn: Connection) -> Schema:
+    insp = inspect(conn)
+    return Schema(
+        tables=set(insp.get_table_names()),
+        indexes={str(ix["name"]): ix["column_names"] for ix in insp.get_indexes("faces")},
+        fks=insp.get_foreign_keys("faces"),
+        uniques=[uq["column_names"] for uq in insp.get_unique_constraints("users")],
+    )
+
+
+async def test_migrations_create_the_schema_on_an_empty_database(database_url: str) -> None:
+    assert await current_async(database_url) is None
+
+    await upgrade_async(database_url)
+
+    assert await current_async(database_url) == "0001" == head()
+    # The sync API, as the CLI calls it: outside any running event loop.
+    assert await asyncio.to_thread(current, database_url) == "0001"
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            schema = await conn.run_sync(_schema)
+    finally:
+        await engine.dispose()
+    assert {"users", "faces", "alembic_version"} <= schema.tables
+    assert schema.indexes == {
+        "ix_faces_user_id": ["user_id"],
+        "ix_faces_model_name_user_id": ["model_name", "user_id"],
+    }
+    [fk] = schema.fks
+    assert fk["referred_table"] == "users"
+    assert fk["constrained_columns"] == ["user_id"]
+    assert fk["options"].get("ondelete") == "CASCADE"
+    assert schema.uniques == [["external_id"]]
+
+
+async def test_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
+    await upgrade_async(database_url)
+    await downgrade_async(database_url, "base")
+    assert await current_async(database_url) is None
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        assert not {"users", "faces"} & tables
+
+        await upgrade_async(database_url)
+        assert await current_async(database_url) == "0001"
+        async with engine.connect() as conn:
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        assert {"users", "faces"} <= tables
+    finally:
+        await engine.dispose()
+
+
+async def test_migrations_match_the_models(engine: AsyncEngine) -> None:
+    def diff(conn: Connection) -> list[object]:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(ctx, Base.metadata))
+
+    async with engine.connect() as conn:
+        assert await conn.run_sync(diff) == []
+
+
+def test_sync_upgrade_runs_outside_an_event_loop(sqlite_url: str) -> None:
+    upgrade(sqlite_url)
+    assert current(sqlite_url) == "0001"
+    upgrade(sqlite_url)  # idempotent at head
+    assert current(sqlite_url) == "0001"
+
+
+# --- engine ----------------------------------------------------------------------
+
+
+async def test_sqlite_pragmas_on_every_connection(sqlite_url: str) -> None:
+    await upgrade_async(sqlite_url)
+    engine = create_engine(sqlite_url)
+    try:
+        # Two connections at once: the pool opens a second one, which must be set up too.
+        async with engine.connect() as first, engine.connect() as second:
+            for conn in (first, second):
+                pragma = {
+                    name: (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar_one()
+                    for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+                }
+                assert pragma == {
+                    "journal_mode": "wal",
+                    "foreign_keys": 1,
+                    "busy_timeout": 5000,
+                    "synchronous": 1,  # NORMAL
+                }
+    finally:
+        await engine.dispose()
+
+
+async def test_ping(engine: AsyncEngine) -> None:
+    assert await ping(engine)
+    unreachable = create_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    try:
+        assert not await ping(unreachable)
+    finally:
+        await unreachable.dispose()
+
+
+async def test_session_scope_commits_or_rolls_back(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with session_scope(sessions) as session:
+        kept = await UserRepository(session).add("kept")
+
+    async def failing_unit_of_work() -> None:
+        async with session_scope(sessions) as session:
+            await UserRepository(session).add("dropped")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await failing_unit_of_work()
+
+    async with sessions() as session:
+        users = UserRepository(session)
+        assert await users.get(kept.id) is not None
+        assert await users.get_by_name("dropped") is None
+
+
+# --- repositories ------------------------------------------------------------------
+
+
+async def test_user_crud(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with session_scope(sessions) as session:
+        users = UserRepository(session)
+        ann = await users.add("Ann", external_id="emp-1", metadata={"team": "a", "n": [1, 2]})
+        bob = await users.add("Bob")
+        ann2 = await users.add("Ann")
+        assert ann.created_at.tzinfo is not None
+
+    async with sessions() as session:
+        users = UserRepository(session)
+        got = await users.get(ann.id)
+        assert got is not None
+        assert (got.name, got.external_id, got.metadata_) == (
+            "Ann",
+            "emp-1",
+            {"team": "a", "n": [1, 2]},
+        )
+        assert got.created_at.tzinfo == UTC
+        assert got.updated_at >= got.created_at
+        assert await users.get(uuid.uuid4()) is None
+
+        first_ann = await users.get_by_name("Ann")
+        assert first_ann is not None
+        assert first_ann.id == ann.id
+        assert first_ann.id != ann2.id
+        assert await users.get_by_name("Nobody") is None
+
+        page, total = await users.list_page(limit=2, offset=0)
+        assert total == 3
+        assert [(u.id, n) for u, n in page] == [(ann.id, 0), (bob.id, 0)]
+        page, total = await users.list_page(limit=2, offset=2)
+        assert total == 3
+        assert [u.id for u, _ in page] == [ann2.id]
+
+        await users.delete(got)
+        await session.commit()
+
+    async with sessions() as session:
+        assert await UserRepository(session).get(ann.id) is None
+
+
+async def test_face_crud_and_embeddings(sessions: async_sessionmaker[AsyncSession]) -> None:
+    vecs = unit_vectors(3)
+    async with session_scope(sessions) as session:
+        users, faces = UserRepository(session), FaceRepository(session)
+        ann = await users.add("Ann")
+        bob = await users.add("Bob")
+        a1 = await add_face(faces, ann.id, vecs[0])
+        a2 = await add_face(faces, ann.id, vecs[1])
+        b1 = await add_face(faces, bob.id, vecs[2])
+        other = await faces.add(
+            bob.id,
+            unit_vectors(1, dim=512)[0],
+            model_name="arcface",
+            model_version="2",
+            box=(1.5, 2.5, 3.5, 4.5),
+            image_size=(100, 200),
+            detection_score=0.5,
+        )
+
+    async with sessions() as session:
+        users, faces = UserRepository(session), FaceRepository(session)
+        assert await users.face_count(ann.id) == 2
+        assert await users.face_count(bob.id) == 2
+        page, _ = await users.list_page(limit=10, offset=0)
+        assert [(u.name, n) for u, n in page] == [("Ann", 2), ("Bob", 2)]
+
+        listed = await faces.list_for_user(ann.id)
+        assert [f.id for f in listed] == [a1, a2]
+        face = await faces.get(bob.id, other.id)
+        assert face is not None
+        assert (face.box_x, face.box_y, face.box_width, face.box_height) == (1.5, 2.5, 3.5, 4.5)
+        assert (face.image_width, face.image_height) == (100, 200)
+        assert (face.model_name, face.model_version, face.embedding_dim) == ("arcface", "2", 512)
+        assert face.detection_score == pytest.approx(0.5)
+        assert await faces.get(ann.id, other.id) is None  # someone else's face
+
+        ids, matrix = await faces.embeddings_for_user(ann.id, MODEL)
+        assert ids == [a1, a2]
+        assert matrix.dtype == np.float32
+        assert matrix.shape == (2, DIM)
+        np.testing.assert_array_equal(matrix, vecs[:2])
+        ids, matrix = await faces.embeddings_for_user(ann.id, "arcface")
+        assert ids == []
+        assert matrix.shape == (0, 128)
+
+        face_ids, user_ids, matrix = await faces.all_embeddings(MODEL)
+        assert sorted(zip(face_ids, user_ids, strict=True)) == sorted(
+            [(a1, ann.id), (a2, ann.id), (b1, bob.id)]
+        )
+        assert matrix.shape == (3, DIM)
+        by_face = dict(zip(face_ids, matrix, strict=True))
+        np.testing.assert_array_equal(by_face[b1], vecs[2])
+        assert (await faces.all_embeddings("unknown"))[2].shape == (0, 128)
+
+        missing = uuid.uuid4()
+        assert await faces.names_for([ann.id, bob.id, missing, ann.id]) == {
+            ann.id: "Ann",
+            bob.id: "Bob",
+        }
+        assert await faces.names_for([]) == {}
+
+        await faces.delete(face)
+        await session.commit()
+
+    async with sessions() as session:
+        assert await UserRepository(session).face_count(bob.id) == 1
+
+
+async def test_add_face_rejects_bad_embeddings(sessions: async_sessionmaker[AsyncSession]) -> None:
+    async with sessions() as session:
+        user = await UserRepository(session).add("Ann")
+        faces = FaceRepository(session)
+        with pytest.raises(ValueError, match="normalised"):
+            await add_face(faces, user.id, np.full(DIM, 0.5, dtype=np.float32))
+        with pytest.raises(ValueError, match="1-D"):
+            await add_face(faces, user.id, unit_vectors(2))
+
+
+async def test_deleting_a_user_deletes_their_faces(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    vecs = unit_vectors(4)
+    async with session_scope(sessions) as session:
+        users, faces = UserRepository(session), FaceRepository(session)
+        ann, bob, cid = await users.add("Ann"), await users.add("Bob"), await users.add("Cid")
+        for vec in vecs[:2]:
+            await add_face(faces, ann.id, vec)
+        await add_face(faces, bob.id, vecs[2])
+        await add_face(faces, cid.id, vecs[3])
+    assert await count_faces(engine) == 4
+
+    # Through the repository, in a session that never loaded the faces.
+    async with session_scope(sessions) as session:
+        users = UserRepository(session)
+        loaded = await users.get(ann.id)
+        assert loaded is not None
+        await users.delete(loaded)
+    assert await count_faces(engine) == 2
+
+    # Raw SQL: the database's own ON DELETE CASCADE (foreign keys enforced on SQLite too).
+    async with sessions() as session:
+        target = await UserRepository(session).get(bob.id)
+        assert target is not None
+        await session.execute(
+            delete(User).where(User.id == bob.id).execution_options(synchronize_session=False)
+        )
+        await session.commit()
+    assert await count_faces(engine) == 1
+
+
+async def test_face_needs_an_existing_user(sessions: async_sessionmaker[AsyncSession]) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    async with sessions() as session:
+        with pytest.raises(IntegrityError):
+            await add_face(FaceRepository(session), uuid.uuid4(), unit_vectors(1)[0])
+
+
+async def test_duplicate_external_id_keeps_the_session_usable(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions() as session:
+        users = UserRepository(session)
+        first = await users.add("Ann", external_id="emp-1")
+        with pytest.raises(DuplicateExternalIdError) as caught:
+            await users.add("Other Ann", external_id="emp-1")
+        assert caught.value.external_id == "emp-1"
+        # The outer transaction survived the failed SAVEPOINT: keep working in it.
+        second = await users.add("Bob", external_id="emp-2")
+        assert await users.get(first.id) is first
+        await session.commit()
+
+    async with sessions() as session:
+        page, total = await UserRepository(session).list_page(limit=10, offset=0)
+        assert total == 2
+        assert [u.external_id for u, _ in page] == ["emp-1", "emp-2"]
+        assert second.id in {u.id for u, _ in page}
+
+    # The SAVEPOINT lives inside the caller's transaction: rolling that back undoes
+    # the users added before it too (on SQLite this needs the explicit BEGIN).
+    async with sessions() as session:
+        users = UserRepository(session)
+        await users.add("Cid", external_id="emp-3")
+        with pytest.raises(DuplicateExternalIdError):
+            await users.add("Dup", external_id="emp-3")
+        await session.rollback()
+    async with sessions() as session:
+        assert await UserRepository(session).get_by_name("Cid") is None
+
+
+def test_embedding_codec() -> None:
+    vec = unit_vectors(1)[0]
+    blob = encode_embedding(vec)
+    assert len(blob) == DIM * 4
+    assert blob == vec.astype("<f4").tobytes()
+    # Big-endian input is stored little-endian, same values.
+    assert encode_embedding(vec.astype(">f4")) == blob
+    back = decode_embedding(blob)
+    assert back.dtype == np.float32
+    assert back.flags.writeable
+    assert back.tobytes() == vec.tobytes()
+    with pytest.raises(ValueError, match="1-D"):
+        encode_embedding(np.zeros((2, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        decode_embedding(b"\x00\x01\x02")
+
+
+async def test_embeddings_round_trip_bit_exactly(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    vecs = unit_vectors(5, seed=42)
+    vecs[0, 0] = np.float32(np.nextafter(vecs[0, 0], np.float32(1)))  # odd last bit
+    async with session_scope(sessions) as session:
+        user = await UserRepository(session).add("Ann")
+        faces = FaceRepository(session)
+        for vec in vecs:
+            await add_face(faces, user.id, vec)
+
+    async with sessions() as session:
+        faces = FaceRepository(session)
+        _, matrix = await faces.embeddings_for_user(user.id, MODEL)
+        assert matrix.tobytes() == vecs.tobytes()
+        stored = await faces.list_for_user(user.id)
+        assert [f.embedding for f in stored] == [v.astype("<f4").tobytes() for v in vecs]
+        assert stored[0].vector.view(np.uint32).tolist() == vecs[0].view(np.uint32).tolist()
+
+
+async def test_a_restart_sees_the_same_data(database_url: str) -> None:
+    await upgrade_async(database_url)
+    vecs = unit_vectors(2, seed=7)
+    engine = create_engine(database_url)
+    try:
+        async with session_scope(create_sessionmaker(engine)) as session:
+            user = await UserRepository(session).add("Ann", external_id="x", metadata={"k": 1})
+            face_ids = [await add_face(FaceRepository(session), user.id, v) for v in vecs]
+    finally:
+        await engine.dispose()
+
+    restarted = create_engine(database_url)
+    try:
+        async with create_sessionmaker(restarted)() as session:
+            got = await UserRepository(session).get(user.id)
+            assert got is not None
+            assert (got.name, got.external_id, got.metadata_) == ("Ann", "x", {"k": 1})
+            assert got.created_at == user.created_at
+            ids, matrix = await FaceRepository(session).embeddings_for_user(user.id, MODEL)
+            assert ids == face_ids
+            assert matrix.tobytes() == vecs.tobytes()
+    finally:
+        await restarted.dispose()
