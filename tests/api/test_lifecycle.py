@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
@@ -72,3 +73,26 @@ async def test_missing_model_file_reports_not_ready(settings: Settings, tmp_path
             )
             # routes that need no model still work
             assert (await c.get("/v1/users")).status_code == 200
+
+
+async def test_unavailable_gpu_is_a_clear_start_up_error(settings: Settings) -> None:
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    app: FastAPI = create_app(settings.model_copy(update={"device": "gpu:0"}))
+    async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30):
+        state: AppState = app.state.facesvc
+        await state.models_ready.wait()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gpu") as c:
+            body = assert_problem(await c.get("/readyz"), 503, "not-ready")
+            assert "FACESVC_DEVICE=gpu:0" in str(body["detail"])
+
+
+def test_device_setting_is_validated() -> None:
+    assert Settings(device="GPU").device == "gpu:0"
+    assert Settings(device="gpu:1").tf_device == "/GPU:1"
+    assert Settings(device="cpu").tf_device == "/CPU:0"
+    with pytest.raises(ValueError, match="device"):
+        Settings(device="tpu")

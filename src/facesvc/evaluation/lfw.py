@@ -107,3 +107,56 @@ def ten_fold(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> dict[st
         "fold_thresholds": thresholds,
         "threshold": overall_t,
     }
+
+
+def roc_auc(scores: np.ndarray, same: np.ndarray) -> float:
+    """Area under the ROC curve (probability a genuine pair outscores an impostor pair)."""
+    # Mann-Whitney U with tied scores given their average rank
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]
+    positives = int(same.sum())
+    negatives = len(same) - positives
+    return float((ranks[same].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> tuple[float, float]:
+    """True-accept rate at the threshold whose false-accept rate is at most ``far``."""
+    impostors = np.sort(scores[~same])[::-1]
+    allowed = int(np.floor(far * len(impostors)))
+    threshold = float(impostors[allowed]) + 1e-9 if allowed < len(impostors) else -1.0
+    return float(np.mean(scores[same] >= threshold)), threshold
+
+
+async def evaluate(
+    pipeline: FacePipeline,
+    data_dir: Path,
+    folds: int = 10,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, object]:
+    """The LFW protocol through the service's pipeline; failures to detect count as errors."""
+    pairs = [p for p in read_pairs(data_dir / "lfw" / "pairs.txt") if p.fold < folds]
+    names = sorted({p.a for p in pairs} | {p.b for p in pairs})
+    embeddings = await embed_images(
+        pipeline, data_dir / "lfw" / "lfw-deepfunneled", names, progress
+    )
+    scores = np.array(
+        [
+            -1.0
+            if embeddings[p.a] is None or embeddings[p.b] is None
+            else float(embeddings[p.a] @ embeddings[p.b])  # type: ignore[operator]
+            for p in pairs
+        ]
+    )
+    same = np.array([p.same for p in pairs])
+    result = ten_fold(scores, same, np.array([p.fold for p in pairs]))
+    result.update(
+        pairs=len(pairs),
+        images=len(names),
+        failures_to_detect=sum(v is None for v in embeddings.values()),
+        roc_auc=roc_auc(scores, same),
+    )
+    for far in (1e-2, 1e-3):
+        tar, threshold = tar_at_far(scores, same, far)
+        result[f"tar_at_far_{far:g}"] = tar
+        result[f"threshold_at_far_{far:g}"] = threshold
+    return result
