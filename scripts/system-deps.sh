@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Installs the real servers the test suite starts (PostgreSQL) when they are missing and we
-# are allowed to (root with apt-get). Elsewhere it says what to install; the PostgreSQL tests
-# then skip locally, and fail in CI (CI=true), so CI can never pass without them.
+# Installs the real components the test suite starts itself (PostgreSQL, nginx) when they are
+# missing and we may (root with apt-get). Elsewhere it says what to install: those tests then
+# skip locally, and fail in CI (CI=true), so CI can never pass without them.
 set -euo pipefail
-if compgen -G "/usr/lib/postgresql/*/bin/initdb" > /dev/null; then
-  exit 0
-fi
+missing=()
+compgen -G "/usr/lib/postgresql/*/bin/initdb" > /dev/null || missing+=(postgresql)
+command -v nginx > /dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+[ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get > /dev/null; then
-  echo "installing PostgreSQL (Debian package) for the database tests"
+  echo "installing ${missing[*]} (Debian packages) for the tests"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends postgresql > /dev/null
+  # policy-rc.d 101: never start the packaged services (the tests start their own)
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
+  rm -f /usr/sbin/policy-rc.d
 else
-  echo "note: PostgreSQL is not installed; its tests will be skipped (apt-get install postgresql)"
+  echo "note: ${missing[*]} not installed; their tests will be skipped (apt-get install ${missing[*]})"
 fi

@@ -19,7 +19,11 @@ _DEVICE_RE = re.compile(r"^(cpu|gpu)(:\d+)?$")
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="FACESVC_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="FACESVC_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,  # FACESVC_X= (empty) means "use the default"
+        extra="ignore",
     )
 
     database_url: str = Field(
