@@ -14,12 +14,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from facesvc import __version__
+from facesvc.api.docs import install_offline_docs
 from facesvc.api.errors import install_error_handlers
-from facesvc.api.routers import analysis, health, legacy, recognition, users
+from facesvc.api.routers import analysis, health, legacy, metrics, recognition, users
 from facesvc.db.engine import create_engine, create_sessionmaker
+from facesvc.gallery.index import GalleryIndex
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.registry import ModelRegistry
+from facesvc.observability.metrics import metrics_of
+from facesvc.observability.middleware import install_observability
 from facesvc.services.analysis import FaceAnalysisService
+from facesvc.services.gallery import GallerySync
 from facesvc.settings import Settings
 from facesvc.state import AppState
 
@@ -51,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url)
         registry = ModelRegistry(settings)
+        metrics_of(app).observe_models(registry)
         pipeline = FacePipeline(registry)
         state = AppState(
             settings=settings,
@@ -59,7 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             registry=registry,
             pipeline=pipeline,
             analysis=FaceAnalysisService(pipeline, settings.enrol_second_face_ratio),
+            gallery=GallerySync(GalleryIndex(registry.embedder_spec.name)),
         )
+        metrics_of(app).set_gallery_size_provider(lambda: len(state.gallery.index))
         state._loader = asyncio.create_task(state.load_models(), name="load-models")
         app.state.facesvc = state
         try:
@@ -68,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if state._loader and not state._loader.done():
                 state._loader.cancel()
             await asyncio.gather(state._loader, return_exceptions=True)
-            await asyncio.to_thread(registry.close)
+            await registry.aclose()
             await engine.dispose()
 
     app = FastAPI(
@@ -77,8 +85,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by install_offline_docs
+        redoc_url=None,
     )
     install_error_handlers(app)
-    for module in (health, analysis, users, recognition, legacy):
+    # request ids, JSON access log and Prometheus metrics; /docs and /redoc without a CDN
+    install_observability(app)
+    install_offline_docs(app)
+    for module in (health, analysis, users, recognition, legacy, metrics):
         app.include_router(module.router)
     return app

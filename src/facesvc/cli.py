@@ -49,12 +49,15 @@ def serve(
 
         upgrade(settings.database_url)
     from facesvc.app import create_app
+    from facesvc.observability.logs import logging_config
 
     uvicorn.run(
         create_app(settings),
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level,
+        log_config=logging_config(settings.log_level),  # JSON lines, with request ids
+        access_log=False,  # replaced by the request middleware's own line
         proxy_headers=True,
     )
 

@@ -61,6 +61,19 @@ class Settings(BaseSettings):
         description="Enrolment refuses a photo whose second-largest face has at least this "
         "fraction of the largest face's area",
     )
+    batch_max_size: int = Field(
+        default=32, ge=1, le=256, description="Most faces (or images) merged into one model call"
+    )
+    batch_max_wait_ms: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=100.0,
+        description="How long an idle model waits for more requests to batch (0: run at once; "
+        "batches still form while the model is busy)",
+    )
+    queue_max_items: int = Field(
+        default=256, ge=1, description="Items queued per model before requests get 503"
+    )
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=40_000_000, ge=10_000)
     inference_threads: int = Field(

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from facesvc.db.engine import session_scope
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.registry import ModelRegistry
 from facesvc.services.analysis import FaceAnalysisService
+from facesvc.services.gallery import GallerySync
 from facesvc.settings import Settings
 
 log = logging.getLogger("facesvc")
@@ -24,6 +26,7 @@ class AppState:
     registry: ModelRegistry
     pipeline: FacePipeline
     analysis: FaceAnalysisService
+    gallery: GallerySync
     models_error: str | None = None
     models_ready: asyncio.Event = field(default_factory=asyncio.Event)
     _loader: asyncio.Task[None] | None = None
@@ -31,6 +34,9 @@ class AppState:
     async def load_models(self) -> None:
         try:
             await self.registry.start()
+            async with session_scope(self.sessionmaker) as session:
+                index = await self.gallery.ensure_current(session)
+            log.info("gallery loaded: %d faces of %d users", len(index), index.users)
         except Exception as exc:  # reported by /readyz and the log, never swallowed
             self.models_error = f"{type(exc).__name__}: {exc}"
             log.exception("model loading failed")

@@ -46,6 +46,8 @@ MODEL = "facenet"
 VERSION = "1"
 DIM = 128
 
+HEAD = "0002"  # the newest migration
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
@@ -127,16 +129,16 @@ async def test_migrations_create_the_schema_on_an_empty_database(database_url: s
 
     await upgrade_async(database_url)
 
-    assert await current_async(database_url) == "0001" == head()
+    assert await current_async(database_url) == HEAD == head()
     # The sync API, as the CLI calls it: outside any running event loop.
-    assert await asyncio.to_thread(current, database_url) == "0001"
+    assert await asyncio.to_thread(current, database_url) == HEAD
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
             schema = await conn.run_sync(_schema)
     finally:
         await engine.dispose()
-    assert {"users", "faces", "alembic_version"} <= schema.tables
+    assert {"users", "faces", "gallery_state", "alembic_version"} <= schema.tables
     assert schema.indexes == {
         "ix_faces_user_id": ["user_id"],
         "ix_faces_model_name_user_id": ["model_name", "user_id"],
@@ -159,7 +161,7 @@ async def test_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
         assert not {"users", "faces"} & tables
 
         await upgrade_async(database_url)
-        assert await current_async(database_url) == "0001"
+        assert await current_async(database_url) == HEAD
         async with engine.connect() as conn:
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         assert {"users", "faces"} <= tables
@@ -178,9 +180,9 @@ async def test_migrations_match_the_models(engine: AsyncEngine) -> None:
 
 def test_sync_upgrade_runs_outside_an_event_loop(sqlite_url: str) -> None:
     upgrade(sqlite_url)
-    assert current(sqlite_url) == "0001"
+    assert current(sqlite_url) == HEAD
     upgrade(sqlite_url)  # idempotent at head
-    assert current(sqlite_url) == "0001"
+    assert current(sqlite_url) == HEAD
 
 
 # --- engine ----------------------------------------------------------------------

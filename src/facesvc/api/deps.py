@@ -60,8 +60,8 @@ def get_analysis(state: ReadyStateDep) -> FaceAnalysisService:
 AnalysisDep = Annotated[FaceAnalysisService, Depends(get_analysis)]
 
 
-def get_user_service(session: SessionDep) -> UserService:
-    return UserService(session)
+def get_user_service(session: SessionDep, state: StateDep) -> UserService:
+    return UserService(session, state.gallery)
 
 
 UserServiceDep = Annotated[UserService, Depends(get_user_service)]
@@ -69,7 +69,7 @@ UserServiceDep = Annotated[UserService, Depends(get_user_service)]
 
 def get_enrolment(session: SessionDep, state: StateDep) -> EnrolmentService:
     # Listing and deleting faces needs no model; the enrol route also depends on ModelsReady.
-    return EnrolmentService(session, state.analysis)
+    return EnrolmentService(session, state.analysis, state.gallery)
 
 
 EnrolmentDep = Annotated[EnrolmentService, Depends(get_enrolment)]
@@ -78,7 +78,7 @@ EnrolmentDep = Annotated[EnrolmentService, Depends(get_enrolment)]
 def get_recognition(
     session: SessionDep, analysis: AnalysisDep, state: ReadyStateDep
 ) -> RecognitionService:
-    return RecognitionService(session, analysis, state.registry.threshold)
+    return RecognitionService(session, analysis, state.gallery, state.registry.threshold)
 
 
 RecognitionDep = Annotated[RecognitionService, Depends(get_recognition)]

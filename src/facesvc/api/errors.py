@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from facesvc.inference.batching import QueueFullError
 from facesvc.inference.images import (
     CorruptImageError,
     EmptyImageError,
@@ -22,6 +23,7 @@ from facesvc.inference.images import (
     ImageTooLargeError,
     UnsupportedImageTypeError,
 )
+from facesvc.observability.request_id import REQUEST_ID_HEADER, current_request_id
 from facesvc.services.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,11 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
         "Upload too large",
         "The upload is larger than FACESVC_MAX_UPLOAD_BYTES.",
     ),
+    "overloaded": (
+        "Overloaded",
+        "A model's queue is full; retry after the Retry-After delay. "
+        "Scale out or raise FACESVC_QUEUE_MAX_ITEMS if this is steady load.",
+    ),
     "models-loading": (
         "Models are loading",
         "The service is starting; retry after the "
@@ -104,6 +111,11 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = Field(
         default=None, description="Validation errors, one per field"
     )
+    request_id: str | None = Field(
+        default=None,
+        description="On 5xx errors: the request's X-Request-ID, to quote when reporting it",
+        examples=["0f6f1c1e8e2b4a7c9d3e5f7a9b1c3d5e"],
+    )
 
 
 class ProblemError(Exception):
@@ -140,6 +152,11 @@ def problem_response(
         "instance": request.url.path,
     }
     body.update({k: v for k, v in extensions.items() if v is not None})
+    request_id = current_request_id() if status >= 500 else None
+    if request_id is not None:
+        body["request_id"] = request_id
+        # An unhandled error's 500 is sent outside the request-id middleware: add it here.
+        headers = {**(headers or {}), REQUEST_ID_HEADER: request_id}
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
@@ -168,6 +185,12 @@ def install_error_handlers(app: FastAPI) -> None:
             (v for cls, v in _IMAGE_ERRORS.items() if isinstance(exc, cls)), ("corrupt-image", 400)
         )
         return problem_response(request, slug, status, str(exc))
+
+    @app.exception_handler(QueueFullError)
+    async def _overloaded(request: Request, exc: QueueFullError) -> JSONResponse:
+        return problem_response(
+            request, "overloaded", 503, str(exc), {"Retry-After": "1"}, model=exc.name
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

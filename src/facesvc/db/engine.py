@@ -7,7 +7,7 @@ Nothing here runs at import time: the app's lifespan (or a test) calls
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import NullPool
 
+AFTER_COMMIT = "after_commit"
 SQLITE_BUSY_TIMEOUT_MS = 5000
 PING_TIMEOUT_S = 5.0
 
@@ -78,14 +79,26 @@ async def ping(engine: AsyncEngine) -> bool:
 async def session_scope(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """A session that commits if the block succeeds and rolls back if it raises."""
+    """A session that commits if the block succeeds and rolls back if it raises.
+
+    Callables appended to ``session.info["after_commit"]`` run once the commit succeeded
+    (e.g. applying a change to an in-memory index); after a rollback they are dropped.
+    """
     async with sessionmaker() as session:
         try:
             yield session
         except BaseException:
+            session.info.pop(AFTER_COMMIT, None)
             await session.rollback()
             raise
         await session.commit()
+        for hook in session.info.pop(AFTER_COMMIT, []):
+            hook()
+
+
+def after_commit(session: AsyncSession, hook: Callable[[], None]) -> None:
+    """Run ``hook`` after ``session_scope`` commits this session (never on rollback)."""
+    session.info.setdefault(AFTER_COMMIT, []).append(hook)
 
 
 def ensure_sqlite_parent(url: str | URL) -> None:

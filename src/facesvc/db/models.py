@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Dialect,
     Float,
@@ -144,3 +145,16 @@ class Face(Base):
 
     def __repr__(self) -> str:
         return f"Face(id={self.id!s}, user_id={self.user_id!s}, model={self.model_name!r})"
+
+
+class GalleryState(Base):
+    """One row whose version every gallery change bumps in its own transaction.
+
+    Workers compare it with their in-memory index's version before a 1:N search and
+    reload when another worker changed the gallery.
+    """
+
+    __tablename__ = "gallery_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from facesvc.inference.batching import ArrayBatching, BatchPolicy, ListBatching
 from facesvc.inference.devices import configure_tensorflow
 from facesvc.inference.geometry import CropPolicy
 from facesvc.inference.manifest import Manifest, ModelSpec, sha256_file
@@ -125,12 +126,20 @@ class ModelRegistry:
         self.crop_policy = CropPolicy(**self.detector_spec.crop)
         self.embedder_input_size = int(self.embedder_spec.options.get("input_size", 160))
         self.tf_device = "/CPU:0"
-        self.detector: DetectorRunner = ModelRunner(
-            self.detector_spec.name, self._device_for(self.detector_spec)
+        policy = BatchPolicy(
+            max_batch=settings.batch_max_size,
+            max_wait=settings.batch_max_wait_ms / 1000.0,
+            max_queue=settings.queue_max_items,
         )
-        self.mesh: MeshRunner = ModelRunner(self.mesh_spec.name, "/CPU:0")
+        self.detector: DetectorRunner = ModelRunner(
+            self.detector_spec.name,
+            self._device_for(self.detector_spec),
+            ListBatching(),
+            policy,
+        )
+        self.mesh: MeshRunner = ModelRunner(self.mesh_spec.name, "/CPU:0", ListBatching(), policy)
         self.embedder: EmbedderRunner = ModelRunner(
-            self.embedder_spec.name, self._device_for(self.embedder_spec)
+            self.embedder_spec.name, self._device_for(self.embedder_spec), ArrayBatching(), policy
         )
         self.embedding_dim = 0
 
@@ -214,6 +223,12 @@ class ModelRegistry:
             )
             for spec, runner in zip(specs, self.runners, strict=True)
         ]
+
+    async def aclose(self) -> None:
+        """Fail queued requests, then stop the model threads."""
+        for runner in self.runners:
+            await runner.aclose()
+        await asyncio.to_thread(self.close)
 
     def close(self) -> None:
         for runner in self.runners:

@@ -1,12 +1,19 @@
-"""A runner owns one model, one executor thread and one device: calls never block the loop."""
+"""A runner owns one model, one executor thread, one device and one micro-batching queue.
+
+Calls never block the event loop: ``await runner.run(batch)`` queues the batch; the
+runner's batcher merges what is queued into one ``predict`` call on the runner's thread
+under ``tf.device(device)``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, Protocol, TypeVar
+
+from facesvc.inference.batching import BatchPolicy, MicroBatcher
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -18,6 +25,14 @@ class Predictor(Protocol[In_contra, Out_co]):
     def predict(self, batch: In_contra) -> Out_co: ...
 
 
+class Batching(Protocol[In, Out]):
+    """How a runner's batches are sized, merged and split (see batching.py)."""
+
+    def size(self, batch: In, /) -> int: ...
+    def merge(self, batches: Sequence[In], /) -> In: ...
+    def split(self, output: Out, sizes: Sequence[int], /) -> list[Out]: ...
+
+
 class ModelRunner(Generic[In, Out]):
     """Loads, warms and runs one model on its own thread under ``tf.device(device)``.
 
@@ -26,11 +41,23 @@ class ModelRunner(Generic[In, Out]):
     lets the models load in parallel at start-up.
     """
 
-    def __init__(self, name: str, device: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        device: str,
+        batching: Batching[In, Out],
+        policy: BatchPolicy | None = None,
+    ) -> None:
         self.name = name
         self.device = device
+        self.batching = batching
+        self.policy = policy or BatchPolicy()
+        # Called on the runner's thread after each model call with (model name, items in the
+        # call, seconds): the metrics hook. Must be thread-safe and cheap.
+        self.on_call: Callable[[str, int, float], None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{name}")
         self._model: Predictor[In, Out] | None = None
+        self._batcher: MicroBatcher[In, Out] | None = None
         self.load_seconds = 0.0
         self.warmup_seconds = 0.0
         self.calls = 0
@@ -45,6 +72,10 @@ class ModelRunner(Generic[In, Out]):
         if self._model is None:
             raise RuntimeError(f"model {self.name!r} is not loaded")
         return self._model
+
+    @property
+    def queued_items(self) -> int:
+        return self._batcher.queued_items if self._batcher else 0
 
     def _start(self, factory: Callable[[], Predictor[In, Out]], warm_batch: In) -> None:
         with _device_scope(self.device):
@@ -68,17 +99,41 @@ class ModelRunner(Generic[In, Out]):
         start = time.perf_counter()
         with _device_scope(self.device):
             result = model.predict(batch)
+        elapsed = time.perf_counter() - start
         self.calls += 1
-        self.busy_seconds += time.perf_counter() - start
+        self.busy_seconds += elapsed
+        if self.on_call is not None:
+            self.on_call(self.name, self.batching.size(batch), elapsed)
         return result
 
-    async def run(self, batch: In) -> Out:
+    async def _execute(self, batch: In) -> Out:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._call, batch)
 
+    async def run(self, batch: In) -> Out:
+        """Queue ``batch`` for the model; concurrent calls are merged (see batching.py).
+
+        Raises ``QueueFullError`` when the model's queue is full.
+        """
+        if self._batcher is None:
+            self._batcher = MicroBatcher(
+                self.name,
+                self._execute,
+                size=self.batching.size,
+                merge=self.batching.merge,
+                split=self.batching.split,
+                policy=self.policy,
+            )
+        return await self._batcher.submit(batch)
+
     def run_sync(self, batch: In) -> Out:
-        """Blocking call on the runner's thread (CLI and evaluation code)."""
+        """Blocking, unbatched call on the runner's thread (CLI and evaluation code)."""
         return self._executor.submit(self._call, batch).result()
+
+    async def aclose(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
+            self._batcher = None
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

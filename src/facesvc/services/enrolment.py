@@ -11,10 +11,15 @@ from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.errors import FaceNotFoundError, UserNotFoundError
+from facesvc.services.gallery import GallerySync
 
 
 class EnrolmentService:
-    def __init__(self, session: AsyncSession, analysis: FaceAnalysisService) -> None:
+    def __init__(
+        self, session: AsyncSession, analysis: FaceAnalysisService, gallery: GallerySync
+    ) -> None:
+        self.session = session
+        self.gallery = gallery
         self.users = UserRepository(session)
         self.faces = FaceRepository(session)
         self.analysis = analysis
@@ -28,7 +33,7 @@ class EnrolmentService:
         primary = await self.analysis.primary_face(data, strict=True)
         box = primary.face.box
         pipeline = self.analysis.pipeline
-        return await self.faces.add(
+        face = await self.faces.add(
             user_id,
             primary.embedding,
             model_name=pipeline.embedder_name,
@@ -37,6 +42,10 @@ class EnrolmentService:
             image_size=(primary.width, primary.height),
             detection_score=primary.face.detection.score,
         )
+        await self.gallery.face_added(
+            self.session, face.id, user_id, primary.embedding, pipeline.embedder_name
+        )
+        return face
 
     async def list_faces(self, user_id: uuid.UUID) -> list[FaceRow]:
         await self._require_user(user_id)
@@ -48,3 +57,4 @@ class EnrolmentService:
         if face is None:
             raise FaceNotFoundError(f"user {user_id} has no face {face_id}")
         await self.faces.delete(face)
+        await self.gallery.face_removed(self.session, face_id)

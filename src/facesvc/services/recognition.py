@@ -19,6 +19,7 @@ from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.errors import NoEnrolledFacesError, UserNotFoundError
+from facesvc.services.gallery import GallerySync
 
 
 def distance_from_similarity(similarity: float) -> float:
@@ -71,8 +72,14 @@ class Comparison:
 
 class RecognitionService:
     def __init__(
-        self, session: AsyncSession, analysis: FaceAnalysisService, threshold: float
+        self,
+        session: AsyncSession,
+        analysis: FaceAnalysisService,
+        gallery: GallerySync,
+        threshold: float,
     ) -> None:
+        self.session = session
+        self.gallery = gallery
         self.users = UserRepository(session)
         self.faces = FaceRepository(session)
         self.analysis = analysis
@@ -106,26 +113,19 @@ class RecognitionService:
 
     async def identify(self, data: bytes, top_k: int) -> Identification:
         probe = await self.analysis.primary_face(data)
-        face_ids, user_ids, matrix = await self.faces.all_embeddings(self.model_name)
-        candidates: list[Candidate] = []
-        if face_ids:
-            scores = matrix @ probe.embedding
-            # best face per user, then the top_k users
-            best: dict[uuid.UUID, int] = {}
-            for index in np.argsort(-scores):
-                best.setdefault(user_ids[index], int(index))
-                if len(best) >= top_k:
-                    break
-            names = await self.faces.names_for(best)
-            candidates = [
-                Candidate(
-                    user_id=user,
-                    name=names.get(user, ""),
-                    similarity=float(scores[index]),
-                    face_id=face_ids[index],
-                )
-                for user, index in best.items()
-            ]
+        index = await self.gallery.ensure_current(self.session)
+        hits = index.search(probe.embedding, top_k)
+        names = await self.faces.names_for(hit.user_id for hit in hits)
+        candidates = [
+            Candidate(
+                user_id=hit.user_id,
+                name=names.get(hit.user_id, ""),
+                similarity=hit.similarity,
+                face_id=hit.face_id,
+            )
+            for hit in hits
+            if hit.user_id in names  # deleted by a transaction the index has not seen yet
+        ]
         match = (
             candidates[0].user_id
             if candidates and candidates[0].similarity >= self.threshold

@@ -11,11 +11,14 @@ from facesvc.db.models import User
 from facesvc.repositories import errors as repo_errors
 from facesvc.repositories.users import UserRepository
 from facesvc.services.errors import DuplicateExternalIdError, UserNotFoundError
+from facesvc.services.gallery import GallerySync
 
 
 class UserService:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, gallery: GallerySync) -> None:
+        self.session = session
         self.users = UserRepository(session)
+        self.gallery = gallery
 
     async def create(
         self, name: str, external_id: str | None = None, metadata: dict[str, Any] | None = None
@@ -44,3 +47,4 @@ class UserService:
 
     async def delete(self, user_id: uuid.UUID) -> None:
         await self.users.delete(await self.get(user_id))
+        await self.gallery.user_removed(self.session, user_id)

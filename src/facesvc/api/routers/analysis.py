@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 
 from facesvc.api.deps import AnalysisDep, ImageBytes, api_key_header
 from facesvc.api.errors import problem_responses
@@ -18,18 +18,59 @@ from facesvc.api.schemas import (
     LandmarksResponse,
     ModelRef,
 )
+from facesvc.services.analysis import FaceAnalysisService
+from facesvc.services.annotation import AnnotatedImage, FaceAnnotationService
 
 router = APIRouter(prefix="/v1", tags=["analysis"], dependencies=[Depends(api_key_header)])
 IMAGE_ERRORS = problem_responses(400, 413, 415, 422, 503)
+
+ANNOTATE_DESCRIPTION = (
+    "Return the image as PNG, with every face's box, score and five landmarks drawn, "
+    "instead of JSON"
+)
+PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The faces as JSON, or the annotated image as PNG with annotate=true "
+        "(header X-Face-Count: faces found)",
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+def get_annotation(analysis: AnalysisDep) -> FaceAnnotationService:
+    return FaceAnnotationService(analysis)
+
+
+AnnotationDep = Annotated[FaceAnnotationService, Depends(get_annotation)]
+Annotate = Annotated[bool, Query(description=ANNOTATE_DESCRIPTION)]
+
+
+def png_response(annotated: AnnotatedImage) -> Response:
+    return Response(
+        annotated.png, media_type="image/png", headers={"X-Face-Count": str(annotated.faces)}
+    )
 
 
 @router.post(
     "/detect",
     operation_id="detect_faces",
     summary="Find every face: box, score and five landmarks",
-    responses=IMAGE_ERRORS,
+    response_model=DetectResponse,
+    responses={**IMAGE_ERRORS, **PNG_RESPONSE},
 )
-async def detect(image: ImageBytes, analysis: AnalysisDep) -> DetectResponse:
+async def detect_faces(
+    image: ImageBytes,
+    analysis: AnalysisDep,
+    annotation: AnnotationDep,
+    annotate: Annotate = False,
+) -> DetectResponse | Response:
+    if annotate:
+        return png_response(await annotation.annotate(image))
+    return await detect(image, analysis)
+
+
+async def detect(image: bytes, analysis: FaceAnalysisService) -> DetectResponse:
+    """The JSON answer of /v1/detect (the legacy routes answer the same)."""
     result = await analysis.analyse(image)
     return DetectResponse(
         image=ImageSize(width=result.width, height=result.height),
@@ -41,13 +82,27 @@ async def detect(image: ImageBytes, analysis: AnalysisDep) -> DetectResponse:
     "/landmarks",
     operation_id="face_landmarks",
     summary="Five landmarks per face, and the 468-point mesh with dense=true",
-    responses=IMAGE_ERRORS,
+    response_model=LandmarksResponse,
+    responses={**IMAGE_ERRORS, **PNG_RESPONSE},
 )
-async def landmarks(
+async def face_landmarks(
     image: ImageBytes,
     analysis: AnalysisDep,
-    dense: Annotated[bool, Query(description="Add the 468-point face mesh")] = False,
+    annotation: AnnotationDep,
+    dense: Annotated[
+        bool, Query(description="Add the 468-point face mesh (drawn too with annotate=true)")
+    ] = False,
+    annotate: Annotate = False,
+) -> LandmarksResponse | Response:
+    if annotate:
+        return png_response(await annotation.annotate(image, dense=dense))
+    return await landmarks(image, analysis, dense=dense)
+
+
+async def landmarks(
+    image: bytes, analysis: FaceAnalysisService, dense: bool = False
 ) -> LandmarksResponse:
+    """The JSON answer of /v1/landmarks (the legacy route answers the same)."""
     result = await analysis.analyse(image, dense=dense)
     faces = []
     for face in result.faces:

@@ -1,0 +1,94 @@
+"""1:N search time and memory of the in-memory gallery at 1e4, 1e5, 1e6 templates.
+
+    .venv/bin/python bench/gallery_search.py [--sizes 10000 100000 1000000] [--queries 200]
+
+Synthetic L2-normalised 128-d templates, 2 per user; queries are noisy copies of enrolled
+templates so recall@1 against the true user is meaningful. Writes bench/results/gallery_search.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from facesvc.gallery.index import GalleryIndex
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def measure(size: int, queries: int, rng: np.random.Generator) -> dict[str, float | int]:
+    users = [uuid.uuid4() for _ in range(size // 2)]
+    user_of = [users[i // 2] for i in range(size)]
+    faces = [uuid.uuid4() for _ in range(size)]
+    vectors = unit(rng.normal(size=(size, 128)).astype(np.float32))
+    index = GalleryIndex("bench")
+    start = time.perf_counter()
+    index.replace(faces, user_of, vectors, version=1)
+    build = time.perf_counter() - start
+    rows = rng.integers(0, size, queries)
+    probes = unit(vectors[rows] + rng.normal(scale=0.05, size=(queries, 128)).astype(np.float32))
+    index.search(probes[0], 5)  # warm-up
+    times, correct = [], 0
+    for row, probe in zip(rows, probes, strict=True):
+        t = time.perf_counter()
+        hits = index.search(probe, 5)
+        times.append((time.perf_counter() - t) * 1000)
+        correct += hits[0].user_id == user_of[row]
+    ms = np.array(times)
+    return {
+        "templates": size,
+        "users": len(users),
+        "build_s": round(build, 3),
+        "matrix_mib": round(vectors.nbytes / 2**20, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "mean_ms": round(float(ms.mean()), 3),
+        "recall_at_1": correct / queries,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/gallery_search.json"))
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    rows = []
+    print(f"{'templates':>10} {'p50 ms':>8} {'p99 ms':>8} {'recall@1':>9} {'matrix MiB':>11}")
+    for size in args.sizes:
+        row = measure(size, args.queries, rng)
+        rows.append({"backend": "exact", **row})
+        print(
+            f"{size:>10} {row['p50_ms']:>8} {row['p99_ms']:>8} {row['recall_at_1']:>9} "
+            f"{row['matrix_mib']:>11}"
+        )
+    result = {
+        "benchmark": "gallery_search",
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "numpy": np.__version__,
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "load_average_1_5_15": list(os.getloadavg()),
+        },
+        "results": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

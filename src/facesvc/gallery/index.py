@@ -1,0 +1,137 @@
+"""GalleryIndex: every stored embedding of the active model in one float32 matrix.
+
+SQL stays the source of truth. The index is loaded from it at start-up and kept in step by
+applying each committed change (enrol, delete face, delete user) after its transaction
+commits. Every such transaction also bumps the ``gallery_state.version`` row; before a
+search the index compares that version with its own and reloads when another worker (or a
+lost update) changed the gallery, so several workers on one PostgreSQL database agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Hit:
+    user_id: uuid.UUID
+    face_id: uuid.UUID
+    similarity: float
+
+
+class GalleryIndex:
+    def __init__(self, model_name: str, dim: int = 128) -> None:
+        self.model_name = model_name
+        self.dim = dim
+        self._vectors = np.zeros((0, dim), np.float32)
+        self._count = 0
+        self._face_ids: list[uuid.UUID] = []
+        self._user_ids: list[uuid.UUID] = []
+        self._row_of: dict[uuid.UUID, int] = {}
+        self.version = -1  # the gallery_state version this index reflects; -1: not loaded
+        self.reloads = 0
+        self._lock = asyncio.Lock()
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def users(self) -> int:
+        return len(set(self._user_ids))
+
+    # --- bulk load -------------------------------------------------------------------
+    def replace(
+        self,
+        face_ids: list[uuid.UUID],
+        user_ids: list[uuid.UUID],
+        vectors: np.ndarray,
+        version: int,
+    ) -> None:
+        if vectors.size and vectors.shape[1] != self.dim:
+            self.dim = int(vectors.shape[1])
+        self._vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        self._count = len(face_ids)
+        self._face_ids = list(face_ids)
+        self._user_ids = list(user_ids)
+        self._row_of = {face_id: row for row, face_id in enumerate(face_ids)}
+        self.version = version
+        self.reloads += 1
+
+    # --- incremental changes, applied after their transaction committed ---------------
+    def apply(
+        self, version: int, change: tuple[str, uuid.UUID, uuid.UUID | None, np.ndarray | None]
+    ) -> None:
+        """Apply one committed change if it is the next version; otherwise mark stale."""
+        if version != self.version + 1:
+            log.debug("gallery version %s after %s: will reload", version, self.version)
+            self.version = -1
+            return
+        kind, key, user_id, vector = change
+        if kind == "add" and user_id is not None and vector is not None:
+            self._add(key, user_id, vector)
+        elif kind == "remove_face":
+            self._remove_rows([self._row_of[key]] if key in self._row_of else [])
+        elif kind == "remove_user":
+            self._remove_rows([r for r in range(self._count) if self._user_ids[r] == key])
+        self.version = version
+
+    def _add(self, face_id: uuid.UUID, user_id: uuid.UUID, vector: np.ndarray) -> None:
+        if self._count == len(self._vectors):  # grow geometrically: amortised O(1) appends
+            grown = np.zeros((max(16, 2 * len(self._vectors)), self.dim), np.float32)
+            grown[: self._count] = self._vectors[: self._count]
+            self._vectors = grown
+        self._vectors[self._count] = vector
+        self._face_ids.append(face_id)
+        self._user_ids.append(user_id)
+        self._row_of[face_id] = self._count
+        self._count += 1
+
+    def _remove_rows(self, rows: list[int]) -> None:
+        for row in sorted(rows, reverse=True):  # swap with the last row: O(1) each
+            last = self._count - 1
+            removed = self._face_ids[row]
+            if row != last:
+                self._vectors[row] = self._vectors[last]
+                self._face_ids[row] = self._face_ids[last]
+                self._user_ids[row] = self._user_ids[last]
+                self._row_of[self._face_ids[row]] = row
+            self._face_ids.pop()
+            self._user_ids.pop()
+            del self._row_of[removed]
+            self._count -= 1
+
+    # --- search ------------------------------------------------------------------------
+    def search(self, query: np.ndarray, top_k: int) -> list[Hit]:
+        """The ``top_k`` users by their best face's cosine similarity, best first."""
+        if self._count == 0:
+            return []
+        scores = self._vectors[: self._count] @ np.asarray(query, np.float32)
+        pool = min(self._count, max(top_k * 8, 32))
+        while True:
+            if pool < self._count:
+                candidates = np.argpartition(-scores, pool - 1)[:pool]
+                candidates = candidates[np.argsort(-scores[candidates])]
+            else:
+                candidates = np.argsort(-scores)
+            best: dict[uuid.UUID, Hit] = {}
+            for row in candidates:
+                user = self._user_ids[row]
+                if user not in best:
+                    best[user] = Hit(user, self._face_ids[row], float(scores[row]))
+                    if len(best) == top_k:
+                        break
+            # too few distinct users among the pool (many faces per user): widen it
+            if len(best) == top_k or pool >= self._count:
+                return list(best.values())
+            pool = min(self._count, pool * 4)
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        return self._lock

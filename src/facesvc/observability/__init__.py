@@ -1,0 +1,1 @@
+"""Operations: request ids, structured JSON logs and Prometheus metrics."""

@@ -1,0 +1,58 @@
+"""Keeping the in-memory 1:N index in step with SQL (see facesvc.gallery.index)."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from facesvc.db.engine import after_commit
+from facesvc.gallery.index import GalleryIndex
+from facesvc.repositories.faces import FaceRepository
+from facesvc.repositories.gallery import GalleryStateRepository
+
+
+class GallerySync:
+    def __init__(self, index: GalleryIndex) -> None:
+        self.index = index
+
+    async def ensure_current(self, session: AsyncSession) -> GalleryIndex:
+        """Reload the index if the database's gallery version moved past it."""
+        index = self.index
+        state = GalleryStateRepository(session)
+        if await state.version() == index.version:
+            return index
+        async with index.lock:
+            version = await state.version()
+            if version != index.version:
+                face_ids, user_ids, matrix = await FaceRepository(session).all_embeddings(
+                    index.model_name
+                )
+                index.replace(face_ids, user_ids, matrix, version)
+        return index
+
+    async def _record(
+        self,
+        session: AsyncSession,
+        change: tuple[str, uuid.UUID, uuid.UUID | None, np.ndarray | None],
+    ) -> None:
+        version = await GalleryStateRepository(session).bump()
+        after_commit(session, lambda: self.index.apply(version, change))
+
+    async def face_added(
+        self,
+        session: AsyncSession,
+        face_id: uuid.UUID,
+        user_id: uuid.UUID,
+        vector: np.ndarray,
+        model_name: str,
+    ) -> None:
+        if model_name == self.index.model_name:
+            await self._record(session, ("add", face_id, user_id, vector))
+
+    async def face_removed(self, session: AsyncSession, face_id: uuid.UUID) -> None:
+        await self._record(session, ("remove_face", face_id, None, None))
+
+    async def user_removed(self, session: AsyncSession, user_id: uuid.UUID) -> None:
+        await self._record(session, ("remove_user", user_id, None, None))

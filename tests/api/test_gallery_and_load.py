@@ -1,0 +1,73 @@
+"""The API keeps the 1:N index in step with SQL, and sheds load with 503 when a queue is full."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from facesvc.app import create_app
+from facesvc.db.engine import session_scope
+from facesvc.repositories.faces import FaceRepository
+from facesvc.settings import Settings
+from facesvc.state import AppState
+from tests.api.test_errors import assert_problem
+from tests.conftest import image_file, lfw_image
+
+
+async def sql_face_ids(state: AppState) -> set[object]:
+    async with session_scope(state.sessionmaker) as session:
+        face_ids, _, _ = await FaceRepository(session).all_embeddings("facenet")
+    return set(face_ids)
+
+
+async def test_index_follows_enrol_and_delete_without_reloading(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    state: AppState = app.state.facesvc
+    await client.post("/v1/identify", files=image_file(lfw_image("Laura_Bush", 1)))  # sync once
+    index = state.gallery.index
+    reloads = index.reloads
+    user = (await client.post("/v1/users", json={"name": "Laura Bush"})).json()
+    faces = []
+    for number in (1, 2, 3):
+        response = await client.post(
+            f"/v1/users/{user['id']}/faces", files=image_file(lfw_image("Laura_Bush", number))
+        )
+        assert response.status_code == 201, response.text
+        faces.append(response.json()["face_id"])
+    assert {str(f) for f in await sql_face_ids(state)} >= set(faces)
+    assert len(index) == len(await sql_face_ids(state))
+    await client.delete(f"/v1/users/{user['id']}/faces/{faces[0]}")
+    assert len(index) == len(await sql_face_ids(state))
+    found = (await client.post("/v1/identify", files=image_file(lfw_image("Laura_Bush", 4)))).json()
+    assert found["match"] == user["id"]
+    await client.delete(f"/v1/users/{user['id']}")
+    assert len(index) == len(await sql_face_ids(state))
+    assert index.reloads == reloads, "changes were applied incrementally"
+    found = (await client.post("/v1/identify", files=image_file(lfw_image("Laura_Bush", 4)))).json()
+    assert found["match"] != user["id"]
+
+
+async def test_full_queue_answers_503_with_retry_after(settings: Settings) -> None:
+    app = create_app(settings.model_copy(update={"queue_max_items": 1, "batch_max_size": 1}))
+    async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30):
+        state: AppState = app.state.facesvc
+        await state.models_ready.wait()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://busy") as c:
+            data = lfw_image("Colin_Powell", 7)
+            responses = await asyncio.gather(
+                *(c.post("/v1/embed", files=image_file(data)) for _ in range(12))
+            )
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 503}, statuses
+    assert 503 in statuses, statuses
+    assert 200 in statuses, statuses
+    for response in responses:
+        if response.status_code == 503:
+            body = assert_problem(response, 503, "overloaded")
+            assert response.headers["retry-after"] == "1"
+            assert body["model"] in {"blazeface", "facemesh", "facenet"}

@@ -1,0 +1,140 @@
+"""The micro-batching component: ordering, batch formation, bounded queue, error isolation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from facesvc.inference.batching import (
+    ArrayBatching,
+    BatchPolicy,
+    ListBatching,
+    MicroBatcher,
+    QueueFullError,
+)
+
+
+class SlowDoubler:
+    """A stand-in model call: doubles its input after a delay; refuses negative values."""
+
+    def __init__(self, delay: float = 0.02) -> None:
+        self.delay = delay
+        self.calls: list[int] = []
+
+    async def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.calls.append(int(batch.shape[0]))
+        await asyncio.sleep(self.delay)
+        if (batch < 0).any():
+            raise ValueError("negative input")
+        return batch * 2
+
+
+def make(call: SlowDoubler, **policy: float) -> MicroBatcher[np.ndarray, np.ndarray]:
+    return MicroBatcher(
+        "test",
+        call,
+        size=ArrayBatching.size,
+        merge=ArrayBatching.merge,
+        split=ArrayBatching.split,
+        policy=BatchPolicy(**policy),  # type: ignore[arg-type]
+    )
+
+
+async def test_each_caller_gets_its_own_rows_in_order() -> None:
+    call = SlowDoubler()
+    batcher = make(call, max_batch=64)
+    inputs = [
+        np.arange(n, n + k, dtype=np.float32).reshape(k, 1)
+        for n, k in [(0, 1), (10, 3), (20, 2), (30, 1)] * 5
+    ]
+    outputs = await asyncio.gather(*(batcher.submit(x) for x in inputs))
+    for x, y in zip(inputs, outputs, strict=True):
+        np.testing.assert_array_equal(y, x * 2)
+    assert len(call.calls) < len(inputs), "concurrent requests were merged"
+    await batcher.close()
+
+
+async def test_batches_never_exceed_max_batch() -> None:
+    call = SlowDoubler()
+    batcher = make(call, max_batch=4)
+    await asyncio.gather(*(batcher.submit(np.ones((1, 1), np.float32)) for _ in range(20)))
+    assert max(call.calls) <= 4
+    assert sum(call.calls) == 20
+    await batcher.close()
+
+
+async def test_idle_model_runs_at_once_and_max_wait_gathers() -> None:
+    call = SlowDoubler(delay=0.0)
+    batcher = make(call, max_batch=8, max_wait=0.1)
+
+    async def later(delay: float) -> np.ndarray:
+        await asyncio.sleep(delay)
+        return await batcher.submit(np.ones((1, 1), np.float32))
+
+    await asyncio.gather(later(0.0), later(0.02), later(0.04))
+    assert call.calls == [3], "max_wait let one batch form"
+    await batcher.close()
+
+
+async def test_queue_is_bounded_and_fails_fast() -> None:
+    call = SlowDoubler(delay=0.2)
+    batcher = make(call, max_batch=2, max_queue=4)
+    tasks = [asyncio.ensure_future(batcher.submit(np.ones((1, 1), np.float32))) for _ in range(12)]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    refused = [r for r in results if isinstance(r, QueueFullError)]
+    served = [r for r in results if isinstance(r, np.ndarray)]
+    assert refused, "excess requests are refused"
+    assert len(served) >= 4
+    assert len(served) + len(refused) == 12
+    assert batcher.queued_items == 0
+    await batcher.close()
+
+
+async def test_one_bad_input_fails_only_its_caller() -> None:
+    call = SlowDoubler()
+    batcher = make(call, max_batch=16)
+    good = [np.full((1, 1), i, np.float32) for i in range(1, 6)]
+    bad = np.full((1, 1), -1, np.float32)
+    results = await asyncio.gather(
+        *(batcher.submit(x) for x in [*good[:2], bad, *good[2:]]), return_exceptions=True
+    )
+    assert isinstance(results[2], ValueError)
+    for x, y in zip(good, [r for i, r in enumerate(results) if i != 2], strict=True):
+        np.testing.assert_array_equal(y, x * 2)
+    await batcher.close()
+
+
+async def test_cancelled_callers_are_skipped() -> None:
+    call = SlowDoubler(delay=0.05)
+    batcher = make(call, max_batch=1)
+    first = asyncio.ensure_future(batcher.submit(np.ones((1, 1), np.float32)))
+    await asyncio.sleep(0.01)  # first is running
+    doomed = asyncio.ensure_future(batcher.submit(np.full((1, 1), 7, np.float32)))
+    await asyncio.sleep(0)
+    doomed.cancel()
+    await first
+    await asyncio.sleep(0.1)
+    assert call.calls == [1], "the cancelled request was never computed"
+    await batcher.close()
+
+
+async def test_close_fails_waiting_callers() -> None:
+    call = SlowDoubler(delay=0.2)
+    batcher = make(call, max_batch=1)
+    first = asyncio.ensure_future(batcher.submit(np.ones((1, 1), np.float32)))
+    waiting = asyncio.ensure_future(batcher.submit(np.ones((1, 1), np.float32)))
+    await asyncio.sleep(0.01)
+    await batcher.close()
+    with pytest.raises(RuntimeError, match="shut down"):
+        await waiting
+    first.cancel()
+
+
+def test_list_batching_round_trips() -> None:
+    merged = ListBatching.merge([[1, 2], [3], [4, 5, 6]])
+    assert merged == [1, 2, 3, 4, 5, 6]
+    assert ListBatching.split(merged, [2, 1, 3]) == [[1, 2], [3], [4, 5, 6]]
+    parts = ArrayBatching.split(np.arange(6), [1, 5])
+    assert [p.tolist() for p in parts] == [[0], [1, 2, 3, 4, 5]]

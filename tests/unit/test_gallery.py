@@ -1,0 +1,163 @@
+"""The in-memory 1:N index: search, incremental changes, and staying in step with SQL
+across several workers (two indexes on one database)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
+from facesvc.db.migrate import upgrade_async
+from facesvc.gallery.index import GalleryIndex
+from facesvc.repositories.faces import FaceRepository
+from facesvc.repositories.users import UserRepository
+from facesvc.services.gallery import GallerySync
+
+RNG = np.random.default_rng(3)
+
+
+def unit(n: int, dim: int = 128) -> np.ndarray:
+    v = RNG.normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def brute_force(
+    vectors: np.ndarray, users: list[uuid.UUID], query: np.ndarray, k: int
+) -> list[uuid.UUID]:
+    scores = vectors @ query
+    best: dict[uuid.UUID, float] = {}
+    for user, score in zip(users, scores, strict=True):
+        best[user] = max(best.get(user, -2.0), float(score))
+    return sorted(best, key=lambda u: -best[u])[:k]
+
+
+def test_search_is_best_face_per_user_and_matches_brute_force() -> None:
+    people = [uuid.uuid4() for _ in range(50)]
+    users = [people[i % 50] for i in range(2000)]  # 40 faces per user: the pool must widen
+    vectors = unit(2000)
+    faces = [uuid.uuid4() for _ in users]
+    index = GalleryIndex("m")
+    index.replace(faces, users, vectors, version=1)
+    for query in unit(20):
+        hits = index.search(query, 10)
+        assert [h.user_id for h in hits] == brute_force(vectors, users, query, 10)
+        assert len({h.user_id for h in hits}) == len(hits)
+        sims = [h.similarity for h in hits]
+        assert sims == sorted(sims, reverse=True)
+
+
+def test_incremental_changes_and_stale_versions() -> None:
+    index = GalleryIndex("m")
+    index.replace([], [], np.zeros((0, 128), np.float32), version=0)
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    a1, a2, b1 = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    va, vb = unit(2)
+    index.apply(1, ("add", a1, alice, va))
+    index.apply(2, ("add", a2, alice, va))
+    index.apply(3, ("add", b1, bob, vb))
+    assert len(index) == 3
+    assert index.search(vb, 1)[0].user_id == bob
+    index.apply(4, ("remove_face", a1, None, None))
+    assert len(index) == 2
+    assert index.search(va, 1)[0].face_id == a2
+    index.apply(5, ("remove_user", bob, None, None))
+    assert len(index) == 1
+    assert [h.user_id for h in index.search(vb, 5)] == [alice]
+    assert index.version == 5
+    index.apply(7, ("add", uuid.uuid4(), bob, vb))  # version 6 was missed: must reload
+    assert index.version == -1
+
+
+@pytest.fixture
+async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"
+    await upgrade_async(url)
+    engine = create_engine(url)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+async def enrol(
+    maker: async_sessionmaker[AsyncSession], sync: GallerySync, user_id: uuid.UUID, v: np.ndarray
+) -> uuid.UUID:
+    """What EnrolmentService does after the model: store, then record the gallery change."""
+    async with session_scope(maker) as session:
+        face = await FaceRepository(session).add(
+            user_id,
+            v,
+            model_name="m",
+            model_version="1",
+            box=(0, 0, 1, 1),
+            image_size=(2, 2),
+            detection_score=1.0,
+        )
+        await sync.face_added(session, face.id, user_id, v, "m")
+        return face.id
+
+
+async def test_two_workers_stay_in_step(sessions: async_sessionmaker[AsyncSession]) -> None:
+    worker_a, worker_b = GallerySync(GalleryIndex("m")), GallerySync(GalleryIndex("m"))
+    async with session_scope(sessions) as session:
+        user = await UserRepository(session).add("Ada")
+        other = await UserRepository(session).add("Bob")
+    for sync in (worker_a, worker_b):
+        async with session_scope(sessions) as session:
+            assert len(await sync.ensure_current(session)) == 0
+
+    va, vb = unit(2)
+    face_a = await enrol(sessions, worker_a, user.id, va)
+    await enrol(sessions, worker_a, other.id, vb)
+    # worker A applied its own commits without a reload
+    assert len(worker_a.index) == 2
+    assert worker_a.index.reloads == 1
+    # worker B learns of them through the version row
+    async with session_scope(sessions) as session:
+        index_b = await worker_b.ensure_current(session)
+    assert len(index_b) == 2
+    assert index_b.search(va, 1)[0].user_id == user.id
+
+    # a deletion through B reaches A
+    async with session_scope(sessions) as session:
+        face = await FaceRepository(session).get(user.id, face_a)
+        assert face is not None
+        await FaceRepository(session).delete(face)
+        await worker_b.face_removed(session, face_a)
+    assert len(worker_b.index) == 1
+    async with session_scope(sessions) as session:
+        index_a = await worker_a.ensure_current(session)
+    assert len(index_a) == 1
+    assert [h.user_id for h in index_a.search(va, 5)] == [other.id]
+
+
+async def test_rolled_back_change_never_reaches_the_index(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    sync = GallerySync(GalleryIndex("m"))
+    async with session_scope(sessions) as session:
+        user = await UserRepository(session).add("Ada")
+        await sync.ensure_current(session)
+    async def enrol_then_fail() -> None:
+        async with session_scope(sessions) as session:
+            v = unit(1)[0]
+            face = await FaceRepository(session).add(
+                user.id,
+                v,
+                model_name="m",
+                model_version="1",
+                box=(0, 0, 1, 1),
+                image_size=(2, 2),
+                detection_score=1.0,
+            )
+            await sync.face_added(session, face.id, user.id, v, "m")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await enrol_then_fail()
+    assert len(sync.index) == 0
+    async with session_scope(sessions) as session:
+        assert len(await sync.ensure_current(session)) == 0
