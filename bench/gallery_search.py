@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facesvc.gallery.ann import HNSWIndex
 from facesvc.gallery.index import GalleryIndex
 
 
@@ -27,12 +28,15 @@ def unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
-def measure(size: int, queries: int, rng: np.random.Generator) -> dict[str, float | int]:
+def measure(
+    size: int, queries: int, rng: np.random.Generator, backend: str
+) -> dict[str, float | int]:
     users = [uuid.uuid4() for _ in range(size // 2)]
     user_of = [users[i // 2] for i in range(size)]
     faces = [uuid.uuid4() for _ in range(size)]
     vectors = unit(rng.normal(size=(size, 128)).astype(np.float32))
-    index = GalleryIndex("bench")
+    ann = HNSWIndex(128) if backend == "hnsw" else None
+    index = GalleryIndex("bench", ann=ann, ann_min_size=0)
     start = time.perf_counter()
     index.replace(faces, user_of, vectors, version=1)
     build = time.perf_counter() - start
@@ -63,18 +67,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--backends", nargs="+", default=["exact", "hnsw"])
     parser.add_argument("--out", type=Path, default=Path("bench/results/gallery_search.json"))
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     rows = []
-    print(f"{'templates':>10} {'p50 ms':>8} {'p99 ms':>8} {'recall@1':>9} {'matrix MiB':>11}")
+    print(
+        f"{'backend':>8} {'templates':>10} {'build s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'recall@1':>9} {'matrix MiB':>11}"
+    )
     for size in args.sizes:
-        row = measure(size, args.queries, rng)
-        rows.append({"backend": "exact", **row})
-        print(
-            f"{size:>10} {row['p50_ms']:>8} {row['p99_ms']:>8} {row['recall_at_1']:>9} "
-            f"{row['matrix_mib']:>11}"
-        )
+        for backend in args.backends:
+            row = measure(size, args.queries, rng, backend)
+            rows.append({"backend": backend, **row})
+            print(
+                f"{backend:>8} {size:>10} {row['build_s']:>8} {row['p50_ms']:>8} {row['p99_ms']:>8} {row['recall_at_1']:>9} "
+                f"{row['matrix_mib']:>11}"
+            )
     result = {
         "benchmark": "gallery_search",
         "machine": {

@@ -18,6 +18,7 @@ from facesvc.api.docs import install_offline_docs
 from facesvc.api.errors import install_error_handlers
 from facesvc.api.routers import analysis, health, legacy, metrics, recognition, users
 from facesvc.db.engine import create_engine, create_sessionmaker
+from facesvc.gallery.ann import HNSWIndex
 from facesvc.gallery.index import GalleryIndex
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.registry import ModelRegistry
@@ -65,7 +66,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             registry=registry,
             pipeline=pipeline,
             analysis=FaceAnalysisService(pipeline, settings.enrol_second_face_ratio),
-            gallery=GallerySync(GalleryIndex(registry.embedder_spec.name)),
+            gallery=GallerySync(
+                GalleryIndex(
+                    registry.embedder_spec.name,
+                    ann=HNSWIndex(128) if settings.gallery_backend == "hnsw" else None,
+                    ann_min_size=settings.gallery_ann_min_size,
+                )
+            ),
         )
         metrics_of(app).set_gallery_size_provider(lambda: len(state.gallery.index))
         state._loader = asyncio.create_task(state.load_models(), name="load-models")

@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     queue_max_items: int = Field(
         default=256, ge=1, description="Items queued per model before requests get 503"
     )
+    gallery_backend: Literal["exact", "hnsw"] = Field(
+        default="exact",
+        description="1:N search: exact matrix product, or FAISS HNSW candidates rescored exactly "
+        "(needs facesvc[ann]; used from gallery_ann_min_size faces)",
+    )
+    gallery_ann_min_size: int = Field(
+        default=20_000, ge=0, description="Gallery size from which the ANN backend is used"
+    )
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=40_000_000, ge=10_000)
     inference_threads: int = Field(

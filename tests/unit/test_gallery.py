@@ -141,6 +141,7 @@ async def test_rolled_back_change_never_reaches_the_index(
     async with session_scope(sessions) as session:
         user = await UserRepository(session).add("Ada")
         await sync.ensure_current(session)
+
     async def enrol_then_fail() -> None:
         async with session_scope(sessions) as session:
             v = unit(1)[0]
@@ -161,3 +162,27 @@ async def test_rolled_back_change_never_reaches_the_index(
     assert len(sync.index) == 0
     async with session_scope(sessions) as session:
         assert len(await sync.ensure_current(session)) == 0
+
+
+def test_hnsw_backend_agrees_with_exact_search() -> None:
+    from facesvc.gallery.ann import HNSWIndex
+
+    n = 30_000
+    users = [uuid.uuid4() for _ in range(n // 2)]
+    user_of = [users[i // 2] for i in range(n)]
+    faces = [uuid.uuid4() for _ in range(n)]
+    vectors = unit(n)
+    exact = GalleryIndex("m")
+    approx = GalleryIndex("m", ann=HNSWIndex(128), ann_min_size=1000)
+    for index in (exact, approx):
+        index.replace(faces, user_of, vectors, version=1)
+    rows = RNG.integers(0, n, 200)
+    probes = vectors[rows] + RNG.normal(scale=0.05, size=(200, 128)).astype(np.float32)
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    agree = sum(exact.search(p, 1)[0].user_id == approx.search(p, 1)[0].user_id for p in probes)
+    assert agree / len(probes) >= 0.99
+    # a removed face is never returned, by either backend
+    target = faces[rows[0]]
+    for index in (exact, approx):
+        index.apply(2, ("remove_face", target, None, None))
+        assert all(h.face_id != target for h in index.search(vectors[rows[0]], 5))

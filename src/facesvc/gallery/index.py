@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facesvc.gallery.ann import HNSWIndex
+
 log = logging.getLogger(__name__)
 
 
@@ -27,8 +29,17 @@ class Hit:
 
 
 class GalleryIndex:
-    def __init__(self, model_name: str, dim: int = 128) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        dim: int = 128,
+        ann: HNSWIndex | None = None,
+        ann_min_size: int = 20_000,
+    ) -> None:
         self.model_name = model_name
+        # Below ann_min_size faces the exact matrix product is as fast and always right.
+        self.ann = ann
+        self.ann_min_size = ann_min_size
         self.dim = dim
         self._vectors = np.zeros((0, dim), np.float32)
         self._count = 0
@@ -63,6 +74,8 @@ class GalleryIndex:
         self._row_of = {face_id: row for row, face_id in enumerate(face_ids)}
         self.version = version
         self.reloads += 1
+        if self.ann is not None:
+            self.ann.rebuild(self._face_ids, self._vectors[: self._count])
 
     # --- incremental changes, applied after their transaction committed ---------------
     def apply(
@@ -88,6 +101,8 @@ class GalleryIndex:
             grown[: self._count] = self._vectors[: self._count]
             self._vectors = grown
         self._vectors[self._count] = vector
+        if self.ann is not None:
+            self.ann.add(face_id, vector)
         self._face_ids.append(face_id)
         self._user_ids.append(user_id)
         self._row_of[face_id] = self._count
@@ -97,6 +112,8 @@ class GalleryIndex:
         for row in sorted(rows, reverse=True):  # swap with the last row: O(1) each
             last = self._count - 1
             removed = self._face_ids[row]
+            if self.ann is not None:
+                self.ann.remove(removed)
             if row != last:
                 self._vectors[row] = self._vectors[last]
                 self._face_ids[row] = self._face_ids[last]
@@ -106,13 +123,18 @@ class GalleryIndex:
             self._user_ids.pop()
             del self._row_of[removed]
             self._count -= 1
+        if self.ann is not None and self.ann.needs_rebuild:
+            self.ann.rebuild(self._face_ids, self._vectors[: self._count])
 
     # --- search ------------------------------------------------------------------------
     def search(self, query: np.ndarray, top_k: int) -> list[Hit]:
         """The ``top_k`` users by their best face's cosine similarity, best first."""
         if self._count == 0:
             return []
-        scores = self._vectors[: self._count] @ np.asarray(query, np.float32)
+        query = np.asarray(query, np.float32)
+        if self.ann is not None and self._count >= self.ann_min_size:
+            return self._search_ann(self.ann, query, top_k)
+        scores = self._vectors[: self._count] @ query
         pool = min(self._count, max(top_k * 8, 32))
         while True:
             if pool < self._count:
@@ -131,6 +153,19 @@ class GalleryIndex:
             if len(best) == top_k or pool >= self._count:
                 return list(best.values())
             pool = min(self._count, pool * 4)
+
+    def _search_ann(self, ann: HNSWIndex, query: np.ndarray, top_k: int) -> list[Hit]:
+        """ANN proposes faces; each is scored exactly; best face per user."""
+        best: dict[uuid.UUID, Hit] = {}
+        for face_id in ann.candidates(query, max(top_k * 8, 32)):
+            row = self._row_of.get(face_id)
+            if row is None:
+                continue
+            user = self._user_ids[row]
+            score = float(self._vectors[row] @ query)
+            if user not in best or score > best[user].similarity:
+                best[user] = Hit(user, face_id, score)
+        return sorted(best.values(), key=lambda h: -h.similarity)[:top_k]
 
     @property
     def lock(self) -> asyncio.Lock:
