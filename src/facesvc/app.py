@@ -75,14 +75,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
         )
         metrics_of(app).set_gallery_size_provider(lambda: len(state.gallery.index))
-        state._loader = asyncio.create_task(state.load_models(), name="load-models")
+        if settings.startup_wait_for_models:
+            await state.load_models()  # this worker takes no connection before it is ready
+        else:
+            state._loader = asyncio.create_task(state.load_models(), name="load-models")
         app.state.facesvc = state
         try:
             yield
         finally:
             if state._loader and not state._loader.done():
                 state._loader.cancel()
-            await asyncio.gather(state._loader, return_exceptions=True)
+            if state._loader is not None:
+                await asyncio.gather(state._loader, return_exceptions=True)
             await registry.aclose()
             await engine.dispose()
 

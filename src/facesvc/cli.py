@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -36,6 +37,12 @@ def serve(
         str | None, typer.Option(help="Interface to bind (default from settings)")
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from settings)")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Worker processes; with FACESVC_DEVICE=gpu, worker i takes GPU i mod n"
+        ),
+    ] = 1,
     migrate: Annotated[
         bool, typer.Option(help="Apply database migrations before starting")
     ] = False,
@@ -43,16 +50,32 @@ def serve(
     """Start the HTTP service (Swagger UI at /docs)."""
     import uvicorn
 
+    from facesvc.observability.logs import logging_config
+
     settings = Settings()
     if migrate:
         from facesvc.db.migrate import upgrade
 
         upgrade(settings.database_url)
-    from facesvc.app import create_app
-    from facesvc.observability.logs import logging_config
+    if workers > 1 and settings.database_url.startswith("sqlite"):
+        typer.secho(
+            "note: several workers on SQLite work, but PostgreSQL is the database for that",
+            err=True,
+        )
+    if workers > 1:
+        # the workers share one socket: none may accept a request before its models are loaded
+        os.environ["FACESVC_STARTUP_WAIT_FOR_MODELS"] = "true"
+    factory = "facesvc.app:create_app"
+    target: Any = factory
+    if workers == 1:
+        from facesvc.app import create_app
 
+        target = create_app(settings)
+    # with several workers, each process builds its own app (and models) from the environment
     uvicorn.run(
-        create_app(settings),
+        target,
+        factory=target is factory,
+        workers=workers if workers > 1 else None,
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level,
@@ -152,8 +175,9 @@ def eval_lfw(
         await registry.start()
         try:
             with Progress() as bar:
-                pairs = [p for p in read_pairs(settings.data_dir / "lfw" / "pairs.txt")
-                         if p.fold < folds]
+                pairs = [
+                    p for p in read_pairs(settings.data_dir / "lfw" / "pairs.txt") if p.fold < folds
+                ]
                 total = len({p.a for p in pairs} | {p.b for p in pairs})
                 task = bar.add_task("embedding LFW images", total=total)
                 result = await evaluate(

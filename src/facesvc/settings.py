@@ -38,7 +38,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=PROJECT_ROOT.parent / "shared" / "data", description="Evaluation data (LFW ...)"
     )
-    device: str = Field(default="cpu", description="cpu, gpu (= gpu:0) or gpu:N")
+    device: str = Field(
+        default="cpu",
+        description="cpu, gpu (worker i of --workers N takes GPU i mod GPUs) or gpu:N (pinned)",
+    )
 
     detector: str = Field(default="blazeface", description="Manifest name of the face detector")
     embedder: str = Field(default="facenet", description="Manifest name of the embedding model")
@@ -82,6 +85,11 @@ class Settings(BaseSettings):
     gallery_ann_min_size: int = Field(
         default=20_000, ge=0, description="Gallery size from which the ANN backend is used"
     )
+    startup_wait_for_models: bool = Field(
+        default=False,
+        description="Accept connections only once the models are loaded (set by `serve "
+        "--workers N`: workers share one socket, so a loading worker must not take requests)",
+    )
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=40_000_000, ge=10_000)
     inference_threads: int = Field(
@@ -102,14 +110,9 @@ class Settings(BaseSettings):
         value = value.strip().lower()
         if not _DEVICE_RE.match(value):
             raise ValueError("device must be 'cpu', 'gpu' or 'gpu:N'")
-        return "gpu:0" if value == "gpu" else value
+        return value
 
     @property
     def manifest_path(self) -> Path:
         return self.model_manifest or self.models_dir / "manifest.json"
 
-    @property
-    def tf_device(self) -> str:
-        """The device string TensorFlow understands, e.g. ``/CPU:0`` or ``/GPU:1``."""
-        kind, _, index = self.device.partition(":")
-        return f"/{kind.upper()}:{index or 0}"

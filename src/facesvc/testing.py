@@ -73,7 +73,9 @@ class ServerProcess:
         port: int | None = None,
         env: dict[str, str] | None = None,
         cwd: Path = PROJECT_ROOT,
+        args: list[str] | None = None,
     ) -> None:
+        self.args = list(args or [])  # extra `facesvc serve` options, e.g. ["--workers", "2"]
         self.port = port or free_port()
         self.base_url = f"http://{HOST}:{self.port}"
         self.cwd = cwd
@@ -114,7 +116,15 @@ class ServerProcess:
     def start(self) -> None:
         if self.process is not None:
             raise ServerError("the server is already started")
-        command = [*facesvc_command(), "serve", "--host", HOST, "--port", str(self.port)]
+        command = [
+            *facesvc_command(),
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            *self.args,
+        ]
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.started_at = time.perf_counter()
             self.process = subprocess.Popen(  # noqa: S603 (our own console script, no shell)

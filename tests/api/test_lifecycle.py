@@ -91,8 +91,22 @@ async def test_unavailable_gpu_is_a_clear_start_up_error(settings: Settings) -> 
 
 
 def test_device_setting_is_validated() -> None:
-    assert Settings(device="GPU").device == "gpu:0"
-    assert Settings(device="gpu:1").tf_device == "/GPU:1"
-    assert Settings(device="cpu").tf_device == "/CPU:0"
+    assert Settings(device="GPU").device == "gpu"
+    assert Settings(device=" gpu:1 ").device == "gpu:1"
     with pytest.raises(ValueError, match="device"):
         Settings(device="tpu")
+
+
+def test_workers_spread_over_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    from facesvc.inference.devices import DeviceError, pick_gpu, worker_index
+
+    assert [pick_gpu("gpu", 2, w) for w in range(5)] == [0, 1, 0, 1, 0]  # worker i: i mod n
+    assert [pick_gpu("gpu:1", 2, w) for w in range(3)] == [1, 1, 1]  # pinned
+    with pytest.raises(DeviceError, match="sees 1 GPU"):
+        pick_gpu("gpu:1", 1, 0)
+    with pytest.raises(DeviceError, match="sees 0 GPU"):
+        pick_gpu("gpu", 0, 0)
+    monkeypatch.setenv("FACESVC_WORKER_INDEX", "3")
+    assert worker_index() == 3
+    monkeypatch.delenv("FACESVC_WORKER_INDEX")
+    assert worker_index() == 0  # the main process of a single-worker server

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 
 log = logging.getLogger(__name__)
@@ -13,33 +14,61 @@ class DeviceError(RuntimeError):
     pass
 
 
-def configure_tensorflow(device: str, threads: int = 0) -> str:
-    """Prepare TF for ``device`` ('cpu' or 'gpu:N'); returns the tf.device string to use.
+def worker_index() -> int:
+    """This worker's index among ``facesvc serve --workers N`` processes (0 when single).
 
-    GPUs get memory growth (so several workers can share a card) and an unavailable GPU is
-    a clear start-up error rather than a silent fallback to the CPU.
+    ``FACESVC_WORKER_INDEX`` wins; otherwise uvicorn's spawned workers are numbered by
+    multiprocessing (1, 2, ...; a restarted worker gets the next number).
+    """
+    explicit = os.environ.get("FACESVC_WORKER_INDEX")
+    if explicit is not None:
+        return int(explicit)
+    identity = multiprocessing.current_process()._identity
+    return int(identity[0]) - 1 if identity else 0
+
+
+def pick_gpu(device: str, gpu_count: int, worker: int) -> int:
+    """The physical GPU for this process: ``gpu:N`` pins N; ``gpu`` spreads workers,
+    worker i taking GPU i mod n."""
+    kind, _, index_text = device.partition(":")
+    if kind != "gpu":
+        raise ValueError(f"not a GPU device: {device}")
+    index = int(index_text) if index_text else worker % max(gpu_count, 1)
+    if index >= gpu_count:
+        raise DeviceError(
+            f"FACESVC_DEVICE={device} but TensorFlow sees {gpu_count} GPU(s); "
+            "use 'cpu' or a GPU build of TensorFlow with the CUDA libraries installed"
+        )
+    return index
+
+
+def configure_tensorflow(device: str, threads: int = 0) -> str:
+    """Prepare TF for ``device`` ('cpu', 'gpu' or 'gpu:N'); returns the tf.device string.
+
+    A GPU process sees only its own GPU (so several workers never allocate on each other's
+    cards) with memory growth on; an unavailable GPU is a clear start-up error rather than
+    a silent fallback to the CPU.
     """
     global _configured
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    kind, _, index_text = device.partition(":")
-    index = int(index_text or 0)
+    if device == "cpu":
+        if not _configured and threads > 0:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        _configured = True
+        return "/CPU:0"
+    gpus = tf.config.list_physical_devices("GPU")
+    chosen = pick_gpu(device, len(gpus), worker_index())
     if not _configured:
         if threads > 0:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
-        for gpu in tf.config.list_physical_devices("GPU"):
-            try:
-                tf.config.experimental.set_memory_growth(gpu, True)
-            except RuntimeError:  # already initialised in this process
-                log.debug("memory growth not set on %s", gpu.name)
+        try:
+            tf.config.set_visible_devices(gpus[chosen], "GPU")
+            tf.config.experimental.set_memory_growth(gpus[chosen], True)
+        except RuntimeError:  # TF already initialised in this process (tests)
+            log.debug("GPU visibility already fixed in this process")
+            return f"/GPU:{chosen}"
         _configured = True
-    if kind == "cpu":
-        return "/CPU:0"
-    gpus = tf.config.list_physical_devices("GPU")
-    if index >= len(gpus):
-        raise DeviceError(
-            f"FACESVC_DEVICE={device} but TensorFlow sees {len(gpus)} GPU(s); "
-            "use 'cpu' or a GPU build of TensorFlow with the CUDA libraries installed"
-        )
-    return f"/GPU:{index}"
+    log.info("TensorFlow models on %s (worker %d)", gpus[chosen].name, worker_index())
+    return "/GPU:0"  # the only GPU this process sees

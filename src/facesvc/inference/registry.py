@@ -133,18 +133,15 @@ class ModelRegistry:
         )
         self.detector: DetectorRunner = ModelRunner(
             self.detector_spec.name,
-            self._device_for(self.detector_spec),
+            "/CPU:0",
             ListBatching(),
             policy,
         )
         self.mesh: MeshRunner = ModelRunner(self.mesh_spec.name, "/CPU:0", ListBatching(), policy)
         self.embedder: EmbedderRunner = ModelRunner(
-            self.embedder_spec.name, self._device_for(self.embedder_spec), ArrayBatching(), policy
+            self.embedder_spec.name, "/CPU:0", ArrayBatching(), policy
         )
         self.embedding_dim = 0
-
-    def _device_for(self, spec: ModelSpec) -> str:
-        return "/CPU:0" if spec.architecture in _CPU_ONLY else self.settings.tf_device
 
     @property
     def detector_gives_five_points(self) -> bool:
