@@ -6,6 +6,9 @@ set -euo pipefail
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" > /dev/null || missing+=(postgresql)
 command -v nginx > /dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v chromium > /dev/null || missing+=(chromium)
+command -v chromedriver > /dev/null || missing+=(chromium-driver)
+command -v npm > /dev/null || missing+=(nodejs npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get > /dev/null; then
   echo "installing ${missing[*]} (Debian packages) for the tests"

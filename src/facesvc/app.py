@@ -16,18 +16,12 @@ from fastapi import FastAPI
 from facesvc import __version__
 from facesvc.api.docs import install_offline_docs
 from facesvc.api.errors import install_error_handlers
-from facesvc.api.routers import analysis, health, legacy, metrics, recognition, users
-from facesvc.db.engine import create_engine, create_sessionmaker
-from facesvc.gallery.ann import HNSWIndex
-from facesvc.gallery.index import GalleryIndex
-from facesvc.inference.pipeline import FacePipeline
-from facesvc.inference.registry import ModelRegistry
+from facesvc.api.limits import install_request_limits
+from facesvc.api.routers import analysis, demo, health, legacy, metrics, recognition, users
 from facesvc.observability.metrics import metrics_of
 from facesvc.observability.middleware import install_observability
-from facesvc.services.analysis import FaceAnalysisService
-from facesvc.services.gallery import GallerySync
 from facesvc.settings import Settings
-from facesvc.state import AppState
+from facesvc.state import build_state
 
 log = logging.getLogger("facesvc")
 
@@ -55,25 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url)
-        registry = ModelRegistry(settings)
+        state = build_state(settings)
+        engine, registry = state.engine, state.registry
         metrics_of(app).observe_models(registry)
-        pipeline = FacePipeline(registry)
-        state = AppState(
-            settings=settings,
-            engine=engine,
-            sessionmaker=create_sessionmaker(engine),
-            registry=registry,
-            pipeline=pipeline,
-            analysis=FaceAnalysisService(pipeline, settings.enrol_second_face_ratio),
-            gallery=GallerySync(
-                GalleryIndex(
-                    registry.embedder_spec.name,
-                    ann=HNSWIndex(128) if settings.gallery_backend == "hnsw" else None,
-                    ann_min_size=settings.gallery_ann_min_size,
-                )
-            ),
-        )
         metrics_of(app).set_gallery_size_provider(lambda: len(state.gallery.index))
         if settings.startup_wait_for_models:
             await state.load_models()  # this worker takes no connection before it is ready
@@ -100,9 +78,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
+    install_request_limits(app, settings)  # 413 before a too-large body is parsed
     # request ids, JSON access log and Prometheus metrics; /docs and /redoc without a CDN
     install_observability(app)
     install_offline_docs(app)
-    for module in (health, analysis, users, recognition, legacy, metrics):
+    for module in (health, analysis, users, recognition, legacy, metrics, demo):
         app.include_router(module.router)
     return app

@@ -22,7 +22,9 @@ app.add_typer(db_app, name="db")
 eval_app = typer.Typer(
     help="Evaluate on public data through the service's pipeline.", no_args_is_help=True
 )
+users_app = typer.Typer(help="Users in the database.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(users_app, name="users")
 app.add_typer(eval_app, name="eval")
 
 
@@ -202,6 +204,81 @@ def eval_lfw(
         f"AUC {result['roc_auc']:.4f}, best threshold {result['threshold']:.4f}, "
         f"failures to detect {result['failures_to_detect']} -> {output}"
     )
+
+
+@app.command()
+def enrol(
+    folder: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, help="NAME/photo.jpg tree")
+    ],
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="People in flight")] = 8,
+) -> None:
+    """Enrol a folder tree (one sub-folder per person) with a progress bar, batched
+    through the models; users are found or created by external_id ``folder:NAME``."""
+    import asyncio
+
+    from rich.progress import Progress
+
+    from facesvc.db.engine import session_scope
+    from facesvc.services.folder_enrolment import enrol_folder, people_in
+    from facesvc.state import build_state
+
+    people = people_in(folder)
+    if not people:
+        raise _fail(f"no NAME/photo folders with images under {folder}", 2)
+    total = sum(len(photos) for _, photos in people)
+
+    async def run() -> None:
+        state = build_state(Settings())
+        try:
+            await state.registry.start()
+            async with session_scope(state.sessionmaker) as session:
+                await state.gallery.ensure_current(session)
+            with Progress() as bar:
+                task = bar.add_task(f"enrolling {len(people)} people", total=total)
+                report = await enrol_folder(
+                    folder,
+                    state.sessionmaker,
+                    state.analysis,
+                    state.gallery,
+                    concurrency=concurrency,
+                    progress=lambda n: bar.advance(task, n),
+                )
+        finally:
+            await state.registry.aclose()
+            await state.engine.dispose()
+        failed = ", ".join(f"{k}: {v}" for k, v in sorted(report.failed.items())) or "none"
+        typer.echo(
+            f"{report.people} people ({report.users_created} new users), "
+            f"{report.enrolled} faces enrolled, failed: {failed}"
+        )
+
+    asyncio.run(run())
+
+
+@users_app.command("list")
+def users_list(
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+) -> None:
+    """List users with their face counts."""
+    import asyncio
+
+    from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
+    from facesvc.repositories.users import UserRepository
+
+    async def run() -> None:
+        engine = create_engine(Settings().database_url)
+        try:
+            async with session_scope(create_sessionmaker(engine)) as session:
+                rows, total = await UserRepository(session).list_page(limit, offset)
+        finally:
+            await engine.dispose()
+        for user, faces in rows:
+            typer.echo(f"{user.id}  {faces:4d} faces  {user.name}")
+        typer.echo(f"{len(rows)} of {total} users")
+
+    asyncio.run(run())
 
 
 @app.command()

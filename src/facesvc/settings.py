@@ -44,7 +44,11 @@ class Settings(BaseSettings):
     )
 
     detector: str = Field(default="blazeface", description="Manifest name of the face detector")
-    embedder: str = Field(default="facenet", description="Manifest name of the embedding model")
+    embedder: str = Field(
+        default="facenet-tflite",
+        description="Manifest name of the embedding model (facenet-tflite: CPU, fastest here; "
+        "facenet: the TF graph, for GPUs)",
+    )
     mesh: str = Field(default="facemesh", description="Manifest name of the 468-point mesh model")
 
     match_threshold: float | None = Field(
@@ -116,3 +120,9 @@ class Settings(BaseSettings):
     def manifest_path(self) -> Path:
         return self.model_manifest or self.models_dir / "manifest.json"
 
+    max_request_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        description="Largest accepted request body in bytes, refused with 413 before parsing; "
+        "default: two uploads (2 x max_upload_bytes, for /v1/compare) + 64 KiB",
+    )

@@ -50,3 +50,30 @@ class AppState:
                 for m in self.registry.info()
             ),
         )
+
+
+def build_state(settings: Settings) -> AppState:
+    """Everything the service runs on (models not loaded yet: ``await load_models()``).
+
+    Used by the app's lifespan and by CLI commands that work in-process (``enrol``)."""
+    from facesvc.db.engine import create_engine, create_sessionmaker
+    from facesvc.gallery.ann import HNSWIndex
+    from facesvc.gallery.index import GalleryIndex
+
+    engine = create_engine(settings.database_url)
+    registry = ModelRegistry(settings)
+    pipeline = FacePipeline(registry)
+    index = GalleryIndex(
+        registry.embedder_spec.embedding_space,
+        ann=HNSWIndex(128) if settings.gallery_backend == "hnsw" else None,
+        ann_min_size=settings.gallery_ann_min_size,
+    )
+    return AppState(
+        settings=settings,
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine),
+        registry=registry,
+        pipeline=pipeline,
+        analysis=FaceAnalysisService(pipeline, settings.enrol_second_face_ratio),
+        gallery=GallerySync(index),
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, File, Request, UploadFile
 from fastapi.security import APIKeyHeader
@@ -16,6 +16,14 @@ from facesvc.services.enrolment import EnrolmentService
 from facesvc.services.recognition import RecognitionService
 from facesvc.services.users import UserService
 from facesvc.state import AppState
+
+# OpenAPI 3.0's "format: binary" beside FastAPI's 3.1 contentMediaType: client generators
+# (openapi-python-client) make a file parameter only of the former.
+BINARY_FILE: dict[str, Any] = {"format": "binary"}
+# The same for list[UploadFile]: the items are the files.
+BINARY_FILES: dict[str, Any] = {
+    "items": {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
+}
 
 # Declared so Swagger UI and generated clients send it; keys are enforced by a later release.
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey")
@@ -94,7 +102,9 @@ async def read_upload(upload: UploadFile, state: AppState) -> bytes:
 
 async def image_bytes(
     state: StateDep,
-    image: Annotated[UploadFile, File(description="JPEG, PNG, WebP or BMP")],
+    image: Annotated[
+        UploadFile, File(description="JPEG, PNG, WebP or BMP", json_schema_extra=BINARY_FILE)
+    ],
 ) -> bytes:
     return await read_upload(image, state)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.constants import REF_PREFIX
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -68,6 +69,11 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
     "payload-too-large": (
         "Upload too large",
         "The upload is larger than FACESVC_MAX_UPLOAD_BYTES.",
+    ),
+    "request-too-large": (
+        "Request too large",
+        "The request body is larger than FACESVC_MAX_REQUEST_BYTES (by its Content-Length, "
+        "or counted as a chunked body streamed in); nothing of it was processed.",
     ),
     "overloaded": (
         "Overloaded",
@@ -160,10 +166,44 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
+def problem_of(error: ServiceError | ImageError, instance: str | None = None) -> Problem:
+    """The problem a domain or image error stands for (bulk results carry one per item)."""
+    if isinstance(error, ServiceError):
+        slug, status, detail, extra = error.slug, error.status, error.detail, error.extensions
+    else:
+        slug, status = image_problem(error)
+        detail, extra = str(error), {}
+    title = PROBLEM_TYPES.get(slug, PROBLEM_TYPES["http-error"])[0]
+    return Problem(
+        type=f"/problems/{slug}",
+        title=title,
+        status=status,
+        detail=detail,
+        instance=instance,
+        **{k: v for k, v in extra.items() if k in Problem.model_fields},
+    )
+
+
+def image_problem(error: ImageError) -> tuple[str, int]:
+    return next(
+        (v for cls, v in _IMAGE_ERRORS.items() if isinstance(error, cls)), ("corrupt-image", 400)
+    )
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries documenting problem+json errors."""
+    """OpenAPI ``responses`` entries documenting problem+json errors.
+
+    ``model`` puts Problem in the schema's components (FastAPI also lists it under
+    application/json); the explicit entry gives application/problem+json, the type every
+    error is sent as, the same schema, so generated clients parse errors as Problem.
+    """
+    schema = {"$ref": f"{REF_PREFIX}{Problem.__name__}"}
     return {
-        status: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Problem"}
+        status: {
+            "model": Problem,
+            "content": {PROBLEM_JSON: {"schema": schema}},
+            "description": "Problem",
+        }
         for status in statuses
     }
 
@@ -181,9 +221,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ImageError)
     async def _image(request: Request, exc: ImageError) -> JSONResponse:
-        slug, status = next(
-            (v for cls, v in _IMAGE_ERRORS.items() if isinstance(exc, cls)), ("corrupt-image", 400)
-        )
+        slug, status = image_problem(exc)
         return problem_response(request, slug, status, str(exc))
 
     @app.exception_handler(QueueFullError)

@@ -7,8 +7,16 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
+from facesvc.api.errors import Problem
 from facesvc.inference.types import FIVE_POINT_NAMES, Box, Face
 
 Point = tuple[float, float]
@@ -42,16 +50,16 @@ class BoxOut(BaseModel):
 class FiveLandmarks(BaseModel):
     """Five points in image pixels; left/right as seen in the image."""
 
-    left_eye: Point
-    right_eye: Point
-    nose: Point
-    mouth_left: Point
-    mouth_right: Point
+    left_eye: Point = Field(examples=[[248.1, 141.3]])
+    right_eye: Point = Field(examples=[[311.6, 139.8]])
+    nose: Point = Field(examples=[[281.0, 175.2]])
+    mouth_left: Point = Field(examples=[[256.4, 205.9]])
+    mouth_right: Point = Field(examples=[[305.7, 204.6]])
 
 
 class DetectedFace(BaseModel):
     box: BoxOut
-    score: float = Field(ge=0.0, le=1.0, description="Detector confidence")
+    score: float = Field(ge=0.0, le=1.0, description="Detector confidence", examples=[0.9731])
     landmarks: FiveLandmarks
 
     @classmethod
@@ -99,7 +107,33 @@ class EmbedResponse(BaseModel):
     faces: list[EmbeddedFace]
 
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+def _storable(value: str) -> str:
+    """Text every database can store: no control characters (NUL breaks PostgreSQL) and no
+    lone surrogates (not valid UTF-8)."""
+    for char in value:
+        code = ord(char)
+        if code < 0x20 or code == 0x7F or 0xD800 <= code <= 0xDFFF:
+            raise ValueError(f"contains an unsupported character U+{code:04X}")
+    return value
+
+
+def _storable_json(value: Any) -> None:
+    if isinstance(value, str):
+        _storable(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(str(key))
+            _storable_json(item)
+    elif isinstance(value, list):
+        for item in value:
+            _storable_json(item)
+
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_storable),
+]
 
 
 class UserCreate(BaseModel):
@@ -118,33 +152,36 @@ class UserCreate(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _bounded(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(json.dumps(value)) > MAX_METADATA_BYTES:
+        if value is None:
+            return value
+        _storable_json(value)
+        if len(json.dumps(value, ensure_ascii=False).encode()) > MAX_METADATA_BYTES:
             raise ValueError(f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON")
         return value
 
 
 class UserOut(BaseModel):
-    id: uuid.UUID
-    name: str
-    external_id: str | None = None
-    metadata: dict[str, Any] | None = None
-    face_count: int = 0
+    id: uuid.UUID = Field(examples=["6c7f2e0a-5b1d-4f8e-9a3c-2d4b6e8f0a1c"])
+    name: str = Field(examples=["Ada Lovelace"])
+    external_id: str | None = Field(default=None, examples=["emp-0042"])
+    metadata: dict[str, Any] | None = Field(default=None, examples=[{"department": "R&D"}])
+    face_count: int = Field(default=0, description="Faces enrolled", examples=[2])
     created_at: datetime
 
 
 class UserPage(BaseModel):
     items: list[UserOut]
-    total: int
-    limit: int
-    offset: int
+    total: int = Field(description="Users in all pages", examples=[1])
+    limit: int = Field(examples=[50])
+    offset: int = Field(examples=[0])
 
 
 class FaceOut(BaseModel):
-    face_id: uuid.UUID
-    user_id: uuid.UUID
-    box: BoxOut
+    face_id: uuid.UUID = Field(examples=["0b9d1f3e-7a2c-4e6b-8d0f-1a3c5e7b9d2f"])
+    user_id: uuid.UUID = Field(examples=["6c7f2e0a-5b1d-4f8e-9a3c-2d4b6e8f0a1c"])
+    box: BoxOut = Field(description="The enrolled face in the uploaded photo")
     image: ImageSize
-    detection_score: float
+    detection_score: float = Field(examples=[0.9731])
     model: ModelRef
     created_at: datetime
 
@@ -154,31 +191,41 @@ class FaceList(BaseModel):
 
 
 class MatchScore(BaseModel):
-    match: bool
-    similarity: float = Field(description="Cosine similarity of the embeddings, -1..1")
-    distance: float = Field(description="Euclidean distance of the normalised embeddings, 0..2")
-    threshold: float = Field(description="Similarity at or above which faces match")
+    match: bool = Field(description="similarity >= threshold", examples=[True])
+    similarity: float = Field(
+        description="Cosine similarity of the embeddings, -1..1", examples=[0.795]
+    )
+    distance: float = Field(
+        description="Euclidean distance of the normalised embeddings, 0..2", examples=[0.64]
+    )
+    threshold: float = Field(description="Similarity at or above which faces match", examples=[0.4])
 
 
 class VerifyResponse(MatchScore):
-    user_id: uuid.UUID
-    face_id: uuid.UUID = Field(description="The enrolled face that matched best")
-    faces_compared: int
+    user_id: uuid.UUID = Field(examples=["6c7f2e0a-5b1d-4f8e-9a3c-2d4b6e8f0a1c"])
+    face_id: uuid.UUID = Field(
+        description="The enrolled face that matched best",
+        examples=["0b9d1f3e-7a2c-4e6b-8d0f-1a3c5e7b9d2f"],
+    )
+    faces_compared: int = Field(description="The user's enrolled faces", examples=[2])
     box: BoxOut = Field(description="The face used from the query photo (the largest)")
 
 
 class Candidate(BaseModel):
-    user_id: uuid.UUID
-    name: str
-    similarity: float
+    user_id: uuid.UUID = Field(examples=["6c7f2e0a-5b1d-4f8e-9a3c-2d4b6e8f0a1c"])
+    name: str = Field(examples=["Ada Lovelace"])
+    similarity: float = Field(
+        description="Best cosine similarity over the user's faces", examples=[0.795]
+    )
 
 
 class IdentifyResponse(BaseModel):
     match: uuid.UUID | None = Field(
         description="The best candidate's user_id if it clears the threshold, else null "
-        "(an unknown person)"
+        "(an unknown person)",
+        examples=["6c7f2e0a-5b1d-4f8e-9a3c-2d4b6e8f0a1c"],
     )
-    threshold: float
+    threshold: float = Field(examples=[0.4])
     candidates: list[Candidate] = Field(description="One entry per user, best first")
     box: BoxOut
 
@@ -186,6 +233,16 @@ class IdentifyResponse(BaseModel):
 class CompareResponse(MatchScore):
     box_a: BoxOut
     box_b: BoxOut
+
+
+class ProblemType(BaseModel):
+    """What a problem ``type`` means (GET /problems/{slug})."""
+
+    type: str = Field(examples=["/problems/no-face"])
+    title: str = Field(examples=["No face found"])
+    description: str = Field(
+        examples=["The detector found no face in the image. Send a sharper, better lit photo."]
+    )
 
 
 class ModelStatus(BaseModel):
@@ -223,3 +280,17 @@ class LegacyLoginResponse(BaseModel):
     name: str | None
     similarity: float | None
     threshold: float
+
+
+class BulkEnrolItem(BaseModel):
+    """One photo's outcome: ``face`` when it was enrolled, else ``problem``."""
+
+    index: int = Field(description="Position of the photo in the request")
+    face: FaceOut | None = None
+    problem: Problem | None = None
+
+
+class BulkEnrolResponse(BaseModel):
+    enrolled: int
+    failed: int
+    items: list[BulkEnrolItem]

@@ -47,8 +47,8 @@ def create_migration_engine(url: str) -> AsyncEngine:
 
     On SQLite, foreign keys stay OFF: batch migrations rebuild a table by copying it
     and dropping the original, and with enforcement on, dropping ``users`` would
-    cascade-delete every face. The connections still get explicit BEGINs, so the
-    DDL of a migration is transactional.
+    cascade-delete every face. The connections still get explicit BEGINs (IMMEDIATE
+    from the first DDL statement on), so the DDL of a migration is transactional.
     """
     sa_url = make_url(url)
     engine = create_async_engine(sa_url, poolclass=NullPool)
@@ -122,17 +122,79 @@ def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Stop the sqlite3 driver from managing transactions itself: its legacy mode
         # emits no BEGIN before SAVEPOINT or DDL, so a released savepoint would commit
-        # on its own. SQLAlchemy emits BEGIN instead (see _on_begin).
+        # on its own. SQLAlchemy's transactions are mapped onto SQLite's by the
+        # listeners below instead.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+            # In WAL mode a commit survives a crash of the process (kill -9); only a power
+            # loss may undo the last commits.
             cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
 
+    # SQLite's own BEGIN is emitted lazily, once the first statement shows what the
+    # transaction does (see _sqlite_begin_for).
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        conn.info[_SQLITE_TXN] = _PENDING
+
+    @event.listens_for(sync_engine, "before_cursor_execute")
+    def _before_execute(
+        conn: Connection,
+        cursor: Any,
+        statement: str,
+        _parameters: Any,
+        _context: Any,
+        _executemany: bool,
+    ) -> None:
+        state = conn.info.get(_SQLITE_TXN)
+        if state is None or state == _WRITING:
+            return
+        for sql in _sqlite_begin_for(state, statement):
+            cursor.execute(sql)
+        conn.info[_SQLITE_TXN] = _READING if is_read_only_sql(statement) else _WRITING
+
+    @event.listens_for(sync_engine, "commit")
+    @event.listens_for(sync_engine, "rollback")
+    def _on_end(conn: Connection) -> None:
+        conn.info.pop(_SQLITE_TXN, None)
+
+
+# Where a connection's SQLite transaction stands (Connection.info[_SQLITE_TXN]).
+_SQLITE_TXN = "facesvc_sqlite_txn"
+_PENDING = "pending"  # SQLAlchemy began a transaction; SQLite has not been told yet
+_READING = "reading"  # BEGIN (deferred): a read snapshot, no lock on writers
+_WRITING = "writing"  # BEGIN IMMEDIATE: holds SQLite's single write lock until the end
+
+_READ_ONLY_VERBS = frozenset({"SELECT", "PRAGMA", "EXPLAIN", "VALUES"})
+
+
+def is_read_only_sql(statement: str) -> bool:
+    """Whether a statement only reads (``WITH`` may prefix a write, so it counts as one)."""
+    words = statement.lstrip(" \t\r\n(").split(None, 1)
+    return bool(words) and words[0].upper() in _READ_ONLY_VERBS
+
+
+def _sqlite_begin_for(state: str, statement: str) -> tuple[str, ...]:
+    """The SQL that opens the right SQLite transaction before ``statement``.
+
+    A transaction that writes starts with ``BEGIN IMMEDIATE``: it takes the write lock
+    first, waiting up to ``busy_timeout`` for it. A deferred transaction that has read
+    and then writes would instead fail at once with "database is locked" whenever another
+    connection committed since its read (SQLITE_BUSY_SNAPSHOT): waiting cannot help it.
+
+    A transaction whose first statement reads begins deferred, so reads keep one snapshot
+    and never queue behind writers. If it later writes, the read transaction (which has
+    changed nothing) is ended and the write one begins IMMEDIATE: the reads before the
+    first write then behave as under PostgreSQL's READ COMMITTED, which this code
+    supports anyway, while the writes and every read after them are serialised.
+    """
+    if is_read_only_sql(statement):
+        return ("BEGIN",) if state == _PENDING else ()
+    if state == _READING:
+        return ("ROLLBACK", "BEGIN IMMEDIATE")
+    return ("BEGIN IMMEDIATE",)

@@ -29,7 +29,9 @@ class ModelSource(BaseModel):
     dist_sha256: str | None = None
     member: str | None = Field(default=None, description="Path of the weights inside the dist")
     member_sha256: str | None = None
-    convert: Literal["copy", "keras_facenet_h5_to_frozen_graph", "none"] = "copy"
+    convert: Literal[
+        "copy", "keras_facenet_h5_to_frozen_graph", "keras_facenet_h5_to_tflite", "none"
+    ] = "copy"
 
 
 class ModelSpec(BaseModel):
@@ -49,10 +51,19 @@ class ModelSpec(BaseModel):
     )
     options: dict[str, Any] = Field(default_factory=dict)
     crop: dict[str, Any] = Field(default_factory=dict, description="Detector's crop policy")
+    space: str | None = Field(
+        default=None,
+        description="Embedding space: variants of one model (formats, precisions) that give "
+        "interchangeable embeddings share it, and stored faces are matched by it",
+    )
     threshold: float | None = Field(
         default=None, description="Calibrated cosine-similarity threshold (embedders)"
     )
     calibration: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def embedding_space(self) -> str:
+        return self.space or self.name
 
     def path(self, models_dir: Path) -> Path | None:
         if self.file is None:

@@ -24,8 +24,10 @@ class FacePipeline:
         self.settings = registry.settings
 
     @property
-    def embedder_name(self) -> str:
-        return self.registry.embedder_spec.name
+    def embedding_space(self) -> str:
+        """What stored faces are matched by: the model's embedding space, shared by its
+        variants (frozen graph, TFLite) that give interchangeable embeddings."""
+        return self.registry.embedder_spec.embedding_space
 
     @property
     def embedder_version(self) -> str:

@@ -186,27 +186,30 @@ def _copy(member: Path, target: Path, spec: ModelSpec) -> None:
     shutil.copyfile(member, target)
 
 
-def _keras_facenet_to_frozen_graph(member: Path, target: Path, spec: ModelSpec) -> None:
-    """Keras 2 FaceNet .h5 -> frozen GraphDef with the seed's tensor names.
+def _child_converter(function: str) -> Callable[[Path, Path, ModelSpec], None]:
+    """A converter run in a child process, so the converting TF/Keras session's memory is
+    returned at once (see facesvc.inference.convert)."""
 
-    Done in a child process so the converting Keras session's memory is returned at once.
-    """
-    code = (
-        "import sys; from facesvc.inference.convert import keras_facenet_to_frozen_graph as f;"
-        "f(sys.argv[1], sys.argv[2], int(sys.argv[3]))"
-    )
-    size = int(spec.options.get("input_size", 160))
-    done = subprocess.run(  # noqa: S603
-        [sys.executable, "-c", code, str(member), str(target), str(size)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise PullError(f"{spec.name}: conversion failed:\n{done.stderr[-3000:]}")
+    def convert(member: Path, target: Path, spec: ModelSpec) -> None:
+        code = (
+            f"import sys; from facesvc.inference.convert import {function} as f;"
+            "f(sys.argv[1], sys.argv[2], int(sys.argv[3]))"
+        )
+        size = int(spec.options.get("input_size", 160))
+        done = subprocess.run(  # noqa: S603
+            [sys.executable, "-c", code, str(member), str(target), str(size)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise PullError(f"{spec.name}: conversion failed:\n{done.stderr[-3000:]}")
+
+    return convert
 
 
 _CONVERTERS: dict[str, Callable[[Path, Path, ModelSpec], None]] = {
     "copy": _copy,
-    "keras_facenet_h5_to_frozen_graph": _keras_facenet_to_frozen_graph,
+    "keras_facenet_h5_to_frozen_graph": _child_converter("keras_facenet_to_frozen_graph"),
+    "keras_facenet_h5_to_tflite": _child_converter("keras_facenet_to_tflite"),
 }

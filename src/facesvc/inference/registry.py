@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,10 @@ EmbedderRunner = ModelRunner[np.ndarray, np.ndarray]
 
 # TFLite models have no GPU path here: they stay on the CPU whatever FACESVC_DEVICE says.
 _CPU_ONLY = {"blazeface", "facemesh"}
+
+
+def _cpu_only(spec: ModelSpec) -> bool:
+    return spec.architecture in _CPU_ONLY or (spec.file or "").endswith(".tflite")
 
 
 class ModelFileError(RuntimeError):
@@ -92,9 +97,16 @@ def _detector_factory(spec: ModelSpec, settings: Settings, device: str) -> Calla
 def _embedder_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
     if spec.architecture != "facenet":
         raise ValueError(f"{spec.name}: {spec.architecture} is not an embedder architecture")
-    from facesvc.inference.embedders.facenet import FaceNetEmbedder
+    from facesvc.inference.embedders.facenet import FaceNetEmbedder, TFLiteFaceNetEmbedder
 
     path = _verified_path(spec, settings.models_dir)
+    size = int(spec.options.get("input_size", 160))
+    preprocessing = spec.options.get("preprocessing", "prewhiten")
+    if path.suffix == ".tflite":
+        threads = settings.inference_threads or (os.cpu_count() or 1)
+        return lambda: TFLiteFaceNetEmbedder(
+            path, input_size=size, preprocessing=preprocessing, threads=threads
+        )
     t = spec.tensors
     phase_train = t.get("phase_train", "phase_train:0") or None
     return lambda: FaceNetEmbedder(
@@ -102,8 +114,8 @@ def _embedder_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
         input_name=t.get("input", "input:0"),
         output_name=t.get("embeddings", "embeddings:0"),
         phase_train_name=phase_train,
-        input_size=int(spec.options.get("input_size", 160)),
-        preprocessing=spec.options.get("preprocessing", "prewhiten"),
+        input_size=size,
+        preprocessing=preprocessing,
     )
 
 

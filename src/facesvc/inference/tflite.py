@@ -40,6 +40,17 @@ class TFLiteModel:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(int(d) for d in self.inputs[0]["shape"])
 
+    def resize_batch(self, batch: int) -> None:
+        """Make the first input take ``batch`` items (reallocates only when it changes)."""
+        shape = list(self.inputs[0]["shape"])
+        if shape[0] == batch:
+            return
+        shape[0] = batch
+        self._interpreter.resize_tensor_input(self.inputs[0]["index"], shape)
+        self._interpreter.allocate_tensors()
+        self.inputs = self._interpreter.get_input_details()
+        self.outputs = self._interpreter.get_output_details()
+
     def output_by_last_dim(self, last_dim: int) -> int:
         """Index of the first output whose last dimension is ``last_dim``."""
         for detail in self.outputs:

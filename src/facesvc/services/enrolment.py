@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from facesvc.db.models import Face as FaceRow
+from facesvc.inference.images import ImageError
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.users import UserRepository
-from facesvc.services.analysis import FaceAnalysisService
-from facesvc.services.errors import FaceNotFoundError, UserNotFoundError
+from facesvc.services.analysis import FaceAnalysisService, PrimaryFace
+from facesvc.services.errors import FaceNotFoundError, ServiceError, UserNotFoundError
 from facesvc.services.gallery import GallerySync
 
 
@@ -30,22 +32,44 @@ class EnrolmentService:
 
     async def enrol(self, user_id: uuid.UUID, data: bytes) -> FaceRow:
         await self._require_user(user_id)
-        primary = await self.analysis.primary_face(data, strict=True)
+        return await self._store(user_id, await self.analysis.primary_face(data, strict=True))
+
+    async def _store(self, user_id: uuid.UUID, primary: PrimaryFace) -> FaceRow:
         box = primary.face.box
         pipeline = self.analysis.pipeline
         face = await self.faces.add(
             user_id,
             primary.embedding,
-            model_name=pipeline.embedder_name,
+            model_name=pipeline.embedding_space,
             model_version=pipeline.embedder_version,
             box=(box.x, box.y, box.width, box.height),
             image_size=(primary.width, primary.height),
             detection_score=primary.face.detection.score,
         )
         await self.gallery.face_added(
-            self.session, face.id, user_id, primary.embedding, pipeline.embedder_name
+            self.session, face.id, user_id, primary.embedding, pipeline.embedding_space
         )
         return face
+
+    async def enrol_many(
+        self, user_id: uuid.UUID, images: list[bytes]
+    ) -> list[FaceRow | ServiceError | ImageError]:
+        """Several photos of one user: analysed concurrently (so the models batch them),
+        stored in this one transaction; each photo succeeds or fails on its own."""
+        await self._require_user(user_id)
+        analysed = await asyncio.gather(
+            *(self.analysis.primary_face(data, strict=True) for data in images),
+            return_exceptions=True,
+        )
+        results: list[FaceRow | ServiceError | ImageError] = []
+        for outcome in analysed:
+            if isinstance(outcome, ServiceError | ImageError):
+                results.append(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                results.append(await self._store(user_id, outcome))
+        return results
 
     async def list_faces(self, user_id: uuid.UUID) -> list[FaceRow]:
         await self._require_user(user_id)

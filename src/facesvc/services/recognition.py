@@ -87,7 +87,7 @@ class RecognitionService:
 
     @property
     def model_name(self) -> str:
-        return self.analysis.pipeline.embedder_name
+        return self.analysis.pipeline.embedding_space
 
     async def verify(self, user_id: uuid.UUID, data: bytes) -> Verification:
         if await self.users.get(user_id) is None:

@@ -64,6 +64,8 @@ async def detect_faces(
     annotation: AnnotationDep,
     annotate: Annotate = False,
 ) -> DetectResponse | Response:
+    """Boxes and points are in the original image's pixels, largest face first; an image
+    with no face answers 200 with an empty `faces` list."""
     if annotate:
         return png_response(await annotation.annotate(image))
     return await detect(image, analysis)
@@ -94,6 +96,8 @@ async def face_landmarks(
     ] = False,
     annotate: Annotate = False,
 ) -> LandmarksResponse | Response:
+    """Mesh points are `[x, y, z]`: x and y in image pixels, z a relative depth (smaller is
+    nearer the camera) on about the same scale as x."""
     if annotate:
         return png_response(await annotation.annotate(image, dense=dense))
     return await landmarks(image, analysis, dense=dense)
@@ -129,12 +133,12 @@ async def embed(image: ImageBytes, analysis: AnalysisDep) -> EmbedResponse:
         EmbeddedFace(
             **DetectedFace.fields_of(f),
             embedding=[float(v) for v in f.embedding] if f.embedding is not None else [],
-            model=pipeline.embedder_name,
+            model=pipeline.embedding_space,
         )
         for f in result.faces
     ]
     return EmbedResponse(
         image=ImageSize(width=result.width, height=result.height),
-        model=ModelRef(name=pipeline.embedder_name, version=pipeline.embedder_version),
+        model=ModelRef(name=pipeline.embedding_space, version=pipeline.embedder_version),
         faces=faces,
     )

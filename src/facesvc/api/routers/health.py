@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
 from facesvc import __version__
 from facesvc.api.deps import StateDep
 from facesvc.api.errors import PROBLEM_TYPES, ProblemError, problem_responses
-from facesvc.api.schemas import LiveResponse, ModelStatus, ReadyResponse
+from facesvc.api.schemas import LiveResponse, ModelStatus, ProblemType, ReadyResponse
 from facesvc.db.engine import ping
 
 router = APIRouter(tags=["health"])
@@ -45,9 +47,15 @@ async def readyz(state: StateDep) -> ReadyResponse:
     "/problems/{slug}",
     operation_id="describe_problem",
     summary="What a problem type means",
-    responses=problem_responses(404),
+    response_model=ProblemType,
+    responses=problem_responses(404, 422),
 )
-async def describe_problem(slug: str, request: Request) -> JSONResponse:
+async def describe_problem(
+    slug: Annotated[
+        str, Path(description="The last segment of a problem's `type`", examples=["no-face"])
+    ],
+    request: Request,
+) -> JSONResponse:
     if slug not in PROBLEM_TYPES:
         raise ProblemError("not-found", 404, f"no problem type {slug!r}")
     title, description = PROBLEM_TYPES[slug]

@@ -32,7 +32,10 @@ from facesvc.services.errors import UserNotFoundError
 
 router = APIRouter(tags=["legacy"], deprecated=True, dependencies=[Depends(api_key_header)])
 ERRORS = problem_responses(400, 404, 409, 413, 415, 422, 503)
-LegacyName = Annotated[str, Form(min_length=1, max_length=200, description="The user's name")]
+LegacyName = Annotated[
+    str,
+    Form(min_length=1, max_length=200, description="The user's name", examples=["Ada Lovelace"]),
+]
 
 
 @router.post(
@@ -95,7 +98,14 @@ async def face_login(
     image: ImageBytes,
     users: UserServiceDep,
     recognition: RecognitionDep,
-    name: Annotated[str | None, Form(max_length=200)] = None,
+    name: Annotated[
+        str | None,
+        Form(
+            max_length=200,
+            description="Verify against this user; leave out to identify",
+            examples=["Ada Lovelace"],
+        ),
+    ] = None,
 ) -> LegacyLoginResponse:
     if name:
         user = await users.by_name(name)

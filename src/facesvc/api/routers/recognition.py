@@ -5,9 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Path, Query, UploadFile
 
-from facesvc.api.deps import ImageBytes, RecognitionDep, StateDep, api_key_header, read_upload
+from facesvc.api.deps import (
+    BINARY_FILE,
+    ImageBytes,
+    RecognitionDep,
+    StateDep,
+    api_key_header,
+    read_upload,
+)
 from facesvc.api.errors import problem_responses
 from facesvc.api.schemas import BoxOut, Candidate, CompareResponse, IdentifyResponse, VerifyResponse
 
@@ -21,8 +28,12 @@ router = APIRouter(prefix="/v1", tags=["recognition"], dependencies=[Depends(api
     responses=problem_responses(400, 404, 409, 413, 415, 422, 503),
 )
 async def verify_user(
-    user_id: uuid.UUID, image: ImageBytes, recognition: RecognitionDep
+    user_id: Annotated[uuid.UUID, Path(description="The user to verify against")],
+    image: ImageBytes,
+    recognition: RecognitionDep,
 ) -> VerifyResponse:
+    """Compares the photo's largest face with every face enrolled for the user and keeps the
+    best: `match` is `similarity >= threshold`. 409 `no-enrolled-faces` when there is none."""
     result = await recognition.verify(user_id, image)
     return VerifyResponse(
         match=result.match,
@@ -47,6 +58,8 @@ async def identify_face(
     recognition: RecognitionDep,
     top_k: Annotated[int, Query(ge=1, le=100, description="Candidates to return")] = 5,
 ) -> IdentifyResponse:
+    """Searches every enrolled user: `match` is the best user's id when their similarity
+    clears the threshold, else `null` (an unknown person); `candidates` are best first."""
     result = await recognition.identify(image, top_k)
     return IdentifyResponse(
         match=result.match,
@@ -68,8 +81,8 @@ async def identify_face(
 async def compare_faces(
     state: StateDep,
     recognition: RecognitionDep,
-    image_a: Annotated[UploadFile, File(description="First photo")],
-    image_b: Annotated[UploadFile, File(description="Second photo")],
+    image_a: Annotated[UploadFile, File(description="First photo", json_schema_extra=BINARY_FILE)],
+    image_b: Annotated[UploadFile, File(description="Second photo", json_schema_extra=BINARY_FILE)],
 ) -> CompareResponse:
     data_a = await read_upload(image_a, state)
     data_b = await read_upload(image_b, state)

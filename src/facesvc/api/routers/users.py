@@ -5,12 +5,23 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Body, Depends, File, Path, Query, Response, UploadFile, status
 
-from facesvc.api.deps import EnrolmentDep, ImageBytes, ModelsReady, UserServiceDep, api_key_header
-from facesvc.api.errors import problem_responses
+from facesvc.api.deps import (
+    BINARY_FILES,
+    EnrolmentDep,
+    ImageBytes,
+    ModelsReady,
+    StateDep,
+    UserServiceDep,
+    api_key_header,
+    read_upload,
+)
+from facesvc.api.errors import ProblemError, problem_of, problem_responses
 from facesvc.api.schemas import (
     BoxOut,
+    BulkEnrolItem,
+    BulkEnrolResponse,
     FaceList,
     FaceOut,
     ImageSize,
@@ -22,6 +33,22 @@ from facesvc.api.schemas import (
 from facesvc.db.models import Face, User
 
 router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=[Depends(api_key_header)])
+
+UserId = Annotated[uuid.UUID, Path(description="The user's id (from create_user)")]
+MAX_BULK_IMAGES = 32
+FaceId = Annotated[uuid.UUID, Path(description="The face's id (from enrol_face)")]
+NEW_USER_EXAMPLES = {
+    "name": {"summary": "A name only", "value": {"name": "Ada Lovelace"}},
+    "full": {
+        "summary": "With your own id and metadata",
+        "value": {
+            "name": "Ada Lovelace",
+            "external_id": "emp-0042",
+            "metadata": {"department": "R&D"},
+        },
+    },
+}
+NewUser = Annotated[UserCreate, Body(openapi_examples=NEW_USER_EXAMPLES)]
 
 
 def _user_out(user: User, face_count: int) -> UserOut:
@@ -54,7 +81,7 @@ def _face_out(face: Face) -> FaceOut:
     summary="Create a user (enrol faces next)",
     responses=problem_responses(409, 422),
 )
-async def create_user(body: UserCreate, users: UserServiceDep) -> UserOut:
+async def create_user(body: NewUser, users: UserServiceDep) -> UserOut:
     user = await users.create(body.name, body.external_id, body.metadata)
     return _user_out(user, 0)
 
@@ -67,8 +94,8 @@ async def create_user(body: UserCreate, users: UserServiceDep) -> UserOut:
 )
 async def list_users(
     users: UserServiceDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500, description="Users per page")] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000, description="Users to skip")] = 0,
 ) -> UserPage:
     rows, total = await users.list_page(limit, offset)
     return UserPage(
@@ -82,7 +109,7 @@ async def list_users(
 @router.get(
     "/{user_id}", operation_id="get_user", summary="One user", responses=problem_responses(404, 422)
 )
-async def get_user(user_id: uuid.UUID, users: UserServiceDep) -> UserOut:
+async def get_user(user_id: UserId, users: UserServiceDep) -> UserOut:
     user = await users.get(user_id)
     return _user_out(user, await users.face_count(user_id))
 
@@ -94,7 +121,7 @@ async def get_user(user_id: uuid.UUID, users: UserServiceDep) -> UserOut:
     summary="Delete a user and every face enrolled for them",
     responses=problem_responses(404, 422),
 )
-async def delete_user(user_id: uuid.UUID, users: UserServiceDep) -> Response:
+async def delete_user(user_id: UserId, users: UserServiceDep) -> Response:
     await users.delete(user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -107,7 +134,10 @@ async def delete_user(user_id: uuid.UUID, users: UserServiceDep) -> Response:
     responses=problem_responses(400, 404, 413, 415, 422, 503),
     dependencies=[ModelsReady],
 )
-async def enrol_face(user_id: uuid.UUID, image: ImageBytes, enrolment: EnrolmentDep) -> FaceOut:
+async def enrol_face(user_id: UserId, image: ImageBytes, enrolment: EnrolmentDep) -> FaceOut:
+    """The photo's largest face is embedded and added to the user's gallery entry at once
+    (identify and verify see it in the next request). Refused with 422 `no-face`, or
+    `multiple-faces` when a second face is nearly as large as the first."""
     return _face_out(await enrolment.enrol(user_id, image))
 
 
@@ -117,7 +147,7 @@ async def enrol_face(user_id: uuid.UUID, image: ImageBytes, enrolment: Enrolment
     summary="A user's enrolled faces",
     responses=problem_responses(404, 422),
 )
-async def list_faces(user_id: uuid.UUID, enrolment: EnrolmentDep) -> FaceList:
+async def list_faces(user_id: UserId, enrolment: EnrolmentDep) -> FaceList:
     return FaceList(items=[_face_out(f) for f in await enrolment.list_faces(user_id)])
 
 
@@ -128,6 +158,40 @@ async def list_faces(user_id: uuid.UUID, enrolment: EnrolmentDep) -> FaceList:
     summary="Delete one enrolled face",
     responses=problem_responses(404, 422),
 )
-async def delete_face(user_id: uuid.UUID, face_id: uuid.UUID, enrolment: EnrolmentDep) -> Response:
+async def delete_face(user_id: UserId, face_id: FaceId, enrolment: EnrolmentDep) -> Response:
     await enrolment.delete_face(user_id, face_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{user_id}/faces/bulk",
+    operation_id="enrol_faces_bulk",
+    summary="Enrol several photos of one user in one request",
+    description="Every photo is analysed concurrently (the models batch them) and stored in "
+    "one transaction; each photo succeeds or fails on its own, reported per item.",
+    responses=problem_responses(404, 413, 422, 503),
+    dependencies=[ModelsReady],
+)
+async def enrol_faces_bulk(
+    user_id: UserId,
+    state: StateDep,
+    enrolment: EnrolmentDep,
+    images: Annotated[
+        list[UploadFile],
+        File(description="1 to 32 photos (field `images`)", json_schema_extra=BINARY_FILES),
+    ],
+) -> BulkEnrolResponse:
+    if not 1 <= len(images) <= MAX_BULK_IMAGES:
+        raise ProblemError(
+            "validation-error", 422, f"send 1 to {MAX_BULK_IMAGES} images, not {len(images)}"
+        )
+    data = [await read_upload(upload, state) for upload in images]
+    outcomes = await enrolment.enrol_many(user_id, data)
+    items = [
+        BulkEnrolItem(index=i, face=_face_out(o))
+        if isinstance(o, Face)
+        else BulkEnrolItem(index=i, problem=problem_of(o))
+        for i, o in enumerate(outcomes)
+    ]
+    enrolled = sum(item.face is not None for item in items)
+    return BulkEnrolResponse(enrolled=enrolled, failed=len(items) - enrolled, items=items)

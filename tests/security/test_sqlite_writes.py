@@ -1,0 +1,145 @@
+"""SQLite under concurrent writers: no "database is locked", nothing lost.
+
+Every enrolment reads the user, runs the models (tens of ms, longer under load), then writes.
+With a deferred transaction its read snapshot goes stale as soon as another enrolment commits,
+and SQLite refuses the upgrade to a write at once (SQLITE_BUSY_SNAPSHOT, "database is
+locked"); write transactions must start with BEGIN IMMEDIATE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from facesvc.db.engine import create_engine, create_sessionmaker, is_read_only_sql, session_scope
+from facesvc.db.migrate import upgrade_async
+from facesvc.db.models import User
+from tests.conftest import image_file, lfw_image
+
+PEOPLE = (
+    "Colin_Powell",
+    "Laura_Bush",
+    "Vladimir_Putin",
+    "Junichiro_Koizumi",
+    "Tony_Blair",
+)
+PER_PERSON = 10
+
+
+async def test_fifty_concurrent_enrolments_are_all_stored(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    users = {}
+    for name in PEOPLE:
+        response = await client.post("/v1/users", json={"name": name.replace("_", " ")})
+        assert response.status_code == 201, response.text
+        users[name] = response.json()["id"]
+    photo = {name: lfw_image(name, 1) for name in PEOPLE}
+
+    async def enrol(name: str) -> httpx.Response:
+        return await client.post(f"/v1/users/{users[name]}/faces", files=image_file(photo[name]))
+
+    with caplog.at_level(logging.WARNING):
+        responses = await asyncio.gather(*(enrol(n) for n in PEOPLE for _ in range(PER_PERSON)))
+
+    statuses = [r.status_code for r in responses]
+    assert statuses == [201] * len(PEOPLE) * PER_PERSON, [
+        r.text for r in responses if r.status_code != 201
+    ]
+    assert "database is locked" not in caplog.text
+    stored = 0
+    for name in PEOPLE:
+        listed = await client.get(f"/v1/users/{users[name]}/faces")
+        assert listed.status_code == 200, listed.text
+        stored += len(listed.json()["items"])
+    assert stored == len(PEOPLE) * PER_PERSON
+
+
+@pytest.fixture
+async def sessionmaker(
+    tmp_path: Path,
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'writes.db'}"
+    await upgrade_async(url)
+    engine = create_engine(url)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+async def user_count(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(User)) or 0)
+
+
+async def test_read_then_write_after_another_commit_does_not_fail(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    async with session_scope(sessionmaker) as enrolment:
+        assert await user_count(enrolment) == 0  # a read first, as an enrolment does
+        async with session_scope(sessionmaker) as other:
+            other.add(User(name="committed meanwhile"))
+        # A deferred transaction would now fail at once (SQLITE_BUSY_SNAPSHOT).
+        enrolment.add(User(name="written after reading"))
+        await enrolment.flush()
+        assert await user_count(enrolment) == 2  # reads after the first write see it all
+    async with session_scope(sessionmaker) as check:
+        assert await user_count(check) == 2
+
+
+async def test_read_only_session_keeps_one_snapshot(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    async with session_scope(sessionmaker) as reader:
+        before = await user_count(reader)
+        async with session_scope(sessionmaker) as writer:
+            writer.add(User(name="not seen by the open read"))
+        assert await user_count(reader) == before
+
+
+async def test_a_writer_waits_for_the_lock_instead_of_failing(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    holding = asyncio.Event()
+
+    async def slow_writer() -> None:
+        async with session_scope(sessionmaker) as session:
+            session.add(User(name="slow"))
+            await session.flush()  # BEGIN IMMEDIATE: holds the write lock
+            holding.set()
+            await asyncio.sleep(0.5)
+
+    async def second_writer() -> None:
+        await holding.wait()
+        async with session_scope(sessionmaker) as session:
+            session.add(User(name="second"))
+            await session.flush()
+
+    await asyncio.gather(slow_writer(), second_writer())
+    async with session_scope(sessionmaker) as check:
+        assert await user_count(check) == 2
+
+
+@pytest.mark.parametrize(
+    ("statement", "read_only"),
+    [
+        ("SELECT 1", True),
+        ("  select * from users", True),
+        ("PRAGMA integrity_check", True),
+        ("(SELECT 1) UNION (SELECT 2)", True),
+        ("INSERT INTO users VALUES (1)", False),
+        ("UPDATE gallery_state SET version = version + 1", False),
+        ("DELETE FROM faces", False),
+        ("SAVEPOINT sa_savepoint_1", False),
+        ("CREATE TABLE t (x)", False),
+        ("WITH gone AS (SELECT 1) DELETE FROM users", False),
+        ("", False),
+    ],
+)
+def test_statement_classification(statement: str, read_only: bool) -> None:
+    assert is_read_only_sql(statement) is read_only
