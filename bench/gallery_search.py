@@ -81,7 +81,8 @@ def main() -> None:
             row = measure(size, args.queries, rng, backend)
             rows.append({"backend": backend, **row})
             print(
-                f"{backend:>8} {size:>10} {row['build_s']:>8} {row['p50_ms']:>8} {row['p99_ms']:>8} {row['recall_at_1']:>9} "
+                f"{backend:>8} {size:>10} {row['build_s']:>8} {row['p50_ms']:>8} "
+                f"{row['p99_ms']:>8} {row['recall_at_1']:>9} "
                 f"{row['matrix_mib']:>11}"
             )
     result = {

@@ -59,7 +59,10 @@ async def drive(
             probe = probes[counter % len(probes)]
             counter += 1
             start = time.perf_counter()
-            status = await send(probe)
+            try:
+                status = await send(probe)
+            except httpx.TransportError:  # refused or reset: the naive server's backlog is 5
+                status = 0
             latencies.append((time.perf_counter() - start) * 1000)
             statuses[status] = statuses.get(status, 0) + 1
 
@@ -71,7 +74,9 @@ async def drive(
         "concurrency": concurrency,
         "requests": len(latencies),
         "ok": statuses.get(200, 0),
-        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "statuses": {
+            ("connection error" if k == 0 else str(k)): v for k, v in sorted(statuses.items())
+        },
         "rps": round(statuses.get(200, 0) / elapsed, 2),
         "p50_ms": round(float(np.percentile(ms, 50)), 1),
         "p95_ms": round(float(np.percentile(ms, 95)), 1),

@@ -14,13 +14,15 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from facesvc.inference.batching import ArrayBatching, BatchPolicy
-from facesvc.inference.embedders.facenet import FaceNetEmbedder
+from facesvc.inference.embedders.facenet import FaceNetEmbedder, TFLiteFaceNetEmbedder
 from facesvc.inference.runner import ModelRunner
 from facesvc.settings import Settings
 
@@ -30,7 +32,7 @@ def crops(n: int) -> np.ndarray:
     return rng.integers(0, 255, size=(n, 160, 160, 3), dtype=np.uint8)
 
 
-def raw_throughput(model: FaceNetEmbedder, batch: int, seconds: float) -> float:
+def raw_throughput(model: Any, batch: int, seconds: float) -> float:
     data = crops(batch)
     model.predict(data)
     done, start = 0, time.perf_counter()
@@ -61,27 +63,22 @@ async def runner_throughput(
     return done / elapsed, done / calls
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/model_throughput.json"))
-    args = parser.parse_args()
-    settings = Settings()
-    path = settings.models_dir / "facenet_128.pb"
+async def measure(
+    name: str, factory: Callable[[], Any], seconds: float
+) -> list[dict[str, float | int | str]]:
     runner: ModelRunner[np.ndarray, np.ndarray] = ModelRunner(
-        "facenet", "/CPU:0", ArrayBatching(), BatchPolicy(max_batch=32, max_queue=1024)
+        name, "/CPU:0", ArrayBatching(), BatchPolicy(max_batch=32, max_queue=1024)
     )
-    await runner.start(lambda: FaceNetEmbedder(path), crops(1))
+    await runner.start(factory, crops(1))
     model = runner.model
-    if not isinstance(model, FaceNetEmbedder):
-        raise TypeError("expected the FaceNet embedder")
-    rows = []
+    rows: list[dict[str, float | int | str]] = []
     for batch in (1, 8, 32):
         # raw: the model called directly, no executor, no batching
-        raw = raw_throughput(model, batch, args.seconds)
-        served, mean_batch = await runner_throughput(runner, batch, args.seconds)
+        raw = raw_throughput(model, batch, seconds)  # type: ignore[arg-type]
+        served, mean_batch = await runner_throughput(runner, batch, seconds)
         rows.append(
             {
+                "model": name,
                 "batch_or_concurrency": batch,
                 "raw_faces_per_s": round(raw, 1),
                 "runner_faces_per_s": round(served, 1),
@@ -90,13 +87,32 @@ async def main() -> None:
             }
         )
         print(
-            f"batch/concurrency {batch:>2}: raw {raw:6.1f} faces/s, runner {served:6.1f} "
-            f"faces/s (mean batch {mean_batch:.1f}) = {served / raw:.0%} of raw"
+            f"{name:15} batch/concurrency {batch:>2}: raw {raw:6.1f} faces/s, runner "
+            f"{served:6.1f} faces/s (mean batch {mean_batch:.1f}) = {served / raw:.0%} of raw",
+            flush=True,
         )
+    await runner.aclose()
     runner.close()
+    return rows
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/model_throughput.json"))
+    args = parser.parse_args()
+    models = Settings().models_dir
+    threads = os.cpu_count() or 1
+    rows = await measure(
+        "facenet (TF graph)", lambda: FaceNetEmbedder(models / "facenet_128.pb"), args.seconds
+    )
+    rows += await measure(
+        "facenet-tflite",
+        lambda: TFLiteFaceNetEmbedder(models / "facenet_128.tflite", threads=threads),
+        args.seconds,
+    )
     result = {
         "benchmark": "model_throughput",
-        "model": "facenet (frozen graph, fp32)",
         "machine": {
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),

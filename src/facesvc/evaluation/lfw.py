@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from facesvc.evaluation.cache import CachedFace, EmbeddingCache
+from facesvc.evaluation.curves import score_summary
 from facesvc.inference.pipeline import FacePipeline
+from facesvc.inference.registry import ModelFileError
+from facesvc.inference.types import Detection
+
+# Score of a pair where either image has no face: the lowest cosine, so it counts as an error
+# for a genuine pair (and as a correct rejection for an impostor pair) at any sane threshold.
+FAILED_PAIR_SCORE = -1.0
 
 
 @dataclass(frozen=True)
@@ -42,19 +51,125 @@ def read_pairs(path: Path) -> list[Pair]:
     return pairs
 
 
-async def embed_centre_face(pipeline: FacePipeline, path: Path) -> np.ndarray | None:
-    """Embedding of the face nearest the image centre (LFW's labelled person), or None."""
+def select_pairs(pairs: Sequence[Pair], folds: int = 10, limit: int | None = None) -> list[Pair]:
+    """Pairs of the first ``folds`` folds; with ``limit``, the first ``limit`` pairs of each fold,
+    half same and half different (a fold lists its same pairs first, so a plain prefix would
+    hold no impostor pair)."""
+    chosen = [p for p in pairs if p.fold < folds]
+    if limit is None:
+        return chosen
+    quota = {True: (limit + 1) // 2, False: limit // 2}
+    taken: dict[tuple[int, bool], int] = {}
+    result = []
+    for pair in chosen:
+        key = (pair.fold, pair.same)
+        if taken.get(key, 0) < quota[pair.same]:
+            taken[key] = taken.get(key, 0) + 1
+            result.append(pair)
+    return result
+
+
+def nearest_centre(detections: Sequence[Detection], width: int, height: int) -> Detection:
+    """The detection whose box centre is nearest the image centre (LFW's labelled person)."""
+    cx, cy = width / 2.0, height / 2.0
+    return min(detections, key=lambda d: (d.box.center[0] - cx) ** 2 + (d.box.center[1] - cy) ** 2)
+
+
+async def centre_face(pipeline: FacePipeline, path: Path) -> CachedFace:
+    """The embedding of the face nearest the image centre (None: no face) and the face count."""
     image = await pipeline.decode(await asyncio.to_thread(path.read_bytes))
     detections = await pipeline.detect(image)
     if not detections:
-        return None
-    cy, cx = image.shape[0] / 2.0, image.shape[1] / 2.0
-    centre = min(
-        detections, key=lambda d: (d.box.center[0] - cx) ** 2 + (d.box.center[1] - cy) ** 2
-    )
+        return CachedFace(None, 0)
+    centre = nearest_centre(detections, image.shape[1], image.shape[0])
     faces = await pipeline.landmarks(image, [centre])
     (face,) = await pipeline.embed(image, faces)
-    return face.embedding
+    return CachedFace(face.embedding, len(detections))
+
+
+async def embed_centre_face(pipeline: FacePipeline, path: Path) -> np.ndarray | None:
+    """Embedding of the face nearest the image centre (LFW's labelled person), or None."""
+    return (await centre_face(pipeline, path)).embedding
+
+
+@dataclass
+class EmbeddedImages:
+    """Faces of a set of images (keyed by name relative to the root) and how they were had."""
+
+    faces: dict[str, CachedFace] = field(default_factory=dict)
+    cached: int = 0
+    computed: int = 0
+    seconds: float = 0.0  # wall time spent computing (not reading the cache)
+
+    @property
+    def embeddings(self) -> dict[str, np.ndarray | None]:
+        return {name: face.embedding for name, face in self.faces.items()}
+
+    @property
+    def failures(self) -> list[str]:
+        return sorted(name for name, face in self.faces.items() if face.embedding is None)
+
+    def timing(self) -> dict[str, object]:
+        return {
+            "images_from_cache": self.cached,
+            "images_computed": self.computed,
+            "compute_seconds": round(self.seconds, 1),
+            "ms_per_computed_image": (
+                round(1000 * self.seconds / self.computed, 1) if self.computed else None
+            ),
+        }
+
+
+async def embed_faces(
+    pipeline: FacePipeline,
+    root: Path,
+    names: Iterable[str],
+    progress: Callable[[int], None] | None = None,
+    concurrency: int = 4,
+    *,
+    cache: EmbeddingCache | None = None,
+    skipped: Callable[[int], None] | None = None,
+) -> EmbeddedImages:
+    """The centre face of every image, from ``cache`` when there, computed (and cached) if not.
+
+    ``concurrency`` images are in flight at once, so the detector, mesh and embedder threads
+    overlap and the runners can batch. ``progress`` hears of each image computed and
+    ``skipped`` (default: ``progress``) of the cache hits, all at once.
+    """
+    names = list(dict.fromkeys(names))
+    out = EmbeddedImages()
+    if cache is not None:
+        hits = cache.get_many(root / name for name in names)
+        for name in names:
+            if (hit := hits.get(root / name)) is not None:
+                out.faces[name] = hit
+        out.cached = len(out.faces)
+        report = skipped or progress
+        if report and out.cached:
+            report(out.cached)
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(name: str) -> None:
+        async with semaphore:
+            face = await centre_face(pipeline, root / name)
+        out.faces[name] = face
+        if cache is not None:
+            cache.put(root / name, face)
+        if progress:
+            progress(1)
+
+    todo = [name for name in names if name not in out.faces]
+    start = time.perf_counter()
+    if todo and not pipeline.registry.ready:  # callers may leave loading to us (cache hits)
+        await pipeline.registry.start()
+    try:
+        await asyncio.gather(*(one(n) for n in todo))
+    finally:
+        if cache is not None:
+            cache.flush()
+    out.computed = len(todo)
+    out.seconds = time.perf_counter() - start
+    return out
 
 
 async def embed_images(
@@ -64,17 +179,7 @@ async def embed_images(
     progress: Callable[[int], None] | None = None,
     concurrency: int = 4,
 ) -> dict[str, np.ndarray | None]:
-    result: dict[str, np.ndarray | None] = {}
-    semaphore = asyncio.Semaphore(concurrency)
-
-    async def one(name: str) -> None:
-        async with semaphore:
-            result[name] = await embed_centre_face(pipeline, root / name)
-        if progress:
-            progress(1)
-
-    await asyncio.gather(*(one(n) for n in names))
-    return result
+    return (await embed_faces(pipeline, root, names, progress, concurrency)).embeddings
 
 
 def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
@@ -127,6 +232,124 @@ def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> tuple[float,
     return float(np.mean(scores[same] >= threshold)), threshold
 
 
+def pair_scores(pairs: Sequence[Pair], embeddings: Mapping[str, np.ndarray | None]) -> np.ndarray:
+    """Cosine of each pair's embeddings; ``FAILED_PAIR_SCORE`` when either image has no face."""
+    scores = []
+    for pair in pairs:
+        a, b = embeddings[pair.a], embeddings[pair.b]
+        scores.append(FAILED_PAIR_SCORE if a is None or b is None else float(a @ b))
+    return np.array(scores, dtype=np.float64)
+
+
+def rates_at(scores: np.ndarray, same: np.ndarray, threshold: float) -> dict[str, float]:
+    """Accuracy, true-accept and false-accept rates when matching at ``score >= threshold``."""
+    accept = scores >= threshold
+    return {
+        "threshold": threshold,
+        "accuracy": float(np.mean(accept == same)),
+        "tar": float(np.mean(accept[same])),
+        "far": float(np.mean(accept[~same])),
+    }
+
+
+def verification_report(
+    pairs: Sequence[Pair], scores: np.ndarray, manifest_threshold: float | None = None
+) -> dict[str, object]:
+    """The 10-fold figures plus what calibration needs later: score summaries, rates at the
+    chosen and the manifest thresholds, and the pairs the chosen threshold gets wrong."""
+    same = np.array([p.same for p in pairs])
+    folds = np.array([p.fold for p in pairs])
+    result = ten_fold(scores, same, folds)
+    result["pairs"] = len(pairs)
+    result["roc_auc"] = roc_auc(scores, same)
+    for far in (1e-2, 1e-3):
+        tar, threshold = tar_at_far(scores, same, far)
+        result[f"tar_at_far_{far:g}"] = tar
+        result[f"threshold_at_far_{far:g}"] = threshold
+    threshold = float(result["threshold"])  # type: ignore[arg-type]
+    result["at_best_threshold"] = rates_at(scores, same, threshold)
+    result["manifest_threshold"] = manifest_threshold
+    result["at_manifest_threshold"] = (
+        None if manifest_threshold is None else rates_at(scores, same, manifest_threshold)
+    )
+    result["scores"] = {
+        "metric": "cosine similarity of L2-normalised embeddings; match when >= threshold",
+        "failed_pair_score": FAILED_PAIR_SCORE,
+        "genuine": score_summary(scores[same]),
+        "impostor": score_summary(scores[~same]),
+    }
+    result["errors_at_best_threshold"] = [
+        {"fold": p.fold, "a": p.a, "b": p.b, "same": p.same, "score": round(float(s), 4)}
+        for p, s in zip(pairs, scores, strict=True)
+        if (s >= threshold) != p.same
+    ]
+    return result
+
+
+@dataclass
+class LFWRun:
+    """Everything one LFW evaluation produced: the JSON report and the per-pair arrays."""
+
+    pairs: list[Pair]
+    scores: np.ndarray
+    embedded: EmbeddedImages
+    result: dict[str, object]
+
+    @property
+    def same(self) -> np.ndarray:
+        return np.array([p.same for p in self.pairs])
+
+    @property
+    def folds(self) -> np.ndarray:
+        return np.array([p.fold for p in self.pairs], dtype=np.int8)
+
+
+def manifest_threshold(pipeline: FacePipeline) -> float | None:
+    """The threshold the service decides with (setting or manifest); None if uncalibrated."""
+    try:
+        return pipeline.registry.threshold
+    except ModelFileError:  # an embedder without a calibrated threshold: nothing to compare
+        return None
+
+
+async def run_lfw(
+    pipeline: FacePipeline,
+    data_dir: Path,
+    folds: int = 10,
+    progress: Callable[[int], None] | None = None,
+    *,
+    limit: int | None = None,
+    cache: EmbeddingCache | None = None,
+    concurrency: int = 4,
+    skipped: Callable[[int], None] | None = None,
+) -> LFWRun:
+    """The LFW protocol through the service's pipeline; failures to detect count as errors."""
+    pairs = select_pairs(read_pairs(data_dir / "lfw" / "pairs.txt"), folds, limit)
+    names = sorted({p.a for p in pairs} | {p.b for p in pairs})
+    embedded = await embed_faces(
+        pipeline,
+        data_dir / "lfw" / "lfw-deepfunneled",
+        names,
+        progress,
+        concurrency,
+        cache=cache,
+        skipped=skipped,
+    )
+    scores = pair_scores(pairs, embedded.embeddings)
+    result = verification_report(pairs, scores, manifest_threshold(pipeline))
+    failed = set(embedded.failures)
+    result.update(
+        folds=folds,
+        limit_per_fold=limit,
+        images=len(names),
+        failures_to_detect=len(failed),
+        failed_images=sorted(failed),
+        pairs_with_failure=sum(p.a in failed or p.b in failed for p in pairs),
+        timing=embedded.timing(),
+    )
+    return LFWRun(pairs=pairs, scores=scores, embedded=embedded, result=result)
+
+
 async def evaluate(
     pipeline: FacePipeline,
     data_dir: Path,
@@ -134,29 +357,4 @@ async def evaluate(
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, object]:
     """The LFW protocol through the service's pipeline; failures to detect count as errors."""
-    pairs = [p for p in read_pairs(data_dir / "lfw" / "pairs.txt") if p.fold < folds]
-    names = sorted({p.a for p in pairs} | {p.b for p in pairs})
-    embeddings = await embed_images(
-        pipeline, data_dir / "lfw" / "lfw-deepfunneled", names, progress
-    )
-    scores = np.array(
-        [
-            -1.0
-            if embeddings[p.a] is None or embeddings[p.b] is None
-            else float(embeddings[p.a] @ embeddings[p.b])  # type: ignore[operator]
-            for p in pairs
-        ]
-    )
-    same = np.array([p.same for p in pairs])
-    result = ten_fold(scores, same, np.array([p.fold for p in pairs]))
-    result.update(
-        pairs=len(pairs),
-        images=len(names),
-        failures_to_detect=sum(v is None for v in embeddings.values()),
-        roc_auc=roc_auc(scores, same),
-    )
-    for far in (1e-2, 1e-3):
-        tar, threshold = tar_at_far(scores, same, far)
-        result[f"tar_at_far_{far:g}"] = tar
-        result[f"threshold_at_far_{far:g}"] = threshold
-    return result
+    return (await run_lfw(pipeline, data_dir, folds, progress)).result

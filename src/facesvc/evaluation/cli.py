@@ -1,0 +1,433 @@
+"""``facesvc eval ...``: evaluations on public data through the service's own pipeline.
+
+Every command loads the configured models exactly as the service does (``--detector`` picks
+another manifest detector), writes a JSON report (and for LFW a ROC plot and the raw scores)
+and prints a one-line summary. Heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+from facesvc.settings import PROJECT_ROOT, Settings
+
+if TYPE_CHECKING:
+    from facesvc.evaluation.cache import EmbeddingCache
+    from facesvc.inference.pipeline import FacePipeline
+
+T = TypeVar("T")
+
+eval_app = typer.Typer(
+    help="Evaluate on public data through the service's pipeline.", no_args_is_help=True
+)
+
+DEFAULT_CACHE = PROJECT_ROOT / "var" / "eval_cache"
+
+DetectorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--detector",
+        help="Manifest detector to use (blazeface, blazeface-short, mtcnn); default: settings",
+    ),
+]
+EmbedderOption = Annotated[
+    str | None,
+    typer.Option("--embedder", help="Manifest embedder to use (e.g. facenet); default: settings"),
+]
+CacheOption = Annotated[
+    Path,
+    typer.Option("--cache-dir", help="Embedding cache shared by the LFW evaluations"),
+]
+NoCacheOption = Annotated[
+    bool, typer.Option("--no-cache", help="Recompute every embedding (and do not store them)")
+]
+ConcurrencyOption = Annotated[
+    int, typer.Option(min=1, max=64, help="Images in flight at once (the runners batch them)")
+]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+def _settings(detector: str | None, embedder: str | None = None) -> Settings:
+    """Settings from the environment, with these models instead of the configured ones."""
+    from facesvc.inference.manifest import Manifest
+
+    overrides: dict[str, Any] = {"detector": detector, "embedder": embedder}
+    settings = Settings(**{key: value for key, value in overrides.items() if value is not None})
+    try:
+        manifest = Manifest.load(settings.manifest_path)
+        manifest.get(settings.detector, "detector")
+        manifest.get(settings.embedder, "embedder")
+    except (KeyError, ValueError) as exc:
+        raise _fail(str(exc).strip("'\""), 2) from exc
+    return settings
+
+
+def _require(path: Path, what: str, settings: Settings) -> None:
+    if not path.exists():
+        raise _fail(
+            f"{what} not found at {path} (set FACESVC_DATA_DIR; now {settings.data_dir})", 2
+        )
+
+
+def _with_pipeline(
+    settings: Settings, work: Callable[[FacePipeline], Awaitable[T]], *, load: bool = True
+) -> T:
+    """Load, warm and close the models around ``work`` (the service's registry and pipeline).
+
+    With ``load=False`` the models load only when ``work`` needs them (the embedding cache
+    answers everything on a rerun)."""
+    import asyncio
+
+    from facesvc.inference.pipeline import FacePipeline
+    from facesvc.inference.registry import ModelFileError, ModelRegistry
+
+    async def main() -> T:
+        registry = ModelRegistry(settings)
+        try:
+            if load:
+                await registry.start()
+            return await work(FacePipeline(registry))
+        finally:
+            registry.close()
+
+    try:
+        return asyncio.run(main())
+    except ModelFileError as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _open_cache(pipeline: FacePipeline, cache_dir: Path, no_cache: bool) -> EmbeddingCache | None:
+    from facesvc.evaluation.cache import EmbeddingCache
+
+    return None if no_cache else EmbeddingCache.for_pipeline(cache_dir, pipeline)
+
+
+def _command(name: str) -> str:
+    """The command line that reproduces this run, as ``facesvc eval NAME ...``."""
+    argv = sys.argv[1:]
+    rest = argv[argv.index(name) + 1 :] if name in argv else []
+    return shlex.join(["facesvc", "eval", name, *rest])
+
+
+def _describe(pipeline: FacePipeline, name: str) -> dict[str, Any]:
+    """What produced the figures: models, settings that matter, machine, command, date."""
+    import importlib.metadata
+
+    registry = pipeline.registry
+    settings = registry.settings
+    return {
+        "command": _command(name),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "models": {
+            "detector": registry.detector_spec.name,
+            "detector_version": registry.detector_spec.version,
+            "mesh": registry.mesh_spec.name,
+            "embedder": registry.embedder_spec.name,
+            "embedder_version": registry.embedder_spec.version,
+            "crop": {
+                "square": registry.crop_policy.square,
+                "scale": registry.crop_policy.scale,
+            },
+            "device": settings.device,
+            "detection_min_score": settings.detection_min_score,
+            "detection_max_side": settings.detection_max_side,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "tensorflow": importlib.metadata.version("tensorflow"),
+            "facesvc": importlib.metadata.version("facesvc"),
+        },
+    }
+
+
+def _write_json(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+@eval_app.command("lfw")
+def eval_lfw(
+    folds: Annotated[int, typer.Option(min=2, max=10, help="Use the first N folds")] = 10,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=2, help="Quick subset: the first N pairs of each fold (half same, half different)"
+        ),
+    ] = None,
+    detector: DetectorOption = None,
+    embedder: EmbedderOption = None,
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("docs/eval/lfw.json"),
+    cache_dir: CacheOption = DEFAULT_CACHE,
+    no_cache: NoCacheOption = False,
+    concurrency: ConcurrencyOption = 4,
+) -> None:
+    """LFW 10-fold verification: accuracy, AUC, TAR at FAR, best threshold.
+
+    Beside OUTPUT: STEM_roc.png (ROC) and STEM_scores.npz (per-pair scores, pairs.txt order).
+    """
+    import numpy as np
+
+    from facesvc.evaluation.curves import CurveMark, plot_roc
+    from facesvc.evaluation.lfw import rates_at, read_pairs, run_lfw, select_pairs
+    from facesvc.evaluation.progress import ProgressReporter
+
+    try:  # fail now, not after the images are embedded
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise _fail("the ROC plot needs matplotlib: pip install matplotlib", 2) from exc
+    settings = _settings(detector, embedder)
+    pairs_file = settings.data_dir / "lfw" / "pairs.txt"
+    _require(pairs_file, "LFW", settings)
+    pairs = select_pairs(read_pairs(pairs_file), folds, limit)
+    total = len({p.a for p in pairs} | {p.b for p in pairs})
+
+    async def work(pipeline: FacePipeline) -> dict[str, Any]:
+        cache = _open_cache(pipeline, cache_dir, no_cache)
+        try:
+            with ProgressReporter("embedding LFW images", total) as progress:
+                run = await run_lfw(
+                    pipeline,
+                    settings.data_dir,
+                    folds,
+                    progress.advance,
+                    limit=limit,
+                    cache=cache,
+                    concurrency=concurrency,
+                    skipped=progress.skip,
+                )
+        finally:
+            if cache is not None:
+                cache.close()
+        plot = output.with_name(f"{output.stem}_roc.png")
+        scores_file = output.with_name(f"{output.stem}_scores.npz")
+        result: dict[str, Any] = run.result
+        same = run.same
+        threshold = float(result["threshold"])
+        chosen = rates_at(run.scores, same, threshold)
+        marks = [
+            CurveMark(
+                f"TAR {result[f'tar_at_far_{far:g}']:.4f} at FAR {far:g}",
+                far=float(np.mean(run.scores[~same] >= result[f"threshold_at_far_{far:g}"])),
+                tar=float(result[f"tar_at_far_{far:g}"]),
+            )
+            for far in (1e-2, 1e-3)
+        ]
+        marks.append(
+            CurveMark(
+                f"best threshold {threshold:.3f}: TAR {chosen['tar']:.4f}, FAR {chosen['far']:.4f}",
+                far=chosen["far"],
+                tar=chosen["tar"],
+            )
+        )
+        manifest = result.get("at_manifest_threshold")
+        if isinstance(manifest, dict) and abs(manifest["threshold"] - threshold) > 5e-4:
+            marks.append(
+                CurveMark(
+                    f"manifest threshold {manifest['threshold']:.3f}: TAR {manifest['tar']:.4f}, "
+                    f"FAR {manifest['far']:.4f}",
+                    far=manifest["far"],
+                    tar=manifest["tar"],
+                )
+            )
+        models = _describe(pipeline, "lfw")
+        plot_roc(
+            plot,
+            run.scores,
+            same,
+            marks,
+            title=(
+                f"LFW {len(run.pairs)} pairs, {models['models']['detector']} + "
+                f"{models['models']['embedder']}: accuracy {result['accuracy_mean']:.4f} "
+                f"\u00b1 {result['accuracy_std']:.4f}, AUC {result['roc_auc']:.4f}"
+            ),
+        )
+        scores_file.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            scores_file,
+            scores=run.scores.astype(np.float32),
+            same=same,
+            fold=run.folds,
+            genuine=run.scores[same].astype(np.float32),
+            impostor=run.scores[~same].astype(np.float32),
+        )
+        return {
+            **result,
+            "roc_plot": plot.name,
+            "scores_file": scores_file.name,
+            "scores_file_note": "arrays scores, same, fold in pairs.txt order (after --folds "
+            "and --limit), genuine and impostor; failed pairs score "
+            f"{result['scores']['failed_pair_score']}",
+            **models,
+        }
+
+    result = _with_pipeline(settings, work, load=False)
+    _write_json(output, result)
+    typer.echo(
+        f"accuracy {result['accuracy_mean']:.4f} +- {result['accuracy_std']:.4f}, "
+        f"AUC {result['roc_auc']:.4f}, TAR {result['tar_at_far_0.01']:.4f} at FAR 1e-2, "
+        f"{result['tar_at_far_0.001']:.4f} at FAR 1e-3, best threshold {result['threshold']:.4f}, "
+        f"failures to detect {result['failures_to_detect']} of {result['images']} -> {output}"
+    )
+
+
+@eval_app.command("identify")
+def eval_identify(
+    limit_people: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Quick subset: the first N people with >= 2 images and the first N with one",
+        ),
+    ] = None,
+    detector: DetectorOption = None,
+    embedder: EmbedderOption = None,
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("docs/eval/identify.json"),
+    cache_dir: CacheOption = DEFAULT_CACHE,
+    no_cache: NoCacheOption = False,
+    concurrency: ConcurrencyOption = 4,
+) -> None:
+    """Open-set 1:N on LFW: rank-1, DIR and FAR at the manifest threshold, DIR at FAR 1e-2/1e-3.
+
+    Enrols the first image of everyone with >= 2 images; people with one image are distractors.
+    """
+    from facesvc.evaluation.identify import lfw_people, run_identify, select_people
+    from facesvc.evaluation.lfw import manifest_threshold
+    from facesvc.evaluation.progress import ProgressReporter
+
+    settings = _settings(detector, embedder)
+    root = settings.data_dir / "lfw" / "lfw-deepfunneled"
+    _require(root, "LFW", settings)
+    people = select_people(lfw_people(root), limit_people)
+    total = sum(len(images) for images in people.values())
+
+    async def work(pipeline: FacePipeline) -> dict[str, Any]:
+        cache = _open_cache(pipeline, cache_dir, no_cache)
+        try:
+            with ProgressReporter("embedding LFW images", total) as progress:
+                report = await run_identify(
+                    pipeline,
+                    root,
+                    people,
+                    manifest_threshold(pipeline),
+                    progress.advance,
+                    cache=cache,
+                    concurrency=concurrency,
+                    skipped=progress.skip,
+                )
+        finally:
+            if cache is not None:
+                cache.close()
+        return {**report, "limit_people": limit_people, **_describe(pipeline, "identify")}
+
+    result = _with_pipeline(settings, work, load=False)
+    _write_json(output, result)
+    parts = [f"rank-1 {result['rank_1']:.4f}"]
+    at = result.get("at_threshold")
+    if isinstance(at, dict):
+        parts.append(f"DIR {at['dir']:.4f} at FAR {at['far']:.4f} (threshold {at['threshold']})")
+    parts += [f"DIR {row['dir']:.4f} at FAR {row['far_target']:g}" for row in result["at_far"]]
+    typer.echo(", ".join(parts) + f" -> {output}")
+
+
+@eval_app.command("landmarks")
+def eval_landmarks(
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Quick subset: the first N images")
+    ] = None,
+    detector: DetectorOption = None,
+    min_iou: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="A detection must overlap the labelled box more than this"
+        ),
+    ] = 0.0,
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("docs/eval/landmarks.json"),
+    concurrency: ConcurrencyOption = 4,
+) -> None:
+    """Five-point landmark error on cuhk_5pt: NME (inter-ocular), median, failures (> 0.1)."""
+    from facesvc.evaluation.landmarks import read_cuhk, run_landmarks
+    from facesvc.evaluation.progress import ProgressReporter
+
+    settings = _settings(detector)
+    root = settings.data_dir / "cuhk_5pt"
+    _require(root / "testImageList.txt", "cuhk_5pt", settings)
+    samples = read_cuhk(root / "testImageList.txt")[:limit]
+
+    async def work(pipeline: FacePipeline) -> dict[str, Any]:
+        with ProgressReporter("cuhk_5pt landmarks", len(samples)) as progress:
+            report = await run_landmarks(
+                pipeline,
+                root,
+                samples,
+                progress.advance,
+                min_iou=min_iou,
+                concurrency=concurrency,
+            )
+        five_points = "detector" if pipeline.registry.detector_gives_five_points else "face mesh"
+        return {**report, "five_points_from": five_points, **_describe(pipeline, "landmarks")}
+
+    result = _with_pipeline(settings, work)
+    _write_json(output, result)
+    typer.echo(
+        f"NME mean {result['nme_mean']:.4f}, median {result['nme_median']:.4f}, "
+        f"failures (> {result['failure_threshold']}) {result['failure_rate']:.2%}, "
+        f"detection misses {result['detection_misses']} of {result['images']} -> {output}"
+    )
+
+
+@eval_app.command("detect")
+def eval_detect(
+    detector: DetectorOption = None,
+    min_iou: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("docs/eval/detect.json"),
+) -> None:
+    """Detection recall and precision at IoU >= 0.5 on dlib's labelled photos; dogs.jpg: 0."""
+    from facesvc.evaluation.detection import parse_imglab, run_detection
+    from facesvc.evaluation.progress import ProgressReporter
+
+    settings = _settings(detector)
+    root = settings.data_dir / "dlib_faces"
+    _require(root / "training.xml", "dlib_faces", settings)
+    labelled = [
+        image
+        for name in ("training.xml", "testing.xml")
+        for image in parse_imglab((root / name).read_text(encoding="iso-8859-1"))
+    ]
+    known = {image.file for image in labelled}
+    unlabelled = sorted(p.name for p in root.glob("*.jpg") if p.name not in known)
+
+    async def work(pipeline: FacePipeline) -> dict[str, Any]:
+        with ProgressReporter("dlib photos", len(labelled) + len(unlabelled)) as progress:
+            report = await run_detection(
+                pipeline, root, labelled, unlabelled, progress.advance, min_iou=min_iou
+            )
+        return {**report, **_describe(pipeline, "detect")}
+
+    result = _with_pipeline(settings, work)
+    _write_json(output, result)
+    typer.echo(
+        f"recall {result['recall']:.4f}, precision {result['precision']:.4f} "
+        f"({result['true_positives']} of {result['labelled_faces']} faces, "
+        f"{result['false_positives']} false), dogs.jpg faces: "
+        f"{result['no_face_images'].get('dogs.jpg')} -> {output}"
+    )
+
+
+if __name__ == "__main__":  # python -m facesvc.evaluation.cli ... (same as facesvc eval ...)
+    eval_app()
