@@ -8,9 +8,12 @@ templates so recall@1 against the true user is meaningful. Writes bench/results/
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the service sets it (facesvc/__init__)
+
 import argparse
 import json
-import os
 import platform
 import resource
 import time
