@@ -49,8 +49,15 @@ class Proxy:
     base_url: str
     directory: Path
 
-    def access_log(self) -> str:
-        return (self.directory / "access.log").read_text(encoding="utf-8", errors="replace")
+    def access_log(self, expect: str | None = None, timeout: float = 5.0) -> str:
+        """The access log; with ``expect``, waits for that text: nginx writes a request's line
+        after it has sent the response, so the client can read the log before it is there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = (self.directory / "access.log").read_text(encoding="utf-8", errors="replace")
+            if expect is None or expect in text or time.monotonic() > deadline:
+                return text
+            time.sleep(0.05)
 
     def error_log(self) -> str:
         return (self.directory / "error.log").read_text(encoding="utf-8", errors="replace")
@@ -168,13 +175,13 @@ def test_request_id_passes_through(client: httpx.Client, proxy: Proxy) -> None:
     response = client.get("/v1/users", headers={"X-Request-ID": mine})
     assert response.status_code == 200
     assert response.headers["X-Request-ID"] == mine, "the api did not get the caller's id"
-    assert f"rid={mine}" in proxy.access_log()
+    assert f"rid={mine}" in proxy.access_log(f"rid={mine}")
 
     # None sent: nginx makes one up, the api uses it, and both logs can be matched by it.
     response = client.get("/v1/users")
     generated = response.headers["X-Request-ID"]
     assert REQUEST_ID.fullmatch(generated), generated
-    assert f"rid={generated}" in proxy.access_log()
+    assert f"rid={generated}" in proxy.access_log(f"rid={generated}")
 
     # Not a sane token: replaced by nginx's own.
     response = client.get("/v1/users", headers={"X-Request-ID": "bad id; rm -rf /"})
