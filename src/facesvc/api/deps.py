@@ -50,7 +50,7 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 def models_ready(state: StateDep) -> AppState:
     if not state.registry.ready:
         if state.models_error:
-            raise ProblemError("not-ready", 503, f"models failed to load: {state.models_error}")
+            raise ProblemError("not-ready", 503, f"start-up failed: {state.models_error}")
         raise ProblemError(
             "models-loading", 503, "models are still loading", headers={"Retry-After": "5"}
         )
