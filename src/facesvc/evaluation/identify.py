@@ -239,6 +239,8 @@ async def run_identify(
     vectors = embedded.embeddings
     protocol = build_protocol(people, {name: vectors[name] is not None for name in names})
     labels = list(protocol.enrolled)
+    if not labels:
+        raise ValueError("nobody could be enrolled: no face found in any gallery candidate")
     gallery = np.stack([cast(np.ndarray, vectors[protocol.enrolled[p]]) for p in labels])
     scores = score_probes(
         gallery,
