@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     detection_max_side: int = Field(
         default=1024, ge=128, description="Images are downscaled to this longest side to detect"
     )
+    detection_pad_below: int = Field(
+        default=400,
+        ge=0,
+        description="When no face is found in a photo at most this many pixels on its longest "
+        "side, detect again on it padded to twice its size (0: never)",
+    )
     enrol_second_face_ratio: float = Field(
         default=0.6,
         gt=0.0,
