@@ -14,14 +14,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the service sets it (fa
 
 import argparse
 import json
-import platform
 import resource
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from core_latency import machine_info
 
 from facesvc.gallery.ann import HNSWIndex
 from facesvc.gallery.index import GalleryIndex
@@ -90,13 +89,7 @@ def main() -> None:
             )
     result = {
         "benchmark": "gallery_search",
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "numpy": np.__version__,
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "load_average_1_5_15": list(os.getloadavg()),
-        },
+        "machine": machine_info(),
         "results": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,18 +14,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+from core_latency import machine_info
 
 from facesvc.settings import PROJECT_ROOT, Settings
 from facesvc.testing import ServerProcess, free_port, proc_status_kib
@@ -193,12 +191,7 @@ def main() -> None:
         print(f"{label:26} {conc:>4} {p50:>8} {p99:>8} {rps:>9}")
     payload = {
         "benchmark": "http_load",
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "load_average_1_5_15": list(os.getloadavg()),
-        },
+        "machine": machine_info(),
         "seconds_per_level": args.seconds,
         "results": results,
     }

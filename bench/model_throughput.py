@@ -12,14 +12,13 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from core_latency import machine_info
 
 from facesvc.inference.batching import ArrayBatching, BatchPolicy
 from facesvc.inference.embedders.facenet import FaceNetEmbedder, TFLiteFaceNetEmbedder
@@ -113,12 +112,7 @@ async def main() -> None:
     )
     result = {
         "benchmark": "model_throughput",
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "load_average_1_5_15": list(os.getloadavg()),
-        },
+        "machine": machine_info(),
         "results": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

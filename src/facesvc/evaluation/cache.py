@@ -46,7 +46,8 @@ def pipeline_keys(pipeline: FacePipeline) -> tuple[str, str]:
     crop = registry.crop_policy
     detector_key = (
         f"{detector.name}:{detector.version}:crop={crop}:"
-        f"min_score={settings.detection_min_score}:max_side={settings.detection_max_side}"
+        f"min_score={settings.detection_min_score}:max_side={settings.detection_max_side}:"
+        f"pad_below={settings.detection_pad_below}"
     )
     embedder = registry.embedder_spec
     return detector_key, f"{embedder.name}:{embedder.version}"
