@@ -9,6 +9,7 @@ from facesvc.evaluation.identify import (
     LOWEST_SCORE,
     ProbeScores,
     build_protocol,
+    calibrated_report,
     dir_far,
     keep_probes,
     open_set_report,
@@ -16,7 +17,9 @@ from facesvc.evaluation.identify import (
     score_probes,
     select_people,
     threshold_at_far,
+    wilson_interval,
 )
+from facesvc.inference.calibration import ScoreCalibration
 
 
 def unit(*values: float) -> np.ndarray:
@@ -122,3 +125,34 @@ def test_dropping_a_distractor_changes_only_the_distractor_side(scores: ProbeSco
     assert int((~fewer.genuine).sum()) == 3
     assert rank_k(fewer, 1) == rank_k(scores, 1)
     assert dir_far(fewer, 0.7) == pytest.approx((3 / 5, 0.0))
+
+
+def test_calibrated_threshold_predicts_and_measures_unknowns(scores: ProbeScores) -> None:
+    # impostor scores spread evenly over [-1, 0.8]: FAR(t) = (0.8 - t) / 1.8 there
+    calibration = ScoreCalibration.from_scores(
+        np.full(10, 0.9), np.linspace(-1.0, 0.8, 180_001), space="test"
+    )
+    (row,) = calibrated_report(scores, calibration, gallery_faces=3, fars=(0.1,))
+    far1 = 1 - 0.9 ** (1 / 3)  # per comparison, so that one of 3 passes with probability 0.1
+    assert row["threshold"] == pytest.approx(0.8 - 1.8 * far1, abs=2e-5)
+    assert row["per_comparison_far"] == pytest.approx(far1, rel=1e-3)
+    assert row["predicted_far"] == pytest.approx(0.1, rel=1e-3)
+    # t ~ 0.738: the distractor at 0.8 passes (1 of 4; the one without a face never does);
+    # a (0.995), b (0.880) and c (0.743) are identified
+    assert row["far"] == pytest.approx(0.25)
+    assert row["false_matches"] == 1
+    assert row["dir"] == pytest.approx(3 / 5)
+    assert row["far_95"][0] < 0.25 < row["far_95"][1]  # type: ignore[index]
+    # a bigger gallery needs a higher threshold for the same FAR: c no longer passes
+    (bigger,) = calibrated_report(scores, calibration, gallery_faces=30, fars=(0.1,))
+    assert bigger["threshold"] > row["threshold"]  # type: ignore[operator]
+    assert bigger["dir"] == pytest.approx(2 / 5)
+
+
+def test_wilson_interval() -> None:
+    low, high = wilson_interval(1, 4)
+    assert low == pytest.approx(0.0456, abs=1e-4)
+    assert high == pytest.approx(0.6994, abs=1e-4)
+    assert wilson_interval(0, 100)[0] == 0.0
+    assert 0.0 < wilson_interval(0, 100)[1] < 0.05
+    assert wilson_interval(0, 0) == (0.0, 1.0)

@@ -23,6 +23,7 @@ from facesvc.settings import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
     from facesvc.evaluation.cache import EmbeddingCache
+    from facesvc.inference.calibration import ScoreCalibration
     from facesvc.inference.pipeline import FacePipeline
 
 T = TypeVar("T")
@@ -54,6 +55,14 @@ NoCacheOption = Annotated[
 ConcurrencyOption = Annotated[
     int, typer.Option(min=1, max=64, help="Images in flight at once (the runners batch them)")
 ]
+CalibrationOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--calibration",
+        help="Score calibration file (facesvc eval calibrate); default: the embedder's "
+        "calibration_file in the manifest",
+    ),
+]
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -74,6 +83,39 @@ def _settings(detector: str | None, embedder: str | None = None) -> Settings:
     except (KeyError, ValueError) as exc:
         raise _fail(str(exc).strip("'\""), 2) from exc
     return settings
+
+
+def _load_calibration(settings: Settings, path: Path | None) -> ScoreCalibration | None:
+    """The score calibration at ``path``, else the embedder's (None, with a warning, when the
+    manifest names none or its file is missing)."""
+    from facesvc.inference.calibration import ScoreCalibration
+    from facesvc.inference.manifest import Manifest
+
+    spec = Manifest.load(settings.manifest_path).get(settings.embedder, "embedder")
+    path = path or spec.calibration_path(settings.models_dir)
+    if path is None or not path.exists():
+        typer.secho(
+            f"warning: no score calibration for {spec.name} ({path or 'none in the manifest'}); "
+            "run `facesvc eval calibrate`",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+        return None
+    try:
+        calibration = ScoreCalibration.load(path)
+    except (ValueError, KeyError) as exc:
+        raise _fail(f"{path}: {exc}", 2) from exc
+    if calibration.space != spec.embedding_space:
+        raise _fail(f"{path} calibrates {calibration.space!r}, not {spec.embedding_space!r}", 2)
+    return calibration
+
+
+def _display_path(path: Path) -> str:
+    """``path`` relative to the project when inside it (reports stay machine-independent)."""
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def _require(path: Path, what: str, settings: Settings) -> None:
@@ -301,10 +343,13 @@ def eval_identify(
     cache_dir: CacheOption = DEFAULT_CACHE,
     no_cache: NoCacheOption = False,
     concurrency: ConcurrencyOption = 4,
+    calibration_file: CalibrationOption = None,
 ) -> None:
     """Open-set 1:N on LFW: rank-1, DIR and FAR at the manifest threshold, DIR at FAR 1e-2/1e-3.
 
     Enrols the first image of everyone with >= 2 images; people with one image are distractors.
+    With a score calibration (the embedder's, from the manifest), also DIR and the measured FAR
+    of unknowns at the calibrated identification threshold for this gallery and FAR 1e-2.
     """
     from facesvc.evaluation.identify import lfw_people, run_identify, select_people
     from facesvc.evaluation.lfw import manifest_threshold
@@ -315,6 +360,7 @@ def eval_identify(
     _require(root, "LFW", settings)
     people = select_people(lfw_people(root), limit_people)
     total = sum(len(images) for images in people.values())
+    calibration = _load_calibration(settings, calibration_file)
 
     async def work(pipeline: FacePipeline) -> dict[str, Any]:
         cache = _open_cache(pipeline, cache_dir, no_cache)
@@ -329,6 +375,7 @@ def eval_identify(
                     cache=cache,
                     concurrency=concurrency,
                     skipped=progress.skip,
+                    calibration=calibration,
                 )
         finally:
             if cache is not None:
@@ -342,7 +389,135 @@ def eval_identify(
     if isinstance(at, dict):
         parts.append(f"DIR {at['dir']:.4f} at FAR {at['far']:.4f} (threshold {at['threshold']})")
     parts += [f"DIR {row['dir']:.4f} at FAR {row['far_target']:g}" for row in result["at_far"]]
+    calibrated = result.get("at_calibrated_threshold")
+    if isinstance(calibrated, dict):
+        parts.append(
+            f"calibrated threshold {calibrated['threshold']:.4f} (N {calibrated['gallery_faces']}, "
+            f"FAR {calibrated['far_target']:g}): DIR {calibrated['dir']:.4f}, FAR of unknowns "
+            f"{calibrated['far']:.4f} measured vs {calibrated['predicted_far']:.4f} predicted"
+        )
     typer.echo(", ".join(parts) + f" -> {output}")
+
+
+@eval_app.command("calibrate")
+def eval_calibrate(
+    detector: DetectorOption = None,
+    embedder: EmbedderOption = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Calibration file the service loads; default: the embedder's calibration_file "
+            "in the manifest, else MODELS_DIR/calibration/SPACE.json",
+        ),
+    ] = None,
+    summary: Annotated[Path, typer.Option("--summary", help="Summary JSON; the plot beside it")] = (
+        Path("docs/eval/calibration.json")
+    ),
+    cache_dir: CacheOption = DEFAULT_CACHE,
+    no_cache: NoCacheOption = False,
+    concurrency: ConcurrencyOption = 4,
+) -> None:
+    """Score calibration from all pairs of LFW images: FAR/TAR by threshold, P(same).
+
+    Embeds every LFW image, scores all ~8.7e7 pairs (genuine: same person; impostor: two
+    people), writes the calibration file, a summary (thresholds at FAR 1e-2..1e-7,
+    identification thresholds by gallery size) and STEM.png (score histograms, FAR/TAR).
+    """
+    from facesvc.evaluation.cache import pipeline_keys
+    from facesvc.evaluation.calibrate import (
+        calibrate_embedded,
+        calibration_summary,
+        pair_count,
+        plot_calibration,
+    )
+    from facesvc.evaluation.identify import lfw_people
+    from facesvc.evaluation.lfw import embed_faces, manifest_threshold
+    from facesvc.evaluation.progress import ProgressReporter
+    from facesvc.inference.manifest import Manifest
+
+    try:  # fail now, not after the images are embedded
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise _fail("the plot needs matplotlib: pip install matplotlib", 2) from exc
+    settings = _settings(detector, embedder)
+    root = settings.data_dir / "lfw" / "lfw-deepfunneled"
+    _require(root, "LFW", settings)
+    names = [image for images in lfw_people(root).values() for image in images]
+    total = len(names)
+    spec = Manifest.load(settings.manifest_path).get(settings.embedder, "embedder")
+    target = output or spec.calibration_path(settings.models_dir)
+    target = target or settings.models_dir / "calibration" / f"{spec.embedding_space}.json"
+    plot = summary.with_name(f"{summary.stem}.png")
+
+    async def work(pipeline: FacePipeline) -> dict[str, Any]:
+        cache = _open_cache(pipeline, cache_dir, no_cache)
+        try:
+            with ProgressReporter("embedding LFW images", total) as progress:
+                embedded = await embed_faces(
+                    pipeline,
+                    root,
+                    names,
+                    progress.advance,
+                    concurrency,
+                    cache=cache,
+                    skipped=progress.skip,
+                )
+        finally:
+            if cache is not None:
+                cache.close()
+        described = _describe(pipeline, "calibrate")
+        detector_key, embedder_key = pipeline_keys(pipeline)
+        provenance = {
+            "command": described["command"],
+            "date": described["date"],
+            "models": described["models"],
+            "pipeline": {"detector": detector_key, "embedder": embedder_key},
+        }
+        pairs = pair_count(sum(embedded.faces[name].embedding is not None for name in names))
+        with ProgressReporter("scoring all pairs", pairs) as progress:
+            run = calibrate_embedded(
+                embedded,
+                names,
+                progress.advance,
+                space=spec.embedding_space,
+                provenance=provenance,
+            )
+        threshold = manifest_threshold(pipeline)
+        models = described["models"]
+        plot_calibration(
+            plot,
+            run.calibration,
+            run.histograms,
+            manifest_threshold=threshold,
+            title=(
+                f"LFW all pairs ({run.calibration.n_genuine:,} genuine, "
+                f"{run.calibration.n_impostor:,} impostor), {models['detector']} + "
+                f"{models['embedder']}"
+            ),
+        )
+        run.calibration.save(target)
+        return {
+            "calibration_file": _display_path(target),
+            "plot": plot.name,
+            **calibration_summary(run, manifest_threshold=threshold),
+            **{key: value for key, value in run.report.items() if key != "models"},
+            **described,
+        }
+
+    result = _with_pipeline(settings, work, load=False)
+    _write_json(summary, result)
+    rows = {row["far"]: row for row in result["at_far"]}
+    ident = {row["gallery_faces"]: row for row in result["identification_at_far"]}
+    typer.echo(
+        f"{result['n_genuine']:,} genuine and {result['n_impostor']:,} impostor pairs; threshold "
+        f"{rows[1e-3]['threshold']:.4f} at FAR 1e-3, {rows[1e-4]['threshold']:.4f} at 1e-4, "
+        f"{rows[1e-5]['threshold']:.4f} at 1e-5; 1:N at FAR 1% "
+        + ", ".join(f"N={n:,}: {row['threshold']:.4f}" for n, row in ident.items())
+        + f"; P(same) = 1/(1+exp(-({result['logistic']['a']:.2f} s "
+        f"{result['logistic']['b']:+.2f}))) -> {target}, {summary}"
+    )
 
 
 @eval_app.command("landmarks")
@@ -426,6 +601,96 @@ def eval_detect(
         f"({result['true_positives']} of {result['labelled_faces']} faces, "
         f"{result['false_positives']} false), dogs.jpg faces: "
         f"{result['no_face_images'].get('dogs.jpg')} -> {output}"
+    )
+
+
+@eval_app.command("quality")
+def eval_quality(
+    pairs_per_fold: Annotated[
+        int,
+        typer.Option(min=1, max=300, help="Genuine pairs per fold to degrade (size and blur)"),
+    ] = 20,
+    pose_folds: Annotated[
+        int, typer.Option(min=1, max=10, help="Folds whose genuine pairs measure pose")
+    ] = 10,
+    target: Annotated[
+        float, typer.Option(min=0.5, max=1.0, help="TAR under which a property fails")
+    ] = 0.95,
+    detector: DetectorOption = None,
+    embedder: EmbedderOption = None,
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("docs/eval/quality.json"),
+    concurrency: ConcurrencyOption = 4,
+) -> None:
+    """Enrolment quality gate: size, sharpness and pose thresholds from LFW genuine pairs.
+
+    TAR at the match threshold as faces get smaller, blurrier or turned; each threshold is
+    where it falls below --target. Beside OUTPUT: STEM.png (the curves, thresholds marked)
+    and STEM.npz (every comparison).
+    """
+    import numpy as np
+
+    from facesvc.evaluation.lfw import manifest_threshold
+    from facesvc.evaluation.progress import ProgressReporter
+    from facesvc.evaluation.quality import (
+        images_to_measure,
+        plot_quality,
+        quality_report,
+        run_quality,
+    )
+
+    try:  # fail now, not after the images are measured
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise _fail("the plot needs matplotlib: pip install matplotlib", 2) from exc
+    settings = _settings(detector, embedder)
+    _require(settings.data_dir / "lfw" / "pairs.txt", "LFW", settings)
+    total = images_to_measure(pairs_per_fold, pose_folds, settings.data_dir)
+
+    async def work(pipeline: FacePipeline) -> dict[str, Any]:
+        threshold = manifest_threshold(pipeline)
+        if threshold is None:
+            raise _fail("the embedder has no match threshold (set FACESVC_MATCH_THRESHOLD)", 2)
+        with ProgressReporter("measuring LFW faces", total) as progress:
+            run = await run_quality(
+                pipeline,
+                settings.data_dir,
+                threshold,
+                per_fold=pairs_per_fold,
+                pose_folds=pose_folds,
+                progress=progress.advance,
+                concurrency=concurrency,
+            )
+        report = quality_report(run, target)
+        models = _describe(pipeline, "quality")
+        plot = output.with_suffix(".png")
+        samples_file = output.with_suffix(".npz")
+        plot_quality(
+            plot,
+            report,
+            title=(
+                f"Enrolment quality, {models['models']['detector']} + "
+                f"{models['models']['embedder']}: LFW genuine pairs, TAR at cosine >= "
+                f"{threshold:g}; thresholds where TAR < {target:.0%}"
+            ),
+        )
+        arrays: dict[str, Any] = {**run.samples.arrays(), **run.pose.arrays()}
+        np.savez_compressed(samples_file, **arrays)
+        return {
+            **report,
+            "plot": plot.name,
+            "samples_file": samples_file.name,
+            "timing": {"seconds": round(run.seconds, 1), "photos_measured": total},
+            **models,
+        }
+
+    result = _with_pipeline(settings, work)
+    _write_json(output, result)
+    chosen = result["thresholds"]
+    typer.echo(
+        f"face >= {chosen['min_face_size_px']:g} px, sharpness >= {chosen['min_sharpness']:g}, "
+        f"|yaw| <= {chosen['max_yaw_deg']:g} deg, |pitch| <= {chosen['max_pitch_deg']:g} deg "
+        f"(TAR at {result['match_threshold']:g} >= {target:g}); LFW originals rejected "
+        f"{result['gate_on_lfw_originals']['rejected']:.2%} -> {output}"
     )
 
 

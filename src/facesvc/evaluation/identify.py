@@ -12,6 +12,10 @@ images; everyone with exactly one image is a distractor, probed but never enroll
   person). A distractor without a face is a correct rejection (the API answers "no face").
 - DIR at FAR f: t is chosen from the distractors' best scores so that at most ``f`` of them
   pass.
+- At a calibrated threshold: t comes from the 1:1 score calibration instead
+  (``ScoreCalibration.identification_threshold(N, f)`` for a gallery of N faces), which
+  predicts that a share ``f`` of unknown probes is falsely matched; the measured FAR of the
+  distractors checks that prediction.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 from facesvc.evaluation.cache import EmbeddingCache
 from facesvc.evaluation.curves import score_summary
 from facesvc.evaluation.lfw import embed_faces
+from facesvc.inference.calibration import ScoreCalibration
 from facesvc.inference.pipeline import FacePipeline
 
 LOWEST_SCORE = -1.0  # the lowest cosine: a threshold here accepts every probe with a face
@@ -35,13 +40,14 @@ LOWEST_SCORE = -1.0  # the lowest cosine: a threshold here accepts every probe w
 # the distractors that score highest, so they set the FAR 1e-3 threshold (4 of 4,069 may
 # pass). The standard figures keep them; the report adds figures without them. Likely but
 # not listed: Morgan_Hentzen (0.82 to Claire_Hentzen), Shavon_Earp (0.81 to Diana_Taurasi).
-LFW_DISTRACTOR_LABEL_ERRORS = (
-    "Carlos_Ruckauf/Carlos_Ruckauf_0001.jpg",  # a photo of Eduardo Duhalde
-    "Yingfan_Wang/Yingfan_Wang_0001.jpg",  # = Wang_Yingfan
-    "Sung_Hong_Choi/Sung_Hong_Choi_0001.jpg",  # = Choi_Sung-hong
-    "Hasan_Wirayuda/Hasan_Wirayuda_0001.jpg",  # = Hassan_Wirajuda
-    "Wang_Nan/Wang_Nan_0001.jpg",  # = Nan_Wang
-)
+LFW_DISTRACTOR_TRUE_IDENTITY = {  # image -> the person it shows
+    "Carlos_Ruckauf/Carlos_Ruckauf_0001.jpg": "Eduardo_Duhalde",  # a photo of Eduardo Duhalde
+    "Yingfan_Wang/Yingfan_Wang_0001.jpg": "Wang_Yingfan",
+    "Sung_Hong_Choi/Sung_Hong_Choi_0001.jpg": "Choi_Sung-hong",
+    "Hasan_Wirayuda/Hasan_Wirayuda_0001.jpg": "Hassan_Wirajuda",
+    "Wang_Nan/Wang_Nan_0001.jpg": "Nan_Wang",
+}
+LFW_DISTRACTOR_LABEL_ERRORS = tuple(LFW_DISTRACTOR_TRUE_IDENTITY)
 
 
 @dataclass(frozen=True)
@@ -219,6 +225,69 @@ def open_set_report(
     return report
 
 
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """95% (by default) Wilson score interval of a binomial proportion."""
+    if trials == 0:
+        return 0.0, 1.0
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+
+
+def calibrated_report(
+    scores: ProbeScores,
+    calibration: ScoreCalibration,
+    gallery_faces: int,
+    fars: Sequence[float] = (1e-1, 1e-2, 1e-3),
+) -> list[dict[str, object]]:
+    """Per FAR target: the calibrated identification threshold for ``gallery_faces``, the
+    false-match rate it predicts and the one measured on the distractors (with a 95% interval),
+    and DIR there."""
+    distractors = int((~scores.genuine).sum())
+    rows: list[dict[str, object]] = []
+    for target in fars:
+        t = calibration.identification_threshold(gallery_faces, target)
+        dir_, far = dir_far(scores, t)
+        matched = int(np.sum(~scores.genuine & scores.valid & (scores.best >= t)))
+        low, high = wilson_interval(matched, distractors)
+        rows.append(
+            {
+                "far_target": target,
+                "gallery_faces": gallery_faces,
+                "threshold": round(t, 5),
+                "per_comparison_far": calibration.far_at(t),
+                "predicted_far": calibration.expected_false_match_rate(t, gallery_faces),
+                "far": far,
+                "far_95": [round(low, 5), round(high, 5)],
+                "false_matches": matched,
+                "dir": dir_,
+            }
+        )
+    return rows
+
+
+_CALIBRATED_KEYS = ("at_calibrated_threshold", "at_calibrated_far")
+
+
+def _calibrated(
+    scores: ProbeScores, calibration: ScoreCalibration, gallery_faces: int, far: float
+) -> dict[str, object]:
+    """``at_calibrated_threshold`` (the ``far`` target, with rank-1 beside it) and
+    ``at_calibrated_far`` (a row per FAR target, ``far`` included)."""
+    targets = sorted({1e-1, 1e-2, 1e-3, far}, reverse=True)
+    rows = calibrated_report(scores, calibration, gallery_faces, targets)
+    chosen = next(row for row in rows if row["far_target"] == far)
+    return {
+        "at_calibrated_threshold": {
+            **chosen,
+            "rank_1": rank_k(scores, 1),
+            "calibration_space": calibration.space,
+        },
+        "at_calibrated_far": rows,
+    }
+
+
 async def run_identify(
     pipeline: FacePipeline,
     root: Path,
@@ -230,8 +299,13 @@ async def run_identify(
     cache: EmbeddingCache | None = None,
     concurrency: int = 4,
     skipped: Callable[[int], None] | None = None,
+    calibration: ScoreCalibration | None = None,
+    calibration_far: float = 1e-2,
 ) -> dict[str, object]:
-    """Embed every image of ``people`` (face nearest the centre), build the protocol, score."""
+    """Embed every image of ``people`` (face nearest the centre), build the protocol, score.
+
+    With ``calibration``, also the figures at its identification threshold for this gallery's
+    size and ``calibration_far`` (``at_calibrated_threshold``), and at a few other FARs."""
     names = [image for images in people.values() for image in images]
     embedded = await embed_faces(
         pipeline, root, names, progress, concurrency, cache=cache, skipped=skipped
@@ -258,6 +332,8 @@ async def run_identify(
         "failures_to_detect": len(embedded.failures),
     }
     report.update(open_set_report(scores, threshold))
+    if calibration is not None:
+        report.update(_calibrated(scores, calibration, len(labels), calibration_far))
     # the distractors that look most like someone enrolled: they set the strict thresholds
     distractors = np.flatnonzero(~scores.genuine & scores.valid)
     worst = distractors[np.argsort(-scores.best[distractors])][:10]
@@ -273,10 +349,13 @@ async def run_identify(
     known_errors = {image for image in label_errors if image in names}
     if known_errors:
         keep = np.array([image not in known_errors for image, _ in protocol.probes])
-        clean = open_set_report(keep_probes(scores, keep), threshold)
-        report["without_label_errors"] = {
-            "excluded_distractors": sorted(known_errors),
-            **{key: clean[key] for key in ("distractor_probes", "at_threshold", "at_far")},
-        }
+        kept = keep_probes(scores, keep)
+        clean = open_set_report(kept, threshold)
+        if calibration is not None:
+            clean.update(_calibrated(kept, calibration, len(labels), calibration_far))
+        shown = ("distractor_probes", "at_threshold", "at_far", *_CALIBRATED_KEYS)
+        without: dict[str, object] = {"excluded_distractors": sorted(known_errors)}
+        without.update({key: clean[key] for key in shown if key in clean})
+        report["without_label_errors"] = without
     report["timing"] = embedded.timing()
     return report

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from facesvc.inference.calibration import ScoreCalibration
+
 Task = Literal["detector", "embedder", "mesh"]
 Architecture = Literal["blazeface", "mtcnn", "ssd", "facenet", "facemesh"]
 
@@ -60,6 +62,11 @@ class ModelSpec(BaseModel):
         default=None, description="Calibrated cosine-similarity threshold (embedders)"
     )
     calibration: dict[str, Any] = Field(default_factory=dict)
+    calibration_file: str | None = Field(
+        default=None,
+        description="Score calibration of the embedding space (JSON written by `facesvc eval "
+        "calibrate`), under the models folder; embedders",
+    )
 
     @property
     def embedding_space(self) -> str:
@@ -70,6 +77,27 @@ class ModelSpec(BaseModel):
             return None
         candidate = Path(self.file)
         return candidate if candidate.is_absolute() else models_dir / candidate
+
+    def calibration_path(self, models_dir: Path) -> Path | None:
+        """Where the score calibration is (None: the manifest names none)."""
+        if self.calibration_file is None:
+            return None
+        candidate = Path(self.calibration_file)
+        return candidate if candidate.is_absolute() else models_dir / candidate
+
+    def load_calibration(self, models_dir: Path) -> ScoreCalibration | None:
+        """The score calibration, or None when the manifest names none. A named file that is
+        missing or malformed raises (FileNotFoundError, ValueError, KeyError)."""
+        path = self.calibration_path(models_dir)
+        if path is None:
+            return None
+        calibration = ScoreCalibration.load(path)
+        if calibration.space != self.embedding_space:
+            raise ValueError(
+                f"{path} calibrates embedding space {calibration.space!r}, but model "
+                f"{self.name!r} embeds into {self.embedding_space!r}"
+            )
+        return calibration
 
 
 class Manifest(BaseModel):
