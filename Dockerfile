@@ -34,6 +34,7 @@ COPY README.md* alembic.ini ./
 COPY alembic/ alembic/
 COPY src/ src/
 COPY models/manifest.json models/manifest.json
+COPY models/calibration/ models/calibration/
 # The Makefile's install command, without the dev extras; bytecode compiled once here, since
 # the service's user cannot write __pycache__ under /app.
 RUN python -m pip install -e . && python -m compileall -q src

@@ -29,7 +29,9 @@ models: install
 migrate: install
 	$(BIN)/facesvc db upgrade
 
+# .env gets a fresh data key and first admin key on the first run (printed once; never committed)
 run: models migrate
+	$(BIN)/facesvc keys init-env --file .env
 	$(BIN)/facesvc serve --host $(HOST) --port $(PORT)
 
 # Real components the tests start themselves (PostgreSQL); installed when we may.

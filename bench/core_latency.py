@@ -86,7 +86,7 @@ def timed_post(
 ) -> httpx.Response:
     files = {"image": ("probe.jpg", data, "image/jpeg")}
     start = time.perf_counter()
-    response = client.post(url, files=files)
+    response = client.post(url, files=files, data={"consent": "true"})  # enrol needs it
     elapsed = time.perf_counter() - start
     if stats is not None:
         stats.latencies_s.append(elapsed)
@@ -199,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
             ready = json.loads(server.get("/readyz")[1])
             print(f"server pid {server.pid} on {server.base_url}: ready after {readyz_s:.2f}s")
 
-            with httpx.Client(base_url=server.base_url, timeout=120) as client:
+            with httpx.Client(
+                base_url=server.base_url, timeout=120, headers=server.headers
+            ) as client:
                 enrol = EndpointStats("enrol")
                 users = enrol_gallery(client, gallery, enrol)
                 # verify against someone with both photos enrolled (a refused one is possible)

@@ -83,15 +83,25 @@ async def drive(
 
 
 async def bench_facesvc(
-    base: str, gallery: list[tuple[str, list[bytes]]], seconds: float, levels: list[int]
+    base: str,
+    gallery: list[tuple[str, list[bytes]]],
+    seconds: float,
+    levels: list[int],
+    headers: dict[str, str],
 ) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=base, timeout=60, limits=limits, headers=headers
+    ) as client:
         users = []
         for name, photos in gallery:
             user = (await client.post("/v1/users", json={"name": name})).json()
             for photo in photos[:2]:
-                await client.post(f"/v1/users/{user['id']}/faces", files={"image": photo})
+                await client.post(
+                    f"/v1/users/{user['id']}/faces",
+                    files={"image": photo},
+                    data={"consent": "true"},
+                )
             users.append(user["id"])
         probes = [
             (uid, photo)
@@ -160,7 +170,9 @@ def main() -> None:
             env = {"FACESVC_BATCH_MAX_SIZE": batch, "FACESVC_LOG_LEVEL": "warning"}
             with ServerProcess(db, Path(tmp) / f"log-{batch}", env=env) as server:
                 results[label] = asyncio.run(
-                    bench_facesvc(server.base_url, gallery, args.seconds, args.levels)
+                    bench_facesvc(
+                        server.base_url, gallery, args.seconds, args.levels, server.headers
+                    )
                 )
                 results[label]["peak_rss_mib"] = round(
                     (proc_status_kib(server.pid, "VmHWM") or 0) / 1024

@@ -106,7 +106,9 @@ async def worker(
         url, photo = workload.request(operation)
         start = time.perf_counter()
         try:
-            response = await client.post(url, files={"image": ("p.jpg", photo, "image/jpeg")})
+            response = await client.post(
+                url, files={"image": ("p.jpg", photo, "image/jpeg")}, data={"consent": "true"}
+            )
         except httpx.TransportError as exc:
             stats[operation].record(f"error:{type(exc).__name__}", time.perf_counter() - start)
             continue
@@ -124,7 +126,11 @@ async def sample_rss(pid: int, samples: list[tuple[float, float]], started: floa
 
 
 async def run_load(
-    base_url: str, pid: int, workload: Workload, args: argparse.Namespace
+    base_url: str,
+    pid: int,
+    workload: Workload,
+    args: argparse.Namespace,
+    headers: dict[str, str],
 ) -> tuple[dict[str, OperationStats], float, list[tuple[float, float]]]:
     weights = [float(w) for w in args.mix.split(":")]
     stats = {op: OperationStats() for op in OPERATIONS}
@@ -132,7 +138,9 @@ async def run_load(
     limits = httpx.Limits(
         max_connections=args.concurrency, max_keepalive_connections=args.concurrency
     )
-    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=120, limits=limits, headers=headers
+    ) as client:
         started = time.monotonic()
         deadline = started + args.minutes * 60
         sampler = asyncio.create_task(sample_rss(pid, samples, started))
@@ -155,7 +163,7 @@ def prepare(server: ServerProcess, lfw: Path, gallery_size: int, seed: int) -> t
     enrolled: dict[str, str] = {}
     extra: dict[str, list[bytes]] = {}
     faces = 0
-    with httpx.Client(base_url=server.base_url, timeout=120) as client:
+    with httpx.Client(base_url=server.base_url, timeout=120, headers=server.headers) as client:
         for name in gallery:
             created = client.post("/v1/users", json={"name": name.replace("_", " ")})
             created.raise_for_status()
@@ -164,6 +172,7 @@ def prepare(server: ServerProcess, lfw: Path, gallery_size: int, seed: int) -> t
                 response = client.post(
                     f"/v1/users/{enrolled[name]}/faces",
                     files={"image": (path.name, path.read_bytes(), "image/jpeg")},
+                    data={"consent": "true"},
                 )
                 faces += response.status_code == 201
             extra[name] = [p.read_bytes() for p in people[name][2:12]]
@@ -213,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             rss_start = proc_status_kib(server.pid, "VmRSS")
             print(f"server pid {server.pid}: {faces} faces enrolled; {args.minutes} min of load")
             stats, wall_s, samples = asyncio.run(
-                run_load(server.base_url, server.pid, workload, args)
+                run_load(server.base_url, server.pid, workload, args, server.headers)
             )
             rss_end = proc_status_kib(server.pid, "VmRSS")
             peak = server.peak_rss_kib()

@@ -17,12 +17,18 @@ from fastapi import FastAPI
 
 from facesvc.app import create_app
 from facesvc.db.migrate import upgrade_async
+from facesvc.security.crypto import generate_data_key
+from facesvc.security.keys import generate_api_key
 from facesvc.settings import Settings
 from facesvc.state import AppState
+from tests.pg import postgres_server  # noqa: F401  (fixture, for the PostgreSQL runs)
 
 DATA_DIR = Path(os.environ.get("FACESVC_DATA_DIR", Settings().data_dir))
 LFW = DATA_DIR / "lfw" / "lfw-deepfunneled"
 DLIB = DATA_DIR / "dlib_faces"
+# The session app's first admin key (FACESVC_BOOTSTRAP_API_KEY) and data key: fresh per run.
+ADMIN_KEY = generate_api_key()
+DATA_KEY = generate_data_key("test1")
 
 
 def lfw_image(name: str, number: int) -> bytes:
@@ -43,10 +49,28 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_backend(request: pytest.FixtureRequest) -> str:
+    """Every in-process API test runs twice: on SQLite (the embedded default) and on a real
+    PostgreSQL server (tests/pg.py), both built by the same migrations."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    db = tmp_path_factory.mktemp("db") / "facesvc.db"
-    return Settings(database_url=f"sqlite+aiosqlite:///{db}", data_dir=DATA_DIR)
+def settings(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, database_backend: str
+) -> Settings:
+    if database_backend == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+        url = server.url_for(server.create_database())
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'facesvc.db'}"
+    return Settings(
+        database_url=url,
+        data_dir=DATA_DIR,
+        encryption_key=DATA_KEY,
+        bootstrap_api_key=ADMIN_KEY,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +86,17 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture(scope="session")
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Sends the admin key of the default tenant (tests of keys and scopes override it)."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://facesvc.test", headers={"X-API-Key": ADMIN_KEY}
+    ) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+async def anonymous(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client that sends no key."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://facesvc.test") as c:
         yield c

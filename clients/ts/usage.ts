@@ -35,8 +35,15 @@ export class Facesvc {
     return this.send("POST", "/v1/users", JSON.stringify(user), 201);
   }
 
-  enrolFace(userId: string, photo: Blob): Promise<EnrolledFace> {
-    return this.send("POST", `/v1/users/${userId}/faces`, image(photo), 201);
+  /** Enrol a photo; `consent`: the person agreed to have their face stored (required). */
+  enrolFace(userId: string, photo: Blob, consent: true): Promise<EnrolledFace> {
+    const form = image(photo);
+    form.append("consent", String(consent));
+    return this.send("POST", `/v1/users/${userId}/faces`, form, 201);
+  }
+
+  getUser(userId: string): Promise<User> {
+    return this.send("GET", `/v1/users/${userId}`, undefined, 200);
   }
 
   verify(userId: string, photo: Blob): Promise<Verification> {
@@ -80,9 +87,10 @@ function image(photo: Blob): FormData {
 
 export interface FlowResult {
   userId: string;
-  facesEnrolled: number;
+  facesEnrolled: number | null;
   verified: boolean;
-  similarity: number;
+  similarity: number | null;
+  probability: number | null;
   identified: string | null;
   deleted: boolean;
 }
@@ -96,7 +104,7 @@ export async function mainFlow(
 ): Promise<FlowResult> {
   const user = await api.createUser({ name, metadata: { source: "clients/ts/usage.ts" } });
   for (const photo of enrolPhotos) {
-    const face = await api.enrolFace(user.id, photo);
+    const face = await api.enrolFace(user.id, photo, true);
     console.error(`enrolled face ${face.face_id}, box ${JSON.stringify(face.box)}`);
   }
   const verification = await api.verify(user.id, probe);
@@ -104,7 +112,7 @@ export async function mainFlow(
   await api.deleteUser(user.id);
   let deleted = false;
   try {
-    await api.verify(user.id, probe);
+    await api.getUser(user.id);
   } catch (error) {
     deleted = error instanceof FacesvcError && error.problem?.type === "/problems/user-not-found";
   }
@@ -113,6 +121,7 @@ export async function mainFlow(
     facesEnrolled: verification.faces_compared,
     verified: verification.match,
     similarity: verification.similarity,
+    probability: verification.probability ?? null,
     identified: identification.match ?? null,
     deleted,
   };

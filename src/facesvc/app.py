@@ -14,10 +14,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from facesvc import __version__
+from facesvc.api.auth import install_private_paths
 from facesvc.api.docs import install_offline_docs
 from facesvc.api.errors import install_error_handlers
 from facesvc.api.limits import install_request_limits
-from facesvc.api.routers import analysis, demo, health, legacy, metrics, recognition, users
+from facesvc.api.routers import (
+    admin,
+    analysis,
+    demo,
+    health,
+    jobs,
+    legacy,
+    metrics,
+    recognition,
+    users,
+)
 from facesvc.observability.metrics import metrics_of
 from facesvc.observability.middleware import install_observability
 from facesvc.settings import Settings
@@ -33,12 +44,19 @@ comparison, on real TensorFlow models.
 
 Images are sent as multipart field `image` (JPEG, PNG, WebP or BMP, checked by content).
 Every error is `application/problem+json` with a stable `type`.
+
+Authenticate with an API key in `X-API-Key` (or `Authorization: Bearer <key>`). Keys have
+scopes: `verify` (verify, identify, compare), `enrol` (users and faces), `admin`
+(everything, plus keys and the audit trail). Detection, landmarks and embeddings take any
+valid key. Users, faces, searches and the audit trail belong to the key's tenant.
 """
 
 TAGS = [
     {"name": "analysis", "description": "Detection, landmarks and embeddings of every face."},
     {"name": "users", "description": "People and their enrolled faces."},
     {"name": "recognition", "description": "Verify (1:1), identify (1:N), compare."},
+    {"name": "admin", "description": "API keys and the audit trail (admin scope)."},
+    {"name": "jobs", "description": "Detection and enrolment of many photos, in the background."},
     {"name": "health", "description": "Liveness and readiness probes."},
     {"name": "legacy", "description": "The seed tutorial's routes, for migration. Deprecated."},
 ]
@@ -49,8 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = build_state(settings)
+        state = build_state(settings)  # refuses unsafe settings (no encryption key)
         engine, registry = state.engine, state.registry
+        await state.store_bootstrap_key()
         metrics_of(app).observe_models(registry)
         metrics_of(app).set_gallery_size_provider(lambda: len(state.gallery.index))
         if settings.startup_wait_for_models:
@@ -58,9 +77,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             state._loader = asyncio.create_task(state.load_models(), name="load-models")
         app.state.facesvc = state
+        state.start_job_runner(jobs.JOB_RESULTS)  # waits for the models, then runs jobs
         try:
             yield
         finally:
+            if state.job_runner is not None:
+                await state.job_runner.stop()  # hands its job back before the engine closes
             if state._loader and not state._loader.done():
                 state._loader.cancel()
             if state._loader is not None:
@@ -82,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # request ids, JSON access log and Prometheus metrics; /docs and /redoc without a CDN
     install_observability(app)
     install_offline_docs(app)
-    for module in (health, analysis, users, recognition, legacy, metrics, demo):
+    install_private_paths(app, settings)  # /docs, /openapi.json, /metrics: open by default
+    for module in (health, analysis, users, recognition, jobs, admin, legacy, metrics, demo):
         app.include_router(module.router)
     return app

@@ -9,7 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
+from facesvc.bench_cli import bench_app
 from facesvc.evaluation.cli import eval_app
+from facesvc.keys_cli import keys_app
 from facesvc.settings import Settings
 
 app = typer.Typer(
@@ -23,7 +25,9 @@ app.add_typer(db_app, name="db")
 users_app = typer.Typer(help="Users in the database.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")  # API keys, data keys, rotate-data
 app.add_typer(eval_app, name="eval")  # facesvc eval lfw | identify | landmarks | detect
+app.add_typer(bench_app, name="bench")  # facesvc bench list | run NAME [-- ARGS]
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -53,6 +57,12 @@ def serve(
     from facesvc.observability.logs import logging_config
 
     settings = Settings()
+    from facesvc.state import ConfigurationError, data_cipher
+
+    try:
+        data_cipher(settings)  # refuse now, with a clear message, rather than in each worker
+    except ConfigurationError as exc:
+        raise _fail(str(exc), 2) from exc
     if migrate:
         from facesvc.db.migrate import upgrade
 
@@ -156,6 +166,14 @@ def enrol(
     folder: Annotated[
         Path, typer.Argument(exists=True, file_okay=False, help="NAME/photo.jpg tree")
     ],
+    consent: Annotated[
+        bool,
+        typer.Option(
+            "--consent",
+            help="Confirm every person in the folder consented to storing their face (required)",
+        ),
+    ] = False,
+    tenant: Annotated[str, typer.Option(help="Tenant the users belong to")] = "default",
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="People in flight")] = 8,
 ) -> None:
     """Enrol a NAME/photo.jpg folder tree (progress bar; users by external_id folder:NAME)."""
@@ -164,9 +182,13 @@ def enrol(
     from rich.progress import Progress
 
     from facesvc.db.engine import session_scope
+    from facesvc.security.keys import Caller
     from facesvc.services.folder_enrolment import enrol_folder, people_in
+    from facesvc.services.keys import tenant_named_or_new
     from facesvc.state import build_state
 
+    if not consent:
+        raise _fail("faces are biometric data: pass --consent to confirm it was given", 2)
     people = people_in(folder)
     if not people:
         raise _fail(f"no NAME/photo folders with images under {folder}", 2)
@@ -175,6 +197,9 @@ def enrol(
     async def run() -> None:
         state = build_state(Settings())
         try:
+            async with session_scope(state.sessionmaker) as session:
+                found = await tenant_named_or_new(session, tenant)
+                caller = Caller.operator(found.id, "cli enrol")
             await state.registry.start()
             async with session_scope(state.sessionmaker) as session:
                 await state.gallery.ensure_current(session)
@@ -185,6 +210,8 @@ def enrol(
                     state.sessionmaker,
                     state.analysis,
                     state.gallery,
+                    caller,
+                    consent=True,
                     concurrency=concurrency,
                     progress=lambda n: bar.advance(task, n),
                 )
@@ -200,22 +227,70 @@ def enrol(
     asyncio.run(run())
 
 
+@app.command()
+def reembed(
+    batch: Annotated[int, typer.Option(min=1, max=1024, help="Faces per transaction")] = 32,
+) -> None:
+    """Recompute the embeddings of faces stored by another model (after changing
+    FACESVC_EMBEDDER to a new embedding space) from their kept crops; safe to re-run."""
+    import asyncio
+
+    from rich.progress import Progress
+
+    from facesvc.services.reembed import reembed_stale_faces
+    from facesvc.state import ConfigurationError, build_state
+
+    async def run() -> None:
+        try:
+            state = build_state(Settings())
+        except ConfigurationError as exc:
+            raise _fail(str(exc), 2) from exc
+        try:
+            await state.registry.start()
+            with Progress() as bar:
+                task = bar.add_task("re-embedding", total=None)
+                report = await reembed_stale_faces(
+                    state.sessionmaker,
+                    state.cipher,
+                    state.analysis,
+                    batch=batch,
+                    progress=lambda n: bar.advance(task, n),
+                )
+        finally:
+            await state.registry.aclose()
+            await state.engine.dispose()
+        before = ", ".join(f"{k}: {v}" for k, v in sorted(report.before.items())) or "none"
+        failed = ", ".join(f"{k}: {v}" for k, v in sorted(report.failed.items())) or "none"
+        typer.echo(
+            f"faces from other models: {before}; re-embedded {report.reembedded} with "
+            f"{state.pipeline.embedding_space!r}; failed: {failed}; without a crop (enrol "
+            f"them again): {report.without_crop}"
+        )
+
+    asyncio.run(run())
+
+
 @users_app.command("list")
 def users_list(
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     offset: Annotated[int, typer.Option(min=0)] = 0,
+    tenant: Annotated[str, typer.Option(help="Tenant name")] = "default",
 ) -> None:
     """List users with their face counts."""
     import asyncio
 
     from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
     from facesvc.repositories.users import UserRepository
+    from facesvc.services.keys import tenant_named
 
     async def run() -> None:
         engine = create_engine(Settings().database_url)
         try:
             async with session_scope(create_sessionmaker(engine)) as session:
-                rows, total = await UserRepository(session).list_page(limit, offset)
+                found = await tenant_named(session, tenant)
+                if found is None:
+                    raise _fail(f"no tenant named {tenant!r}", 2)
+                rows, total = await UserRepository(session, found.id).list_page(limit, offset)
         finally:
             await engine.dispose()
         for user, faces in rows:

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -56,6 +56,13 @@ class Settings(BaseSettings):
         ge=-1.0,
         le=1.0,
         description="Cosine-similarity threshold; default: the embedder's calibrated one",
+    )
+    identify_far: float = Field(
+        default=0.01,
+        gt=0.0,
+        le=0.5,
+        description="Default chance that an unknown person is matched by identify; the 1:N "
+        "threshold follows the tenant's gallery size from the embedder's calibration",
     )
     detection_min_score: float = Field(default=0.5, ge=0.0, le=1.0)
     detection_max_side: int = Field(
@@ -106,8 +113,63 @@ class Settings(BaseSettings):
         default=0, ge=0, description="TensorFlow intra-op threads per model (0 = TF default)"
     )
 
-    bootstrap_api_key: str | None = Field(
-        default=None, description="First admin API key (enforced from the security issue on)"
+    bootstrap_api_key: SecretStr | None = Field(
+        default=None,
+        min_length=20,
+        description="Stored as the first admin key (tenant 'default') at start-up when no key "
+        "exists; at least 20 characters, e.g. from `facesvc keys generate`",
+    )
+    encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Data keys for embeddings at rest, id:base64url(32 bytes), comma-separated;"
+        " the first encrypts, the rest only decrypt (rotation). `facesvc keys gen-data-key`",
+    )
+    enrol_quality_gate: bool = Field(
+        default=True,
+        description="Refuse to enrol faces too small, blurred or turned away (thresholds from "
+        "`facesvc eval quality`, docs/eval/quality.json)",
+    )
+    store_face_crops: bool = Field(
+        default=False,
+        description="Keep an encrypted crop of each enrolled face so `facesvc reembed` can "
+        "recompute embeddings after a model change (off: re-enrol from photos instead)",
+    )
+    dev_mode: bool = Field(
+        default=False,
+        description="Allow starting without FACESVC_ENCRYPTION_KEY (embeddings stored in the "
+        "clear). Never in production",
+    )
+    docs_public: bool = Field(
+        default=True, description="/docs, /redoc and /openapi.json without a key"
+    )
+    metrics_public: bool = Field(
+        default=True, description="/metrics without a key (else an admin key is needed)"
+    )
+    lockout_max_failures: int = Field(
+        default=5, ge=1, description="Consecutive failed verifications before a user id locks"
+    )
+    lockout_base_delay_s: float = Field(
+        default=30.0, gt=0, description="First lockout in seconds; doubles with each failure"
+    )
+    lockout_max_delay_s: float = Field(
+        default=3600.0, gt=0, description="Longest lockout in seconds"
+    )
+    verify_reveal_failed_scores: bool = Field(
+        default=False,
+        description="Return similarity on failed verifications (off: stops score hill-climbing"
+        " and does not tell unknown users from wrong faces)",
+    )
+    job_runner_enabled: bool = Field(
+        default=True,
+        description="Run queued async jobs (/v1/jobs) in this worker; false: it only accepts "
+        "them, and another worker runs them",
+    )
+    job_poll_interval_s: float = Field(
+        default=0.2,
+        gt=0.0,
+        le=60.0,
+        description="How often an idle job runner looks for jobs queued by other workers "
+        "(a job created in the same worker starts at once)",
     )
 
     host: str = "127.0.0.1"

@@ -11,8 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from facesvc.db.engine import session_scope
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.registry import ModelRegistry
+from facesvc.security.crypto import EmbeddingCipher
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.gallery import GallerySync
+from facesvc.services.jobs import JobResults, JobRunner
 from facesvc.settings import Settings
 
 log = logging.getLogger("facesvc")
@@ -27,13 +29,70 @@ class AppState:
     pipeline: FacePipeline
     analysis: FaceAnalysisService
     gallery: GallerySync
+    cipher: EmbeddingCipher
     models_error: str | None = None
+    stale_faces: dict[str, int] = field(default_factory=dict)  # other models' faces
     models_ready: asyncio.Event = field(default_factory=asyncio.Event)
     _loader: asyncio.Task[None] | None = None
+    job_runner: JobRunner | None = None
+
+    def start_job_runner(self, results: JobResults) -> None:
+        """Run queued jobs in this worker once the models are ready (unless
+        FACESVC_JOB_RUNNER_ENABLED=false: this worker then only accepts jobs)."""
+        if not self.settings.job_runner_enabled:
+            return
+        self.job_runner = JobRunner(
+            self.sessionmaker,
+            self.analysis,
+            self.gallery,
+            self.cipher,
+            results,
+            poll_interval_s=self.settings.job_poll_interval_s,
+        )
+        self.job_runner.start(self._models_usable)
+
+    async def _models_usable(self) -> bool:
+        await self.models_ready.wait()
+        return self.registry.ready
+
+    async def store_bootstrap_key(self) -> None:
+        """FACESVC_BOOTSTRAP_API_KEY becomes the first admin key when there is none yet."""
+        from sqlalchemy.exc import IntegrityError
+
+        from facesvc.services.keys import ensure_bootstrap_key
+
+        secret = self.settings.bootstrap_api_key
+        if secret is None:
+            return
+        try:
+            async with session_scope(self.sessionmaker) as session:
+                await ensure_bootstrap_key(session, secret.get_secret_value())
+        except IntegrityError:  # another worker stored it first
+            log.info("bootstrap key already stored by another worker")
+
+    async def _check_embedding_space(self) -> None:
+        """A model change is detected here: faces embedded by another model are not
+        comparable with the current one; they stay out of matching until `facesvc reembed`
+        (or re-enrolment) recomputes them."""
+        from facesvc.services.reembed import stale_face_counts
+
+        space = self.pipeline.embedding_space
+        self.stale_faces = await stale_face_counts(self.sessionmaker, self.cipher, space)
+        if self.stale_faces:
+            log.warning(
+                "%d stored faces come from other models (%s), not %r: they are not matched "
+                "until `facesvc reembed` recomputes them (or they are enrolled again)",
+                sum(self.stale_faces.values()),
+                ", ".join(f"{name}: {n}" for name, n in sorted(self.stale_faces.items())),
+                space,
+            )
 
     async def load_models(self) -> None:
         try:
             await self.registry.start()
+            calibration = self.registry.calibration  # a missing or bad file fails start-up
+            log.info("score calibration: %s", calibration.space if calibration else "none")
+            await self._check_embedding_space()
             async with session_scope(self.sessionmaker) as session:
                 index = await self.gallery.ensure_current(session)
             log.info("gallery loaded: %d faces of %d users", len(index), index.users)
@@ -52,10 +111,34 @@ class AppState:
         )
 
 
+class ConfigurationError(RuntimeError):
+    """The settings are unsafe or inconsistent: the service refuses to start."""
+
+
+def data_cipher(settings: Settings) -> EmbeddingCipher:
+    """The cipher for embeddings at rest; refuses to run without a key outside dev mode."""
+    from facesvc.security.crypto import EncryptionKeyError
+
+    if settings.encryption_key is None:
+        if not settings.dev_mode:
+            raise ConfigurationError(
+                "FACESVC_ENCRYPTION_KEY is not set: faces are biometric data and are stored "
+                "encrypted. Generate one with `facesvc keys gen-data-key`, or set "
+                "FACESVC_DEV_MODE=true to store them in the clear on a development machine."
+            )
+        log.warning("dev mode: embeddings are stored WITHOUT encryption")
+        return EmbeddingCipher(None)
+    try:
+        return EmbeddingCipher.from_setting(settings.encryption_key.get_secret_value())
+    except EncryptionKeyError as exc:
+        raise ConfigurationError(f"FACESVC_ENCRYPTION_KEY: {exc}") from exc
+
+
 def build_state(settings: Settings) -> AppState:
     """Everything the service runs on (models not loaded yet: ``await load_models()``).
 
     Used by the app's lifespan and by CLI commands that work in-process (``enrol``)."""
+    cipher = data_cipher(settings)
     from facesvc.db.engine import create_engine, create_sessionmaker
     from facesvc.gallery.ann import HNSWIndex
     from facesvc.gallery.index import GalleryIndex
@@ -75,5 +158,6 @@ def build_state(settings: Settings) -> AppState:
         registry=registry,
         pipeline=pipeline,
         analysis=FaceAnalysisService(pipeline, settings.enrol_second_face_ratio),
-        gallery=GallerySync(index),
+        gallery=GallerySync(index, cipher),
+        cipher=cipher,
     )

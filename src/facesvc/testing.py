@@ -3,6 +3,10 @@
 Only the standard library is used here (no pytest, no httpx), so the bench scripts and the
 test suite can share it. The server runs the installed console script with the same Python,
 on its own database; its stdout and stderr go to files, never to pipes nobody reads.
+
+``start_server(directory)`` is the one way tests start a server: a fresh SQLite file, migrated,
+a free port, an admin API key of its own (``server.api_key``, sent by ``server.headers``), and
+``BASE_SERVER_ENV``; it waits for /readyz and always stops the process.
 """
 
 from __future__ import annotations
@@ -10,18 +14,29 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
+from facesvc.security.crypto import generate_data_key
 from facesvc.settings import PROJECT_ROOT
 
 HOST = "127.0.0.1"
+API_KEY_HEADER = "X-API-Key"
+BOOTSTRAP_API_KEY = "FACESVC_BOOTSTRAP_API_KEY"
+
+# Settings every server started here gets, under the caller's own `env`: a data key for the
+# embeddings at rest (the service refuses to start without one), fresh for this process, so
+# a server restarted by the same test run still reads what it stored.
+BASE_SERVER_ENV: dict[str, str] = {"FACESVC_ENCRYPTION_KEY": generate_data_key("test")}
 
 
 class ServerError(RuntimeError):
@@ -63,6 +78,11 @@ class ServerProcess:
 
     >>> with ServerProcess(url, log_dir) as server:   # migrates, starts, waits for /readyz
     ...     ...                                        # server.base_url, server.pid
+    ...                                                # server.api_key, server.headers
+
+    The server's environment: this process's, then ``BASE_SERVER_ENV``, then ``env``. Its
+    bootstrap admin key is ``api_key``, else ``env``'s ``FACESVC_BOOTSTRAP_API_KEY``, else a
+    random one; every request must send it (``headers``).
     """
 
     def __init__(
@@ -71,18 +91,22 @@ class ServerProcess:
         log_dir: Path,
         *,
         port: int | None = None,
-        env: dict[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
         cwd: Path = PROJECT_ROOT,
-        args: list[str] | None = None,
+        args: Sequence[str] | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.args = list(args or [])  # extra `facesvc serve` options, e.g. ["--workers", "2"]
         self.port = port or free_port()
         self.base_url = f"http://{HOST}:{self.port}"
         self.cwd = cwd
+        env = {**BASE_SERVER_ENV, **(env or {})}
+        self.api_key = api_key or env.get(BOOTSTRAP_API_KEY) or secrets.token_urlsafe(24)
         self.env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
-            **(env or {}),
+            **env,
+            BOOTSTRAP_API_KEY: self.api_key,
             "FACESVC_DATABASE_URL": database_url,
         }
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -172,10 +196,20 @@ class ServerProcess:
             raise ServerError("the server was never started")
         return self.process.pid
 
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the process has ended (0 = graceful), else None."""
+        return None if self.process is None else self.process.poll()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What every request to this server sends: its admin API key."""
+        return {API_KEY_HEADER: self.api_key}
+
     def get(self, path: str, timeout: float = 5) -> tuple[int, bytes]:
         connection = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
         try:
-            connection.request("GET", path)
+            connection.request("GET", path, headers=self.headers)
             response = connection.getresponse()
             return response.status, response.read()
         finally:
@@ -227,6 +261,44 @@ class ServerProcess:
     def peak_rss_kib(self) -> int | None:
         """The server's peak resident set size so far (VmHWM), while it runs."""
         return proc_status_kib(self.pid, "VmHWM")
+
+
+@contextmanager
+def start_server(
+    directory: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+    api_key: str | None = None,
+    database: Path | None = None,
+    migrate: bool = True,
+    wait: Literal["ready", "live"] = "ready",
+    timeout: float = 180,
+    grace: float = 15,
+) -> Iterator[ServerProcess]:
+    """A ``facesvc serve`` on a free port of 127.0.0.1, stopped (SIGTERM) when the block ends.
+
+    Its SQLite file is ``database`` (default ``directory/facesvc.db``), migrated first unless
+    ``migrate`` is false; its logs go to ``directory``. It waits for /readyz (models loaded),
+    or with ``wait="live"`` only for /livez. ``env`` and ``api_key`` as for ``ServerProcess``.
+    ``ServerError`` if it cannot be migrated, started or made ready.
+    """
+    database = database or directory / "facesvc.db"
+    server = ServerProcess(
+        f"sqlite+aiosqlite:///{database}", directory, env=env, args=args, api_key=api_key
+    )
+    try:
+        if migrate:
+            server.migrate()
+        server.start()
+        if wait == "ready":
+            server.wait_ready(timeout)
+        else:
+            server.wait_for("/livez", timeout)
+        yield server
+    finally:
+        if server.process is not None:
+            server.stop(grace)
 
 
 def _tail(text: str, lines: int = 40) -> str:

@@ -19,7 +19,9 @@ async def test_bulk_enrol_reports_each_photo(client: httpx.AsyncClient, data_dir
         ("images", ("b.jpg", lfw_image("George_W_Bush", 2), "image/jpeg")),
         ("images", ("notes.txt", b"not an image", "text/plain")),
     ]
-    response = await client.post(f"/v1/users/{user['id']}/faces/bulk", files=files)
+    response = await client.post(
+        f"/v1/users/{user['id']}/faces/bulk", files=files, data={"consent": "true"}
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["enrolled"] == 2
@@ -46,12 +48,16 @@ async def test_bulk_enrol_limits(client: httpx.AsyncClient) -> None:
     user = (await client.post("/v1/users", json={"name": "Too many"})).json()
     files = [("images", (f"{i}.jpg", b"x", "image/jpeg")) for i in range(33)]
     assert_problem(
-        await client.post(f"/v1/users/{user['id']}/faces/bulk", files=files),
+        await client.post(
+            f"/v1/users/{user['id']}/faces/bulk", files=files, data={"consent": "true"}
+        ),
         422,
         "validation-error",
     )
     assert_problem(
-        await client.post(f"/v1/users/{user['id']}/faces/bulk", files={"image": b"x"}),
+        await client.post(
+            f"/v1/users/{user['id']}/faces/bulk", files={"image": b"x"}, data={"consent": "true"}
+        ),
         422,
         "validation-error",
     )

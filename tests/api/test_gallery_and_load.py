@@ -14,12 +14,12 @@ from facesvc.repositories.faces import FaceRepository
 from facesvc.settings import Settings
 from facesvc.state import AppState
 from tests.api.test_errors import assert_problem
-from tests.conftest import image_file, lfw_image
+from tests.conftest import ADMIN_KEY, image_file, lfw_image
 
 
 async def sql_face_ids(state: AppState) -> set[object]:
     async with session_scope(state.sessionmaker) as session:
-        face_ids, _, _ = await FaceRepository(session).all_embeddings("facenet")
+        face_ids, _, _, _ = await FaceRepository(session, state.cipher).all_embeddings("facenet")
     return set(face_ids)
 
 
@@ -34,7 +34,9 @@ async def test_index_follows_enrol_and_delete_without_reloading(
     faces = []
     for number in (1, 2, 3):
         response = await client.post(
-            f"/v1/users/{user['id']}/faces", files=image_file(lfw_image("Laura_Bush", number))
+            f"/v1/users/{user['id']}/faces",
+            files=image_file(lfw_image("Laura_Bush", number)),
+            data={"consent": "true"},
         )
         assert response.status_code == 201, response.text
         faces.append(response.json()["face_id"])
@@ -57,7 +59,9 @@ async def test_full_queue_answers_503_with_retry_after(settings: Settings) -> No
         state: AppState = app.state.facesvc
         await state.models_ready.wait()
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://busy") as c:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://busy", headers={"X-API-Key": ADMIN_KEY}
+        ) as c:
             data = lfw_image("Colin_Powell", 7)
             responses = await asyncio.gather(
                 *(c.post("/v1/embed", files=image_file(data)) for _ in range(12))

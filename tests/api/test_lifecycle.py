@@ -14,7 +14,7 @@ from facesvc.app import create_app
 from facesvc.settings import Settings
 from facesvc.state import AppState
 from tests.api.test_errors import assert_problem
-from tests.conftest import image_file, lfw_image
+from tests.conftest import ADMIN_KEY, image_file, lfw_image
 
 
 async def test_readyz_lists_loaded_models(client: httpx.AsyncClient) -> None:
@@ -32,7 +32,9 @@ async def test_readyz_lists_loaded_models(client: httpx.AsyncClient) -> None:
 async def test_restart_keeps_users_and_faces(client: httpx.AsyncClient, settings: Settings) -> None:
     user = (await client.post("/v1/users", json={"name": "Restart check"})).json()
     enrolled = await client.post(
-        f"/v1/users/{user['id']}/faces", files=image_file(lfw_image("Jacques_Chirac", 1))
+        f"/v1/users/{user['id']}/faces",
+        files=image_file(lfw_image("Jacques_Chirac", 1)),
+        data={"consent": "true"},
     )
     assert enrolled.status_code == 201
 
@@ -41,7 +43,9 @@ async def test_restart_keeps_users_and_faces(client: httpx.AsyncClient, settings
         state: AppState = restarted.state.facesvc
         await state.models_ready.wait()
         transport = httpx.ASGITransport(app=restarted)
-        async with httpx.AsyncClient(transport=transport, base_url="http://restarted") as second:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://restarted", headers={"X-API-Key": ADMIN_KEY}
+        ) as second:
             body = (await second.get(f"/v1/users/{user['id']}")).json()
             assert body["face_count"] == 1
             faces = (await second.get(f"/v1/users/{user['id']}/faces")).json()["items"]
@@ -62,7 +66,9 @@ async def test_missing_model_file_reports_not_ready(settings: Settings, tmp_path
         state: AppState = app.state.facesvc
         await state.models_ready.wait()
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://broken") as c:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://broken", headers={"X-API-Key": ADMIN_KEY}
+        ) as c:
             assert (await c.get("/livez")).status_code == 200
             body = assert_problem(await c.get("/readyz"), 503, "not-ready")
             assert "missing.tflite" in str(body["detail"])
@@ -85,7 +91,9 @@ async def test_unavailable_gpu_is_a_clear_start_up_error(settings: Settings) -> 
         state: AppState = app.state.facesvc
         await state.models_ready.wait()
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gpu") as c:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gpu", headers={"X-API-Key": ADMIN_KEY}
+        ) as c:
             body = assert_problem(await c.get("/readyz"), 503, "not-ready")
             assert "FACESVC_DEVICE=gpu:0" in str(body["detail"])
 

@@ -22,7 +22,9 @@ async def enrol(
     client: httpx.AsyncClient, user_id: str, name: str, number: int
 ) -> dict[str, object]:
     response = await client.post(
-        f"/v1/users/{user_id}/faces", files=image_file(lfw_image(name, number))
+        f"/v1/users/{user_id}/faces",
+        files=image_file(lfw_image(name, number)),
+        data={"consent": "true"},
     )
     assert response.status_code == 201, response.text
     body: dict[str, object] = response.json()
@@ -87,7 +89,14 @@ async def test_genuine_verifies_and_impostor_does_not(
     )
     i = impostor.json()
     assert i["match"] is False
-    assert i["similarity"] < i["threshold"] <= g["similarity"]
+    # no score on a failed verification by default (no hill-climbing on the score)
+    assert (i["similarity"], i["distance"], i["face_id"], i["faces_compared"]) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert i["threshold"] == g["threshold"]
 
 
 async def test_identify_finds_the_right_user(
@@ -141,20 +150,20 @@ async def test_enrol_refuses_two_similar_faces(client: httpx.AsyncClient, data_d
 
     user_id = await create_user(client, "Group photo")
     data = (DLIB / "2008_002506.jpg").read_bytes()  # three faces of about the same size
-    response = await client.post(f"/v1/users/{user_id}/faces", files=image_file(data))
+    response = await client.post(
+        f"/v1/users/{user_id}/faces", files=image_file(data), data={"consent": "true"}
+    )
     body = assert_problem(response, 422, "multiple-faces")
     assert body["faces"] == 3
 
 
 async def test_verify_without_faces_and_face_deletion(client: httpx.AsyncClient) -> None:
     user_id = await create_user(client, "Ariel Sharon")
-    assert_problem(
-        await client.post(
-            f"/v1/users/{user_id}/verify", files=image_file(lfw_image("Ariel_Sharon", 2))
-        ),
-        409,
-        "no-enrolled-faces",
+    no_faces = await client.post(
+        f"/v1/users/{user_id}/verify", files=image_file(lfw_image("Ariel_Sharon", 2))
     )
+    assert no_faces.status_code == 200, no_faces.text
+    assert no_faces.json()["match"] is False
     face = await enrol(client, user_id, "Ariel_Sharon", 1)
     verified = await client.post(
         f"/v1/users/{user_id}/verify", files=image_file(lfw_image("Ariel_Sharon", 2))
@@ -186,7 +195,7 @@ async def test_delete_user_removes_faces_from_identification(client: httpx.Async
 async def test_legacy_routes(client: httpx.AsyncClient) -> None:
     registered = await client.post(
         "/face_register",
-        data={"name": "Capriati legacy"},
+        data={"name": "Capriati legacy", "consent": "true"},
         files=image_file(lfw_image("Jennifer_Capriati", 1)),
     )
     assert registered.status_code == 200, registered.text
@@ -202,15 +211,13 @@ async def test_legacy_routes(client: httpx.AsyncClient) -> None:
         files=image_file(lfw_image("Colin_Powell", 6)),
     )
     assert wrong.json()["match"] is False
-    assert_problem(
-        await client.post(
-            "/face_login",
-            data={"name": "nobody at all"},
-            files=image_file(lfw_image("Colin_Powell", 6)),
-        ),
-        404,
-        "user-not-found",
+    nobody = await client.post(
+        "/face_login",
+        data={"name": "nobody at all"},
+        files=image_file(lfw_image("Colin_Powell", 6)),
     )
+    assert nobody.status_code == 200, nobody.text
+    assert nobody.json() == wrong.json()  # an unknown name answers like a wrong face
     detected = await client.post("/face_detect", files=image_file(lfw_image("Colin_Powell", 6)))
     assert len(detected.json()["faces"]) >= 1
     uploaded = await client.post("/upload", files=image_file(lfw_image("Colin_Powell", 6)))

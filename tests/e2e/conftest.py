@@ -1,23 +1,17 @@
-"""One real ``facesvc serve`` process shared by the client, browser and nginx tests.
-
-Starting a server loads every model (seconds of CPU), so these modules share one per
-session, on its own SQLite file; each test uses its own LFW people, so they do not interfere.
-"""
+"""The e2e tests' fixtures: the shared real server (``live_server``, see tests/servers.py) and
+the external tools some tests drive (a browser, nginx, node)."""
 
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from facesvc.testing import ServerError, ServerProcess
+from tests.servers import LIVE_API_KEY, live_server
 
-# Not enforced yet; sent anyway, so these tests keep working once keys are.
-LIVE_API_KEY = secrets.token_urlsafe(24)
+__all__ = ["LIVE_API_KEY", "live_server", "require_tool"]
 
 
 def require_tool(name: str, *candidates: str, install: str) -> str:
@@ -29,25 +23,3 @@ def require_tool(name: str, *candidates: str, install: str) -> str:
             pytest.fail(f"{message}: required under CI", pytrace=False)
         pytest.skip(message)
     return found
-
-
-@pytest.fixture(scope="session")
-def live_server(
-    tmp_path_factory: pytest.TempPathFactory, data_dir: Path
-) -> Iterator[ServerProcess]:
-    tmp = tmp_path_factory.mktemp("live-server")
-    server = ServerProcess(
-        f"sqlite+aiosqlite:///{tmp / 'facesvc.db'}",
-        tmp,
-        env={"FACESVC_BOOTSTRAP_API_KEY": LIVE_API_KEY},
-    )
-    try:
-        server.migrate()
-        server.start()
-        server.wait_ready(timeout=180)
-    except ServerError as exc:
-        if server.process is not None:
-            server.stop()
-        pytest.fail(str(exc), pytrace=False)
-    yield server
-    server.stop(grace=15)

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
@@ -26,7 +25,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from facesvc.testing import ServerProcess
 from tests.conftest import LFW
-from tests.e2e.conftest import LIVE_API_KEY, require_tool
+from tests.e2e.conftest import require_tool
+from tests.servers import http_client
 
 pytestmark = pytest.mark.e2e
 
@@ -130,7 +130,7 @@ def test_swagger_ui_authorize_and_try_detect(
     # Authorize: the ApiKey scheme's dialog, then close it.
     clickable(browser, "button.authorize")
     key_input = visible(browser, ".modal-ux .auth-container input")
-    key_input.send_keys(LIVE_API_KEY)
+    key_input.send_keys(live_server.api_key)
     clickable(browser, ".modal-ux .auth-btn-wrapper button.authorize")
     clickable(browser, ".modal-ux button.btn-done")
     wait(browser, ec.invisibility_of_element_located((By.CSS_SELECTOR, ".modal-ux")), "no dialog")
@@ -156,7 +156,7 @@ def test_swagger_ui_authorize_and_try_detect(
     assert '"faces"' in body.text
     assert '"landmarks"' in body.text
     curl = browser.find_element(By.CSS_SELECTOR, f"{block} .curl-command").text
-    assert f"X-API-Key: {LIVE_API_KEY}" in curl, "the authorised key was not sent"
+    assert f"X-API-Key: {live_server.api_key}" in curl, "the authorised key was not sent"
 
     for url in loaded_urls(browser):
         assert url.startswith(base), f"/docs loaded {url}: it must work offline"
@@ -215,11 +215,11 @@ def test_demo_page_draws_faces_then_enrols_and_logs_in(
     wait(browser, lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("data-ready"), "JS")
     api_key = browser.find_element(By.ID, "api-key")
     api_key.clear()
-    api_key.send_keys(LIVE_API_KEY)
+    api_key.send_keys(live_server.api_key)
 
     # A group photo: every face's box, five landmarks and 468-point mesh drawn on the canvas.
     group = data_dir / "dlib_faces" / "2008_002506.jpg"
-    with httpx.Client(base_url=base, timeout=60) as api:
+    with http_client(live_server) as api:
         detected = api.post("/v1/detect", files={"image": (group.name, group.read_bytes())})
     assert detected.status_code == 200, detected.text
     faces = len(detected.json()["faces"])
@@ -239,6 +239,9 @@ def test_demo_page_draws_faces_then_enrols_and_logs_in(
     # Enrol two photos under one name, then log in with a third.
     name = browser.find_element(By.ID, "enrol-name")
     name.send_keys("Colin Powell")
+    browser.find_element(By.ID, "enrol").click()  # the consent box is not ticked yet
+    assert browser.find_element(By.ID, "enrol-result").get_attribute("data-state") != "ok"
+    browser.find_element(By.ID, "enrol-consent").click()
     browser.find_element(By.ID, "enrol").click()
     state, text = status_of(browser, "enrol-result", {"ok", "error"})
     assert (state, text) == ("ok", "Enrolled Colin Powell (1 photo)."), text
@@ -271,7 +274,9 @@ def test_demo_page_draws_faces_then_enrols_and_logs_in(
     assert console_errors(browser) == []
 
     # The page stored one user with two faces through the public API.
-    with httpx.Client(base_url=base, headers={"X-API-Key": LIVE_API_KEY}, timeout=30) as api:
-        users = [u for u in api.get("/v1/users").json()["items"] if u["name"] == "Colin Powell"]
+    with http_client(live_server, timeout=30) as api:
+        # other tests share the server: its users may not all fit the default page
+        listed = api.get("/v1/users", params={"limit": 500}).json()["items"]
+        users = [u for u in listed if u["name"] == "Colin Powell"]
         assert [u["face_count"] for u in users] == [2]
         assert api.delete(f"/v1/users/{users[0]['id']}").status_code == 204

@@ -26,7 +26,7 @@ import pytest
 
 from facesvc.testing import ServerProcess
 from tests.conftest import LFW, lfw_image
-from tests.e2e.conftest import LIVE_API_KEY, require_tool
+from tests.e2e.conftest import require_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -113,7 +113,7 @@ def test_generated_python_client_runs_the_main_flow(
 
     client = python_client.AuthenticatedClient(
         base_url=live_server.base_url,
-        token=LIVE_API_KEY,
+        token=live_server.api_key,
         prefix="",  # the ApiKey scheme: the bare key in X-API-Key
         auth_header_name="X-API-Key",
         timeout=httpx.Timeout(60),
@@ -136,7 +136,9 @@ def test_generated_python_client_runs_the_main_flow(
 
         for number in (1, 2):
             face = users["enrol_face"].sync(
-                user_id=user_id, client=client, body=models.BodyEnrolFace(image=photo(number))
+                user_id=user_id,
+                client=client,
+                body=models.BodyEnrolFace(image=photo(number), consent=True),
             )
             assert isinstance(face, models.FaceOut), face
             assert face.user_id == user_id
@@ -148,7 +150,10 @@ def test_generated_python_client_runs_the_main_flow(
         assert isinstance(verified, models.VerifyResponse), verified
         assert verified.match is True, verified
         assert verified.faces_compared == 2
+        assert isinstance(verified.similarity, float)
         assert verified.similarity >= verified.threshold
+        assert isinstance(verified.probability, float)
+        assert verified.probability > 0.5
 
         found = identify_face.sync(
             client=client, body=models.BodyIdentifyFace(image=photo(4)), top_k=3
@@ -167,7 +172,7 @@ def test_generated_python_client_runs_the_main_flow(
         assert missing.parsed.type_ == "/problems/user-not-found"
 
     assert sent_keys, "no request went through the client"
-    assert set(sent_keys) == {LIVE_API_KEY}, "the ApiKey scheme was not sent as X-API-Key"
+    assert set(sent_keys) == {live_server.api_key}, "the ApiKey scheme was not sent as X-API-Key"
 
 
 # --- TypeScript -------------------------------------------------------------------------------
@@ -265,12 +270,13 @@ def test_typescript_usage_runs_the_main_flow_under_node(
     photos = [str(LFW / "Gerhard_Schroeder" / f"Gerhard_Schroeder_{n:04d}.jpg") for n in (1, 2, 3)]
     node = require_tool("node", install="apt-get install nodejs (Node 18 or later)")
     flow = run(
-        [node, "run.js", live_server.base_url, LIVE_API_KEY, "Gerhard Schroeder", *photos],
+        [node, "run.js", live_server.base_url, live_server.api_key, "Gerhard Schroeder", *photos],
         cwd=dist,
         timeout=120,
     )
     result = json.loads(flow.stdout.strip().splitlines()[-1])
     assert result["facesEnrolled"] == 2, result
     assert result["verified"] is True, result
+    assert result["probability"] > 0.5, result
     assert result["identified"] == result["userId"], result
     assert result["deleted"] is True, result

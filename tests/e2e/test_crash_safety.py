@@ -19,25 +19,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from facesvc.testing import ServerError, ServerProcess
 from tests.conftest import image_file, lfw_image
+from tests.servers import http_client, serving
 
 pytestmark = pytest.mark.e2e
 
 PEOPLE = ("Colin_Powell", "Laura_Bush", "Vladimir_Putin", "Junichiro_Koizumi")
 WORKERS = 8
 ACKS_BEFORE_KILL = 24
-
-
-def start(server: ServerProcess) -> None:
-    try:
-        server.migrate()
-        server.start()
-        server.wait_ready(timeout=180)
-    except ServerError as exc:
-        if server.process is not None:
-            server.stop()
-        pytest.fail(str(exc), pytrace=False)
 
 
 def integrity(db: Path) -> str:
@@ -60,49 +49,50 @@ def test_kill_9_during_enrolments_keeps_every_acknowledged_face(
     tmp_path: Path, data_dir: Path
 ) -> None:
     db = tmp_path / "facesvc.db"
-    url = f"sqlite+aiosqlite:///{db}"
-    first = ServerProcess(url, tmp_path / "first", env={"FACESVC_LOG_LEVEL": "warning"})
-    start(first)
-
+    quiet = {"FACESVC_LOG_LEVEL": "warning"}
     acknowledged: list[tuple[str, str]] = []  # (user id, face id) answered 201
     refused: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
-    with httpx.Client(base_url=first.base_url, timeout=60) as http:
-        users = {}
-        for name in PEOPLE:
-            created = http.post("/v1/users", json={"name": name.replace("_", " ")})
-            assert created.status_code == 201, created.text
-            users[name] = created.json()["id"]
     photos = {name: lfw_image(name, 1) for name in PEOPLE}
 
-    def enrol_until_killed(worker: int) -> None:
-        name = PEOPLE[worker % len(PEOPLE)]
-        with httpx.Client(base_url=first.base_url, timeout=30) as client:
-            while not stop.is_set():
-                try:
-                    response = client.post(
-                        f"/v1/users/{users[name]}/faces", files=image_file(photos[name])
-                    )
-                except httpx.TransportError:
-                    return  # the server is gone: this request was never acknowledged
-                with lock:
-                    if response.status_code == 201:
-                        acknowledged.append((users[name], response.json()["face_id"]))
-                    else:
-                        refused.append(f"{response.status_code} {response.text[:200]}")
+    with serving(tmp_path / "first", database=db, env=quiet) as first:
+        with http_client(first) as http:
+            users = {}
+            for name in PEOPLE:
+                created = http.post("/v1/users", json={"name": name.replace("_", " ")})
+                assert created.status_code == 201, created.text
+                users[name] = created.json()["id"]
 
-    with ThreadPoolExecutor(WORKERS) as pool:
-        futures = [pool.submit(enrol_until_killed, w) for w in range(WORKERS)]
-        deadline = time.monotonic() + 120
-        while len(acknowledged) < ACKS_BEFORE_KILL and time.monotonic() < deadline:
-            time.sleep(0.01)
-        os.kill(first.pid, signal.SIGKILL)  # mid-burst: WORKERS requests are in flight
-        killed_at = len(acknowledged)
-        stop.set()
-        for future in futures:
-            future.result()
-    assert first.stop() == -signal.SIGKILL
+        def enrol_until_killed(worker: int) -> None:
+            name = PEOPLE[worker % len(PEOPLE)]
+            with http_client(first, timeout=30) as client:
+                while not stop.is_set():
+                    try:
+                        response = client.post(
+                            f"/v1/users/{users[name]}/faces",
+                            files=image_file(photos[name]),
+                            data={"consent": "true"},
+                        )
+                    except httpx.TransportError:
+                        return  # the server is gone: this request was never acknowledged
+                    with lock:
+                        if response.status_code == 201:
+                            acknowledged.append((users[name], response.json()["face_id"]))
+                        else:
+                            refused.append(f"{response.status_code} {response.text[:200]}")
+
+        with ThreadPoolExecutor(WORKERS) as pool:
+            futures = [pool.submit(enrol_until_killed, w) for w in range(WORKERS)]
+            deadline = time.monotonic() + 120
+            while len(acknowledged) < ACKS_BEFORE_KILL and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.kill(first.pid, signal.SIGKILL)  # mid-burst: WORKERS requests are in flight
+            killed_at = len(acknowledged)
+            stop.set()
+            for future in futures:
+                future.result()
+        assert first.stop() == -signal.SIGKILL
 
     assert not refused, refused
     assert killed_at >= ACKS_BEFORE_KILL, f"only {killed_at} enrolments before the deadline"
@@ -110,19 +100,18 @@ def test_kill_9_during_enrolments_keeps_every_acknowledged_face(
     acked_ids = {uuid.UUID(face_id) for _, face_id in acknowledged}
     assert acked_ids <= stored_face_ids(db), "an acknowledged enrolment is missing"
 
-    second = ServerProcess(url, tmp_path / "second", env={"FACESVC_LOG_LEVEL": "warning"})
-    start(second)
-    try:
-        with httpx.Client(base_url=second.base_url, timeout=60) as http:
-            listed: set[uuid.UUID] = set()
-            for user_id in users.values():
-                response = http.get(f"/v1/users/{user_id}/faces")
-                assert response.status_code == 200, response.text
-                listed |= {uuid.UUID(f["face_id"]) for f in response.json()["items"]}
-            assert acked_ids <= listed
-            found = http.post("/v1/identify", files=image_file(lfw_image("Laura_Bush", 2)))
-            assert found.status_code == 200, found.text
-            assert found.json()["match"] == users["Laura_Bush"]
-    finally:
-        second.stop()
+    # The same database and admin key: a restart, not a new deployment.
+    with (
+        serving(tmp_path / "second", database=db, env=quiet, api_key=first.api_key) as second,
+        http_client(second) as http,
+    ):
+        listed: set[uuid.UUID] = set()
+        for user_id in users.values():
+            response = http.get(f"/v1/users/{user_id}/faces")
+            assert response.status_code == 200, response.text
+            listed |= {uuid.UUID(f["face_id"]) for f in response.json()["items"]}
+        assert acked_ids <= listed
+        found = http.post("/v1/identify", files=image_file(lfw_image("Laura_Bush", 2)))
+        assert found.status_code == 200, found.text
+        assert found.json()["match"] == users["Laura_Bush"]
     assert integrity(db) == "ok"

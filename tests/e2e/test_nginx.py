@@ -25,7 +25,6 @@ import pytest
 from facesvc.settings import PROJECT_ROOT
 from facesvc.testing import HOST, ServerProcess, free_port
 from tests.conftest import image_file, lfw_image
-from tests.e2e.conftest import LIVE_API_KEY
 from tests.unit.test_deploy_files import nginx_binary, render_nginx_conf
 
 pytestmark = pytest.mark.e2e
@@ -88,7 +87,7 @@ def proxy(live_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) 
         )
     proxy = Proxy(f"http://{HOST}:{port}", directory)
     try:
-        wait_until_proxying(proxy, process)
+        wait_until_proxying(proxy, process, live_server.headers)
         yield proxy
     finally:
         process.send_signal(signal.SIGQUIT)  # graceful shutdown
@@ -100,7 +99,7 @@ def proxy(live_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def wait_until_proxying(
-    proxy: Proxy, process: subprocess.Popen[bytes], timeout: float = 30
+    proxy: Proxy, process: subprocess.Popen[bytes], headers: dict[str, str], timeout: float = 30
 ) -> None:
     deadline = time.monotonic() + timeout
     last = "no answer"
@@ -108,7 +107,7 @@ def wait_until_proxying(
         if process.poll() is not None:
             pytest.fail(f"nginx exited with {process.returncode}:\n{proxy.error_log()}")
         try:
-            response = httpx.get(f"{proxy.base_url}/readyz", timeout=5)
+            response = httpx.get(f"{proxy.base_url}/readyz", headers=headers, timeout=5)
         except httpx.TransportError as exc:
             last = repr(exc)
         else:
@@ -120,10 +119,8 @@ def wait_until_proxying(
 
 
 @pytest.fixture
-def client(proxy: Proxy) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=proxy.base_url, timeout=60, headers={"X-API-Key": LIVE_API_KEY}
-    ) as c:
+def client(proxy: Proxy, live_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=proxy.base_url, timeout=60, headers=live_server.headers) as c:
         yield c
 
 
@@ -158,7 +155,9 @@ def test_detect_enrol_and_verify_through_nginx(client: httpx.Client, data_dir: P
     user_id = created.json()["id"]
     for number in (1, 2):
         enrolled = client.post(
-            f"/v1/users/{user_id}/faces", files=image_file(lfw_image("Hugo_Chavez", number))
+            f"/v1/users/{user_id}/faces",
+            files=image_file(lfw_image("Hugo_Chavez", number)),
+            data={"consent": "true"},
         )
         assert enrolled.status_code == 201, enrolled.text
     verified = client.post(

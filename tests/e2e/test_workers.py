@@ -14,38 +14,37 @@ import pytest
 
 from facesvc.testing import ServerProcess
 from tests.conftest import lfw_image, require_data
+from tests.servers import http_client, serving
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     require_data()
-    tmp = tmp_path_factory.mktemp("workers")
-    server = ServerProcess(
-        f"sqlite+aiosqlite:///{tmp / 'w.db'}", tmp / "logs", args=["--workers", "2"]
-    )
-    with server:
-        yield server.base_url
+    with serving(tmp_path_factory.mktemp("workers"), args=["--workers", "2"]) as server:
+        yield server
 
 
-def test_enrol_and_delete_reach_every_worker(two_workers: str) -> None:
+def test_enrol_and_delete_reach_every_worker(two_workers: ServerProcess) -> None:
     # fresh connections per request so the kernel spreads them over both workers
     def post(path: str, **kwargs: object) -> httpx.Response:
-        with httpx.Client(base_url=two_workers, timeout=60) as c:
+        with http_client(two_workers) as c:
             return c.post(path, **kwargs)  # type: ignore[arg-type]
 
     user = post("/v1/users", json={"name": "Junichiro Koizumi"}).json()
     for number in (1, 2):
         r = post(
-            f"/v1/users/{user['id']}/faces", files={"image": lfw_image("Junichiro_Koizumi", number)}
+            f"/v1/users/{user['id']}/faces",
+            files={"image": lfw_image("Junichiro_Koizumi", number)},
+            data={"consent": "true"},
         )
         assert r.status_code == 201, r.text
     for number in range(3, 11):
         r = post("/v1/identify", files={"image": lfw_image("Junichiro_Koizumi", number)})
         assert r.status_code == 200, r.text
         assert r.json()["match"] == user["id"], f"photo {number}: {r.json()}"
-    with httpx.Client(base_url=two_workers) as c:
+    with http_client(two_workers) as c:
         assert c.delete(f"/v1/users/{user['id']}").status_code == 204
     for number in range(3, 9):
         r = post("/v1/identify", files={"image": lfw_image("Junichiro_Koizumi", number)})

@@ -3,7 +3,8 @@
 Schemathesis draws each request from the schema (parameters, JSON bodies, multipart fields);
 image fields get its sample files, random bytes and a few real LFW photos, so the model path
 is fuzzed too. Half of the ``user_id`` / ``face_id`` draws are swapped for a real user and
-face, so the routes get past "not found". Bounded: ``MAX_EXAMPLES`` per operation.
+face, so the routes get past "not found". Bounded: ``MAX_EXAMPLES`` per operation. The
+server is the session's shared one (``live_server``); every request sends its API key.
 
 The one answer in the 5xx range that is allowed is 503 ``overloaded`` / ``models-loading``:
 shedding load is not a server error. Each failure prints a curl reproducer.
@@ -26,19 +27,23 @@ from schemathesis.transport.serialization import Binary
 
 from facesvc.app import create_app
 from facesvc.settings import Settings
-from facesvc.testing import ServerError, ServerProcess
+from facesvc.testing import ServerProcess
 from tests.conftest import LFW, lfw_image
+from tests.servers import http_client
 
 pytestmark = pytest.mark.e2e
 
 MAX_EXAMPLES = 25
 SHED_LOAD = {"/problems/overloaded", "/problems/models-loading"}
+# People no other test on the shared server enrols or looks for: fuzzed enrolments of their
+# photos must not become another test's best match.
+PHOTOS = (("Donald_Rumsfeld", 1), ("George_W_Bush", 2))
 
 
 def _photos() -> list[bytes]:
     if not LFW.is_dir():
         return []
-    return [lfw_image("Colin_Powell", 1), lfw_image("Laura_Bush", 2)]
+    return [lfw_image(name, number) for name, number in PHOTOS]
 
 
 # Image fields: schemathesis' own samples (PNG, JPEG, GIF, WebP, PDF, ZIP), random bytes and
@@ -74,35 +79,22 @@ class Gallery:
             self.user_id = created.json()["id"]
         enrolled = self.http.post(
             f"/v1/users/{self.user_id}/faces",
-            files={"image": ("face.jpg", lfw_image("Colin_Powell", 1), "image/jpeg")},
+            files={"image": ("face.jpg", lfw_image(*PHOTOS[0]), "image/jpeg")},
+            data={"consent": "true"},
         )
         assert enrolled.status_code == 201, enrolled.text
         self.face_id = enrolled.json()["face_id"]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, data_dir: object) -> Iterator[ServerProcess]:
-    tmp = tmp_path_factory.mktemp("fuzz-server")
-    process = ServerProcess(
-        f"sqlite+aiosqlite:///{tmp / 'facesvc.db'}", tmp, env={"FACESVC_LOG_LEVEL": "warning"}
-    )
-    try:
-        process.migrate()
-        process.start()
-        process.wait_ready(timeout=180)
-    except ServerError as exc:
-        if process.process is not None:
-            process.stop()
-        pytest.fail(str(exc), pytrace=False)
-    yield process
-    process.stop()
-    stderr = process.stderr_path.read_text(errors="replace")
-    assert "Traceback" not in stderr, process.stderr_tail(80)
+def server(live_server: ServerProcess, data_dir: object) -> ServerProcess:
+    # No traceback in its log: checked when the session's server stops (tests/servers.py).
+    return live_server
 
 
 @pytest.fixture(scope="module")
 def gallery(server: ServerProcess) -> Iterator[Gallery]:
-    with httpx.Client(base_url=server.base_url, timeout=60) as http:
+    with http_client(server) as http:
         yield Gallery(http)
 
 
@@ -125,11 +117,12 @@ def test_no_server_errors(case: Any, server: ServerProcess, gallery: Gallery) ->
         path["user_id"] = gallery.user_id
         if "face_id" in path:
             path["face_id"] = gallery.face_id
-    response = case.call(base_url=server.base_url, timeout=60)
+    response = case.call(base_url=server.base_url, headers=server.headers, timeout=60)
     if response.status_code == 503 and _problem_type(response) in SHED_LOAD:
         return
     assert response.status_code < 500, (
-        f"{response.status_code} {response.text[:500]}\nreproduce: {case.as_curl_command()}"
+        f"{response.status_code} {response.text[:500]}\n"
+        f"reproduce: {case.as_curl_command(headers=server.headers, base_url=server.base_url)}"
     )
 
 

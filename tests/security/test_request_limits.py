@@ -10,9 +10,10 @@ import pytest
 
 from facesvc.api.limits import request_body_limit
 from facesvc.settings import Settings
-from facesvc.testing import ServerError, ServerProcess
+from facesvc.testing import ServerProcess
 from tests.api.test_errors import assert_problem
 from tests.conftest import image_file, lfw_image
+from tests.servers import http_client, serving
 
 CHUNK = 256 * 1024
 MULTIPART = "multipart/form-data; boundary=facesvc-test-boundary"
@@ -106,28 +107,19 @@ async def test_upload_over_the_per_file_limit_is_413(
 @pytest.fixture(scope="module")
 def small_limit_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A real server with a 1 MiB body limit; it answers 413 without its models loaded."""
-    tmp = tmp_path_factory.mktemp("limits-server")
-    server = ServerProcess(
-        f"sqlite+aiosqlite:///{tmp / 'facesvc.db'}",
-        tmp,
+    with serving(
+        tmp_path_factory.mktemp("limits-server"),
         env={"FACESVC_MAX_REQUEST_BYTES": str(1024 * 1024), "FACESVC_LOG_LEVEL": "warning"},
-    )
-    try:
-        server.migrate()
-        server.start()
-        server.wait_for("/livez", timeout=120)
-    except ServerError as exc:
-        if server.process is not None:
-            server.stop()
-        pytest.fail(str(exc), pytrace=False)
-    yield server
-    server.stop()
+        wait="live",
+        timeout=120,
+    ) as server:
+        yield server
 
 
 @pytest.mark.e2e
 def test_real_server_cuts_off_a_chunked_upload(small_limit_server: ServerProcess) -> None:
     limit = 1024 * 1024
-    with httpx.Client(base_url=small_limit_server.base_url, timeout=60) as http:
+    with http_client(small_limit_server) as http:
         body = CountingBody(32 * limit)
         response = http.post("/v1/detect", content=body.sync(), headers={"content-type": MULTIPART})
         assert_problem(response, 413, "request-too-large")

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import create_engine, create_sessionmaker, is_read_only_sql, session_scope
 from facesvc.db.migrate import upgrade_async
-from facesvc.db.models import User
+from facesvc.db.models import DEFAULT_TENANT_ID, User
 from tests.conftest import image_file, lfw_image
 
 PEOPLE = (
@@ -44,7 +44,11 @@ async def test_fifty_concurrent_enrolments_are_all_stored(
     photo = {name: lfw_image(name, 1) for name in PEOPLE}
 
     async def enrol(name: str) -> httpx.Response:
-        return await client.post(f"/v1/users/{users[name]}/faces", files=image_file(photo[name]))
+        return await client.post(
+            f"/v1/users/{users[name]}/faces",
+            files=image_file(photo[name]),
+            data={"consent": "true"},
+        )
 
     with caplog.at_level(logging.WARNING):
         responses = await asyncio.gather(*(enrol(n) for n in PEOPLE for _ in range(PER_PERSON)))
@@ -83,9 +87,9 @@ async def test_read_then_write_after_another_commit_does_not_fail(
     async with session_scope(sessionmaker) as enrolment:
         assert await user_count(enrolment) == 0  # a read first, as an enrolment does
         async with session_scope(sessionmaker) as other:
-            other.add(User(name="committed meanwhile"))
+            other.add(User(name="committed meanwhile", tenant_id=DEFAULT_TENANT_ID))
         # A deferred transaction would now fail at once (SQLITE_BUSY_SNAPSHOT).
-        enrolment.add(User(name="written after reading"))
+        enrolment.add(User(name="written after reading", tenant_id=DEFAULT_TENANT_ID))
         await enrolment.flush()
         assert await user_count(enrolment) == 2  # reads after the first write see it all
     async with session_scope(sessionmaker) as check:
@@ -98,7 +102,7 @@ async def test_read_only_session_keeps_one_snapshot(
     async with session_scope(sessionmaker) as reader:
         before = await user_count(reader)
         async with session_scope(sessionmaker) as writer:
-            writer.add(User(name="not seen by the open read"))
+            writer.add(User(name="not seen by the open read", tenant_id=DEFAULT_TENANT_ID))
         assert await user_count(reader) == before
 
 
@@ -109,7 +113,7 @@ async def test_a_writer_waits_for_the_lock_instead_of_failing(
 
     async def slow_writer() -> None:
         async with session_scope(sessionmaker) as session:
-            session.add(User(name="slow"))
+            session.add(User(name="slow", tenant_id=DEFAULT_TENANT_ID))
             await session.flush()  # BEGIN IMMEDIATE: holds the write lock
             holding.set()
             await asyncio.sleep(0.5)
@@ -117,7 +121,7 @@ async def test_a_writer_waits_for_the_lock_instead_of_failing(
     async def second_writer() -> None:
         await holding.wait()
         async with session_scope(sessionmaker) as session:
-            session.add(User(name="second"))
+            session.add(User(name="second", tenant_id=DEFAULT_TENANT_ID))
             await session.flush()
 
     await asyncio.gather(slow_writer(), second_writer())

@@ -39,14 +39,18 @@ from facesvc.db.migrate import (
     upgrade,
     upgrade_async,
 )
+from facesvc.db.models import DEFAULT_TENANT_ID, Face
 from facesvc.repositories import DuplicateExternalIdError, FaceRepository, UserRepository
+from facesvc.security.crypto import EmbeddingCipher
 from tests.pg import postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 MODEL = "facenet"
 VERSION = "1"
 DIM = 128
 
-HEAD = "0002"  # the newest migration
+HEAD = "0005"  # the newest migration
+TENANT = DEFAULT_TENANT_ID
+CLEAR = EmbeddingCipher(None)  # dev mode: blobs stored as they are (encryption: below)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -138,7 +142,16 @@ async def test_migrations_create_the_schema_on_an_empty_database(database_url: s
             schema = await conn.run_sync(_schema)
     finally:
         await engine.dispose()
-    assert {"users", "faces", "gallery_state", "alembic_version"} <= schema.tables
+    assert {
+        "users",
+        "faces",
+        "gallery_state",
+        "tenants",
+        "api_keys",
+        "login_attempts",
+        "audit_events",
+        "alembic_version",
+    } <= schema.tables
     assert schema.indexes == {
         "ix_faces_user_id": ["user_id"],
         "ix_faces_model_name_user_id": ["model_name", "user_id"],
@@ -147,7 +160,7 @@ async def test_migrations_create_the_schema_on_an_empty_database(database_url: s
     assert fk["referred_table"] == "users"
     assert fk["constrained_columns"] == ["user_id"]
     assert fk["options"].get("ondelete") == "CASCADE"
-    assert schema.uniques == [["external_id"]]
+    assert schema.uniques == [["tenant_id", "external_id"]]  # external ids: unique per tenant
 
 
 async def test_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
@@ -222,18 +235,18 @@ async def test_session_scope_commits_or_rolls_back(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     async with session_scope(sessions) as session:
-        kept = await UserRepository(session).add("kept")
+        kept = await UserRepository(session, TENANT).add("kept")
 
     async def failing_unit_of_work() -> None:
         async with session_scope(sessions) as session:
-            await UserRepository(session).add("dropped")
+            await UserRepository(session, TENANT).add("dropped")
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
         await failing_unit_of_work()
 
     async with sessions() as session:
-        users = UserRepository(session)
+        users = UserRepository(session, TENANT)
         assert await users.get(kept.id) is not None
         assert await users.get_by_name("dropped") is None
 
@@ -243,14 +256,14 @@ async def test_session_scope_commits_or_rolls_back(
 
 async def test_user_crud(sessions: async_sessionmaker[AsyncSession]) -> None:
     async with session_scope(sessions) as session:
-        users = UserRepository(session)
+        users = UserRepository(session, TENANT)
         ann = await users.add("Ann", external_id="emp-1", metadata={"team": "a", "n": [1, 2]})
         bob = await users.add("Bob")
         ann2 = await users.add("Ann")
         assert ann.created_at.tzinfo is not None
 
     async with sessions() as session:
-        users = UserRepository(session)
+        users = UserRepository(session, TENANT)
         got = await users.get(ann.id)
         assert got is not None
         assert (got.name, got.external_id, got.metadata_) == (
@@ -279,13 +292,13 @@ async def test_user_crud(sessions: async_sessionmaker[AsyncSession]) -> None:
         await session.commit()
 
     async with sessions() as session:
-        assert await UserRepository(session).get(ann.id) is None
+        assert await UserRepository(session, TENANT).get(ann.id) is None
 
 
 async def test_face_crud_and_embeddings(sessions: async_sessionmaker[AsyncSession]) -> None:
     vecs = unit_vectors(3)
     async with session_scope(sessions) as session:
-        users, faces = UserRepository(session), FaceRepository(session)
+        users, faces = UserRepository(session, TENANT), FaceRepository(session, CLEAR)
         ann = await users.add("Ann")
         bob = await users.add("Bob")
         a1 = await add_face(faces, ann.id, vecs[0])
@@ -302,7 +315,7 @@ async def test_face_crud_and_embeddings(sessions: async_sessionmaker[AsyncSessio
         )
 
     async with sessions() as session:
-        users, faces = UserRepository(session), FaceRepository(session)
+        users, faces = UserRepository(session, TENANT), FaceRepository(session, CLEAR)
         assert await users.face_count(ann.id) == 2
         assert await users.face_count(bob.id) == 2
         page, _ = await users.list_page(limit=10, offset=0)
@@ -327,14 +340,15 @@ async def test_face_crud_and_embeddings(sessions: async_sessionmaker[AsyncSessio
         assert ids == []
         assert matrix.shape == (0, 128)
 
-        face_ids, user_ids, matrix = await faces.all_embeddings(MODEL)
+        face_ids, user_ids, tenant_ids, matrix = await faces.all_embeddings(MODEL)
         assert sorted(zip(face_ids, user_ids, strict=True)) == sorted(
             [(a1, ann.id), (a2, ann.id), (b1, bob.id)]
         )
+        assert set(tenant_ids) == {TENANT}
         assert matrix.shape == (3, DIM)
         by_face = dict(zip(face_ids, matrix, strict=True))
         np.testing.assert_array_equal(by_face[b1], vecs[2])
-        assert (await faces.all_embeddings("unknown"))[2].shape == (0, 128)
+        assert (await faces.all_embeddings("unknown"))[3].shape == (0, 128)
 
         missing = uuid.uuid4()
         assert await faces.names_for([ann.id, bob.id, missing, ann.id]) == {
@@ -347,13 +361,13 @@ async def test_face_crud_and_embeddings(sessions: async_sessionmaker[AsyncSessio
         await session.commit()
 
     async with sessions() as session:
-        assert await UserRepository(session).face_count(bob.id) == 1
+        assert await UserRepository(session, TENANT).face_count(bob.id) == 1
 
 
 async def test_add_face_rejects_bad_embeddings(sessions: async_sessionmaker[AsyncSession]) -> None:
     async with sessions() as session:
-        user = await UserRepository(session).add("Ann")
-        faces = FaceRepository(session)
+        user = await UserRepository(session, TENANT).add("Ann")
+        faces = FaceRepository(session, CLEAR)
         with pytest.raises(ValueError, match="normalised"):
             await add_face(faces, user.id, np.full(DIM, 0.5, dtype=np.float32))
         with pytest.raises(ValueError, match="1-D"):
@@ -365,7 +379,7 @@ async def test_deleting_a_user_deletes_their_faces(
 ) -> None:
     vecs = unit_vectors(4)
     async with session_scope(sessions) as session:
-        users, faces = UserRepository(session), FaceRepository(session)
+        users, faces = UserRepository(session, TENANT), FaceRepository(session, CLEAR)
         ann, bob, cid = await users.add("Ann"), await users.add("Bob"), await users.add("Cid")
         for vec in vecs[:2]:
             await add_face(faces, ann.id, vec)
@@ -375,7 +389,7 @@ async def test_deleting_a_user_deletes_their_faces(
 
     # Through the repository, in a session that never loaded the faces.
     async with session_scope(sessions) as session:
-        users = UserRepository(session)
+        users = UserRepository(session, TENANT)
         loaded = await users.get(ann.id)
         assert loaded is not None
         await users.delete(loaded)
@@ -383,7 +397,7 @@ async def test_deleting_a_user_deletes_their_faces(
 
     # Raw SQL: the database's own ON DELETE CASCADE (foreign keys enforced on SQLite too).
     async with sessions() as session:
-        target = await UserRepository(session).get(bob.id)
+        target = await UserRepository(session, TENANT).get(bob.id)
         assert target is not None
         await session.execute(
             delete(User).where(User.id == bob.id).execution_options(synchronize_session=False)
@@ -397,14 +411,14 @@ async def test_face_needs_an_existing_user(sessions: async_sessionmaker[AsyncSes
 
     async with sessions() as session:
         with pytest.raises(IntegrityError):
-            await add_face(FaceRepository(session), uuid.uuid4(), unit_vectors(1)[0])
+            await add_face(FaceRepository(session, CLEAR), uuid.uuid4(), unit_vectors(1)[0])
 
 
 async def test_duplicate_external_id_keeps_the_session_usable(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     async with sessions() as session:
-        users = UserRepository(session)
+        users = UserRepository(session, TENANT)
         first = await users.add("Ann", external_id="emp-1")
         with pytest.raises(DuplicateExternalIdError) as caught:
             await users.add("Other Ann", external_id="emp-1")
@@ -415,7 +429,7 @@ async def test_duplicate_external_id_keeps_the_session_usable(
         await session.commit()
 
     async with sessions() as session:
-        page, total = await UserRepository(session).list_page(limit=10, offset=0)
+        page, total = await UserRepository(session, TENANT).list_page(limit=10, offset=0)
         assert total == 2
         assert [u.external_id for u, _ in page] == ["emp-1", "emp-2"]
         assert second.id in {u.id for u, _ in page}
@@ -423,13 +437,13 @@ async def test_duplicate_external_id_keeps_the_session_usable(
     # The SAVEPOINT lives inside the caller's transaction: rolling that back undoes
     # the users added before it too (on SQLite this needs the explicit BEGIN).
     async with sessions() as session:
-        users = UserRepository(session)
+        users = UserRepository(session, TENANT)
         await users.add("Cid", external_id="emp-3")
         with pytest.raises(DuplicateExternalIdError):
             await users.add("Dup", external_id="emp-3")
         await session.rollback()
     async with sessions() as session:
-        assert await UserRepository(session).get_by_name("Cid") is None
+        assert await UserRepository(session, TENANT).get_by_name("Cid") is None
 
 
 def test_embedding_codec() -> None:
@@ -455,18 +469,19 @@ async def test_embeddings_round_trip_bit_exactly(
     vecs = unit_vectors(5, seed=42)
     vecs[0, 0] = np.float32(np.nextafter(vecs[0, 0], np.float32(1)))  # odd last bit
     async with session_scope(sessions) as session:
-        user = await UserRepository(session).add("Ann")
-        faces = FaceRepository(session)
+        user = await UserRepository(session, TENANT).add("Ann")
+        faces = FaceRepository(session, CLEAR)
         for vec in vecs:
             await add_face(faces, user.id, vec)
 
     async with sessions() as session:
-        faces = FaceRepository(session)
+        faces = FaceRepository(session, CLEAR)
         _, matrix = await faces.embeddings_for_user(user.id, MODEL)
         assert matrix.tobytes() == vecs.tobytes()
         stored = await faces.list_for_user(user.id)
         assert [f.embedding for f in stored] == [v.astype("<f4").tobytes() for v in vecs]
-        assert stored[0].vector.view(np.uint32).tolist() == vecs[0].view(np.uint32).tolist()
+        back = decode_embedding(stored[0].embedding)
+        assert back.view(np.uint32).tolist() == vecs[0].view(np.uint32).tolist()
 
 
 async def test_a_restart_sees_the_same_data(database_url: str) -> None:
@@ -475,20 +490,154 @@ async def test_a_restart_sees_the_same_data(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
         async with session_scope(create_sessionmaker(engine)) as session:
-            user = await UserRepository(session).add("Ann", external_id="x", metadata={"k": 1})
-            face_ids = [await add_face(FaceRepository(session), user.id, v) for v in vecs]
+            user = await UserRepository(session, TENANT).add(
+                "Ann", external_id="x", metadata={"k": 1}
+            )
+            face_ids = [await add_face(FaceRepository(session, CLEAR), user.id, v) for v in vecs]
     finally:
         await engine.dispose()
 
     restarted = create_engine(database_url)
     try:
         async with create_sessionmaker(restarted)() as session:
-            got = await UserRepository(session).get(user.id)
+            got = await UserRepository(session, TENANT).get(user.id)
             assert got is not None
             assert (got.name, got.external_id, got.metadata_) == ("Ann", "x", {"k": 1})
             assert got.created_at == user.created_at
-            ids, matrix = await FaceRepository(session).embeddings_for_user(user.id, MODEL)
+            ids, matrix = await FaceRepository(session, CLEAR).embeddings_for_user(user.id, MODEL)
             assert ids == face_ids
             assert matrix.tobytes() == vecs.tobytes()
     finally:
         await restarted.dispose()
+
+
+# --- tenants, encryption at rest, migration of existing rows ----------------------------
+
+
+async def test_users_of_another_tenant_are_invisible(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    from facesvc.repositories.keys import TenantRepository
+
+    async with session_scope(sessions) as session:
+        other = await TenantRepository(session).get_or_create("other")
+        mine, theirs = UserRepository(session, TENANT), UserRepository(session, other.id)
+        ann = await mine.add("Ann", external_id="emp-1")
+        # the same external id in another tenant is another person, not a conflict
+        bob = await theirs.add("Ann", external_id="emp-1")
+    async with sessions() as session:
+        mine, theirs = UserRepository(session, TENANT), UserRepository(session, other.id)
+        assert await mine.get(bob.id) is None
+        assert await theirs.get(ann.id) is None
+        assert (await mine.get_by_external_id("emp-1")).id == ann.id  # type: ignore[union-attr]
+        assert (await theirs.get_by_name("Ann")).id == bob.id  # type: ignore[union-attr]
+        assert [u.id for u, _ in (await mine.list_page(10, 0))[0]] == [ann.id]
+        assert (await theirs.list_page(10, 0))[1] == 1
+
+
+async def test_embeddings_are_encrypted_at_rest_and_bound_to_their_row(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    from facesvc.security.crypto import (
+        DecryptionError,
+        EncryptionKeyError,
+        generate_data_key,
+        parse_data_keys,
+    )
+
+    old_key = generate_data_key("old")
+    old = EmbeddingCipher.from_setting(old_key)
+    vecs = unit_vectors(2, seed=3)
+    async with session_scope(sessions) as session:
+        user = await UserRepository(session, TENANT).add("Ann")
+        faces = FaceRepository(session, old)
+        ids = [await add_face(faces, user.id, v) for v in vecs]
+
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT embedding, key_id FROM faces"))).all()
+    plain = {v.astype("<f4").tobytes() for v in vecs}
+    for blob, key_id in rows:
+        assert key_id == "old"
+        assert bytes(blob) not in plain
+        assert len(blob) == DIM * 4 + 12 + 16  # nonce + ciphertext + tag
+        for p in plain:  # no stretch of the vector appears in the clear
+            assert p[:16] not in bytes(blob)
+
+    async with sessions() as session:
+        _, matrix = await FaceRepository(session, old).embeddings_for_user(user.id, MODEL)
+        assert matrix.tobytes() == vecs.tobytes()
+        with pytest.raises(EncryptionKeyError, match="old"):  # the key is not configured
+            await FaceRepository(session, CLEAR).embeddings_for_user(user.id, MODEL)
+
+    # rotation: the new key first, the old one after it; rotate-data re-encrypts
+    both = EmbeddingCipher(parse_data_keys(generate_data_key("new") + "," + old_key))
+    assert both.active_key_id == "new"
+    async with session_scope(sessions) as session:
+        changed, after = await FaceRepository(session, both).reencrypt_batch(None, 1)
+        assert (changed, after is not None) == (1, True)
+        changed, after = await FaceRepository(session, both).reencrypt_batch(after, 1)
+        assert changed == 1
+        assert (await FaceRepository(session, both).reencrypt_batch(after, 1))[0] == 0
+    async with sessions() as session:
+        counts = await FaceRepository(session, both).key_id_counts()
+        assert counts == {"new": 2}
+        _, matrix = await FaceRepository(session, both).embeddings_for_user(user.id, MODEL)
+        assert matrix.tobytes() == vecs.tobytes()
+
+    # a ciphertext moved onto another row does not decrypt (the face id is associated data)
+    async with session_scope(sessions) as session:
+        first = await session.get(Face, ids[0])
+        second = await session.get(Face, ids[1])
+        assert first is not None
+        assert second is not None
+        first.embedding = second.embedding
+    async with sessions() as session:
+        with pytest.raises(DecryptionError):
+            await FaceRepository(session, both).embeddings_for_user(user.id, MODEL)
+
+
+async def test_upgrade_moves_existing_users_to_the_default_tenant(database_url: str) -> None:
+    """Rows written at 0002 (before tenants) survive the upgrade, in tenant 'default'."""
+    await upgrade_async(database_url, "0002")
+    engine = create_engine(database_url)
+    user_id, face_id = uuid.uuid4(), uuid.uuid4()
+    blob = unit_vectors(1)[0].astype("<f4").tobytes()
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO users (id, name, external_id, created_at, updated_at) "
+                    "VALUES (:id, 'Old', 'ext-1', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ).bindparams(_uuid_param(database_url, user_id))
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO faces (id, user_id, embedding, embedding_dim, model_name, "
+                    "model_version, box_x, box_y, box_width, box_height, image_width, "
+                    "image_height, detection_score, created_at) VALUES (:fid, :id, :blob, 128, "
+                    "'facenet', '1', 0, 0, 1, 1, 10, 10, 0.9, CURRENT_TIMESTAMP)"
+                ).bindparams(
+                    _uuid_param(database_url, user_id),
+                    _uuid_param(database_url, face_id, "fid"),
+                    blob=blob,
+                )
+            )
+        await upgrade_async(database_url)
+        async with create_sessionmaker(engine)() as session:
+            got = await UserRepository(session, TENANT).get(user_id)
+            assert got is not None
+            assert (got.name, got.external_id) == ("Old", "ext-1")
+            ids, matrix = await FaceRepository(session, CLEAR).embeddings_for_user(
+                user_id, "facenet"
+            )
+            assert ids == [face_id]
+            assert matrix.tobytes() == blob
+    finally:
+        await engine.dispose()
+
+
+def _uuid_param(url: str, value: uuid.UUID, name: str = "id") -> object:
+    """A bound uuid as each backend stores sqlalchemy.Uuid (SQLite: 32 hex characters)."""
+    from sqlalchemy import bindparam
+
+    return bindparam(name, value.hex if url.startswith("sqlite") else value)

@@ -342,6 +342,7 @@ def dockerignored(path: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
         ("alembic/env.py", False),
         ("src/facesvc/settings.py", False),
         ("models/manifest.json", False),
+        ("models/calibration/facenet.json", False),
         ("models/facenet_128.pb", True),
         ("models/face_landmark.tflite", True),
         ("models/.cache/dist/x.whl", True),
@@ -557,8 +558,9 @@ def test_env_example_explains_every_setting(env_example: dict[str, EnvEntry]) ->
             assert comment.startswith(info.description), f"{name}: {comment!r}"
 
 
-def test_env_example_secret_is_empty(env_example: dict[str, EnvEntry]) -> None:
-    entry = env_example["bootstrap_api_key"]
+@pytest.mark.parametrize("secret", ["bootstrap_api_key", "encryption_key"])
+def test_env_example_secret_is_empty(env_example: dict[str, EnvEntry], secret: str) -> None:
+    entry = env_example[secret]
     assert entry.value == ""
     assert not entry.commented
 
@@ -574,6 +576,7 @@ def effective(settings: Settings) -> dict[str, Any]:
             values[name] = value.resolve()
     values["model_manifest"] = settings.manifest_path.resolve()
     values["bootstrap_api_key"] = settings.bootstrap_api_key or None
+    values["encryption_key"] = settings.encryption_key or None
     return values
 
 
@@ -586,7 +589,8 @@ def test_env_example_loads_to_the_defaults(
     # must mean the same as leaving it unset.
     commented = {n for n, e in env_example.items() if e.commented}
     assert commented == {n for n, f in Settings.model_fields.items() if f.default is None} - {
-        "bootstrap_api_key"
+        "bootstrap_api_key",
+        "encryption_key",
     }
     examples: dict[str, Any] = {name: env_example[name].value for name in commented}
     uncommented = Settings(_env_file=None, **examples)

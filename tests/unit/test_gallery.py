@@ -13,10 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
 from facesvc.db.migrate import upgrade_async
+from facesvc.db.models import DEFAULT_TENANT_ID as TENANT
 from facesvc.gallery.index import GalleryIndex
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.users import UserRepository
+from facesvc.security.crypto import EmbeddingCipher
 from facesvc.services.gallery import GallerySync
+
+CLEAR = EmbeddingCipher(None)
 
 RNG = np.random.default_rng(3)
 
@@ -87,7 +91,7 @@ async def enrol(
 ) -> uuid.UUID:
     """What EnrolmentService does after the model: store, then record the gallery change."""
     async with session_scope(maker) as session:
-        face = await FaceRepository(session).add(
+        face = await FaceRepository(session, CLEAR).add(
             user_id,
             v,
             model_name="m",
@@ -96,15 +100,18 @@ async def enrol(
             image_size=(2, 2),
             detection_score=1.0,
         )
-        await sync.face_added(session, face.id, user_id, v, "m")
+        await sync.face_added(session, face.id, user_id, v, "m", TENANT)
         return face.id
 
 
 async def test_two_workers_stay_in_step(sessions: async_sessionmaker[AsyncSession]) -> None:
-    worker_a, worker_b = GallerySync(GalleryIndex("m")), GallerySync(GalleryIndex("m"))
+    worker_a, worker_b = (
+        GallerySync(GalleryIndex("m"), CLEAR),
+        GallerySync(GalleryIndex("m"), CLEAR),
+    )
     async with session_scope(sessions) as session:
-        user = await UserRepository(session).add("Ada")
-        other = await UserRepository(session).add("Bob")
+        user = await UserRepository(session, TENANT).add("Ada")
+        other = await UserRepository(session, TENANT).add("Bob")
     for sync in (worker_a, worker_b):
         async with session_scope(sessions) as session:
             assert len(await sync.ensure_current(session)) == 0
@@ -123,9 +130,9 @@ async def test_two_workers_stay_in_step(sessions: async_sessionmaker[AsyncSessio
 
     # a deletion through B reaches A
     async with session_scope(sessions) as session:
-        face = await FaceRepository(session).get(user.id, face_a)
+        face = await FaceRepository(session, CLEAR).get(user.id, face_a)
         assert face is not None
-        await FaceRepository(session).delete(face)
+        await FaceRepository(session, CLEAR).delete(face)
         await worker_b.face_removed(session, face_a)
     assert len(worker_b.index) == 1
     async with session_scope(sessions) as session:
@@ -137,15 +144,15 @@ async def test_two_workers_stay_in_step(sessions: async_sessionmaker[AsyncSessio
 async def test_rolled_back_change_never_reaches_the_index(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    sync = GallerySync(GalleryIndex("m"))
+    sync = GallerySync(GalleryIndex("m"), CLEAR)
     async with session_scope(sessions) as session:
-        user = await UserRepository(session).add("Ada")
+        user = await UserRepository(session, TENANT).add("Ada")
         await sync.ensure_current(session)
 
     async def enrol_then_fail() -> None:
         async with session_scope(sessions) as session:
             v = unit(1)[0]
-            face = await FaceRepository(session).add(
+            face = await FaceRepository(session, CLEAR).add(
                 user.id,
                 v,
                 model_name="m",
@@ -154,7 +161,7 @@ async def test_rolled_back_change_never_reaches_the_index(
                 image_size=(2, 2),
                 detection_score=1.0,
             )
-            await sync.face_added(session, face.id, user.id, v, "m")
+            await sync.face_added(session, face.id, user.id, v, "m", TENANT)
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
@@ -186,3 +193,20 @@ def test_hnsw_backend_agrees_with_exact_search() -> None:
     for index in (exact, approx):
         index.apply(2, ("remove_face", target, None, None))
         assert all(h.face_id != target for h in index.search(vectors[rows[0]], 5))
+
+
+def test_a_search_sees_only_its_tenant() -> None:
+    tenant_a, tenant_b = uuid.uuid4(), uuid.uuid4()
+    ann, bob = uuid.uuid4(), uuid.uuid4()
+    va, vb = unit(2)
+    index = GalleryIndex("m")
+    index.replace([uuid.uuid4()], [ann], va[None, :], version=1, tenant_ids=[tenant_a])
+    index.apply(2, ("add", uuid.uuid4(), bob, vb, tenant_b))
+    # bob's own photo, searched in tenant A, finds only A's user (never bob)
+    assert [h.user_id for h in index.search(vb, 5, tenant_a)] == [ann]
+    assert [h.user_id for h in index.search(va, 5, tenant_b)] == [bob]
+    assert index.search(va, 5, uuid.uuid4()) == []  # a tenant with no faces
+    assert (index.faces_of(tenant_a), index.faces_of(tenant_b)) == (1, 1)
+    index.apply(3, ("remove_user", bob))
+    assert index.search(vb, 5, tenant_b) == []
+    assert [h.user_id for h in index.search(vb, 5, tenant_a)] == [ann]

@@ -150,7 +150,9 @@ def test_every_parameter_is_described(schema: dict[str, Any]) -> None:
         for parameter in op.get("parameters", []):
             where = f"{method.upper()} {path} {parameter['in']} {parameter['name']}"
             assert parameter.get("description", "").strip(), f"{where}: no description"
-            assert parameter.get("schema", {}).get("type"), f"{where}: untyped"
+            schema_ = parameter.get("schema", {})
+            members = schema_.get("anyOf", [schema_])  # optional: [typed, null]
+            assert all(m.get("type") or m.get("$ref") for m in members), f"{where}: untyped"
 
 
 def test_request_bodies_are_typed_with_examples(schema: dict[str, Any]) -> None:
@@ -238,15 +240,17 @@ def test_errors_are_documented_as_problem_json(schema: dict[str, Any]) -> None:
 def test_api_key_scheme_is_declared_and_required_outside_the_probes(
     schema: dict[str, Any],
 ) -> None:
-    assert schema["components"]["securitySchemes"] == {
-        "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    schemes = schema["components"]["securitySchemes"]
+    assert {k: {f: v for f, v in s.items() if f != "description"} for k, s in schemes.items()} == {
+        "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        "Bearer": {"type": "http", "scheme": "bearer"},
     }
     for path, method, op in operations(schema):
         where = f"{method.upper()} {path}"
         if set(op["tags"]) & PUBLIC_TAGS:
             assert "security" not in op, f"{where}: a probe must not need a key"
         else:
-            assert op.get("security") == [{"ApiKey": []}], f"{where}: no ApiKey security"
+            assert op.get("security") == [{"ApiKey": []}, {"Bearer": []}], f"{where}: no key"
 
 
 def test_every_reference_resolves_and_every_component_is_used(schema: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.registry import ModelRegistry
 from facesvc.settings import Settings
 from facesvc.state import AppState
+from tests.conftest import ADMIN_KEY, DATA_KEY
 
 REAL_MODELS = Path(Settings().models_dir)
 
@@ -149,6 +150,8 @@ def seed_setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, np.n
         detector="seed-ssd",
         embedder="seed-facenet",
         mesh="facemesh",
+        encryption_key=DATA_KEY,
+        bootstrap_api_key=ADMIN_KEY,
     )
     return settings, weights
 
@@ -196,7 +199,9 @@ async def test_seed_graphs_serve_the_http_api(seed_setup: tuple[Settings, np.nda
         await state.models_ready.wait()
         assert state.registry.ready, state.models_error
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://seed") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://seed", headers={"X-API-Key": ADMIN_KEY}
+        ) as client:
             files = {"image": ("square.png", png.tobytes(), "image/png")}
             detected = (await client.post("/v1/detect", files=files)).json()
             assert detected["faces"][0]["box"] == {
@@ -206,7 +211,9 @@ async def test_seed_graphs_serve_the_http_api(seed_setup: tuple[Settings, np.nda
                 "height": 120.0,
             }
             user = (await client.post("/v1/users", json={"name": "square"})).json()
-            enrolled = await client.post(f"/v1/users/{user['id']}/faces", files=files)
+            enrolled = await client.post(
+                f"/v1/users/{user['id']}/faces", files=files, data={"consent": "true"}
+            )
             assert enrolled.status_code == 201, enrolled.text
             assert enrolled.json()["model"] == {"name": "seed-facenet", "version": "seed-1"}
             verified = (await client.post(f"/v1/users/{user['id']}/verify", files=files)).json()

@@ -1,4 +1,4 @@
-"""Dependencies as ``Annotated`` aliases: state, session, services, uploads, API key."""
+"""Dependencies as ``Annotated`` aliases: state, session, caller (API key), services, uploads."""
 
 from __future__ import annotations
 
@@ -6,14 +6,18 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, File, Request, UploadFile
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from facesvc.api.errors import ProblemError
 from facesvc.db.engine import session_scope
+from facesvc.inference.quality import DEFAULT_THRESHOLDS
+from facesvc.security.keys import Caller
 from facesvc.services.analysis import FaceAnalysisService
+from facesvc.services.audit import AuditTrail
 from facesvc.services.enrolment import EnrolmentService
-from facesvc.services.recognition import RecognitionService
+from facesvc.services.keys import ApiKeyService, authenticate
+from facesvc.services.recognition import DecisionPolicy, LockoutPolicy, RecognitionService
 from facesvc.services.users import UserService
 from facesvc.state import AppState
 
@@ -25,8 +29,16 @@ BINARY_FILES: dict[str, Any] = {
     "items": {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
 }
 
-# Declared so Swagger UI and generated clients send it; keys are enforced by a later release.
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey")
+# Two ways to send a key, both declared so Swagger UI and generated clients offer them.
+api_key_header = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key (from POST /v1/keys or `facesvc keys create`)",
+)
+bearer_token = HTTPBearer(
+    auto_error=False, scheme_name="Bearer", description="The same API key as a bearer token"
+)
 
 
 def get_state(request: Request) -> AppState:
@@ -57,6 +69,48 @@ def models_ready(state: StateDep) -> AppState:
     return state
 
 
+async def current_caller(
+    session: SessionDep,
+    header_key: Annotated[str | None, Depends(api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_token)],
+) -> Caller:
+    """The caller a valid key stands for; 401 when the key is missing, unknown or revoked."""
+    presented = header_key or (bearer.credentials if bearer else None)
+    caller = await authenticate(session, presented) if presented else None
+    if caller is None:
+        raise ProblemError(
+            "unauthorized",
+            401,
+            "an API key is required" if not presented else "the API key is not valid",
+            headers={"WWW-Authenticate": 'Bearer realm="facesvc", ApiKey header="X-API-Key"'},
+        )
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]
+
+
+class RequireScope:
+    """A dependency that lets a caller through only with ``scope`` (admin has every scope).
+
+    One instance per scope (below), so FastAPI resolves each once per request."""
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+
+    async def __call__(self, caller: CallerDep) -> Caller:
+        if not caller.allows(self.scope):
+            raise ProblemError("forbidden", 403, f"this API key lacks the {self.scope!r} scope")
+        return caller
+
+
+require_admin = RequireScope("admin")
+require_enrol = RequireScope("enrol")
+require_verify = RequireScope("verify")
+AdminCaller = Annotated[Caller, Depends(require_admin)]
+EnrolCaller = Annotated[Caller, Depends(require_enrol)]
+VerifyCaller = Annotated[Caller, Depends(require_verify)]
+
 ReadyStateDep = Annotated[AppState, Depends(models_ready)]
 ModelsReady = Depends(models_ready)
 
@@ -68,28 +122,63 @@ def get_analysis(state: ReadyStateDep) -> FaceAnalysisService:
 AnalysisDep = Annotated[FaceAnalysisService, Depends(get_analysis)]
 
 
-def get_user_service(session: SessionDep, state: StateDep) -> UserService:
-    return UserService(session, state.gallery)
+def get_user_service(session: SessionDep, state: StateDep, caller: EnrolCaller) -> UserService:
+    return UserService(session, state.gallery, caller)
 
 
 UserServiceDep = Annotated[UserService, Depends(get_user_service)]
 
 
-def get_enrolment(session: SessionDep, state: StateDep) -> EnrolmentService:
+def get_enrolment(session: SessionDep, state: StateDep, caller: EnrolCaller) -> EnrolmentService:
     # Listing and deleting faces needs no model; the enrol route also depends on ModelsReady.
-    return EnrolmentService(session, state.analysis, state.gallery)
+    settings = state.settings
+    return EnrolmentService(
+        session,
+        state.analysis,
+        state.gallery,
+        caller,
+        quality=DEFAULT_THRESHOLDS if settings.enrol_quality_gate else None,
+        keep_crops=settings.store_face_crops,
+    )
 
 
 EnrolmentDep = Annotated[EnrolmentService, Depends(get_enrolment)]
 
 
 def get_recognition(
-    session: SessionDep, analysis: AnalysisDep, state: ReadyStateDep
+    session: SessionDep, analysis: AnalysisDep, state: ReadyStateDep, caller: VerifyCaller
 ) -> RecognitionService:
-    return RecognitionService(session, analysis, state.gallery, state.registry.threshold)
+    settings = state.settings
+    return RecognitionService(
+        session,
+        analysis,
+        state.gallery,
+        DecisionPolicy(state.registry.threshold, state.registry.calibration, settings.identify_far),
+        caller,
+        lockout=LockoutPolicy(
+            settings.lockout_max_failures,
+            settings.lockout_base_delay_s,
+            settings.lockout_max_delay_s,
+        ),
+        reveal_failed_scores=settings.verify_reveal_failed_scores,
+    )
 
 
 RecognitionDep = Annotated[RecognitionService, Depends(get_recognition)]
+
+
+def get_key_service(session: SessionDep, caller: AdminCaller) -> ApiKeyService:
+    return ApiKeyService(session, caller)
+
+
+KeyServiceDep = Annotated[ApiKeyService, Depends(get_key_service)]
+
+
+def get_audit(session: SessionDep, caller: AdminCaller) -> AuditTrail:
+    return AuditTrail(session, caller)
+
+
+AuditDep = Annotated[AuditTrail, Depends(get_audit)]
 
 
 async def read_upload(upload: UploadFile, state: AppState) -> bytes:

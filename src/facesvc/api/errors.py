@@ -25,7 +25,7 @@ from facesvc.inference.images import (
     UnsupportedImageTypeError,
 )
 from facesvc.observability.request_id import REQUEST_ID_HEADER, current_request_id
-from facesvc.services.errors import ServiceError
+from facesvc.services.errors import LockedOutError, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,52 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
         "The user has no enrolled faces",
         "Enrol at least one face before verifying this user.",
     ),
-    "user-not-found": ("User not found", "No user has this id."),
+    "user-not-found": ("User not found", "No user has this id in your tenant."),
+    "unauthorized": (
+        "Missing or invalid API key",
+        "Send a valid key in the X-API-Key header (or Authorization: Bearer <key>). Keys are "
+        "created by an admin with POST /v1/keys or `facesvc keys create`.",
+    ),
+    "forbidden": (
+        "Scope missing",
+        "The key is valid but lacks the scope this operation needs (admin, enrol or verify).",
+    ),
+    "too-many-attempts": (
+        "Too many failed verifications",
+        "This user id failed verification too many times in a row; retry after the "
+        "Retry-After delay, which grows with each further failure. A success resets it.",
+    ),
+    "consent-required": (
+        "Consent not recorded",
+        "Faces are biometric data: enrol only with the person's consent, sent as consent=true.",
+    ),
+    "not-calibrated": (
+        "No score calibration for this model",
+        "A `far` target needs the embedder's score calibration (manifest calibration_file, "
+        "written by `facesvc eval calibrate`); use the default threshold instead.",
+    ),
+    "key-not-found": ("API key not found", "Your tenant has no API key with this id."),
+    "job-not-found": (
+        "Job not found",
+        "Your tenant has no job with this id (enrol jobs are visible only to keys with the "
+        "enrol scope).",
+    ),
+    "job-finished": (
+        "Job already finished",
+        "Only a queued or running job can be cancelled; this one has succeeded or failed.",
+    ),
+    "face-too-small": (
+        "Face too small to enrol",
+        "The face is smaller than the enrolment minimum; use a closer or larger photo.",
+    ),
+    "face-too-blurry": (
+        "Face too blurred to enrol",
+        "The face is not sharp enough (variance of the Laplacian below the minimum).",
+    ),
+    "face-turned-away": (
+        "Face turned too far to enrol",
+        "Enrol a photo where the person looks at the camera (yaw and pitch limits).",
+    ),
     "face-not-found": ("Face not found", "This user has no face with this id."),
     "duplicate-external-id": (
         "external_id already in use",
@@ -217,7 +262,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service(request: Request, exc: ServiceError) -> JSONResponse:
-        return problem_response(request, exc.slug, exc.status, exc.detail, **exc.extensions)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, LockedOutError) else None
+        return problem_response(
+            request, exc.slug, exc.status, exc.detail, headers, **exc.extensions
+        )
 
     @app.exception_handler(ImageError)
     async def _image(request: Request, exc: ImageError) -> JSONResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -183,6 +183,12 @@ class FaceOut(BaseModel):
     image: ImageSize
     detection_score: float = Field(examples=[0.9731])
     model: ModelRef
+    quality: float | None = Field(
+        default=None, description="Enrolment quality 0..1 (null: enrolled before it existed)"
+    )
+    consented_at: datetime | None = Field(
+        default=None, description="When the person's consent was recorded"
+    )
     created_at: datetime
 
 
@@ -201,13 +207,39 @@ class MatchScore(BaseModel):
     threshold: float = Field(description="Similarity at or above which faces match", examples=[0.4])
 
 
-class VerifyResponse(MatchScore):
+class VerifyResponse(BaseModel):
+    """A failed verification looks the same whether the user does not exist, has no faces
+    or is someone else: `match` false and, by default, no score (see
+    FACESVC_VERIFY_REVEAL_FAILED_SCORES)."""
+
+    match: bool = Field(description="similarity >= threshold", examples=[True])
+    similarity: float | None = Field(
+        description="Cosine similarity of the embeddings, -1..1 (null on a failed "
+        "verification unless scores are revealed)",
+        examples=[0.795],
+    )
+    distance: float | None = Field(
+        description="Euclidean distance of the normalised embeddings, 0..2", examples=[0.64]
+    )
+    threshold: float = Field(description="Similarity at or above which faces match", examples=[0.4])
+    probability: float | None = Field(
+        default=None,
+        description="Calibrated probability that it is the same person (logistic fit on LFW "
+        "scores, equal priors); null when not revealed or the model has no calibration",
+        examples=[0.9981],
+    )
+    false_match_rate: float | None = Field(
+        default=None,
+        description="Expected rate at which another person passes at this threshold (from "
+        "the calibration)",
+        examples=[0.0082],
+    )
     user_id: uuid.UUID = Field(examples=["6c7f2e0a-5b1d-4f8e-9a3c-2d4b6e8f0a1c"])
-    face_id: uuid.UUID = Field(
+    face_id: uuid.UUID | None = Field(
         description="The enrolled face that matched best",
         examples=["0b9d1f3e-7a2c-4e6b-8d0f-1a3c5e7b9d2f"],
     )
-    faces_compared: int = Field(description="The user's enrolled faces", examples=[2])
+    faces_compared: int | None = Field(description="The user's enrolled faces", examples=[2])
     box: BoxOut = Field(description="The face used from the query photo (the largest)")
 
 
@@ -217,6 +249,9 @@ class Candidate(BaseModel):
     similarity: float = Field(
         description="Best cosine similarity over the user's faces", examples=[0.795]
     )
+    probability: float | None = Field(
+        default=None, description="Calibrated probability of the same person", examples=[0.99]
+    )
 
 
 class IdentifyResponse(BaseModel):
@@ -225,12 +260,29 @@ class IdentifyResponse(BaseModel):
         "(an unknown person)",
         examples=["6c7f2e0a-5b1d-4f8e-9a3c-2d4b6e8f0a1c"],
     )
-    threshold: float = Field(examples=[0.4])
+    threshold: float = Field(
+        description="The 1:N threshold used: grows with the gallery so that an unknown person "
+        "is matched at most at the target rate (FACESVC_IDENTIFY_FAR or `far`)",
+        examples=[0.61],
+    )
+    gallery_faces: int = Field(description="Faces searched (your tenant's)", examples=[100])
+    false_match_rate: float | None = Field(
+        default=None,
+        description="Expected chance that an unknown person is matched at this threshold and "
+        "gallery size (from the calibration)",
+        examples=[0.01],
+    )
     candidates: list[Candidate] = Field(description="One entry per user, best first")
     box: BoxOut
 
 
 class CompareResponse(MatchScore):
+    probability: float | None = Field(
+        default=None, description="Calibrated probability of the same person", examples=[0.99]
+    )
+    false_match_rate: float | None = Field(
+        default=None, description="Expected false-accept rate at this threshold", examples=[0.008]
+    )
     box_a: BoxOut
     box_b: BoxOut
 
@@ -260,6 +312,12 @@ class ReadyResponse(BaseModel):
     status: str = Field(examples=["ready"])
     database: str = Field(examples=["ok"])
     models: list[ModelStatus]
+    faces_needing_reembed: int = Field(
+        default=0,
+        description="Stored faces embedded by another model (a model change): not matched "
+        "until `facesvc reembed` recomputes them",
+        examples=[0],
+    )
 
 
 class LiveResponse(BaseModel):
@@ -294,3 +352,117 @@ class BulkEnrolResponse(BaseModel):
     enrolled: int
     failed: int
     items: list[BulkEnrolItem]
+
+
+class KeyCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100, examples=["kiosk-lobby"])
+    scopes: list[Literal["admin", "enrol", "verify"]] = Field(
+        min_length=1,
+        max_length=3,
+        description="admin: everything incl. keys and audit; enrol: users and faces; "
+        "verify: verify, identify, compare",
+        examples=[["verify"]],
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _storable(value)
+
+
+class KeyOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    prefix: str = Field(description="The key's first characters, to recognise it")
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(
+        description="The secret key. Shown only in this response: store it now",
+        examples=["fsk_3q2v..."],
+    )
+
+
+class KeyList(BaseModel):
+    items: list[KeyOut]
+
+
+class AuditEventOut(BaseModel):
+    id: uuid.UUID
+    created_at: datetime
+    action: str = Field(examples=["verify"])
+    result: str = Field(examples=["no-match"])
+    actor: str = Field(description="The name of the key that acted", examples=["kiosk-lobby"])
+    key_id: uuid.UUID | None = None
+    user_id: uuid.UUID | None = None
+    similarity: float | None = None
+    request_id: str | None = None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEventOut]
+    total: int
+    limit: int
+    offset: int
+
+
+JobKind = Literal["detect", "enrol"]
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobItemOut(BaseModel):
+    """One photo's outcome: ``detection`` (detect jobs) or ``face`` (enrol jobs) when it
+    succeeded, else ``problem``."""
+
+    index: int = Field(description="Position of the photo in the request", examples=[0])
+    state: Literal["pending", "succeeded", "failed", "cancelled"] = Field(
+        description="cancelled: never processed (the job was cancelled or failed first)",
+        examples=["succeeded"],
+    )
+    detection: DetectResponse | None = Field(
+        default=None, description="Detect jobs: the faces found, as POST /v1/detect answers"
+    )
+    face: FaceOut | None = Field(default=None, description="Enrol jobs: the enrolled face")
+    problem: Problem | None = Field(default=None, description="Why this photo failed")
+
+
+class JobOut(BaseModel):
+    """A job's state and progress, and once it has finished, every photo's outcome."""
+
+    id: uuid.UUID = Field(examples=["3f0c9a5e-2b7d-4c1a-8e6f-9d2b4a6c8e0f"])
+    kind: JobKind = Field(description="detect or enrol", examples=["detect"])
+    state: JobState = Field(
+        description="queued, running, then succeeded (every photo processed; each may still "
+        "have failed on its own), failed (the job stopped: see `error`) or cancelled",
+        examples=["running"],
+    )
+    total: int = Field(description="Photos in the job", examples=[120])
+    done: int = Field(description="Photos processed so far, failed ones included", examples=[48])
+    failed: int = Field(description="Processed photos that failed", examples=[2])
+    percent: float = Field(description="done / total, in percent", examples=[40.0])
+    user_id: uuid.UUID | None = Field(
+        default=None,
+        description="Enrol jobs: the user the faces are added to",
+        examples=["6c7f2e0a-5b1d-4f8e-9a3c-2d4b6e8f0a1c"],
+    )
+    error: str | None = Field(default=None, description="Why a failed job stopped")
+    created_at: datetime
+    started_at: datetime | None = Field(
+        default=None, description="When a worker first took the job"
+    )
+    finished_at: datetime | None = None
+    items: list[JobItemOut] | None = Field(
+        default=None,
+        description="Every photo's outcome in request order, once the job has finished "
+        "(null before, and in listings)",
+    )
+
+
+class JobPage(BaseModel):
+    items: list[JobOut] = Field(description="Newest first, without per-photo outcomes")
+    total: int = Field(description="Jobs in all pages", examples=[1])
+    limit: int = Field(examples=[20])
+    offset: int = Field(examples=[0])

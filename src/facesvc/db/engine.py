@@ -7,6 +7,7 @@ Nothing here runs at import time: the app's lifespan (or a test) calls
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -96,6 +97,35 @@ async def session_scope(
             hook()
 
 
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def erase_deleted_after_commit(session: AsyncSession) -> None:
+    """After this commit, checkpoint and truncate SQLite's WAL so the pre-delete copies of
+    the deleted rows' pages (kept in WAL frames) are gone from disk as well.
+
+    PostgreSQL keeps dead tuples until VACUUM; see README (Security) for erasure there."""
+    bind = session.bind
+    url = bind.engine.url if bind is not None else None
+    if url is None or url.get_backend_name() != "sqlite" or not url.database:
+        return
+    path = url.database
+
+    def checkpoint() -> None:
+        connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+        try:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            connection.close()
+
+    def spawn() -> None:
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(checkpoint))
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+
+    after_commit(session, spawn)
+
+
 def after_commit(session: AsyncSession, hook: Callable[[], None]) -> None:
     """Run ``hook`` after ``session_scope`` commits this session (never on rollback)."""
     session.info.setdefault(AFTER_COMMIT, []).append(hook)
@@ -133,6 +163,9 @@ def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
             # In WAL mode a commit survives a crash of the process (kill -9); only a power
             # loss may undo the last commits.
             cursor.execute("PRAGMA synchronous=NORMAL")
+            # Deleted rows (a person's erased faces) are overwritten with zeros, not left
+            # in free pages; erase_deleted_after_commit() clears them from the WAL too.
+            cursor.execute("PRAGMA secure_delete=ON")
         finally:
             cursor.close()
 

@@ -6,8 +6,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -21,6 +19,7 @@ from sqlalchemy import (
     MetaData,
     String,
     TypeDecorator,
+    UniqueConstraint,
     Uuid,
     func,
 )
@@ -30,8 +29,14 @@ from facesvc.db.codec import decode_embedding, encode_embedding
 
 __all__ = [
     "NAMING_CONVENTION",
+    "ApiKey",
+    "AuditEvent",
     "Base",
     "Face",
+    "Job",
+    "JobItem",
+    "LoginAttempts",
+    "Tenant",
     "UTCDateTime",
     "User",
     "decode_embedding",
@@ -81,12 +86,58 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class User(Base):
-    __tablename__ = "users"
+# The tenant that rows written before tenants existed (migration 0003) belong to.
+DEFAULT_TENANT_ID = uuid.UUID("00000000-0000-4000-8000-000000000000")
+DEFAULT_TENANT_NAME = "default"
+
+
+class Tenant(Base):
+    """Every API key belongs to one tenant; users, faces, searches and audit are scoped to it."""
+
+    __tablename__ = "tenants"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, default=utcnow, server_default=func.now()
+    )
+
+
+class ApiKey(Base):
+    """An API key, stored only as the SHA-256 of the whole key, which is also how a presented
+    key is found. Keys are >= 128 random bits, so a slow password hash would add nothing;
+    ``prefix`` is the start of the key, kept to tell keys apart in listings."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    prefix: Mapped[str] = mapped_column(String(32), nullable=False)
+    secret_sha256: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    scopes: Mapped[str] = mapped_column(String(100), nullable=False)  # space-separated
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, default=utcnow, server_default=func.now()
+    )
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    @property
+    def scope_set(self) -> frozenset[str]:
+        return frozenset(self.scopes.split())
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("tenant_id", "external_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False, index=True
+    )
     name: Mapped[str] = mapped_column(String(200), nullable=False)
-    external_id: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True)
+    external_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     # "metadata" is reserved on declarative classes, hence the trailing underscore.
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
     # Python-side defaults give microsecond order and need no refetch after flush (which
@@ -120,8 +171,11 @@ class Face(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True
     )
-    # float32 little-endian bytes of the L2-normalised vector (see facesvc.db.codec).
+    # float32 little-endian bytes of the L2-normalised vector (see facesvc.db.codec),
+    # AES-GCM encrypted (nonce + ciphertext + tag) under the data key ``key_id``; NULL
+    # key_id: stored in the clear (dev mode only).
     embedding: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     embedding_dim: Mapped[int] = mapped_column(Integer, nullable=False)
     model_name: Mapped[str] = mapped_column(String(100), nullable=False)
     model_version: Mapped[str] = mapped_column(String(100), nullable=False)
@@ -132,16 +186,19 @@ class Face(Base):
     image_width: Mapped[int] = mapped_column(Integer, nullable=False)
     image_height: Mapped[int] = mapped_column(Integer, nullable=False)
     detection_score: Mapped[float] = mapped_column(Float, nullable=False)
+    # Opt-in (FACESVC_STORE_FACE_CROPS): the face's crop as JPEG, encrypted like the
+    # embedding (same key, associated data "<face id>:crop"), so `facesvc reembed` can
+    # recompute the embedding with another model. NULL: not kept.
+    crop: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
+    # Enrolment quality in [0, 1] (facesvc.inference.quality); NULL for faces enrolled before.
+    quality: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # When the person's consent to store this face was recorded (enrolment requires it).
+    consented_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, nullable=False, default=utcnow, server_default=func.now()
     )
 
     user: Mapped[User] = relationship(back_populates="faces", lazy="raise")
-
-    @property
-    def vector(self) -> npt.NDArray[np.float32]:
-        """The stored embedding as a float32 vector."""
-        return decode_embedding(self.embedding)
 
     def __repr__(self) -> str:
         return f"Face(id={self.id!s}, user_id={self.user_id!s}, model={self.model_name!r})"
@@ -158,3 +215,109 @@ class GalleryState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+
+
+class LoginAttempts(Base):
+    """Consecutive failed verifications of one user id within a tenant (lockout).
+
+    Keyed by the id that was tried, not a foreign key: ids of users that do not exist lock
+    the same way, so the answers do not tell which users exist."""
+
+    __tablename__ = "login_attempts"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    subject_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow
+    )
+
+
+class AuditEvent(Base):
+    """Who did what, in which tenant, with what result. Never an image or an embedding.
+
+    No foreign keys: the trail outlives the users and keys it names."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_tenant_id_created_at", "tenant_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    actor: Mapped[str] = mapped_column(String(100), nullable=False)
+    action: Mapped[str] = mapped_column(String(40), nullable=False)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    result: Mapped[str] = mapped_column(String(40), nullable=False)
+    similarity: Mapped[float | None] = mapped_column(Float, nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, default=utcnow, server_default=func.now()
+    )
+
+
+class Job(Base):
+    """Detection or enrolment of many photos, run in the background (facesvc.services.jobs).
+
+    Everything needed to resume after a restart is here and in ``job_items``: who asked
+    (the job acts and is audited as that key), the target user, and the photos themselves.
+    ``runner_id`` and ``heartbeat_at`` are the lease of the worker running it: a running job
+    whose heartbeat is older than the lease was left by a crashed worker and is queued again.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_tenant_id_created_at", "tenant_id", "created_at"),
+        Index("ix_jobs_state_created_at", "state", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+    )
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)  # detect | enrol
+    # queued | running | succeeded | failed | cancelled
+    state: Mapped[str] = mapped_column(String(20), nullable=False, default="queued")
+    # An enrol job's user; deleting the user deletes the job and its pending photos.
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    actor: Mapped[str] = mapped_column(String(100), nullable=False)
+    scopes: Mapped[str] = mapped_column(String(100), nullable=False)  # space-separated
+    request_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    total: Mapped[int] = mapped_column(Integer, nullable=False)
+    done: Mapped[int] = mapped_column(Integer, nullable=False, default=0)  # failed included
+    failed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    runner_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, default=utcnow, server_default=func.now()
+    )
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id!s}, kind={self.kind!r}, state={self.state!r})"
+
+
+class JobItem(Base):
+    """One photo of a job. ``image`` is AES-GCM encrypted under data key ``key_id`` with the
+    item's id as associated data (NULL key_id: dev mode, in the clear), and set to NULL in
+    the transaction that stores the photo's ``result``."""
+
+    __tablename__ = "job_items"
+    __table_args__ = (UniqueConstraint("job_id", "position"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+    )
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    # pending | succeeded | failed | cancelled (never processed)
+    state: Mapped[str] = mapped_column(String(20), nullable=False, default="pending")
+    image: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,7 +29,20 @@ class Hit:
     similarity: float
 
 
+class GalleryChange(NamedTuple):
+    """One committed change: ("add", face id, user id, vector, tenant id),
+    ("remove_face", face id) or ("remove_user", user id)."""
+
+    kind: str
+    key: uuid.UUID
+    user_id: uuid.UUID | None = None
+    vector: np.ndarray | None = None
+    tenant_id: uuid.UUID | None = None
+
+
 class GalleryIndex:
+    """Faces of every tenant in one matrix; each search is restricted to one tenant's rows."""
+
     def __init__(
         self,
         model_name: str,
@@ -45,6 +59,9 @@ class GalleryIndex:
         self._count = 0
         self._face_ids: list[uuid.UUID] = []
         self._user_ids: list[uuid.UUID] = []
+        # each row's tenant as a small integer code, so a search masks other tenants cheaply
+        self._tenant_codes = np.zeros(0, np.int32)
+        self._code_of: dict[uuid.UUID | None, int] = {}
         self._row_of: dict[uuid.UUID, int] = {}
         self.version = -1  # the gallery_state version this index reflects; -1: not loaded
         self.reloads = 0
@@ -64,11 +81,15 @@ class GalleryIndex:
         user_ids: list[uuid.UUID],
         vectors: np.ndarray,
         version: int,
+        tenant_ids: list[uuid.UUID] | None = None,
     ) -> None:
+        """Load every face at once; ``tenant_ids`` None puts them all in one tenant (None)."""
         if vectors.size and vectors.shape[1] != self.dim:
             self.dim = int(vectors.shape[1])
         self._vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         self._count = len(face_ids)
+        tenants = tenant_ids if tenant_ids is not None else [None] * len(face_ids)
+        self._tenant_codes = np.array([self._code(t) for t in tenants], np.int32)
         self._face_ids = list(face_ids)
         self._user_ids = list(user_ids)
         self._row_of = {face_id: row for row, face_id in enumerate(face_ids)}
@@ -78,29 +99,41 @@ class GalleryIndex:
             self.ann.rebuild(self._face_ids, self._vectors[: self._count])
 
     # --- incremental changes, applied after their transaction committed ---------------
-    def apply(
-        self, version: int, change: tuple[str, uuid.UUID, uuid.UUID | None, np.ndarray | None]
-    ) -> None:
+    def _code(self, tenant_id: uuid.UUID | None) -> int:
+        return self._code_of.setdefault(tenant_id, len(self._code_of))
+
+    def apply(self, version: int, change: tuple[object, ...]) -> None:
         """Apply one committed change if it is the next version; otherwise mark stale."""
         if version != self.version + 1:
             log.debug("gallery version %s after %s: will reload", version, self.version)
             self.version = -1
             return
-        kind, key, user_id, vector = change
+        kind, key, user_id, vector, tenant_id = GalleryChange(*change)  # type: ignore[arg-type]
         if kind == "add" and user_id is not None and vector is not None:
-            self._add(key, user_id, vector)
+            self._add(key, user_id, vector, tenant_id)
         elif kind == "remove_face":
             self._remove_rows([self._row_of[key]] if key in self._row_of else [])
         elif kind == "remove_user":
             self._remove_rows([r for r in range(self._count) if self._user_ids[r] == key])
         self.version = version
 
-    def _add(self, face_id: uuid.UUID, user_id: uuid.UUID, vector: np.ndarray) -> None:
+    def _add(
+        self,
+        face_id: uuid.UUID,
+        user_id: uuid.UUID,
+        vector: np.ndarray,
+        tenant_id: uuid.UUID | None = None,
+    ) -> None:
         if self._count == len(self._vectors):  # grow geometrically: amortised O(1) appends
             grown = np.zeros((max(16, 2 * len(self._vectors)), self.dim), np.float32)
             grown[: self._count] = self._vectors[: self._count]
             self._vectors = grown
+        if self._count >= len(self._tenant_codes):
+            codes = np.zeros(max(16, 2 * len(self._tenant_codes)), np.int32)
+            codes[: self._count] = self._tenant_codes[: self._count]
+            self._tenant_codes = codes
         self._vectors[self._count] = vector
+        self._tenant_codes[self._count] = self._code(tenant_id)
         if self.ann is not None:
             self.ann.add(face_id, vector)
         self._face_ids.append(face_id)
@@ -116,6 +149,7 @@ class GalleryIndex:
                 self.ann.remove(removed)
             if row != last:
                 self._vectors[row] = self._vectors[last]
+                self._tenant_codes[row] = self._tenant_codes[last]
                 self._face_ids[row] = self._face_ids[last]
                 self._user_ids[row] = self._user_ids[last]
                 self._row_of[self._face_ids[row]] = row
@@ -127,14 +161,28 @@ class GalleryIndex:
             self.ann.rebuild(self._face_ids, self._vectors[: self._count])
 
     # --- search ------------------------------------------------------------------------
-    def search(self, query: np.ndarray, top_k: int) -> list[Hit]:
-        """The ``top_k`` users by their best face's cosine similarity, best first."""
-        if self._count == 0:
+    def faces_of(self, tenant_id: uuid.UUID | None) -> int:
+        """How many faces one tenant has in the index."""
+        code = self._code_of.get(tenant_id)
+        if code is None:
+            return 0
+        return int(np.count_nonzero(self._tenant_codes[: self._count] == code))
+
+    def search(
+        self, query: np.ndarray, top_k: int, tenant_id: uuid.UUID | None = None
+    ) -> list[Hit]:
+        """The ``top_k`` users of one tenant by their best face's cosine similarity, best
+        first. ``tenant_id`` None searches every row (benchmarks, single-tenant tools); the
+        service always passes the caller's tenant."""
+        code = self._code_of.get(tenant_id) if tenant_id is not None else None
+        if self._count == 0 or (tenant_id is not None and code is None):
             return []
         query = np.asarray(query, np.float32)
         if self.ann is not None and self._count >= self.ann_min_size:
-            return self._search_ann(self.ann, query, top_k)
+            return self._search_ann(self.ann, query, top_k, code)
         scores = self._vectors[: self._count] @ query
+        if code is not None and len(self._code_of) > 1:  # other tenants' rows: never found
+            scores[self._tenant_codes[: self._count] != code] = -np.inf
         pool = min(self._count, max(top_k * 8, 32))
         while True:
             if pool < self._count:
@@ -144,6 +192,8 @@ class GalleryIndex:
                 candidates = np.argsort(-scores)
             best: dict[uuid.UUID, Hit] = {}
             for row in candidates:
+                if not np.isfinite(scores[row]):
+                    break  # sorted: only other tenants' rows are left
                 user = self._user_ids[row]
                 if user not in best:
                     best[user] = Hit(user, self._face_ids[row], float(scores[row]))
@@ -154,12 +204,17 @@ class GalleryIndex:
                 return list(best.values())
             pool = min(self._count, pool * 4)
 
-    def _search_ann(self, ann: HNSWIndex, query: np.ndarray, top_k: int) -> list[Hit]:
-        """ANN proposes faces; each is scored exactly; best face per user."""
+    def _search_ann(
+        self, ann: HNSWIndex, query: np.ndarray, top_k: int, code: int | None
+    ) -> list[Hit]:
+        """ANN proposes faces; each is scored exactly; best face per user of the tenant.
+
+        The proposals are not tenant-aware: a tenant with a small share of a very large
+        gallery may get fewer than ``top_k`` candidates (the exact path has no such limit)."""
         best: dict[uuid.UUID, Hit] = {}
         for face_id in ann.candidates(query, max(top_k * 8, 32)):
             row = self._row_of.get(face_id)
-            if row is None:
+            if row is None or (code is not None and self._tenant_codes[row] != code):
                 continue
             user = self._user_ids[row]
             score = float(self._vectors[row] @ query)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from facesvc.inference.batching import ArrayBatching, BatchPolicy, ListBatching
+from facesvc.inference.calibration import ScoreCalibration
 from facesvc.inference.devices import configure_tensorflow
 from facesvc.inference.geometry import CropPolicy
 from facesvc.inference.manifest import Manifest, ModelSpec, sha256_file
@@ -178,6 +180,12 @@ class ModelRegistry:
                 "manifest: set FACESVC_MATCH_THRESHOLD"
             )
         return self.embedder_spec.threshold
+
+    @functools.cached_property
+    def calibration(self) -> ScoreCalibration | None:
+        """Error rates and match probability of the embedder's scores (manifest
+        ``calibration_file``), None when the manifest names none. Read once."""
+        return self.embedder_spec.load_calibration(self.settings.models_dir)
 
     def _plans(self) -> list[tuple[ModelRunner[Any, Any], Callable[[], Predictor[Any, Any]], Any]]:
         settings = self.settings

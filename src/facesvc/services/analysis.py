@@ -4,11 +4,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from facesvc.inference.pipeline import FacePipeline
-from facesvc.inference.types import Face
-from facesvc.services.errors import MultipleFacesError, NoFaceError
+from facesvc.inference.quality import FaceQuality, QualityThresholds, assess_face
+from facesvc.inference.types import Box, Face
+from facesvc.services.errors import FaceQualityError, MultipleFacesError, NoFaceError
+
+# The crop kept for re-embedding (FACESVC_STORE_FACE_CROPS): the face box widened this much,
+# square, at most this many pixels a side, JPEG. Wide enough for a detector to find the face
+# again and for any crop policy a future embedder may use.
+CROP_SCALE = 1.8
+CROP_MAX_SIDE = 256
+
+
+def face_crop_jpeg(image: np.ndarray, box: Box) -> bytes:
+    """A square crop around ``box`` (padded with black beyond the image), as JPEG bytes."""
+    cx, cy = box.center
+    side = max(box.width, box.height) * CROP_SCALE
+    x0, y0 = round(cx - side / 2), round(cy - side / 2)
+    x1, y1 = x0 + round(side), y0 + round(side)
+    height, width = image.shape[:2]
+    pad = max(0, -x0, -y0, x1 - width, y1 - height)
+    padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT) if pad else image
+    crop = padded[y0 + pad : y1 + pad, x0 + pad : x1 + pad]
+    if crop.shape[0] > CROP_MAX_SIDE:
+        crop = cv2.resize(crop, (CROP_MAX_SIDE, CROP_MAX_SIDE), interpolation=cv2.INTER_AREA)
+    ok, encoded = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    if not ok:
+        raise RuntimeError("could not encode the face crop")
+    return bytes(encoded.tobytes())
 
 
 @dataclass(frozen=True)
@@ -26,6 +52,8 @@ class PrimaryFace:
     height: int
     face: Face
     faces_found: int
+    quality: FaceQuality | None = None
+    crop: bytes | None = None  # JPEG, when asked for (re-embedding)
 
     @property
     def embedding(self) -> np.ndarray:
@@ -51,9 +79,17 @@ class FaceAnalysisService:
         height, width = image.shape[:2]
         return AnalysedImage(width=width, height=height, faces=faces)
 
-    async def primary_face(self, data: bytes, *, strict: bool = False) -> PrimaryFace:
+    async def primary_face(
+        self,
+        data: bytes,
+        *,
+        strict: bool = False,
+        quality: QualityThresholds | None = None,
+        keep_crop: bool = False,
+    ) -> PrimaryFace:
         """The largest face, embedded. ``strict`` (enrolment) refuses a photo whose second
-        face is nearly as large, since we could not tell whose face is meant."""
+        face is nearly as large, since we could not tell whose face is meant; ``quality``
+        refuses a face too small, blurred or turned away (before it is embedded)."""
         image = await self.pipeline.decode(data)
         detections = await self.pipeline.detect(image)
         if not detections:
@@ -68,6 +104,32 @@ class FaceAnalysisService:
                     faces=len(detections),
                 )
         faces = await self.pipeline.landmarks(image, [largest])
+        measured = None
+        if quality is not None:
+            measured = assess_face(image, faces[0].box, faces[0].five_points, quality)
+            problem = quality.problem(measured)
+            if problem is not None:
+                raise FaceQualityError(
+                    problem,
+                    f"{problem.replace('-', ' ')}: {_explain(measured, quality)}",
+                    quality=measured.as_dict(),
+                )
         (face,) = await self.pipeline.embed(image, faces)
         height, width = image.shape[:2]
-        return PrimaryFace(width=width, height=height, face=face, faces_found=len(detections))
+        return PrimaryFace(
+            width=width,
+            height=height,
+            face=face,
+            faces_found=len(detections),
+            quality=measured,
+            crop=face_crop_jpeg(image, face.box) if keep_crop else None,
+        )
+
+
+def _explain(q: FaceQuality, limits: QualityThresholds) -> str:
+    return (
+        f"face {q.face_size_px:.0f} px (min {limits.min_face_size_px:.0f}), sharpness "
+        f"{q.sharpness:.0f} (min {limits.min_sharpness:.0f}), yaw {q.yaw_deg:.0f} deg "
+        f"(max {limits.max_yaw_deg:.0f}), pitch {q.pitch_deg:.0f} deg "
+        f"(max {limits.max_pitch_deg:.0f})"
+    )

@@ -7,32 +7,70 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from facesvc.db.engine import erase_deleted_after_commit
 from facesvc.db.models import Face as FaceRow
 from facesvc.inference.images import ImageError
+from facesvc.inference.quality import DEFAULT_THRESHOLDS, QualityThresholds
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.users import UserRepository
+from facesvc.security.keys import Caller
 from facesvc.services.analysis import FaceAnalysisService, PrimaryFace
-from facesvc.services.errors import FaceNotFoundError, ServiceError, UserNotFoundError
+from facesvc.services.audit import AuditTrail
+from facesvc.services.errors import (
+    ConsentRequiredError,
+    FaceNotFoundError,
+    ServiceError,
+    UserNotFoundError,
+)
 from facesvc.services.gallery import GallerySync
 
 
 class EnrolmentService:
+    """Faces of the caller's tenant's users."""
+
     def __init__(
-        self, session: AsyncSession, analysis: FaceAnalysisService, gallery: GallerySync
+        self,
+        session: AsyncSession,
+        analysis: FaceAnalysisService,
+        gallery: GallerySync,
+        caller: Caller,
+        *,
+        quality: QualityThresholds | None = DEFAULT_THRESHOLDS,
+        keep_crops: bool = False,
     ) -> None:
+        """``quality``: the enrolment gate (None: off); ``keep_crops``: store an encrypted
+        face crop with each face for `facesvc reembed`."""
+        self.quality = quality
+        self.keep_crops = keep_crops
         self.session = session
         self.gallery = gallery
-        self.users = UserRepository(session)
-        self.faces = FaceRepository(session)
+        self.caller = caller
+        self.users = UserRepository(session, caller.tenant_id)
+        self.faces = FaceRepository(session, gallery.cipher)
         self.analysis = analysis
+        self.audit = AuditTrail(session, caller)
 
     async def _require_user(self, user_id: uuid.UUID) -> None:
         if await self.users.get(user_id) is None:
             raise UserNotFoundError(f"no user with id {user_id}")
 
-    async def enrol(self, user_id: uuid.UUID, data: bytes) -> FaceRow:
+    @staticmethod
+    def _require_consent(consent: bool) -> None:
+        if consent is not True:
+            raise ConsentRequiredError(
+                "faces are biometric data: enrol only with the person's recorded consent "
+                "(send consent=true)"
+            )
+
+    async def enrol(self, user_id: uuid.UUID, data: bytes, *, consent: bool) -> FaceRow:
+        self._require_consent(consent)
         await self._require_user(user_id)
-        return await self._store(user_id, await self.analysis.primary_face(data, strict=True))
+        return await self._store(user_id, await self._analyse(data))
+
+    async def _analyse(self, data: bytes) -> PrimaryFace:
+        return await self.analysis.primary_face(
+            data, strict=True, quality=self.quality, keep_crop=self.keep_crops
+        )
 
     async def _store(self, user_id: uuid.UUID, primary: PrimaryFace) -> FaceRow:
         box = primary.face.box
@@ -45,20 +83,30 @@ class EnrolmentService:
             box=(box.x, box.y, box.width, box.height),
             image_size=(primary.width, primary.height),
             detection_score=primary.face.detection.score,
+            quality=primary.quality.score if primary.quality else None,
+            consent=True,
+            crop=primary.crop,
         )
         await self.gallery.face_added(
-            self.session, face.id, user_id, primary.embedding, pipeline.embedding_space
+            self.session,
+            face.id,
+            user_id,
+            primary.embedding,
+            pipeline.embedding_space,
+            self.caller.tenant_id,
         )
+        await self.audit.record("face.enrol", "ok", user_id=user_id)
         return face
 
     async def enrol_many(
-        self, user_id: uuid.UUID, images: list[bytes]
+        self, user_id: uuid.UUID, images: list[bytes], *, consent: bool
     ) -> list[FaceRow | ServiceError | ImageError]:
         """Several photos of one user: analysed concurrently (so the models batch them),
         stored in this one transaction; each photo succeeds or fails on its own."""
+        self._require_consent(consent)
         await self._require_user(user_id)
         analysed = await asyncio.gather(
-            *(self.analysis.primary_face(data, strict=True) for data in images),
+            *(self._analyse(data) for data in images),
             return_exceptions=True,
         )
         results: list[FaceRow | ServiceError | ImageError] = []
@@ -82,3 +130,5 @@ class EnrolmentService:
             raise FaceNotFoundError(f"user {user_id} has no face {face_id}")
         await self.faces.delete(face)
         await self.gallery.face_removed(self.session, face_id)
+        await self.audit.record("face.delete", "ok", user_id=user_id)
+        erase_deleted_after_commit(self.session)

@@ -57,3 +57,41 @@ class NoEnrolledFacesError(ServiceError):
     slug = "no-enrolled-faces"
     status = 409
     title = "The user has no enrolled faces"
+
+
+class KeyNotFoundError(NotFoundError):
+    slug = "key-not-found"
+    title = "API key not found"
+
+
+class ConsentRequiredError(ServiceError):
+    slug = "consent-required"
+    status = 422
+    title = "Consent not recorded"
+
+
+class LockedOutError(ServiceError):
+    slug = "too-many-attempts"
+    status = 429
+    title = "Too many failed verifications"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class FaceQualityError(ServiceError):
+    """The face is usable for matching but not good enough to enrol (slug per reason)."""
+
+    status = 422
+    title = "Face quality too low to enrol"
+
+    def __init__(self, slug: str, detail: str, **extensions: object) -> None:
+        super().__init__(detail, **extensions)
+        self.slug = slug
+
+
+class NotCalibratedError(ServiceError):
+    slug = "not-calibrated"
+    status = 422
+    title = "No score calibration for this model"

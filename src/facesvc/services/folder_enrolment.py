@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from facesvc.db.engine import session_scope
 from facesvc.db.models import Face
 from facesvc.repositories.users import UserRepository
+from facesvc.security.keys import Caller
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.enrolment import EnrolmentService
 from facesvc.services.errors import ServiceError
@@ -43,7 +44,9 @@ async def enrol_folder(
     sessionmaker: async_sessionmaker[AsyncSession],
     analysis: FaceAnalysisService,
     gallery: GallerySync,
+    caller: Caller,
     *,
+    consent: bool,
     concurrency: int = 8,
     progress: Callable[[int], None] | None = None,
 ) -> FolderReport:
@@ -56,15 +59,14 @@ async def enrol_folder(
         async with semaphore:
             data = [await asyncio.to_thread(p.read_bytes) for p in photos]
             async with session_scope(sessionmaker) as session:
-                users = UserRepository(session)
+                users = UserRepository(session, caller.tenant_id)
                 external_id = f"folder:{name}"
                 user = await users.get_by_external_id(external_id)
                 if user is None:
                     user = await users.add(name.replace("_", " "), external_id=external_id)
                     report.users_created += 1
-                outcomes = await EnrolmentService(session, analysis, gallery).enrol_many(
-                    user.id, data
-                )
+                enrolment = EnrolmentService(session, analysis, gallery, caller)
+                outcomes = await enrolment.enrol_many(user.id, data, consent=consent)
             for outcome in outcomes:
                 if isinstance(outcome, Face):
                     report.enrolled += 1

@@ -8,14 +8,16 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from facesvc.db.engine import after_commit
-from facesvc.gallery.index import GalleryIndex
+from facesvc.gallery.index import GalleryChange, GalleryIndex
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.gallery import GalleryStateRepository
+from facesvc.security.crypto import EmbeddingCipher
 
 
 class GallerySync:
-    def __init__(self, index: GalleryIndex) -> None:
+    def __init__(self, index: GalleryIndex, cipher: EmbeddingCipher) -> None:
         self.index = index
+        self.cipher = cipher
 
     async def ensure_current(self, session: AsyncSession) -> GalleryIndex:
         """Reload the index if the database's gallery version moved past it."""
@@ -26,17 +28,14 @@ class GallerySync:
         async with index.lock:
             version = await state.version()
             if version != index.version:
-                face_ids, user_ids, matrix = await FaceRepository(session).all_embeddings(
+                faces = FaceRepository(session, self.cipher)
+                face_ids, user_ids, tenant_ids, matrix = await faces.all_embeddings(
                     index.model_name
                 )
-                index.replace(face_ids, user_ids, matrix, version)
+                index.replace(face_ids, user_ids, matrix, version, tenant_ids)
         return index
 
-    async def _record(
-        self,
-        session: AsyncSession,
-        change: tuple[str, uuid.UUID, uuid.UUID | None, np.ndarray | None],
-    ) -> None:
+    async def _record(self, session: AsyncSession, change: GalleryChange) -> None:
         version = await GalleryStateRepository(session).bump()
         after_commit(session, lambda: self.index.apply(version, change))
 
@@ -47,12 +46,13 @@ class GallerySync:
         user_id: uuid.UUID,
         vector: np.ndarray,
         model_name: str,
+        tenant_id: uuid.UUID,
     ) -> None:
         if model_name == self.index.model_name:
-            await self._record(session, ("add", face_id, user_id, vector))
+            await self._record(session, GalleryChange("add", face_id, user_id, vector, tenant_id))
 
     async def face_removed(self, session: AsyncSession, face_id: uuid.UUID) -> None:
-        await self._record(session, ("remove_face", face_id, None, None))
+        await self._record(session, GalleryChange("remove_face", face_id))
 
     async def user_removed(self, session: AsyncSession, user_id: uuid.UUID) -> None:
-        await self._record(session, ("remove_user", user_id, None, None))
+        await self._record(session, GalleryChange("remove_user", user_id))

@@ -10,16 +10,84 @@ import asyncio
 import math
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from facesvc.db.models import utcnow
+from facesvc.inference.calibration import ScoreCalibration
 from facesvc.inference.types import Box
+from facesvc.repositories.attempts import LoginAttemptRepository
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.users import UserRepository
+from facesvc.security.keys import Caller
 from facesvc.services.analysis import FaceAnalysisService
-from facesvc.services.errors import NoEnrolledFacesError, UserNotFoundError
+from facesvc.services.audit import AuditTrail
+from facesvc.services.errors import LockedOutError, NotCalibratedError
 from facesvc.services.gallery import GallerySync
+
+
+@dataclass(frozen=True)
+class DecisionPolicy:
+    """Thresholds, match probabilities and expected false-match rates, from the embedder's
+    score calibration (``facesvc eval calibrate`` on LFW) when the manifest has one.
+
+    1:1 uses ``threshold`` (manifest or FACESVC_MATCH_THRESHOLD) unless the request asks for a
+    false-accept rate. 1:N against N faces needs a higher threshold for the same risk (any of
+    N impostors may pass): it is the calibrated threshold for ``identify_far`` at the tenant's
+    gallery size, never below the 1:1 one."""
+
+    threshold: float
+    calibration: ScoreCalibration | None = None
+    identify_far: float = 0.01
+
+    def _calibrated(self) -> ScoreCalibration:
+        if self.calibration is None:
+            raise NotCalibratedError(
+                "this embedder has no score calibration in the manifest, so a `far` target "
+                "cannot be turned into a threshold"
+            )
+        return self.calibration
+
+    def one_to_one(self, far: float | None) -> float:
+        return self.threshold if far is None else self._calibrated().threshold_for_far(far)
+
+    def one_to_many(self, gallery_faces: int, far: float | None) -> float:
+        if far is not None:
+            return self._calibrated().identification_threshold(max(1, gallery_faces), far)
+        if self.calibration is None:
+            return self.threshold
+        calibrated = self.calibration.identification_threshold(
+            max(1, gallery_faces), self.identify_far
+        )
+        return max(self.threshold, calibrated)
+
+    def probability(self, similarity: float | None) -> float | None:
+        if similarity is None or self.calibration is None:
+            return None
+        return self.calibration.probability(similarity)
+
+    def false_match_rate(self, threshold: float, gallery_faces: int = 1) -> float | None:
+        if self.calibration is None:
+            return None
+        return self.calibration.expected_false_match_rate(threshold, max(1, gallery_faces))
+
+
+@dataclass(frozen=True)
+class LockoutPolicy:
+    """After ``max_failures`` consecutive failed verifications of one user id, refuse it for
+    ``base_delay_s``, doubling with each further failure up to ``max_delay_s`` (NIST SP
+    800-63B 5.2.2 rate limiting). A successful verification resets the count."""
+
+    max_failures: int = 5
+    base_delay_s: float = 30.0
+    max_delay_s: float = 3600.0
+
+    def delay_after(self, failures: int) -> float | None:
+        if failures < self.max_failures:
+            return None
+        return float(min(self.max_delay_s, self.base_delay_s * 2 ** (failures - self.max_failures)))
 
 
 def distance_from_similarity(similarity: float) -> float:
@@ -28,17 +96,23 @@ def distance_from_similarity(similarity: float) -> float:
 
 @dataclass(frozen=True)
 class Verification:
+    """The outcome of a 1:1 check. On a failed check the score, face and count are None
+    unless scores are revealed: a score on failure lets an attacker hill-climb towards a
+    user's template, and would tell an unknown user from a wrong face."""
+
     user_id: uuid.UUID
     match: bool
-    similarity: float
+    similarity: float | None
     threshold: float
-    face_id: uuid.UUID
-    faces_compared: int
+    face_id: uuid.UUID | None
+    faces_compared: int | None
     box: Box
+    probability: float | None = None
+    false_match_rate: float | None = None
 
     @property
-    def distance(self) -> float:
-        return distance_from_similarity(self.similarity)
+    def distance(self) -> float | None:
+        return None if self.similarity is None else distance_from_similarity(self.similarity)
 
 
 @dataclass(frozen=True)
@@ -47,6 +121,7 @@ class Candidate:
     name: str
     similarity: float
     face_id: uuid.UUID
+    probability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +130,8 @@ class Identification:
     threshold: float
     candidates: list[Candidate]
     box: Box
+    gallery_faces: int = 0
+    false_match_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +141,8 @@ class Comparison:
     threshold: float
     box_a: Box
     box_b: Box
+    probability: float | None = None
+    false_match_rate: float | None = None
 
     @property
     def distance(self) -> float:
@@ -71,50 +150,112 @@ class Comparison:
 
 
 class RecognitionService:
+    """1:1 and 1:N within the caller's tenant."""
+
     def __init__(
         self,
         session: AsyncSession,
         analysis: FaceAnalysisService,
         gallery: GallerySync,
-        threshold: float,
+        decisions: DecisionPolicy,
+        caller: Caller,
+        lockout: LockoutPolicy | None = None,
+        reveal_failed_scores: bool = False,
     ) -> None:
         self.session = session
         self.gallery = gallery
-        self.users = UserRepository(session)
-        self.faces = FaceRepository(session)
+        self.caller = caller
+        self.users = UserRepository(session, caller.tenant_id)
+        self.faces = FaceRepository(session, gallery.cipher)
+        self.attempts = LoginAttemptRepository(session)
+        self.audit = AuditTrail(session, caller)
         self.analysis = analysis
-        self.threshold = threshold
+        self.decisions = decisions
+        self.lockout = lockout or LockoutPolicy()
+        self.reveal_failed_scores = reveal_failed_scores
 
     @property
     def model_name(self) -> str:
         return self.analysis.pipeline.embedding_space
 
-    async def verify(self, user_id: uuid.UUID, data: bytes) -> Verification:
-        if await self.users.get(user_id) is None:
-            raise UserNotFoundError(f"no user with id {user_id}")
-        face_ids, matrix = await self.faces.embeddings_for_user(user_id, self.model_name)
-        if not face_ids:
-            raise NoEnrolledFacesError(
-                f"user {user_id} has no faces enrolled with model {self.model_name!r}"
+    @property
+    def threshold(self) -> float:
+        return self.decisions.threshold
+
+    async def verify(
+        self, user_id: uuid.UUID, data: bytes, far: float | None = None
+    ) -> Verification:
+        """Unknown users, users without faces and wrong faces all fail the same way (same
+        answer, same work: the probe is always embedded), and all count towards the lockout
+        of the id that was tried."""
+        tenant = self.caller.tenant_id
+        tried = await self.attempts.get(tenant, user_id)
+        now = utcnow()
+        if tried is not None and tried.locked_until is not None and tried.locked_until > now:
+            wait = max(1, math.ceil((tried.locked_until - now).total_seconds()))
+            raise LockedOutError(
+                f"too many failed verifications for this user; retry in {wait} s",
+                retry_after=wait,
             )
         probe = await self.analysis.primary_face(data)
-        scores = matrix @ probe.embedding
-        best = int(np.argmax(scores))
-        similarity = float(scores[best])
+        user = await self.users.get(user_id)
+        face_ids: list[uuid.UUID] = []
+        similarity: float | None = None
+        face_id: uuid.UUID | None = None
+        if user is not None:
+            face_ids, matrix = await self.faces.embeddings_for_user(user_id, self.model_name)
+            if face_ids:
+                scores = matrix @ probe.embedding
+                best = int(np.argmax(scores))
+                similarity, face_id = float(scores[best]), face_ids[best]
+        threshold = self.decisions.one_to_one(far)
+        match = similarity is not None and similarity >= threshold
+        if match:
+            if tried is not None:
+                await self.attempts.clear(tenant, user_id)
+        else:
+            failures = await self.attempts.record_failure(tenant, user_id, now)
+            delay = self.lockout.delay_after(failures)
+            if delay is not None:
+                await self.attempts.lock(tenant, user_id, now + timedelta(seconds=delay))
+        result = (
+            "match"
+            if match
+            else "unknown-user"
+            if user is None
+            else "no-enrolled-faces"
+            if not face_ids
+            else "no-match"
+        )
+        await self.audit.record("verify", result, user_id=user_id, similarity=similarity)
+        reveal = match or self.reveal_failed_scores
         return Verification(
             user_id=user_id,
-            match=similarity >= self.threshold,
-            similarity=similarity,
-            threshold=self.threshold,
-            face_id=face_ids[best],
-            faces_compared=len(face_ids),
+            match=match,
+            similarity=similarity if reveal else None,
+            threshold=threshold,
+            face_id=face_id if reveal else None,
+            faces_compared=len(face_ids) if reveal else None,
             box=probe.face.box,
+            probability=self.decisions.probability(similarity) if reveal else None,
+            false_match_rate=self.decisions.false_match_rate(threshold),
         )
 
-    async def identify(self, data: bytes, top_k: int) -> Identification:
+    async def verify_by_name(
+        self, name: str, data: bytes, far: float | None = None
+    ) -> tuple[Verification, str | None]:
+        """Verify against the earliest user with this name. An unknown name is tried as a
+        stable id of its own, so it fails (and locks) exactly like a wrong face."""
+        user = await self.users.get_by_name(name)
+        subject = user.id if user else uuid.uuid5(self.caller.tenant_id, f"name:{name}")
+        return await self.verify(subject, data, far), (user.name if user else None)
+
+    async def identify(self, data: bytes, top_k: int, far: float | None = None) -> Identification:
         probe = await self.analysis.primary_face(data)
         index = await self.gallery.ensure_current(self.session)
-        hits = index.search(probe.embedding, top_k)
+        hits = index.search(probe.embedding, top_k, self.caller.tenant_id)
+        gallery_faces = index.faces_of(self.caller.tenant_id)
+        threshold = self.decisions.one_to_many(gallery_faces, far)
         names = await self.faces.names_for(hit.user_id for hit in hits)
         candidates = [
             Candidate(
@@ -122,28 +263,41 @@ class RecognitionService:
                 name=names.get(hit.user_id, ""),
                 similarity=hit.similarity,
                 face_id=hit.face_id,
+                probability=self.decisions.probability(hit.similarity),
             )
             for hit in hits
             if hit.user_id in names  # deleted by a transaction the index has not seen yet
         ]
         match = (
-            candidates[0].user_id
-            if candidates and candidates[0].similarity >= self.threshold
-            else None
+            candidates[0].user_id if candidates and candidates[0].similarity >= threshold else None
+        )
+        await self.audit.record(
+            "identify",
+            "match" if match else "unknown",
+            user_id=match,
+            similarity=candidates[0].similarity if candidates else None,
         )
         return Identification(
-            match=match, threshold=self.threshold, candidates=candidates, box=probe.face.box
+            match=match,
+            threshold=threshold,
+            candidates=candidates,
+            box=probe.face.box,
+            gallery_faces=gallery_faces,
+            false_match_rate=self.decisions.false_match_rate(threshold, gallery_faces),
         )
 
-    async def compare(self, data_a: bytes, data_b: bytes) -> Comparison:
+    async def compare(self, data_a: bytes, data_b: bytes, far: float | None = None) -> Comparison:
         a, b = await asyncio.gather(
             self.analysis.primary_face(data_a), self.analysis.primary_face(data_b)
         )
         similarity = float(a.embedding @ b.embedding)
+        threshold = self.decisions.one_to_one(far)
         return Comparison(
-            match=similarity >= self.threshold,
+            match=similarity >= threshold,
             similarity=similarity,
-            threshold=self.threshold,
+            threshold=threshold,
             box_a=a.face.box,
             box_b=b.face.box,
+            probability=self.decisions.probability(similarity),
+            false_match_rate=self.decisions.false_match_rate(threshold),
         )

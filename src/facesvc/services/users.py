@@ -7,28 +7,38 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from facesvc.db.engine import erase_deleted_after_commit
 from facesvc.db.models import User
 from facesvc.repositories import errors as repo_errors
+from facesvc.repositories.attempts import LoginAttemptRepository
 from facesvc.repositories.users import UserRepository
+from facesvc.security.keys import Caller
+from facesvc.services.audit import AuditTrail
 from facesvc.services.errors import DuplicateExternalIdError, UserNotFoundError
 from facesvc.services.gallery import GallerySync
 
 
 class UserService:
-    def __init__(self, session: AsyncSession, gallery: GallerySync) -> None:
+    """Users of the caller's tenant."""
+
+    def __init__(self, session: AsyncSession, gallery: GallerySync, caller: Caller) -> None:
         self.session = session
-        self.users = UserRepository(session)
+        self.caller = caller
+        self.users = UserRepository(session, caller.tenant_id)
         self.gallery = gallery
+        self.audit = AuditTrail(session, caller)
 
     async def create(
         self, name: str, external_id: str | None = None, metadata: dict[str, Any] | None = None
     ) -> User:
         try:
-            return await self.users.add(name, external_id=external_id, metadata=metadata)
+            user = await self.users.add(name, external_id=external_id, metadata=metadata)
         except repo_errors.DuplicateExternalIdError as exc:
             raise DuplicateExternalIdError(
                 f"a user with external_id {external_id!r} already exists"
             ) from exc
+        await self.audit.record("user.create", "ok", user_id=user.id)
+        return user
 
     async def get(self, user_id: uuid.UUID) -> User:
         user = await self.users.get(user_id)
@@ -46,5 +56,9 @@ class UserService:
         return await self.users.list_page(limit, offset)
 
     async def delete(self, user_id: uuid.UUID) -> None:
+        """Erase the user: every face (the database cascades) and their lockout counter."""
         await self.users.delete(await self.get(user_id))
+        await LoginAttemptRepository(self.session).clear(self.caller.tenant_id, user_id)
         await self.gallery.user_removed(self.session, user_id)
+        await self.audit.record("user.delete", "ok", user_id=user_id)
+        erase_deleted_after_commit(self.session)

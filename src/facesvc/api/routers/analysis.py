@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from facesvc.api.deps import AnalysisDep, ImageBytes, api_key_header
+from facesvc.api.deps import AnalysisDep, ImageBytes, current_caller
 from facesvc.api.errors import problem_responses
 from facesvc.api.schemas import (
     DetectedFace,
@@ -21,7 +21,12 @@ from facesvc.api.schemas import (
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.annotation import AnnotatedImage, FaceAnnotationService
 
-router = APIRouter(prefix="/v1", tags=["analysis"], dependencies=[Depends(api_key_header)])
+router = APIRouter(
+    prefix="/v1",
+    tags=["analysis"],
+    dependencies=[Depends(current_caller)],
+    responses=problem_responses(401, 403),
+)
 IMAGE_ERRORS = problem_responses(400, 413, 415, 422, 503)
 
 ANNOTATE_DESCRIPTION = (

@@ -40,7 +40,12 @@ async def readyz(state: StateDep) -> ReadyResponse:
         )
     if not await ping(state.engine):
         raise ProblemError("not-ready", 503, "the database is not reachable")
-    return ReadyResponse(status="ready", database="ok", models=models)
+    return ReadyResponse(
+        status="ready",
+        database="ok",
+        models=models,
+        faces_needing_reembed=sum(state.stale_faces.values()),
+    )
 
 
 @router.get(

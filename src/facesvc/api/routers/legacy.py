@@ -17,7 +17,7 @@ from facesvc.api.deps import (
     ModelsReady,
     RecognitionDep,
     UserServiceDep,
-    api_key_header,
+    current_caller,
 )
 from facesvc.api.errors import problem_responses
 from facesvc.api.routers.analysis import detect, landmarks
@@ -28,9 +28,13 @@ from facesvc.api.schemas import (
     LegacyLoginResponse,
     LegacyRegisterResponse,
 )
-from facesvc.services.errors import UserNotFoundError
 
-router = APIRouter(tags=["legacy"], deprecated=True, dependencies=[Depends(api_key_header)])
+router = APIRouter(
+    tags=["legacy"],
+    deprecated=True,
+    dependencies=[Depends(current_caller)],
+    responses=problem_responses(401, 403),
+)
 ERRORS = problem_responses(400, 404, 409, 413, 415, 422, 503)
 LegacyName = Annotated[
     str,
@@ -76,10 +80,20 @@ async def face_landmark(image: ImageBytes, analysis: AnalysisDep) -> LandmarksRe
     dependencies=[ModelsReady],
 )
 async def face_register(
-    name: LegacyName, image: ImageBytes, users: UserServiceDep, enrolment: EnrolmentDep
+    name: LegacyName,
+    image: ImageBytes,
+    users: UserServiceDep,
+    enrolment: EnrolmentDep,
+    consent: Annotated[
+        bool,
+        Form(
+            description="The person consented to storing this face; must be true",
+            examples=[True],
+        ),
+    ],
 ) -> LegacyRegisterResponse:
     user = await users.by_name(name) or await users.create(name)
-    face = await enrolment.enrol(user.id, image)
+    face = await enrolment.enrol(user.id, image, consent=consent)
     return LegacyRegisterResponse(
         user_id=user.id,
         name=user.name,
@@ -96,7 +110,6 @@ async def face_register(
 )
 async def face_login(
     image: ImageBytes,
-    users: UserServiceDep,
     recognition: RecognitionDep,
     name: Annotated[
         str | None,
@@ -108,15 +121,12 @@ async def face_login(
     ] = None,
 ) -> LegacyLoginResponse:
     if name:
-        user = await users.by_name(name)
-        if user is None:
-            raise UserNotFoundError(f"no user named {name!r}")
-        verified = await recognition.verify(user.id, image)
+        verified, found_name = await recognition.verify_by_name(name, image)
         return LegacyLoginResponse(
             match=verified.match,
-            user_id=user.id,
-            name=user.name,
-            similarity=round(verified.similarity, 6),
+            user_id=verified.user_id if verified.match else None,
+            name=found_name if verified.match else None,
+            similarity=None if verified.similarity is None else round(verified.similarity, 6),
             threshold=verified.threshold,
         )
     found = await recognition.identify(image, top_k=1)

@@ -12,34 +12,61 @@ from facesvc.api.deps import (
     ImageBytes,
     RecognitionDep,
     StateDep,
-    api_key_header,
     read_upload,
+    require_verify,
 )
 from facesvc.api.errors import problem_responses
 from facesvc.api.schemas import BoxOut, Candidate, CompareResponse, IdentifyResponse, VerifyResponse
 
-router = APIRouter(prefix="/v1", tags=["recognition"], dependencies=[Depends(api_key_header)])
+Far = Annotated[
+    float | None,
+    Query(
+        gt=0.0,
+        le=0.5,
+        description="Target false-accept rate (e.g. 0.0001); sets the threshold from the "
+        "model's score calibration. Default: the calibrated threshold (1:1) or "
+        "FACESVC_IDENTIFY_FAR at your gallery's size (1:N)",
+        examples=[0.0001],
+    ),
+]
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["recognition"],
+    dependencies=[Depends(require_verify)],
+    responses=problem_responses(401, 403),
+)
 
 
 @router.post(
     "/users/{user_id}/verify",
     operation_id="verify_user",
     summary="1:1 login: is the largest face in the photo this user?",
-    responses=problem_responses(400, 404, 409, 413, 415, 422, 503),
+    responses=problem_responses(400, 413, 415, 422, 429, 503),
 )
 async def verify_user(
     user_id: Annotated[uuid.UUID, Path(description="The user to verify against")],
     image: ImageBytes,
     recognition: RecognitionDep,
+    far: Far = None,
 ) -> VerifyResponse:
     """Compares the photo's largest face with every face enrolled for the user and keeps the
-    best: `match` is `similarity >= threshold`. 409 `no-enrolled-faces` when there is none."""
-    result = await recognition.verify(user_id, image)
+    best: `match` is `similarity >= threshold`. An unknown user, a user without faces and a
+    wrong face give the same answer (`match: false`). After 5 failures in a row for one user
+    id: 429 `too-many-attempts` with `Retry-After`, growing with each further failure."""
+    result = await recognition.verify(user_id, image, far)
     return VerifyResponse(
         match=result.match,
-        similarity=round(result.similarity, 6),
-        distance=round(result.distance, 6),
+        similarity=None if result.similarity is None else round(result.similarity, 6),
+        distance=None if result.distance is None else round(result.distance, 6),
         threshold=result.threshold,
+        probability=_rounded(result.probability),
+        false_match_rate=result.false_match_rate,
         user_id=result.user_id,
         face_id=result.face_id,
         faces_compared=result.faces_compared,
@@ -57,15 +84,23 @@ async def identify_face(
     image: ImageBytes,
     recognition: RecognitionDep,
     top_k: Annotated[int, Query(ge=1, le=100, description="Candidates to return")] = 5,
+    far: Far = None,
 ) -> IdentifyResponse:
     """Searches every enrolled user: `match` is the best user's id when their similarity
     clears the threshold, else `null` (an unknown person); `candidates` are best first."""
-    result = await recognition.identify(image, top_k)
+    result = await recognition.identify(image, top_k, far)
     return IdentifyResponse(
         match=result.match,
         threshold=result.threshold,
+        gallery_faces=result.gallery_faces,
+        false_match_rate=result.false_match_rate,
         candidates=[
-            Candidate(user_id=c.user_id, name=c.name, similarity=round(c.similarity, 6))
+            Candidate(
+                user_id=c.user_id,
+                name=c.name,
+                similarity=round(c.similarity, 6),
+                probability=_rounded(c.probability),
+            )
             for c in result.candidates
         ],
         box=BoxOut.of(result.box),
@@ -83,15 +118,18 @@ async def compare_faces(
     recognition: RecognitionDep,
     image_a: Annotated[UploadFile, File(description="First photo", json_schema_extra=BINARY_FILE)],
     image_b: Annotated[UploadFile, File(description="Second photo", json_schema_extra=BINARY_FILE)],
+    far: Far = None,
 ) -> CompareResponse:
     data_a = await read_upload(image_a, state)
     data_b = await read_upload(image_b, state)
-    result = await recognition.compare(data_a, data_b)
+    result = await recognition.compare(data_a, data_b, far)
     return CompareResponse(
         match=result.match,
         similarity=round(result.similarity, 6),
         distance=round(result.distance, 6),
         threshold=result.threshold,
+        probability=_rounded(result.probability),
+        false_match_rate=result.false_match_rate,
         box_a=BoxOut.of(result.box_a),
         box_b=BoxOut.of(result.box_b),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, File, Path, Query, Response, UploadFile, status
+from fastapi import APIRouter, Body, Depends, File, Form, Path, Query, Response, UploadFile, status
 
 from facesvc.api.deps import (
     BINARY_FILES,
@@ -14,8 +14,8 @@ from facesvc.api.deps import (
     ModelsReady,
     StateDep,
     UserServiceDep,
-    api_key_header,
     read_upload,
+    require_enrol,
 )
 from facesvc.api.errors import ProblemError, problem_of, problem_responses
 from facesvc.api.schemas import (
@@ -32,7 +32,12 @@ from facesvc.api.schemas import (
 )
 from facesvc.db.models import Face, User
 
-router = APIRouter(prefix="/v1/users", tags=["users"], dependencies=[Depends(api_key_header)])
+router = APIRouter(
+    prefix="/v1/users",
+    tags=["users"],
+    dependencies=[Depends(require_enrol)],
+    responses=problem_responses(401, 403),
+)
 
 UserId = Annotated[uuid.UUID, Path(description="The user's id (from create_user)")]
 MAX_BULK_IMAGES = 32
@@ -49,6 +54,14 @@ NEW_USER_EXAMPLES = {
     },
 }
 NewUser = Annotated[UserCreate, Body(openapi_examples=NEW_USER_EXAMPLES)]
+Consent = Annotated[
+    bool,
+    Form(
+        description="The person consented to storing this face (biometric data, GDPR art. 9);"
+        " must be true",
+        examples=[True],
+    ),
+]
 
 
 def _user_out(user: User, face_count: int) -> UserOut:
@@ -70,6 +83,8 @@ def _face_out(face: Face) -> FaceOut:
         image=ImageSize(width=face.image_width, height=face.image_height),
         detection_score=face.detection_score,
         model=ModelRef(name=face.model_name, version=face.model_version),
+        quality=face.quality,
+        consented_at=face.consented_at,
         created_at=face.created_at,
     )
 
@@ -134,11 +149,14 @@ async def delete_user(user_id: UserId, users: UserServiceDep) -> Response:
     responses=problem_responses(400, 404, 413, 415, 422, 503),
     dependencies=[ModelsReady],
 )
-async def enrol_face(user_id: UserId, image: ImageBytes, enrolment: EnrolmentDep) -> FaceOut:
+async def enrol_face(
+    user_id: UserId, image: ImageBytes, consent: Consent, enrolment: EnrolmentDep
+) -> FaceOut:
     """The photo's largest face is embedded and added to the user's gallery entry at once
     (identify and verify see it in the next request). Refused with 422 `no-face`, or
-    `multiple-faces` when a second face is nearly as large as the first."""
-    return _face_out(await enrolment.enrol(user_id, image))
+    `multiple-faces` when a second face is nearly as large as the first, or
+    `consent-required` unless `consent` is true."""
+    return _face_out(await enrolment.enrol(user_id, image, consent=consent))
 
 
 @router.get(
@@ -180,13 +198,14 @@ async def enrol_faces_bulk(
         list[UploadFile],
         File(description="1 to 32 photos (field `images`)", json_schema_extra=BINARY_FILES),
     ],
+    consent: Consent,
 ) -> BulkEnrolResponse:
     if not 1 <= len(images) <= MAX_BULK_IMAGES:
         raise ProblemError(
             "validation-error", 422, f"send 1 to {MAX_BULK_IMAGES} images, not {len(images)}"
         )
     data = [await read_upload(upload, state) for upload in images]
-    outcomes = await enrolment.enrol_many(user_id, data)
+    outcomes = await enrolment.enrol_many(user_id, data, consent=consent)
     items = [
         BulkEnrolItem(index=i, face=_face_out(o))
         if isinstance(o, Face)

@@ -305,7 +305,9 @@
         userId = (await call("POST", "v1/users", { name })).id;
         created = true;
       }
-      await call("POST", `v1/users/${userId}/faces`, photoForm());
+      const form = photoForm();
+      form.append("consent", "true"); // the form's required checkbox was ticked
+      await call("POST", `v1/users/${userId}/faces`, form);
       state.enrolled.set(name, userId);
       const user = await call("GET", `v1/users/${userId}`);
       const photos = `${user.face_count} photo${user.face_count > 1 ? "s" : ""}`;

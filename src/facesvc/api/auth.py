@@ -1,0 +1,59 @@
+"""Keys for the routes outside the API routers: /docs, /redoc, /openapi.json, /metrics.
+
+They are open by default (FACESVC_DOCS_PUBLIC, FACESVC_METRICS_PUBLIC); when closed, an
+admin key is needed, checked here by an HTTP middleware because FastAPI serves the schema
+and the docs without dependencies. /livez and /readyz are always open (probes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+
+from facesvc.api.errors import problem_response
+from facesvc.db.engine import session_scope
+from facesvc.services.keys import authenticate
+from facesvc.settings import Settings
+
+DOC_PATHS = frozenset({"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
+METRICS_PATHS = frozenset({"/metrics"})
+
+
+def _presented_key(request: Request) -> str | None:
+    key = request.headers.get("x-api-key")
+    if key:
+        return key
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def install_private_paths(app: FastAPI, settings: Settings) -> None:
+    private = (frozenset() if settings.docs_public else DOC_PATHS) | (
+        frozenset() if settings.metrics_public else METRICS_PATHS
+    )
+    if not private:
+        return
+
+    @app.middleware("http")
+    async def _admin_only(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if request.url.path not in private:
+            return await call_next(request)
+        key = _presented_key(request)
+        caller = None
+        if key:
+            async with session_scope(request.app.state.facesvc.sessionmaker) as session:
+                caller = await authenticate(session, key)
+        if caller is None:
+            return problem_response(
+                request,
+                "unauthorized",
+                401,
+                "this path needs an admin API key (FACESVC_DOCS_PUBLIC / METRICS_PUBLIC)",
+                {"WWW-Authenticate": 'Bearer realm="facesvc", ApiKey header="X-API-Key"'},
+            )
+        if not caller.allows("admin"):
+            return problem_response(request, "forbidden", 403, "this path needs the admin scope")
+        return await call_next(request)

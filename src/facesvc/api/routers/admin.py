@@ -1,0 +1,135 @@
+"""API keys and the audit trail of the caller's tenant (admin scope)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import Enum
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Path, Query, status
+
+from facesvc.api.deps import AuditDep, KeyServiceDep, require_admin
+from facesvc.api.errors import problem_responses
+from facesvc.api.schemas import (
+    AuditEventOut,
+    AuditPage,
+    KeyCreate,
+    KeyCreated,
+    KeyList,
+    KeyOut,
+)
+from facesvc.db.models import ApiKey
+from facesvc.services.audit import ACTIONS
+
+AuditAction = Enum("AuditAction", {a.replace(".", "_"): a for a in ACTIONS}, type=str)  # type: ignore[misc]
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses=problem_responses(401, 403),
+)
+
+
+def _key_out(key: ApiKey) -> KeyOut:
+    return KeyOut(
+        id=key.id,
+        name=key.name,
+        prefix=key.prefix,
+        scopes=sorted(key.scope_set),
+        created_at=key.created_at,
+        revoked_at=key.revoked_at,
+    )
+
+
+@router.post(
+    "/keys",
+    status_code=status.HTTP_201_CREATED,
+    operation_id="create_key",
+    summary="Create an API key in your tenant (the secret is shown once)",
+    responses=problem_responses(422),
+)
+async def create_key(
+    body: Annotated[
+        KeyCreate,
+        Body(
+            openapi_examples={
+                "kiosk": {
+                    "summary": "A verify-only key for a door kiosk",
+                    "value": {"name": "kiosk-lobby", "scopes": ["verify"]},
+                },
+                "enrolment": {
+                    "summary": "A key for the enrolment desk",
+                    "value": {"name": "hr-desk", "scopes": ["enrol", "verify"]},
+                },
+            }
+        ),
+    ],
+    keys: KeyServiceDep,
+) -> KeyCreated:
+    row, secret = await keys.create(body.name, list(body.scopes))
+    return KeyCreated(**_key_out(row).model_dump(), key=secret)
+
+
+@router.get("/keys", operation_id="list_keys", summary="Your tenant's API keys (no secrets)")
+async def list_keys(keys: KeyServiceDep) -> KeyList:
+    return KeyList(items=[_key_out(k) for k in await keys.list()])
+
+
+@router.delete(
+    "/keys/{key_id}",
+    operation_id="revoke_key",
+    summary="Revoke an API key (it stops working at once)",
+    responses=problem_responses(404, 422),
+)
+async def revoke_key(
+    key_id: Annotated[uuid.UUID, Path(description="The key's id")], keys: KeyServiceDep
+) -> KeyOut:
+    return _key_out(await keys.revoke(key_id))
+
+
+@router.get(
+    "/audit",
+    operation_id="list_audit_events",
+    summary="Audit trail of your tenant, newest first",
+    responses=problem_responses(422),
+)
+async def list_audit_events(
+    audit: AuditDep,
+    limit: Annotated[int, Query(ge=1, le=500, description="Events per page")] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000, description="Events to skip")] = 0,
+    action: Annotated[AuditAction | None, Query(description="Only this action")] = None,
+    user_id: Annotated[uuid.UUID | None, Query(description="Only events about this user")] = None,
+    since: Annotated[
+        datetime | None, Query(description="Only events at or after this time")
+    ] = None,
+) -> AuditPage:
+    if since is not None and since.tzinfo is None:
+        since = since.astimezone()  # a naive time is the server's local time
+    rows, total = await audit.page(
+        limit=limit,
+        offset=offset,
+        action=None if action is None else action.value,
+        user_id=user_id,
+        since=since,
+    )
+    return AuditPage(
+        items=[
+            AuditEventOut(
+                id=e.id,
+                created_at=e.created_at,
+                action=e.action,
+                result=e.result,
+                actor=e.actor,
+                key_id=e.key_id,
+                user_id=e.user_id,
+                similarity=e.similarity,
+                request_id=e.request_id,
+            )
+            for e in rows
+        ],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )

@@ -1,0 +1,224 @@
+"""Async jobs: detection or enrolment of many photos, run in the background."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Response, UploadFile, status
+
+from facesvc.api.deps import (
+    BINARY_FILES,
+    CallerDep,
+    SessionDep,
+    StateDep,
+    current_caller,
+    read_upload,
+    require_enrol,
+)
+from facesvc.api.errors import Problem, ProblemError, problem_of, problem_responses
+from facesvc.api.routers.users import Consent
+from facesvc.api.routers.users import _face_out as face_out
+from facesvc.api.schemas import (
+    DetectedFace,
+    DetectResponse,
+    FaceOut,
+    ImageSize,
+    JobItemOut,
+    JobOut,
+    JobPage,
+)
+from facesvc.db.models import Face, Job, JobItem
+from facesvc.inference.images import ImageError
+from facesvc.services.analysis import AnalysedImage
+from facesvc.services.errors import ServiceError
+from facesvc.services.jobs import FINAL_STATES, MAX_JOB_IMAGES, JobService
+
+router = APIRouter(
+    prefix="/v1/jobs",
+    tags=["jobs"],
+    dependencies=[Depends(current_caller)],
+    responses=problem_responses(401, 403),
+)
+
+JobId = Annotated[
+    uuid.UUID, Path(description="The job's id (from create_detect_job or create_enrol_job)")
+]
+Images = Annotated[
+    list[UploadFile],
+    File(
+        description=f"1 to {MAX_JOB_IMAGES} photos (field `images`), each at most "
+        "FACESVC_MAX_UPLOAD_BYTES; the whole request at most FACESVC_MAX_REQUEST_BYTES",
+        json_schema_extra=BINARY_FILES,
+    ),
+]
+EnrolUserId = Annotated[
+    uuid.UUID,
+    Form(
+        description="The user (of your tenant) the faces are added to, from create_user",
+        examples=["6c7f2e0a-5b1d-4f8e-9a3c-2d4b6e8f0a1c"],
+    ),
+]
+ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {
+        "description": "Accepted and queued: follow Location (GET /v1/jobs/{id}) for progress",
+        "headers": {
+            "Location": {"description": "The job's URL", "schema": {"type": "string"}},
+        },
+    }
+}
+
+
+class ApiJobResults:
+    """Photos' outcomes stored as the JSON this API answers (read back by ``_item_out``)."""
+
+    def detected(self, image: AnalysedImage) -> dict[str, Any]:
+        return DetectResponse(
+            image=ImageSize(width=image.width, height=image.height),
+            faces=[DetectedFace(**DetectedFace.fields_of(f)) for f in image.faces],
+        ).model_dump(mode="json")
+
+    def enrolled(self, face: Face) -> dict[str, Any]:
+        return face_out(face).model_dump(mode="json")
+
+    def failed(self, error: ServiceError | ImageError) -> dict[str, Any]:
+        return problem_of(error).model_dump(mode="json", exclude_none=True)
+
+
+JOB_RESULTS = ApiJobResults()
+
+
+def get_jobs(session: SessionDep, state: StateDep, caller: CallerDep) -> JobService:
+    runner = state.job_runner
+    return JobService(session, state.cipher, caller, on_created=runner.wake if runner else None)
+
+
+JobServiceDep = Annotated[JobService, Depends(get_jobs)]
+
+
+def models_not_failed(state: StateDep) -> None:
+    """Jobs are accepted while the models load (they wait), not when loading failed."""
+    if state.models_error:
+        raise ProblemError("not-ready", 503, f"start-up failed: {state.models_error}")
+
+
+async def read_images(state: StateDep, images: Images) -> list[bytes]:
+    if not 1 <= len(images) <= MAX_JOB_IMAGES:
+        raise ProblemError(
+            "validation-error", 422, f"send 1 to {MAX_JOB_IMAGES} images, not {len(images)}"
+        )
+    return [await read_upload(upload, state) for upload in images]
+
+
+ImagesBytes = Annotated[list[bytes], Depends(read_images)]
+
+
+def _item_out(kind: str, item: JobItem) -> JobItemOut:
+    out = JobItemOut(index=item.position, state=item.state)
+    if item.state == "failed" and item.result is not None:
+        out.problem = Problem.model_validate(item.result)
+    elif item.state == "succeeded" and item.result is not None:
+        if kind == "detect":
+            out.detection = DetectResponse.model_validate(item.result)
+        else:
+            out.face = FaceOut.model_validate(item.result)
+    return out
+
+
+def _job_out(job: Job, items: list[JobItem] | None = None) -> JobOut:
+    return JobOut(
+        id=job.id,
+        kind=job.kind,
+        state=job.state,
+        total=job.total,
+        done=job.done,
+        failed=job.failed,
+        percent=round(100.0 * job.done / job.total, 1) if job.total else 100.0,
+        user_id=job.user_id,
+        error=job.error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        items=None if items is None else [_item_out(job.kind, item) for item in items],
+    )
+
+
+def _accepted(job: Job, response: Response) -> JobOut:
+    response.headers["Location"] = f"{router.prefix}/{job.id}"
+    return _job_out(job)
+
+
+@router.post(
+    "/detect",
+    status_code=status.HTTP_202_ACCEPTED,
+    operation_id="create_detect_job",
+    summary="Detect the faces in up to 500 photos, in the background",
+    responses={**ACCEPTED, **problem_responses(413, 422, 503)},
+    dependencies=[Depends(models_not_failed)],
+)
+async def create_detect_job(images: ImagesBytes, jobs: JobServiceDep, response: Response) -> JobOut:
+    """Answers 202 at once with the queued job; GET its `Location` until `state` is final.
+    Each photo's faces (as POST /v1/detect answers), or its problem, are in `items` then.
+    Any valid key."""
+    return _accepted(await jobs.create_detect(images), response)
+
+
+@router.post(
+    "/enrol",
+    status_code=status.HTTP_202_ACCEPTED,
+    operation_id="create_enrol_job",
+    summary="Enrol up to 500 photos of one user, in the background",
+    responses={**ACCEPTED, **problem_responses(404, 413, 422, 503)},
+    dependencies=[Depends(require_enrol), Depends(models_not_failed)],
+)
+async def create_enrol_job(
+    images: ImagesBytes,
+    user_id: EnrolUserId,
+    consent: Consent,
+    jobs: JobServiceDep,
+    response: Response,
+) -> JobOut:
+    """Each photo is enrolled as POST /v1/users/{id}/faces would (one clear face, audited as
+    your key) and succeeds or fails on its own. 404 `user-not-found` for an unknown user,
+    422 `consent-required` unless `consent` is true. Needs the enrol scope."""
+    return _accepted(await jobs.create_enrol(user_id, images, consent=consent), response)
+
+
+@router.get(
+    "",
+    operation_id="list_jobs",
+    summary="List your tenant's jobs, newest first",
+    responses=problem_responses(422),
+)
+async def list_jobs(
+    jobs: JobServiceDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page")] = 20,
+    offset: Annotated[int, Query(ge=0, le=10_000_000, description="Jobs to skip")] = 0,
+) -> JobPage:
+    rows, total = await jobs.page(limit, offset)
+    return JobPage(items=[_job_out(job) for job in rows], total=total, limit=limit, offset=offset)
+
+
+@router.get(
+    "/{job_id}",
+    operation_id="get_job",
+    summary="A job's state and progress, and its results once finished",
+    responses=problem_responses(404, 422),
+)
+async def get_job(job_id: JobId, jobs: JobServiceDep) -> JobOut:
+    job = await jobs.get(job_id)
+    return _job_out(job, await jobs.items(job) if job.state in FINAL_STATES else None)
+
+
+@router.delete(
+    "/{job_id}",
+    operation_id="cancel_job",
+    summary="Cancel a queued or running job",
+    responses=problem_responses(404, 409, 422),
+)
+async def cancel_job(job_id: JobId, jobs: JobServiceDep) -> JobOut:
+    """Photos not processed yet are never processed, and are erased; photos already
+    processed keep their results (enrolled faces stay enrolled). 409 `job-finished` for a
+    job that has already succeeded or failed; cancelling a cancelled job changes nothing."""
+    job = await jobs.cancel(job_id)
+    return _job_out(job, await jobs.items(job))

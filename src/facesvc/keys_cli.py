@@ -1,0 +1,240 @@
+"""``facesvc keys ...``: API keys, data keys, and re-encryption of stored embeddings."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from facesvc.settings import Settings
+
+keys_app = typer.Typer(
+    help="API keys (create, list, revoke), data keys and their rotation.", no_args_is_help=True
+)
+
+TenantOption = Annotated[
+    str, typer.Option("--tenant", help="Tenant name (created by `keys create` if new)")
+]
+SCOPE_CHOICES = ("admin", "enrol", "verify")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+@keys_app.command("create")
+def create(
+    name: Annotated[str, typer.Option(help="A label for the key, e.g. kiosk-lobby")],
+    scope: Annotated[
+        list[str], typer.Option("--scope", help="admin, enrol or verify (repeatable)")
+    ],
+    tenant: TenantOption = "default",
+) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
+    from facesvc.security.keys import Caller
+    from facesvc.services.keys import ApiKeyService, tenant_named_or_new
+
+    unknown = sorted(set(scope) - set(SCOPE_CHOICES))
+    if unknown or not scope:
+        raise _fail(f"--scope must be among {', '.join(SCOPE_CHOICES)} (got {unknown})", 2)
+    if not 1 <= len(name) <= 100:
+        raise _fail("--name must be 1 to 100 characters", 2)
+
+    async def run() -> tuple[str, str, uuid.UUID]:
+        engine = create_engine(Settings().database_url)
+        try:
+            async with session_scope(create_sessionmaker(engine)) as session:
+                found = await tenant_named_or_new(session, tenant)
+                keys = ApiKeyService(session, Caller.operator(found.id))
+                row, secret = await keys.create(name, scope)
+                return secret, row.scopes, row.id
+        finally:
+            await engine.dispose()
+
+    secret, scopes, key_id = asyncio.run(run())
+    typer.echo(f"key id {key_id}, tenant {tenant!r}, scopes: {scopes}", err=True)
+    typer.echo("store it now, it is not shown again:", err=True)
+    typer.echo(secret)
+
+
+@keys_app.command("list")
+def list_keys(tenant: TenantOption = "default") -> None:
+    """List a tenant's keys (never the secrets)."""
+    from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
+    from facesvc.security.keys import Caller
+    from facesvc.services.keys import ApiKeyService, tenant_named
+
+    async def run() -> None:
+        engine = create_engine(Settings().database_url)
+        try:
+            async with session_scope(create_sessionmaker(engine)) as session:
+                found = await tenant_named(session, tenant)
+                if found is None:
+                    raise _fail(f"no tenant named {tenant!r}", 2)
+                for key in await ApiKeyService(session, Caller.operator(found.id)).list():
+                    state = "revoked" if key.revoked_at else "active"
+                    typer.echo(
+                        f"{key.id}  {key.prefix}...  {state:7s}  {key.scopes:18s} {key.name}"
+                    )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+@keys_app.command("revoke")
+def revoke(
+    key_id: Annotated[uuid.UUID, typer.Argument(help="The key's id (keys list)")],
+    tenant: TenantOption = "default",
+) -> None:
+    """Revoke an API key: it stops working at once."""
+    from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
+    from facesvc.security.keys import Caller
+    from facesvc.services.errors import KeyNotFoundError
+    from facesvc.services.keys import ApiKeyService, tenant_named
+
+    async def run() -> None:
+        engine = create_engine(Settings().database_url)
+        try:
+            async with session_scope(create_sessionmaker(engine)) as session:
+                found = await tenant_named(session, tenant)
+                if found is None:
+                    raise _fail(f"no tenant named {tenant!r}", 2)
+                try:
+                    await ApiKeyService(session, Caller.operator(found.id)).revoke(key_id)
+                except KeyNotFoundError as exc:
+                    raise _fail(str(exc), 2) from exc
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    typer.echo(f"revoked {key_id}")
+
+
+@keys_app.command("generate")
+def generate() -> None:
+    """Print a new random API key (for FACESVC_BOOTSTRAP_API_KEY)."""
+    from facesvc.security.keys import generate_api_key
+
+    typer.echo(generate_api_key())
+
+
+@keys_app.command("gen-data-key")
+def gen_data_key(
+    key_id: Annotated[str | None, typer.Option("--id", help="Key id (default: random)")] = None,
+) -> None:
+    """Print a new data key entry id:base64url(32 bytes) for FACESVC_ENCRYPTION_KEY.
+
+    To rotate: put the new entry first, keep the old one after it, restart, then run
+    `facesvc keys rotate-data`; once it reports no row under the old key, drop it."""
+    from facesvc.security.crypto import EncryptionKeyError, generate_data_key
+
+    try:
+        typer.echo(generate_data_key(key_id))
+    except EncryptionKeyError as exc:
+        raise _fail(str(exc), 2) from exc
+
+
+@keys_app.command("rotate-data")
+def rotate_data(
+    batch: Annotated[int, typer.Option(min=1, max=10_000, help="Faces per transaction")] = 500,
+) -> None:
+    """Re-encrypt every stored embedding under the first (active) key of
+    FACESVC_ENCRYPTION_KEY; rows already under it are left alone. Safe to re-run."""
+    from rich.progress import Progress
+
+    from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
+    from facesvc.repositories.faces import FaceRepository
+    from facesvc.repositories.jobs import JobRepository
+    from facesvc.repositories.keys import TenantRepository
+    from facesvc.security.keys import Caller
+    from facesvc.services.audit import AuditTrail
+    from facesvc.state import ConfigurationError, data_cipher
+
+    settings = Settings()
+    try:
+        cipher = data_cipher(settings)
+    except ConfigurationError as exc:
+        raise _fail(str(exc), 2) from exc
+    if cipher.active_key_id is None:
+        raise _fail("FACESVC_ENCRYPTION_KEY is not set: nothing to encrypt with", 2)
+
+    async def run() -> dict[str | None, int]:
+        engine = create_engine(settings.database_url)
+        sessions = create_sessionmaker(engine)
+        try:
+            async with session_scope(sessions) as session:
+                before = await FaceRepository(session, cipher).key_id_counts()
+            changed, after = 0, None
+            with Progress() as bar:
+                task = bar.add_task("re-encrypting", total=sum(before.values()))
+                while True:
+                    async with session_scope(sessions) as session:
+                        n, after = await FaceRepository(session, cipher).reencrypt_batch(
+                            after, batch
+                        )
+                    changed += n
+                    bar.advance(task, batch if after else sum(before.values()))
+                    if after is None:
+                        break
+            async with session_scope(sessions) as session:
+                photos = await JobRepository(session).reencrypt_pending_images(cipher)
+            if photos:
+                typer.echo(f"re-encrypted {photos} photos waiting in jobs")
+            async with session_scope(sessions) as session:
+                for tenant in await TenantRepository(session).list_all():
+                    await AuditTrail(session, Caller.operator(tenant.id)).record(
+                        "data.rotate", f"ok:{cipher.active_key_id}"
+                    )
+                counts = await FaceRepository(session, cipher).key_id_counts()
+            typer.echo(f"re-encrypted {changed} faces under key {cipher.active_key_id!r}")
+            return counts
+        finally:
+            await engine.dispose()
+
+    counts = asyncio.run(run())
+    for key_id, n in sorted(counts.items(), key=lambda kv: str(kv[0])):
+        typer.echo(f"  {key_id or '(clear)'}: {n} faces")
+
+
+@keys_app.command("init-env")
+def init_env(
+    path: Annotated[Path, typer.Option("--file", help="The .env file to complete")] = Path(".env"),
+) -> None:
+    """Add a fresh FACESVC_ENCRYPTION_KEY and FACESVC_BOOTSTRAP_API_KEY to .env where missing
+    (used by `make run`); prints the admin key it wrote. Never overwrites a value."""
+    from facesvc.security.crypto import generate_data_key
+    from facesvc.security.keys import generate_api_key
+
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    present = {
+        line.split("=", 1)[0].strip()
+        for line in text.splitlines()
+        if "=" in line and not line.lstrip().startswith("#") and line.split("=", 1)[1].strip()
+    }
+    added: list[str] = []
+    if "FACESVC_ENCRYPTION_KEY" not in present and not os.environ.get("FACESVC_ENCRYPTION_KEY"):
+        added.append(f"FACESVC_ENCRYPTION_KEY={generate_data_key()}")
+    admin_key = None
+    if "FACESVC_BOOTSTRAP_API_KEY" not in present and not os.environ.get(
+        "FACESVC_BOOTSTRAP_API_KEY"
+    ):
+        admin_key = generate_api_key()
+        added.append(f"FACESVC_BOOTSTRAP_API_KEY={admin_key}")
+    if not added:
+        typer.echo(f"{path}: keys already set", err=True)
+        return
+    prefix = "" if not text or text.endswith("\n") else "\n"
+    header = "# added by `facesvc keys init-env`: secrets, never commit them\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # secrets: owner only
+    with os.fdopen(fd, "a", encoding="utf-8") as out:
+        out.write(prefix + header + "\n".join(added) + "\n")
+    typer.echo(f"{path}: wrote {', '.join(a.split('=')[0] for a in added)}", err=True)
+    if admin_key:
+        typer.echo(f"admin API key (X-API-Key; also in {path}): {admin_key}", err=True)

@@ -1,0 +1,53 @@
+"""Consecutive failed verifications per (tenant, tried user id), for the lockout."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from facesvc.db.models import LoginAttempts
+
+
+class LoginAttemptRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, tenant_id: uuid.UUID, subject_id: uuid.UUID) -> LoginAttempts | None:
+        stmt = select(LoginAttempts).where(
+            LoginAttempts.tenant_id == tenant_id, LoginAttempts.subject_id == subject_id
+        )
+        return (await self._session.scalars(stmt)).one_or_none()
+
+    async def record_failure(
+        self, tenant_id: uuid.UUID, subject_id: uuid.UUID, now: datetime
+    ) -> int:
+        """Count one more failure in a single upsert (safe under concurrent failures)."""
+        dialect = self._session.get_bind().dialect.name
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        values = insert(LoginAttempts).values(
+            tenant_id=tenant_id, subject_id=subject_id, failures=1, updated_at=now
+        )
+        stmt = values.on_conflict_do_update(
+            index_elements=[LoginAttempts.tenant_id, LoginAttempts.subject_id],
+            set_={"failures": LoginAttempts.failures + 1, "updated_at": now},
+        ).returning(LoginAttempts.failures)
+        return int((await self._session.execute(stmt)).scalar_one())
+
+    async def lock(self, tenant_id: uuid.UUID, subject_id: uuid.UUID, until: datetime) -> None:
+        await self._session.execute(
+            update(LoginAttempts)
+            .where(LoginAttempts.tenant_id == tenant_id, LoginAttempts.subject_id == subject_id)
+            .values(locked_until=until)
+        )
+
+    async def clear(self, tenant_id: uuid.UUID, subject_id: uuid.UUID) -> None:
+        await self._session.execute(
+            delete(LoginAttempts).where(
+                LoginAttempts.tenant_id == tenant_id, LoginAttempts.subject_id == subject_id
+            )
+        )

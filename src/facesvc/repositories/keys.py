@@ -1,0 +1,75 @@
+"""Tenants and API keys."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from facesvc.db.models import ApiKey, Tenant
+
+
+class TenantRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def by_name(self, name: str) -> Tenant | None:
+        return (await self._session.scalars(select(Tenant).where(Tenant.name == name))).first()
+
+    async def get(self, tenant_id: uuid.UUID) -> Tenant | None:
+        return await self._session.get(Tenant, tenant_id)
+
+    async def get_or_create(self, name: str) -> Tenant:
+        tenant = await self.by_name(name)
+        if tenant is None:
+            tenant = Tenant(name=name)
+            self._session.add(tenant)
+            await self._session.flush()
+        return tenant
+
+    async def list_all(self) -> list[Tenant]:
+        return list((await self._session.scalars(select(Tenant).order_by(Tenant.name))).all())
+
+
+class ApiKeyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(
+        self, tenant_id: uuid.UUID, name: str, prefix: str, secret_sha256: str, scopes: str
+    ) -> ApiKey:
+        key = ApiKey(
+            tenant_id=tenant_id,
+            name=name,
+            prefix=prefix,
+            secret_sha256=secret_sha256,
+            scopes=scopes,
+        )
+        self._session.add(key)
+        await self._session.flush()
+        return key
+
+    async def by_hash(self, secret_sha256: str) -> ApiKey | None:
+        stmt = select(ApiKey).where(ApiKey.secret_sha256 == secret_sha256)
+        return (await self._session.scalars(stmt)).one_or_none()
+
+    async def get(self, tenant_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey | None:
+        stmt = select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id)
+        return (await self._session.scalars(stmt)).one_or_none()
+
+    async def list_for_tenant(self, tenant_id: uuid.UUID) -> list[ApiKey]:
+        stmt = (
+            select(ApiKey)
+            .where(ApiKey.tenant_id == tenant_id)
+            .order_by(ApiKey.created_at, ApiKey.id)
+        )
+        return list((await self._session.scalars(stmt)).all())
+
+    async def count_all(self) -> int:
+        return int(await self._session.scalar(select(func.count()).select_from(ApiKey)) or 0)
+
+    async def revoke(self, key: ApiKey, when: datetime) -> None:
+        key.revoked_at = when
+        await self._session.flush()

@@ -1,0 +1,1 @@
+"""API keys and scopes, and the encryption of embeddings at rest."""

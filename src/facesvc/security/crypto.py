@@ -1,0 +1,107 @@
+"""AES-256-GCM for embeddings at rest, with key ids so data keys can rotate.
+
+``FACESVC_ENCRYPTION_KEY`` holds one or more data keys, ``id:base64url(32 bytes)``
+separated by commas; the first encrypts new rows, the others only decrypt old ones until
+``facesvc keys rotate-data`` has re-encrypted them. Each row's ciphertext is bound to the
+face's id (associated data), so a blob copied onto another row does not decrypt.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import secrets
+import uuid
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+_KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+NONCE_BYTES = 12
+
+
+class EncryptionKeyError(ValueError):
+    """FACESVC_ENCRYPTION_KEY is malformed, or a row names a key that is not configured."""
+
+
+class DecryptionError(ValueError):
+    """A stored blob does not decrypt under its key (tampered, or moved to another row)."""
+
+
+def generate_data_key(key_id: str | None = None) -> str:
+    """A new ``id:base64url-key`` entry for FACESVC_ENCRYPTION_KEY."""
+    key_id = key_id or f"k{secrets.token_hex(4)}"
+    if not _KEY_ID.match(key_id):
+        raise EncryptionKeyError(f"key id {key_id!r}: use 1-64 of A-Z a-z 0-9 _ . -")
+    return f"{key_id}:{base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip('=')}"
+
+
+def parse_data_keys(value: str) -> dict[str, bytes]:
+    """``{key id: 32-byte key}`` in the order given (the first is the active one)."""
+    keys: dict[str, bytes] = {}
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        key_id, sep, encoded = entry.partition(":")
+        if not sep or not _KEY_ID.match(key_id):
+            raise EncryptionKeyError("each data key must read id:base64url-key (facesvc keys gen)")
+        try:
+            raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        except (binascii.Error, ValueError) as exc:
+            raise EncryptionKeyError(f"data key {key_id!r} is not base64url") from exc
+        if len(raw) != 32:
+            raise EncryptionKeyError(f"data key {key_id!r} must be 32 bytes, got {len(raw)}")
+        if key_id in keys:
+            raise EncryptionKeyError(f"data key id {key_id!r} appears twice")
+        keys[key_id] = raw
+    if not keys:
+        raise EncryptionKeyError("no data key given")
+    return keys
+
+
+class EmbeddingCipher:
+    """Encrypts with the active key; decrypts rows under any configured key.
+
+    ``EmbeddingCipher(None)`` is dev mode: new rows are stored in the clear (key id None)."""
+
+    def __init__(self, keys: dict[str, bytes] | None) -> None:
+        self._aead = {key_id: AESGCM(raw) for key_id, raw in (keys or {}).items()}
+        self.active_key_id: str | None = next(iter(self._aead), None)
+
+    @classmethod
+    def from_setting(cls, value: str | None) -> EmbeddingCipher:
+        return cls(parse_data_keys(value) if value else None)
+
+    @property
+    def key_ids(self) -> list[str]:
+        return list(self._aead)
+
+    def encrypt(
+        self, plain: bytes, row_id: uuid.UUID, purpose: bytes = b""
+    ) -> tuple[bytes, str | None]:
+        """``(stored bytes, key id)``: nonce + ciphertext + tag, or the plain bytes in dev mode.
+
+        The row id (and ``purpose``, for a second blob of one row) is the associated data."""
+        if self.active_key_id is None:
+            return plain, None
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._aead[self.active_key_id].encrypt(nonce, plain, row_id.bytes + purpose)
+        return nonce + sealed, self.active_key_id
+
+    def decrypt(
+        self, stored: bytes, key_id: str | None, row_id: uuid.UUID, purpose: bytes = b""
+    ) -> bytes:
+        if key_id is None:
+            return stored
+        aead = self._aead.get(key_id)
+        if aead is None:
+            raise EncryptionKeyError(
+                f"a stored embedding is encrypted under key {key_id!r}, which "
+                "FACESVC_ENCRYPTION_KEY does not hold"
+            )
+        try:
+            return aead.decrypt(stored[:NONCE_BYTES], stored[NONCE_BYTES:], row_id.bytes + purpose)
+        except InvalidTag as exc:
+            raise DecryptionError(f"embedding of face {row_id} does not decrypt") from exc

@@ -1,0 +1,109 @@
+"""Calibrated decisions through the API: probability, expected false-match rate, `far`
+targets, and a 1:N threshold that follows the tenant's gallery size."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from facesvc.state import AppState
+from tests.api.test_errors import assert_problem
+from tests.conftest import image_file, lfw_image
+
+
+def pair(name_a: str, a: int, name_b: str, b: int) -> dict[str, tuple[str, bytes, str]]:
+    return {
+        "image_a": ("a.jpg", lfw_image(name_a, a), "image/jpeg"),
+        "image_b": ("b.jpg", lfw_image(name_b, b), "image/jpeg"),
+    }
+
+
+async def test_compare_reports_probability_and_far_target_sets_the_threshold(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    calibration = app.state.facesvc.registry.calibration
+    assert calibration is not None
+    same = (await client.post("/v1/compare", files=pair("Tony_Blair", 1, "Tony_Blair", 3))).json()
+    assert same["threshold"] == 0.4
+    assert same["match"] is True
+    assert same["probability"] > 0.95
+    assert same["false_match_rate"] == pytest.approx(calibration.far_at(0.4), rel=1e-6)
+    other = (await client.post("/v1/compare", files=pair("Tony_Blair", 1, "Laura_Bush", 1))).json()
+    assert other["probability"] < 0.05
+
+    strict = await client.post(
+        "/v1/compare", params={"far": 1e-6}, files=pair("Tony_Blair", 1, "Tony_Blair", 3)
+    )
+    body = strict.json()
+    assert body["threshold"] == pytest.approx(calibration.threshold_for_far(1e-6))
+    assert body["threshold"] > 0.7
+    assert body["match"] == (body["similarity"] >= body["threshold"])
+    assert body["false_match_rate"] <= 1.01e-6
+    for bad in (0, -1, 0.9, "x"):
+        response = await client.post(
+            "/v1/compare", params={"far": bad}, files=pair("Tony_Blair", 1, "Tony_Blair", 3)
+        )
+        assert_problem(response, 422, "validation-error")
+
+
+async def test_identify_threshold_follows_the_gallery_size(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    state: AppState = app.state.facesvc
+    calibration = state.registry.calibration
+    assert calibration is not None
+    user = (await client.post("/v1/users", json={"name": "Gerhard Schroeder"})).json()
+    for number in (1, 2):
+        enrolled = await client.post(
+            f"/v1/users/{user['id']}/faces",
+            files=image_file(lfw_image("Gerhard_Schroeder", number)),
+            data={"consent": "true"},
+        )
+        assert enrolled.status_code == 201, enrolled.text
+    found = (
+        await client.post("/v1/identify", files=image_file(lfw_image("Gerhard_Schroeder", 3)))
+    ).json()
+    n = found["gallery_faces"]
+    assert n >= 2
+    expected = max(0.4, calibration.identification_threshold(n, 0.01))
+    assert found["threshold"] == pytest.approx(expected)
+    assert found["false_match_rate"] <= 0.0105 or found["threshold"] == 0.4
+    assert found["match"] == user["id"]
+    assert found["candidates"][0]["probability"] > 0.9
+    # asking for a stricter false-accept rate raises the bar further
+    strict = (
+        await client.post(
+            "/v1/identify",
+            params={"far": 1e-4},
+            files=image_file(lfw_image("Gerhard_Schroeder", 3)),
+        )
+    ).json()
+    assert strict["threshold"] == pytest.approx(calibration.identification_threshold(n, 1e-4))
+    assert strict["threshold"] > found["threshold"]
+    # an unknown person: no match, candidates still listed with their probabilities
+    stranger = (
+        await client.post("/v1/identify", files=image_file(lfw_image("Pervez_Musharraf", 1)))
+    ).json()
+    assert stranger["match"] is None
+    assert all(c["similarity"] < stranger["threshold"] for c in stranger["candidates"])
+    assert all(0 <= c["probability"] <= 1 for c in stranger["candidates"])
+    await client.delete(f"/v1/users/{user['id']}")
+
+
+async def test_verify_reports_probability_on_a_match(client: httpx.AsyncClient) -> None:
+    user = (await client.post("/v1/users", json={"name": "Vicente Fox"})).json()
+    await client.post(
+        f"/v1/users/{user['id']}/faces",
+        files=image_file(lfw_image("Vicente_Fox", 1)),
+        data={"consent": "true"},
+    )
+    ok = (
+        await client.post(
+            f"/v1/users/{user['id']}/verify", files=image_file(lfw_image("Vicente_Fox", 2))
+        )
+    ).json()
+    assert ok["match"] is True
+    assert ok["probability"] > 0.9
+    assert 0 < ok["false_match_rate"] < 0.02
+    await client.delete(f"/v1/users/{user['id']}")
