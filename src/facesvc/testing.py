@@ -271,6 +271,7 @@ def start_server(
     args: Sequence[str] = (),
     api_key: str | None = None,
     database: Path | None = None,
+    database_url: str | None = None,
     migrate: bool = True,
     wait: Literal["ready", "live"] = "ready",
     timeout: float = 180,
@@ -278,15 +279,14 @@ def start_server(
 ) -> Iterator[ServerProcess]:
     """A ``facesvc serve`` on a free port of 127.0.0.1, stopped (SIGTERM) when the block ends.
 
-    Its SQLite file is ``database`` (default ``directory/facesvc.db``), migrated first unless
+    Its database is ``database_url`` (e.g. PostgreSQL) or else the SQLite file ``database``
+    (default ``directory/facesvc.db``), migrated first unless
     ``migrate`` is false; its logs go to ``directory``. It waits for /readyz (models loaded),
     or with ``wait="live"`` only for /livez. ``env`` and ``api_key`` as for ``ServerProcess``.
     ``ServerError`` if it cannot be migrated, started or made ready.
     """
-    database = database or directory / "facesvc.db"
-    server = ServerProcess(
-        f"sqlite+aiosqlite:///{database}", directory, env=env, args=args, api_key=api_key
-    )
+    url = database_url or f"sqlite+aiosqlite:///{database or directory / 'facesvc.db'}"
+    server = ServerProcess(url, directory, env=env, args=args, api_key=api_key)
     try:
         if migrate:
             server.migrate()

@@ -14,15 +14,25 @@ import pytest
 
 from facesvc.testing import ServerProcess
 from tests.conftest import lfw_image, require_data
+from tests.pg import postgres_server  # noqa: F401  (fixture)
 from tests.servers import http_client, serving
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def two_workers(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """Two workers on SQLite, and on PostgreSQL (the database for several workers)."""
     require_data()
-    with serving(tmp_path_factory.mktemp("workers"), args=["--workers", "2"]) as server:
+    url = None
+    if request.param == "postgresql":
+        pg = request.getfixturevalue("postgres_server")
+        url = pg.url_for(pg.create_database())
+    with serving(
+        tmp_path_factory.mktemp("workers"), args=["--workers", "2"], database_url=url
+    ) as server:
         yield server
 
 

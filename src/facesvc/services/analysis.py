@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from facesvc.inference.images import encode_jpeg
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.quality import FaceQuality, QualityThresholds, assess_face
 from facesvc.inference.types import Box, Face
@@ -20,7 +21,8 @@ CROP_MAX_SIDE = 256
 
 
 def face_crop_jpeg(image: np.ndarray, box: Box) -> bytes:
-    """A square crop around ``box`` (padded with black beyond the image), as JPEG bytes."""
+    """A square crop around ``box`` of the decoded (RGB) image, padded with black beyond the
+    image, as JPEG bytes."""
     cx, cy = box.center
     side = max(box.width, box.height) * CROP_SCALE
     x0, y0 = round(cx - side / 2), round(cy - side / 2)
@@ -31,10 +33,7 @@ def face_crop_jpeg(image: np.ndarray, box: Box) -> bytes:
     crop = padded[y0 + pad : y1 + pad, x0 + pad : x1 + pad]
     if crop.shape[0] > CROP_MAX_SIDE:
         crop = cv2.resize(crop, (CROP_MAX_SIDE, CROP_MAX_SIDE), interpolation=cv2.INTER_AREA)
-    ok, encoded = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    if not ok:
-        raise RuntimeError("could not encode the face crop")
-    return bytes(encoded.tobytes())
+    return encode_jpeg(np.ascontiguousarray(crop), quality=95)
 
 
 @dataclass(frozen=True)
