@@ -212,6 +212,7 @@ def enrol(
                     state.gallery,
                     caller,
                     consent=True,
+                    options=state.enrolment_options,
                     concurrency=concurrency,
                     progress=lambda n: bar.advance(task, n),
                 )

@@ -10,9 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import session_scope
 from facesvc.inference.pipeline import FacePipeline
+from facesvc.inference.quality import DEFAULT_THRESHOLDS
 from facesvc.inference.registry import ModelRegistry
 from facesvc.security.crypto import EmbeddingCipher
 from facesvc.services.analysis import FaceAnalysisService
+from facesvc.services.enrolment import EnrolmentOptions
 from facesvc.services.gallery import GallerySync
 from facesvc.services.jobs import JobResults, JobRunner
 from facesvc.settings import Settings
@@ -48,8 +50,17 @@ class AppState:
             self.cipher,
             results,
             poll_interval_s=self.settings.job_poll_interval_s,
+            enrolment=self.enrolment_options,
         )
         self.job_runner.start(self._models_usable)
+
+    @property
+    def enrolment_options(self) -> EnrolmentOptions:
+        settings = self.settings
+        return EnrolmentOptions(
+            quality=DEFAULT_THRESHOLDS if settings.enrol_quality_gate else None,
+            keep_crops=settings.store_face_crops,
+        )
 
     async def _models_usable(self) -> bool:
         await self.models_ready.wait()
@@ -74,8 +85,18 @@ class AppState:
         """A model change is detected here: faces embedded by another model are not
         comparable with the current one; they stay out of matching until `facesvc reembed`
         (or re-enrolment) recomputes them."""
+        from facesvc.repositories.faces import FaceRepository
         from facesvc.services.reembed import stale_face_counts
 
+        if self.cipher.active_key_id is not None:
+            async with session_scope(self.sessionmaker) as session:
+                clear = (await FaceRepository(session, self.cipher).key_id_counts()).get(None, 0)
+            if clear:
+                log.warning(
+                    "%d stored embeddings are not encrypted (written in dev mode or before "
+                    "migration 0003): run `facesvc keys rotate-data` to encrypt them",
+                    clear,
+                )
         space = self.pipeline.embedding_space
         self.stale_faces = await stale_face_counts(self.sessionmaker, self.cipher, space)
         if self.stale_faces:

@@ -15,7 +15,7 @@ from facesvc.db.engine import session_scope
 from facesvc.db.models import DEFAULT_TENANT_ID, Face
 from facesvc.repositories.faces import FaceRepository
 from facesvc.security.keys import Caller
-from facesvc.services.enrolment import EnrolmentService
+from facesvc.services.enrolment import EnrolmentOptions, EnrolmentService
 from facesvc.services.reembed import reembed_stale_faces, stale_face_counts
 from facesvc.state import AppState
 from tests.api.test_errors import assert_problem
@@ -65,7 +65,7 @@ async def test_model_change_is_detected_and_reembed_recomputes_from_crops(
     caller = Caller.operator(DEFAULT_TENANT_ID)
     async with session_scope(state.sessionmaker) as session:  # as with STORE_FACE_CROPS=true
         enrolment = EnrolmentService(
-            session, state.analysis, state.gallery, caller, keep_crops=True
+            session, state.analysis, state.gallery, caller, EnrolmentOptions(keep_crops=True)
         )
         with_crop = await enrolment.enrol(user_id, lfw_image("Ricardo_Lagos", 1), consent=True)
     async with session_scope(state.sessionmaker) as session:

@@ -334,3 +334,45 @@ async def test_deleting_a_user_leaves_nothing_of_their_face(
         await asyncio.sleep(0.1)
     assert blob[:32] not in raw, "the erased embedding's ciphertext is still on disk"
     assert uuid.UUID(str(face_id)).hex.encode() not in raw  # nor the face's row
+
+
+async def test_a_burst_of_guesses_gets_no_more_than_the_lockout_allows(
+    client: httpx.AsyncClient,
+) -> None:
+    """Attempts are counted before the probe is compared: 12 concurrent guesses at one user
+    get at most 5 answers, the rest 429 (none slips in while the first are computed)."""
+    user_id = await enrolled_user(client, "Gonzalo_Sanchez_de_Lozada", 1)
+    wrong = lfw_image("Colin_Powell", 5)
+    answers = await asyncio.gather(
+        *(client.post(f"/v1/users/{user_id}/verify", files=image_file(wrong)) for _ in range(12))
+    )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(200) <= 5, statuses
+    assert statuses.count(429) >= 7, statuses
+    await client.delete(f"/v1/users/{user_id}")
+
+
+async def test_lockout_delay_is_capped_for_any_number_of_failures() -> None:
+    from facesvc.services.recognition import LockoutPolicy
+
+    policy = LockoutPolicy(max_failures=5, base_delay_s=30, max_delay_s=3600)
+    assert policy.delay_after(4) is None
+    assert policy.delay_after(5) == 30
+    assert policy.delay_after(6) == 60
+    assert policy.delay_after(10**6) == 3600  # no overflow, however many
+
+
+async def test_audit_since_out_of_range_is_a_422(client: httpx.AsyncClient) -> None:
+    for since in ("0001-01-01T00:00:00", "0001-01-01T00:00:00+01:00"):
+        response = await client.get("/v1/audit", params={"since": since})
+        assert_problem(response, 422, "validation-error")
+
+
+async def test_legacy_names_refuse_unstorable_characters(client: httpx.AsyncClient) -> None:
+    for route in ("/face_register", "/face_login"):
+        response = await client.post(
+            route,
+            data={"name": "a\x00b", "consent": "true"},
+            files=image_file(lfw_image("Colin_Powell", 1)),
+        )
+        assert_problem(response, 422, "validation-error")

@@ -23,6 +23,7 @@ def calibration() -> ScoreCalibration:
 def test_one_to_one_default_and_far_target(calibration: ScoreCalibration) -> None:
     policy = DecisionPolicy(0.40, calibration)
     assert policy.one_to_one(None) == 0.40
+    assert policy.one_to_one(0.4) == 0.40  # a loose target cannot lower the bar
     strict, stricter = policy.one_to_one(1e-4), policy.one_to_one(1e-6)
     assert 0.40 < strict < stricter < 1.0
     assert calibration.far_at(strict) <= 1e-4 * 1.01
@@ -41,8 +42,10 @@ def test_one_to_many_grows_with_the_gallery_and_never_undercuts_one_to_one(
     for n, t in zip(sizes[2:], thresholds[2:], strict=True):
         # the promise: an unknown probe against n faces passes with probability ~<= 1%
         assert policy.false_match_rate(t, n) <= 0.0105
-    # an explicit target is taken as asked, even below the 1:1 threshold
-    assert policy.one_to_many(1, 0.05) < 0.40
+    # a request's target can only make identification stricter, never looser
+    assert policy.one_to_many(1, 0.05) == 0.40
+    assert policy.one_to_many(1_000, 0.5) == policy.one_to_many(1_000, None)
+    assert policy.one_to_many(1_000, 1e-4) > policy.one_to_many(1_000, None)
 
 
 def test_probability_is_monotone_and_none_without_a_score(

@@ -210,3 +210,16 @@ def test_a_search_sees_only_its_tenant() -> None:
     index.apply(3, ("remove_user", bob))
     assert index.search(vb, 5, tenant_b) == []
     assert [h.user_id for h in index.search(vb, 5, tenant_a)] == [ann]
+
+
+def test_an_add_the_index_already_holds_is_not_doubled() -> None:
+    """A reload can already contain the face whose 'add' arrives next (read committed)."""
+    face, user, tenant = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    (v,) = unit(1)
+    index = GalleryIndex("m")
+    index.replace([face], [user], v[None, :], version=5, tenant_ids=[tenant])
+    index.apply(6, ("add", face, user, v, tenant))
+    assert len(index) == 1
+    index.apply(7, ("remove_face", face))
+    assert len(index) == 0
+    assert index.search(v, 5, tenant) == []

@@ -11,13 +11,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from facesvc.api.errors import ProblemError
 from facesvc.db.engine import session_scope
-from facesvc.inference.quality import DEFAULT_THRESHOLDS
 from facesvc.security.keys import Caller
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.audit import AuditTrail
 from facesvc.services.enrolment import EnrolmentService
 from facesvc.services.keys import ApiKeyService, authenticate
-from facesvc.services.recognition import DecisionPolicy, LockoutPolicy, RecognitionService
+from facesvc.services.recognition import (
+    DecisionPolicy,
+    LockoutGuard,
+    LockoutPolicy,
+    RecognitionService,
+)
 from facesvc.services.users import UserService
 from facesvc.state import AppState
 
@@ -131,15 +135,7 @@ UserServiceDep = Annotated[UserService, Depends(get_user_service)]
 
 def get_enrolment(session: SessionDep, state: StateDep, caller: EnrolCaller) -> EnrolmentService:
     # Listing and deleting faces needs no model; the enrol route also depends on ModelsReady.
-    settings = state.settings
-    return EnrolmentService(
-        session,
-        state.analysis,
-        state.gallery,
-        caller,
-        quality=DEFAULT_THRESHOLDS if settings.enrol_quality_gate else None,
-        keep_crops=settings.store_face_crops,
-    )
+    return EnrolmentService(session, state.analysis, state.gallery, caller, state.enrolment_options)
 
 
 EnrolmentDep = Annotated[EnrolmentService, Depends(get_enrolment)]
@@ -155,10 +151,13 @@ def get_recognition(
         state.gallery,
         DecisionPolicy(state.registry.threshold, state.registry.calibration, settings.identify_far),
         caller,
-        lockout=LockoutPolicy(
-            settings.lockout_max_failures,
-            settings.lockout_base_delay_s,
-            settings.lockout_max_delay_s,
+        lockout=LockoutGuard(
+            state.sessionmaker,
+            LockoutPolicy(
+                settings.lockout_max_failures,
+                settings.lockout_base_delay_s,
+                settings.lockout_max_delay_s,
+            ),
         ),
         reveal_failed_scores=settings.verify_reveal_failed_scores,
     )

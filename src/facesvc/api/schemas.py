@@ -107,6 +107,11 @@ class EmbedResponse(BaseModel):
     faces: list[EmbeddedFace]
 
 
+def storable_text(value: str | None) -> str | None:
+    """``_storable`` for optional text (None passes)."""
+    return None if value is None else _storable(value)
+
+
 def _storable(value: str) -> str:
     """Text every database can store: no control characters (NUL breaks PostgreSQL) and no
     lone surrogates (not valid UTF-8)."""

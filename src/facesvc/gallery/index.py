@@ -124,6 +124,10 @@ class GalleryIndex:
         vector: np.ndarray,
         tenant_id: uuid.UUID | None = None,
     ) -> None:
+        if face_id in self._row_of:  # already there (a reload that saw this commit): idempotent
+            row = self._row_of[face_id]
+            self._vectors[row] = vector
+            return
         if self._count == len(self._vectors):  # grow geometrically: amortised O(1) appends
             grown = np.zeros((max(16, 2 * len(self._vectors)), self.dim), np.float32)
             grown[: self._count] = self._vectors[: self._count]

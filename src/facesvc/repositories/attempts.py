@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,10 +23,12 @@ class LoginAttemptRepository:
         )
         return (await self._session.scalars(stmt)).one_or_none()
 
-    async def record_failure(
+    async def begin_attempt(
         self, tenant_id: uuid.UUID, subject_id: uuid.UUID, now: datetime
-    ) -> int:
-        """Count one more failure in a single upsert (safe under concurrent failures)."""
+    ) -> int | None:
+        """Count one more attempt unless the id is locked, in one upsert (atomic under
+        concurrent attempts on SQLite and PostgreSQL). Returns the attempts in a row so
+        far, or None when the id is locked (nothing counted)."""
         dialect = self._session.get_bind().dialect.name
         insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
         values = insert(LoginAttempts).values(
@@ -35,8 +37,10 @@ class LoginAttemptRepository:
         stmt = values.on_conflict_do_update(
             index_elements=[LoginAttempts.tenant_id, LoginAttempts.subject_id],
             set_={"failures": LoginAttempts.failures + 1, "updated_at": now},
+            where=or_(LoginAttempts.locked_until.is_(None), LoginAttempts.locked_until <= now),
         ).returning(LoginAttempts.failures)
-        return int((await self._session.execute(stmt)).scalar_one())
+        counted = (await self._session.execute(stmt)).scalar_one_or_none()
+        return None if counted is None else int(counted)
 
     async def lock(self, tenant_id: uuid.UUID, subject_id: uuid.UUID, until: datetime) -> None:
         await self._session.execute(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +26,15 @@ from facesvc.services.errors import (
 from facesvc.services.gallery import GallerySync
 
 
+@dataclass(frozen=True)
+class EnrolmentOptions:
+    """The quality gate (None: off) and whether a face crop is kept for `facesvc reembed`;
+    the same for the API, background jobs and the CLI (from the settings)."""
+
+    quality: QualityThresholds | None = DEFAULT_THRESHOLDS
+    keep_crops: bool = False
+
+
 class EnrolmentService:
     """Faces of the caller's tenant's users."""
 
@@ -34,14 +44,11 @@ class EnrolmentService:
         analysis: FaceAnalysisService,
         gallery: GallerySync,
         caller: Caller,
-        *,
-        quality: QualityThresholds | None = DEFAULT_THRESHOLDS,
-        keep_crops: bool = False,
+        options: EnrolmentOptions | None = None,
     ) -> None:
-        """``quality``: the enrolment gate (None: off); ``keep_crops``: store an encrypted
-        face crop with each face for `facesvc reembed`."""
-        self.quality = quality
-        self.keep_crops = keep_crops
+        options = options or EnrolmentOptions()
+        self.quality = options.quality
+        self.keep_crops = options.keep_crops
         self.session = session
         self.gallery = gallery
         self.caller = caller

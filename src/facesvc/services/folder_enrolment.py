@@ -14,7 +14,7 @@ from facesvc.db.models import Face
 from facesvc.repositories.users import UserRepository
 from facesvc.security.keys import Caller
 from facesvc.services.analysis import FaceAnalysisService
-from facesvc.services.enrolment import EnrolmentService
+from facesvc.services.enrolment import EnrolmentOptions, EnrolmentService
 from facesvc.services.errors import ServiceError
 from facesvc.services.gallery import GallerySync
 
@@ -47,6 +47,7 @@ async def enrol_folder(
     caller: Caller,
     *,
     consent: bool,
+    options: EnrolmentOptions | None = None,
     concurrency: int = 8,
     progress: Callable[[int], None] | None = None,
 ) -> FolderReport:
@@ -65,7 +66,7 @@ async def enrol_folder(
                 if user is None:
                     user = await users.add(name.replace("_", " "), external_id=external_id)
                     report.users_created += 1
-                enrolment = EnrolmentService(session, analysis, gallery, caller)
+                enrolment = EnrolmentService(session, analysis, gallery, caller, options)
                 outcomes = await enrolment.enrol_many(user.id, data, consent=consent)
             for outcome in outcomes:
                 if isinstance(outcome, Face):

@@ -42,7 +42,7 @@ from facesvc.repositories.users import UserRepository
 from facesvc.security.crypto import EmbeddingCipher
 from facesvc.security.keys import Caller
 from facesvc.services.analysis import AnalysedImage, FaceAnalysisService
-from facesvc.services.enrolment import EnrolmentService
+from facesvc.services.enrolment import EnrolmentOptions, EnrolmentService
 from facesvc.services.errors import (
     ConflictError,
     ConsentRequiredError,
@@ -227,7 +227,9 @@ class JobRunner:
         *,
         poll_interval_s: float = 0.2,
         lease_s: float = LEASE_S,
+        enrolment: EnrolmentOptions | None = None,
     ) -> None:
+        self.enrolment = enrolment or EnrolmentOptions()
         self.sessionmaker = sessionmaker
         self.analysis = analysis
         self.gallery = gallery
@@ -385,7 +387,9 @@ class JobRunner:
             """Enrol one photo and count it in one transaction; True: the models were busy."""
             try:
                 async with session_scope(self.sessionmaker) as session:
-                    enrolment = EnrolmentService(session, self.analysis, self.gallery, job.caller)
+                    enrolment = EnrolmentService(
+                        session, self.analysis, self.gallery, job.caller, self.enrolment
+                    )
                     try:
                         face = await enrolment.enrol(user_id, data, consent=True)
                     except (ServiceError, ImageError) as error:  # raised before any write

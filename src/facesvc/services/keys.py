@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from facesvc.db.models import DEFAULT_TENANT_NAME, ApiKey, Tenant, utcnow
 from facesvc.repositories.keys import ApiKeyRepository, TenantRepository
 from facesvc.security.keys import (
+    KEY_PREFIX,
     Caller,
     display_prefix,
     generate_api_key,
@@ -38,8 +39,10 @@ async def ensure_bootstrap_key(session: AsyncSession, key: str) -> bool:
     if await keys.count_all():
         return False
     tenant = await TenantRepository(session).get_or_create(DEFAULT_TENANT_NAME)
+    # an operator-chosen key may be short: show too little of it to help a guess
+    shown = display_prefix(key) if key.startswith(KEY_PREFIX) else key[:4]
     row = await keys.add(
-        tenant.id, "bootstrap", display_prefix(key), hash_api_key(key), normalise_scopes(["admin"])
+        tenant.id, "bootstrap", shown, hash_api_key(key), normalise_scopes(["admin"])
     )
     await AuditTrail(session, Caller.operator(tenant.id, "bootstrap")).record("key.create", "ok")
     log.info("bootstrap admin key %s... stored for tenant %r", row.prefix, tenant.name)

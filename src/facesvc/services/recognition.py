@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from facesvc.db.engine import session_scope
 from facesvc.db.models import utcnow
 from facesvc.inference.calibration import ScoreCalibration
 from facesvc.inference.types import Box
@@ -51,11 +52,15 @@ class DecisionPolicy:
         return self.calibration
 
     def one_to_one(self, far: float | None) -> float:
-        return self.threshold if far is None else self._calibrated().threshold_for_far(far)
+        """A request's ``far`` can only make the decision stricter than the configured one."""
+        if far is None:
+            return self.threshold
+        return max(self.threshold, self._calibrated().threshold_for_far(far))
 
     def one_to_many(self, gallery_faces: int, far: float | None) -> float:
         if far is not None:
-            return self._calibrated().identification_threshold(max(1, gallery_faces), far)
+            calibrated = self._calibrated().identification_threshold(max(1, gallery_faces), far)
+            return max(self.one_to_many(gallery_faces, None), calibrated)
         if self.calibration is None:
             return self.threshold
         calibrated = self.calibration.identification_threshold(
@@ -87,7 +92,45 @@ class LockoutPolicy:
     def delay_after(self, failures: int) -> float | None:
         if failures < self.max_failures:
             return None
-        return float(min(self.max_delay_s, self.base_delay_s * 2 ** (failures - self.max_failures)))
+        doublings = min(failures - self.max_failures, 40)  # 2**40 x base: past any max
+        return float(min(self.max_delay_s, self.base_delay_s * 2.0**doublings))
+
+
+class LockoutGuard:
+    """Counts verification attempts per (tenant, tried id) in transactions of their own,
+    committed BEFORE the probe is compared: concurrent attempts cannot all slip in while
+    the first ones are still being computed.
+
+    The attempt that reaches ``max_failures`` in a row already sets the lock; a match
+    clears both. While locked nothing is compared and nothing more is counted."""
+
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], policy: LockoutPolicy
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.policy = policy
+
+    async def begin(self, tenant_id: uuid.UUID, subject_id: uuid.UUID) -> None:
+        now = utcnow()
+        async with session_scope(self.sessionmaker) as session:
+            attempts = LoginAttemptRepository(session)
+            counted = await attempts.begin_attempt(tenant_id, subject_id, now)
+            if counted is not None:
+                delay = self.policy.delay_after(counted)
+                if delay is not None:
+                    await attempts.lock(tenant_id, subject_id, now + timedelta(seconds=delay))
+                return
+            row = await attempts.get(tenant_id, subject_id)
+        until = row.locked_until if row is not None and row.locked_until else now
+        wait = max(1, math.ceil((until - now).total_seconds()))
+        raise LockedOutError(
+            f"too many failed verifications for this user; retry in {wait} s",
+            retry_after=wait,
+        )
+
+    async def succeeded(self, tenant_id: uuid.UUID, subject_id: uuid.UUID) -> None:
+        async with session_scope(self.sessionmaker) as session:
+            await LoginAttemptRepository(session).clear(tenant_id, subject_id)
 
 
 def distance_from_similarity(similarity: float) -> float:
@@ -159,7 +202,7 @@ class RecognitionService:
         gallery: GallerySync,
         decisions: DecisionPolicy,
         caller: Caller,
-        lockout: LockoutPolicy | None = None,
+        lockout: LockoutGuard,
         reveal_failed_scores: bool = False,
     ) -> None:
         self.session = session
@@ -167,11 +210,10 @@ class RecognitionService:
         self.caller = caller
         self.users = UserRepository(session, caller.tenant_id)
         self.faces = FaceRepository(session, gallery.cipher)
-        self.attempts = LoginAttemptRepository(session)
         self.audit = AuditTrail(session, caller)
         self.analysis = analysis
         self.decisions = decisions
-        self.lockout = lockout or LockoutPolicy()
+        self.lockout = lockout
         self.reveal_failed_scores = reveal_failed_scores
 
     @property
@@ -189,14 +231,7 @@ class RecognitionService:
         answer, same work: the probe is always embedded), and all count towards the lockout
         of the id that was tried."""
         tenant = self.caller.tenant_id
-        tried = await self.attempts.get(tenant, user_id)
-        now = utcnow()
-        if tried is not None and tried.locked_until is not None and tried.locked_until > now:
-            wait = max(1, math.ceil((tried.locked_until - now).total_seconds()))
-            raise LockedOutError(
-                f"too many failed verifications for this user; retry in {wait} s",
-                retry_after=wait,
-            )
+        await self.lockout.begin(tenant, user_id)  # counted (and maybe locked) up front
         probe = await self.analysis.primary_face(data)
         user = await self.users.get(user_id)
         face_ids: list[uuid.UUID] = []
@@ -211,13 +246,7 @@ class RecognitionService:
         threshold = self.decisions.one_to_one(far)
         match = similarity is not None and similarity >= threshold
         if match:
-            if tried is not None:
-                await self.attempts.clear(tenant, user_id)
-        else:
-            failures = await self.attempts.record_failure(tenant, user_id, now)
-            delay = self.lockout.delay_after(failures)
-            if delay is not None:
-                await self.attempts.lock(tenant, user_id, now + timedelta(seconds=delay))
+            await self.lockout.succeeded(tenant, user_id)
         result = (
             "match"
             if match

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Path, Query, status
 
 from facesvc.api.deps import AuditDep, KeyServiceDep, require_admin
-from facesvc.api.errors import problem_responses
+from facesvc.api.errors import ProblemError, problem_responses
 from facesvc.api.schemas import (
     AuditEventOut,
     AuditPage,
@@ -105,6 +105,8 @@ async def list_audit_events(
         datetime | None, Query(description="Only events at or after this time")
     ] = None,
 ) -> AuditPage:
+    if since is not None and not 1970 <= since.year <= 9998:
+        raise ProblemError("validation-error", 422, "`since` must be a date from 1970 on")
     if since is not None and since.tzinfo is None:
         since = since.astimezone()  # a naive time is the server's local time
     rows, total = await audit.page(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form
+from pydantic import AfterValidator
 
 from facesvc.api.deps import (
     AnalysisDep,
@@ -27,6 +28,7 @@ from facesvc.api.schemas import (
     LandmarksResponse,
     LegacyLoginResponse,
     LegacyRegisterResponse,
+    storable_text,
 )
 
 router = APIRouter(
@@ -39,6 +41,7 @@ ERRORS = problem_responses(400, 404, 409, 413, 415, 422, 503)
 LegacyName = Annotated[
     str,
     Form(min_length=1, max_length=200, description="The user's name", examples=["Ada Lovelace"]),
+    AfterValidator(storable_text),  # no NUL / lone surrogates (PostgreSQL cannot store them)
 ]
 
 
@@ -118,6 +121,7 @@ async def face_login(
             description="Verify against this user; leave out to identify",
             examples=["Ada Lovelace"],
         ),
+        AfterValidator(storable_text),
     ] = None,
 ) -> LegacyLoginResponse:
     if name:
@@ -135,6 +139,7 @@ async def face_login(
         match=found.match is not None,
         user_id=found.match,
         name=best.name if found.match and best else None,
-        similarity=round(best.similarity, 6) if best else None,
+        # a login reveals no score unless it succeeds (no hill-climbing towards someone)
+        similarity=round(best.similarity, 6) if best and found.match else None,
         threshold=found.threshold,
     )
