@@ -506,3 +506,21 @@ async def test_jobs_survive_shutdown_restart_and_crash(settings: Settings, fresh
         assert all(len(i["detection"]["faces"]) >= 1 for i in recovered["items"][1:])
         assert (await c.get(f"/v1/jobs/{dropped['id']}")).json()["done"] == 0
     assert before == 120 + 3 + 3 + 1
+
+
+async def test_revoking_the_key_stops_its_jobs(
+    client: httpx.AsyncClient, app: FastAPI, as_key: MakeClient
+) -> None:
+    """A revoked (say, leaked) key's queued work does not go on in its name."""
+    created_key = await client.post("/v1/keys", json={"name": "batch", "scopes": ["verify"]})
+    batch = as_key(created_key.json()["key"])
+    created = await batch.post("/v1/jobs/detect", files=many_photos(200))
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    await progressed(batch, job_id)
+    assert (await client.delete(f"/v1/keys/{created_key.json()['id']}")).status_code == 200
+    body = await finished(client, job_id)  # the admin of the same tenant still sees it
+    assert body["state"] == "cancelled", body
+    assert body["done"] < 200
+    assert "revoked" in (body.get("error") or "")
+    assert_problem(await batch.get(f"/v1/jobs/{job_id}"), 401, "unauthorized")

@@ -73,3 +73,8 @@ class ApiKeyRepository:
     async def revoke(self, key: ApiKey, when: datetime) -> None:
         key.revoked_at = when
         await self._session.flush()
+
+    async def is_revoked(self, key_id: uuid.UUID) -> bool:
+        """True when the key was revoked (or no longer exists)."""
+        key = await self._session.get(ApiKey, key_id)
+        return key is None or key.revoked_at is not None

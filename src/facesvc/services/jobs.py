@@ -38,6 +38,7 @@ from facesvc.observability.request_id import (
     unbind_request_id,
 )
 from facesvc.repositories.jobs import JobRepository
+from facesvc.repositories.keys import ApiKeyRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.crypto import EmbeddingCipher
 from facesvc.security.keys import Caller
@@ -317,8 +318,20 @@ class JobRunner:
             log.info("job %s (%s) running", job.id, job.kind)
             while await self._renew(job.id):
                 async with session_scope(self.sessionmaker) as session:
-                    items = await JobRepository(session).pending_items(job.id, BATCH_SIZE[job.kind])
-                    batch = [(item.id, self._image_of(item)) for item in items]
+                    key_id = job.caller.key_id
+                    revoked = key_id is not None and await ApiKeyRepository(session).is_revoked(
+                        key_id
+                    )
+                    if not revoked:
+                        items = await JobRepository(session).pending_items(
+                            job.id, BATCH_SIZE[job.kind]
+                        )
+                        batch = [(item.id, self._image_of(item)) for item in items]
+                if revoked:  # a revoked key's work stops with it
+                    await self._finish(
+                        job.id, "cancelled", "the API key that created it was revoked"
+                    )
+                    return
                 if not batch:
                     await self._finish(job.id, "succeeded")
                     return
