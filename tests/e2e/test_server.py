@@ -109,10 +109,11 @@ def test_parallel_verifications_agree(client: httpx.Client, data_dir: Path) -> N
     def verify(_: int) -> httpx.Response:
         return client.post(f"/v1/users/{user_id}/verify", files=probe)
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        responses = list(pool.map(verify, range(8)))
+    # 5 at once: the lockout admits at most 5 unresolved attempts per user id at a time
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        responses = list(pool.map(verify, range(5)))
 
-    assert [r.status_code for r in responses] == [200] * 8, [r.text for r in responses]
+    assert [r.status_code for r in responses] == [200] * 5, [r.text for r in responses]
     similarities = [r.json()["similarity"] for r in responses]
     assert all(r.json()["match"] is True for r in responses)
     # Requests batched together may differ in the last float bits, never more.
