@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mix", default="1:2:2", help="enrol:verify:identify weights")
     parser.add_argument("--gallery", type=int, default=20, help="people enrolled at the start")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep-log", type=Path, default=None, help="copy the server log here")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load_mixed.json")
     args = parser.parse_args(argv)
 
@@ -228,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
             peak = server.peak_rss_kib()
             stored = json.loads(server.get("/readyz")[1])
         exit_code = server.stop()
-        tracebacks = server.stderr_path.read_text(errors="replace").count("Traceback")
+        log_text = server.stderr_path.read_text(errors="replace")
+        tracebacks = log_text.count("Traceback")
+        if args.keep_log is not None:
+            args.keep_log.write_text(log_text, encoding="utf-8")
 
     statuses: Counter[str] = Counter()
     for s in stats.values():

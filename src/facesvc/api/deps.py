@@ -74,13 +74,20 @@ def models_ready(state: StateDep) -> AppState:
 
 
 async def current_caller(
-    session: SessionDep,
+    state: StateDep,
     header_key: Annotated[str | None, Depends(api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_token)],
 ) -> Caller:
-    """The caller a valid key stands for; 401 when the key is missing, unknown or revoked."""
+    """The caller a valid key stands for; 401 when the key is missing, unknown or revoked.
+
+    Looked up in a short session of its own: the request's session then takes a database
+    connection only when it first needs one (after the models, for most routes), so requests
+    waiting on inference do not hold connections."""
     presented = header_key or (bearer.credentials if bearer else None)
-    caller = await authenticate(session, presented) if presented else None
+    caller = None
+    if presented:
+        async with session_scope(state.sessionmaker) as session:
+            caller = await authenticate(session, presented)
     if caller is None:
         raise ProblemError(
             "unauthorized",

@@ -37,7 +37,9 @@ def create_engine(url: str) -> AsyncEngine:
     sa_url = make_url(url)
     if sa_url.get_backend_name() == "sqlite":
         ensure_sqlite_parent(sa_url)
-        engine = create_async_engine(sa_url)
+        # SQLite connections are cheap file handles: room for every request in flight at
+        # the concurrency the service takes (writers still queue on SQLite's one lock)
+        engine = create_async_engine(sa_url, pool_size=10, max_overflow=54)
         _configure_sqlite(engine, foreign_keys=True)
         return engine
     return create_async_engine(sa_url, pool_pre_ping=True)

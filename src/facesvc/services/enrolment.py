@@ -71,8 +71,10 @@ class EnrolmentService:
 
     async def enrol(self, user_id: uuid.UUID, data: bytes, *, consent: bool) -> FaceRow:
         self._require_consent(consent)
+        # the models first, the database after: no connection is held during inference
+        primary = await self._analyse(data)
         await self._require_user(user_id)
-        return await self._store(user_id, await self._analyse(data))
+        return await self._store(user_id, primary)
 
     async def _analyse(self, data: bytes) -> PrimaryFace:
         return await self.analysis.primary_face(
@@ -111,11 +113,11 @@ class EnrolmentService:
         """Several photos of one user: analysed concurrently (so the models batch them),
         stored in this one transaction; each photo succeeds or fails on its own."""
         self._require_consent(consent)
-        await self._require_user(user_id)
         analysed = await asyncio.gather(
             *(self._analyse(data) for data in images),
             return_exceptions=True,
         )
+        await self._require_user(user_id)  # after the models (no connection held meanwhile)
         results: list[FaceRow | ServiceError | ImageError] = []
         for outcome in analysed:
             if isinstance(outcome, ServiceError | ImageError):
