@@ -215,7 +215,7 @@ async def test_sqlite_pragmas_on_every_connection(sqlite_url: str) -> None:
                 assert pragma == {
                     "journal_mode": "wal",
                     "foreign_keys": 1,
-                    "busy_timeout": 5000,
+                    "busy_timeout": 30000,
                     "synchronous": 1,  # NORMAL
                 }
     finally:

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import NullPool
 
 AFTER_COMMIT = "after_commit"
-SQLITE_BUSY_TIMEOUT_MS = 5000
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # writers queue on one lock: wait, never fail under load
 PING_TIMEOUT_S = 5.0
 
 

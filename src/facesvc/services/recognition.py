@@ -102,7 +102,8 @@ class LockoutGuard:
     the first ones are still being computed.
 
     The attempt that reaches ``max_failures`` in a row already sets the lock; a match
-    clears both. While locked nothing is compared and nothing more is counted."""
+    clears both (in the request's own transaction). While locked nothing is compared and
+    nothing more is counted."""
 
     def __init__(
         self, sessionmaker: async_sessionmaker[AsyncSession], policy: LockoutPolicy
@@ -127,10 +128,6 @@ class LockoutGuard:
             f"too many failed verifications for this user; retry in {wait} s",
             retry_after=wait,
         )
-
-    async def succeeded(self, tenant_id: uuid.UUID, subject_id: uuid.UUID) -> None:
-        async with session_scope(self.sessionmaker) as session:
-            await LoginAttemptRepository(session).clear(tenant_id, subject_id)
 
 
 def distance_from_similarity(similarity: float) -> float:
@@ -245,8 +242,8 @@ class RecognitionService:
                 similarity, face_id = float(scores[best]), face_ids[best]
         threshold = self.decisions.one_to_one(far)
         match = similarity is not None and similarity >= threshold
-        if match:
-            await self.lockout.succeeded(tenant, user_id)
+        if match:  # cleared in this request's transaction, with its audit row: one write
+            await LoginAttemptRepository(self.session).clear(tenant, user_id)
         result = (
             "match"
             if match
