@@ -244,6 +244,7 @@ class JobRunner:
         # Set before the task is cancelled: a cancellation that lands inside a database call
         # can come out as the driver's error instead of CancelledError.
         self._stopping = False
+        self._running_job: uuid.UUID | None = None
 
     def wake(self) -> None:
         """A job was created in this worker: look for it now rather than at the next poll."""
@@ -260,8 +261,13 @@ class JobRunner:
         if task is None:
             return
         self._stopping = True
+        running = self._running_job
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        if running is not None:
+            # handed back here, once the cancelled batch has rolled back: from inside the
+            # cancelled task it could meet that batch's write lock (seen on a loaded machine)
+            await self._release(running, attempts=3)
 
     async def run(self, models_ready: Callable[[], Awaitable[bool]]) -> None:
         if not await models_ready():
@@ -312,6 +318,13 @@ class JobRunner:
         return None
 
     async def run_job(self, job: _Claimed) -> None:
+        self._running_job = job.id
+        try:
+            await self._run_job(job)
+        finally:
+            self._running_job = None
+
+    async def _run_job(self, job: _Claimed) -> None:
         token = bind_request_id(job.request_id or f"job-{job.id.hex}")  # in logs and audit
         heartbeat = asyncio.create_task(self._keep_lease(job.id), name=f"job-lease-{job.id}")
         try:
@@ -342,8 +355,7 @@ class JobRunner:
                 if busy:
                     await asyncio.sleep(BUSY_BACKOFF_S)
         except asyncio.CancelledError:
-            await self._release(job.id)
-            raise
+            raise  # stop() hands the job back once this batch has rolled back
         except Exception as exc:
             await self._after_error(job.id, exc)
         finally:
@@ -352,8 +364,8 @@ class JobRunner:
             unbind_request_id(token)
 
     async def _after_error(self, job_id: uuid.UUID, exc: Exception) -> None:
-        if self._stopping:  # a cancellation that surfaced as a driver error
-            await self._release(job_id)
+        if self._stopping:  # a cancellation that surfaced as a driver error: stop() hands back
+            return
         elif isinstance(exc, _JobLostError):
             log.info("job %s was cancelled or taken over", job_id)
         elif isinstance(exc, OperationalError | InterfaceError):  # database away or busy
@@ -466,9 +478,14 @@ class JobRunner:
                 erase_deleted_after_commit(session)
         log.info("job %s %s", job_id, state)
 
-    async def _release(self, job_id: uuid.UUID) -> None:
-        try:
-            async with session_scope(self.sessionmaker) as session:
-                await JobRepository(session).release(job_id, self.runner_id)
-        except Exception:  # its lease runs out instead, and another runner resumes it
-            log.warning("job %s: could not hand back on shutdown", job_id, exc_info=True)
+    async def _release(self, job_id: uuid.UUID, attempts: int = 1) -> None:
+        for attempt in range(attempts):
+            try:
+                async with session_scope(self.sessionmaker) as session:
+                    await JobRepository(session).release(job_id, self.runner_id)
+                return
+            except Exception:  # its lease runs out instead, and another runner resumes it
+                if attempt + 1 == attempts:
+                    log.warning("job %s: could not hand back on shutdown", job_id, exc_info=True)
+                else:
+                    await asyncio.sleep(0.2)
