@@ -7,7 +7,7 @@ process through httpx's ASGI transport inside a lifespan manager.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -16,9 +16,11 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from facesvc.app import create_app
+from facesvc.db.engine import session_scope
 from facesvc.db.migrate import upgrade_async
 from facesvc.security.crypto import generate_data_key
-from facesvc.security.keys import generate_api_key
+from facesvc.security.keys import Caller, generate_api_key
+from facesvc.services.keys import ApiKeyService, tenant_named_or_new
 from facesvc.settings import Settings
 from facesvc.state import AppState
 from tests.pg import postgres_server  # noqa: F401  (fixture, for the PostgreSQL runs)
@@ -106,3 +108,36 @@ def image_file(
     data: bytes, name: str = "face.jpg", mime: str = "image/jpeg"
 ) -> dict[str, tuple[str, bytes, str]]:
     return {"image": (name, data, mime)}
+
+
+MakeClient = Callable[[str], httpx.AsyncClient]
+
+
+async def new_key(app: FastAPI, tenant: str, *scopes: str) -> str:
+    """A key made the way `facesvc keys create` makes it (the tenant is created if new)."""
+    state: AppState = app.state.facesvc
+    async with session_scope(state.sessionmaker) as session:
+        found = await tenant_named_or_new(session, tenant)
+        _, secret = await ApiKeyService(session, Caller.operator(found.id)).create(
+            f"test-{'-'.join(scopes)}", list(scopes)
+        )
+    return secret
+
+
+@pytest.fixture
+async def as_key(app: FastAPI) -> AsyncIterator[MakeClient]:
+    """Clients of the session app that send a given key (closed after the test)."""
+    clients: list[httpx.AsyncClient] = []
+
+    def make(key: str) -> httpx.AsyncClient:
+        c = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://facesvc.test",
+            headers={"X-API-Key": key},
+        )
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        await c.aclose()

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from facesvc.bench_cli import bench_app
+from facesvc.cli_support import fail, operator_session
 from facesvc.evaluation.cli import eval_app
 from facesvc.keys_cli import keys_app
 from facesvc.settings import Settings
@@ -28,11 +29,6 @@ app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")  # API keys, data keys, rotate-data
 app.add_typer(eval_app, name="eval")  # facesvc eval lfw | identify | landmarks | detect
 app.add_typer(bench_app, name="bench")  # facesvc bench list | run NAME [-- ARGS]
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
 
 
 @app.command()
@@ -62,7 +58,7 @@ def serve(
     try:
         data_cipher(settings)  # refuse now, with a clear message, rather than in each worker
     except ConfigurationError as exc:
-        raise _fail(str(exc), 2) from exc
+        raise fail(str(exc), 2) from exc
     if migrate:
         from facesvc.db.migrate import upgrade
 
@@ -106,7 +102,7 @@ def db_upgrade(
     try:
         upgrade(settings.database_url, revision)
     except Exception as exc:
-        raise _fail(f"migration failed: {exc}") from exc
+        raise fail(f"migration failed: {exc}") from exc
     typer.echo(f"database at revision {current(settings.database_url)}")
 
 
@@ -130,11 +126,11 @@ def models_pull(
     manifest = Manifest.load(settings.manifest_path)
     unknown = sorted(set(names or []) - set(manifest.models))
     if unknown:
-        raise _fail(f"not in the manifest: {', '.join(unknown)}", 2)
+        raise fail(f"not in the manifest: {', '.join(unknown)}", 2)
     try:
         pull_all(manifest, settings.models_dir, names or None, log=typer.echo)
     except PullError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
 
 
 @models_app.command("list")
@@ -188,10 +184,10 @@ def enrol(
     from facesvc.state import build_state
 
     if not consent:
-        raise _fail("faces are biometric data: pass --consent to confirm it was given", 2)
+        raise fail("faces are biometric data: pass --consent to confirm it was given", 2)
     people = people_in(folder)
     if not people:
-        raise _fail(f"no NAME/photo folders with images under {folder}", 2)
+        raise fail(f"no NAME/photo folders with images under {folder}", 2)
     total = sum(len(photos) for _, photos in people)
 
     async def run() -> None:
@@ -245,7 +241,7 @@ def reembed(
         try:
             state = build_state(Settings())
         except ConfigurationError as exc:
-            raise _fail(str(exc), 2) from exc
+            raise fail(str(exc), 2) from exc
         try:
             await state.registry.start()
             with Progress() as bar:
@@ -280,20 +276,12 @@ def users_list(
     """List users with their face counts."""
     import asyncio
 
-    from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
     from facesvc.repositories.users import UserRepository
-    from facesvc.services.keys import tenant_named
 
     async def run() -> None:
-        engine = create_engine(Settings().database_url)
-        try:
-            async with session_scope(create_sessionmaker(engine)) as session:
-                found = await tenant_named(session, tenant)
-                if found is None:
-                    raise _fail(f"no tenant named {tenant!r}", 2)
-                rows, total = await UserRepository(session, found.id).list_page(limit, offset)
-        finally:
-            await engine.dispose()
+        async with operator_session(tenant) as (session, operator):
+            users = UserRepository(session, operator.tenant_id)
+            rows, total = await users.list_page(limit, offset)
         for user, faces in rows:
             typer.echo(f"{user.id}  {faces:4d} faces  {user.name}")
         typer.echo(f"{len(rows)} of {total} users")

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from facesvc.cli_support import fail, operator_session
 from facesvc.settings import Settings
 
 keys_app = typer.Typer(
@@ -22,11 +23,6 @@ TenantOption = Annotated[
 SCOPE_CHOICES = ("admin", "enrol", "verify")
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
-
-
 @keys_app.command("create")
 def create(
     name: Annotated[str, typer.Option(help="A label for the key, e.g. kiosk-lobby")],
@@ -36,26 +32,18 @@ def create(
     tenant: TenantOption = "default",
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
-    from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
-    from facesvc.security.keys import Caller
-    from facesvc.services.keys import ApiKeyService, tenant_named_or_new
+    from facesvc.services.keys import ApiKeyService
 
     unknown = sorted(set(scope) - set(SCOPE_CHOICES))
     if unknown or not scope:
-        raise _fail(f"--scope must be among {', '.join(SCOPE_CHOICES)} (got {unknown})", 2)
+        raise fail(f"--scope must be among {', '.join(SCOPE_CHOICES)} (got {unknown})", 2)
     if not 1 <= len(name) <= 100:
-        raise _fail("--name must be 1 to 100 characters", 2)
+        raise fail("--name must be 1 to 100 characters", 2)
 
     async def run() -> tuple[str, str, uuid.UUID]:
-        engine = create_engine(Settings().database_url)
-        try:
-            async with session_scope(create_sessionmaker(engine)) as session:
-                found = await tenant_named_or_new(session, tenant)
-                keys = ApiKeyService(session, Caller.operator(found.id))
-                row, secret = await keys.create(name, scope)
-                return secret, row.scopes, row.id
-        finally:
-            await engine.dispose()
+        async with operator_session(tenant, create=True) as (session, operator):
+            row, secret = await ApiKeyService(session, operator).create(name, scope)
+            return secret, row.scopes, row.id
 
     secret, scopes, key_id = asyncio.run(run())
     typer.echo(f"key id {key_id}, tenant {tenant!r}, scopes: {scopes}", err=True)
@@ -66,24 +54,13 @@ def create(
 @keys_app.command("list")
 def list_keys(tenant: TenantOption = "default") -> None:
     """List a tenant's keys (never the secrets)."""
-    from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
-    from facesvc.security.keys import Caller
-    from facesvc.services.keys import ApiKeyService, tenant_named
+    from facesvc.services.keys import ApiKeyService
 
     async def run() -> None:
-        engine = create_engine(Settings().database_url)
-        try:
-            async with session_scope(create_sessionmaker(engine)) as session:
-                found = await tenant_named(session, tenant)
-                if found is None:
-                    raise _fail(f"no tenant named {tenant!r}", 2)
-                for key in await ApiKeyService(session, Caller.operator(found.id)).list():
-                    state = "revoked" if key.revoked_at else "active"
-                    typer.echo(
-                        f"{key.id}  {key.prefix}...  {state:7s}  {key.scopes:18s} {key.name}"
-                    )
-        finally:
-            await engine.dispose()
+        async with operator_session(tenant) as (session, operator):
+            for key in await ApiKeyService(session, operator).list():
+                state = "revoked" if key.revoked_at else "active"
+                typer.echo(f"{key.id}  {key.prefix}...  {state:7s}  {key.scopes:18s} {key.name}")
 
     asyncio.run(run())
 
@@ -94,24 +71,15 @@ def revoke(
     tenant: TenantOption = "default",
 ) -> None:
     """Revoke an API key: it stops working at once."""
-    from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
-    from facesvc.security.keys import Caller
     from facesvc.services.errors import KeyNotFoundError
-    from facesvc.services.keys import ApiKeyService, tenant_named
+    from facesvc.services.keys import ApiKeyService
 
     async def run() -> None:
-        engine = create_engine(Settings().database_url)
-        try:
-            async with session_scope(create_sessionmaker(engine)) as session:
-                found = await tenant_named(session, tenant)
-                if found is None:
-                    raise _fail(f"no tenant named {tenant!r}", 2)
-                try:
-                    await ApiKeyService(session, Caller.operator(found.id)).revoke(key_id)
-                except KeyNotFoundError as exc:
-                    raise _fail(str(exc), 2) from exc
-        finally:
-            await engine.dispose()
+        async with operator_session(tenant) as (session, operator):
+            try:
+                await ApiKeyService(session, operator).revoke(key_id)
+            except KeyNotFoundError as exc:
+                raise fail(str(exc), 2) from exc
 
     asyncio.run(run())
     typer.echo(f"revoked {key_id}")
@@ -138,7 +106,7 @@ def gen_data_key(
     try:
         typer.echo(generate_data_key(key_id))
     except EncryptionKeyError as exc:
-        raise _fail(str(exc), 2) from exc
+        raise fail(str(exc), 2) from exc
 
 
 @keys_app.command("rotate-data")
@@ -161,9 +129,9 @@ def rotate_data(
     try:
         cipher = data_cipher(settings)
     except ConfigurationError as exc:
-        raise _fail(str(exc), 2) from exc
+        raise fail(str(exc), 2) from exc
     if cipher.active_key_id is None:
-        raise _fail("FACESVC_ENCRYPTION_KEY is not set: nothing to encrypt with", 2)
+        raise fail("FACESVC_ENCRYPTION_KEY is not set: nothing to encrypt with", 2)
 
     async def run() -> dict[str | None, int]:
         engine = create_engine(settings.database_url)

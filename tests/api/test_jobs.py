@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,9 @@ from facesvc.services.jobs import JobRunner, JobService
 from facesvc.settings import Settings
 from facesvc.state import AppState
 from tests.api.test_errors import assert_problem
-from tests.api.test_security import new_key
-from tests.conftest import ADMIN_KEY, DATA_KEY, lfw_image
+from tests.conftest import ADMIN_KEY, DATA_KEY, MakeClient, lfw_image, new_key
 
 FINAL = {"succeeded", "failed", "cancelled"}
-MakeClient = Callable[[str], httpx.AsyncClient]
 
 
 def photos(*images: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -66,24 +63,6 @@ async def progressed(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
             return body
         assert time.monotonic() < deadline, body
         await asyncio.sleep(0.01)
-
-
-@pytest.fixture
-async def as_key(app: FastAPI) -> AsyncIterator[MakeClient]:
-    clients: list[httpx.AsyncClient] = []
-
-    def make(key: str) -> httpx.AsyncClient:
-        c = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://facesvc.test",
-            headers={"X-API-Key": key},
-        )
-        clients.append(c)
-        return c
-
-    yield make
-    for c in clients:
-        await c.aclose()
 
 
 def many_photos(count: int) -> list[tuple[str, tuple[str, bytes, str]]]:

@@ -6,51 +6,18 @@ import asyncio
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
-import pytest
 from fastapi import FastAPI
 from sqlalchemy import Uuid, bindparam, text, update
 
 from facesvc.db.engine import session_scope
 from facesvc.db.models import LoginAttempts, utcnow
-from facesvc.security.keys import Caller
-from facesvc.services.keys import ApiKeyService, tenant_named_or_new
 from facesvc.state import AppState
 from tests.api.test_errors import assert_problem
-from tests.conftest import ADMIN_KEY, image_file, lfw_image
-
-
-async def new_key(app: FastAPI, tenant: str, *scopes: str) -> str:
-    """A key made the way `facesvc keys create` makes it."""
-    state: AppState = app.state.facesvc
-    async with session_scope(state.sessionmaker) as session:
-        found = await tenant_named_or_new(session, tenant)
-        _, secret = await ApiKeyService(session, Caller.operator(found.id)).create(
-            f"test-{'-'.join(scopes)}", list(scopes)
-        )
-    return secret
-
-
-@pytest.fixture
-async def as_key(app: FastAPI) -> AsyncIterator[object]:
-    clients: list[httpx.AsyncClient] = []
-
-    def make(key: str) -> httpx.AsyncClient:
-        c = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app),
-            base_url="http://facesvc.test",
-            headers={"X-API-Key": key},
-        )
-        clients.append(c)
-        return c
-
-    yield make
-    for c in clients:
-        await c.aclose()
+from tests.conftest import ADMIN_KEY, MakeClient, image_file, lfw_image, new_key
 
 
 async def enrolled_user(client: httpx.AsyncClient, name: str, number: int = 1) -> str:
@@ -91,10 +58,9 @@ async def test_bearer_works_like_x_api_key(anonymous: httpx.AsyncClient) -> None
     assert_problem(bad, 401, "unauthorized")
 
 
-async def test_scopes_are_enforced(app: FastAPI, as_key: object) -> None:
-    make = as_key  # type: ignore[assignment]
-    verify_only = make(await new_key(app, "default", "verify"))  # type: ignore[operator]
-    enrol_only = make(await new_key(app, "default", "enrol"))  # type: ignore[operator]
+async def test_scopes_are_enforced(app: FastAPI, as_key: MakeClient) -> None:
+    verify_only = as_key(await new_key(app, "default", "verify"))
+    enrol_only = as_key(await new_key(app, "default", "enrol"))
     photo = image_file(lfw_image("Colin_Powell", 1))
     assert_problem(await verify_only.get("/v1/users"), 403, "forbidden")
     assert_problem(await verify_only.post("/v1/users", json={"name": "x"}), 403, "forbidden")
@@ -107,7 +73,7 @@ async def test_scopes_are_enforced(app: FastAPI, as_key: object) -> None:
 
 
 async def test_keys_are_shown_once_hashed_and_revocable(
-    client: httpx.AsyncClient, app: FastAPI, as_key: object
+    client: httpx.AsyncClient, app: FastAPI, as_key: MakeClient
 ) -> None:
     created = await client.post("/v1/keys", json={"name": "kiosk", "scopes": ["verify"]})
     assert created.status_code == 201, created.text
@@ -125,7 +91,7 @@ async def test_keys_are_shown_once_hashed_and_revocable(
         rows = (await conn.execute(text("SELECT * FROM api_keys"))).all()
     assert all(secret not in [str(v) for v in row] for row in rows)
 
-    kiosk = as_key(secret)  # type: ignore[operator]
+    kiosk = as_key(secret)
     assert (
         await kiosk.post("/v1/identify", files=image_file(lfw_image("Colin_Powell", 1)))
     ).status_code == 200
@@ -143,9 +109,9 @@ async def test_keys_are_shown_once_hashed_and_revocable(
 
 
 async def test_tenants_never_see_each_other(
-    client: httpx.AsyncClient, app: FastAPI, as_key: object
+    client: httpx.AsyncClient, app: FastAPI, as_key: MakeClient
 ) -> None:
-    other = as_key(await new_key(app, "tenant-b", "admin"))  # type: ignore[operator]
+    other = as_key(await new_key(app, "tenant-b", "admin"))
     mine = await enrolled_user(client, "Gloria_Macapagal_Arroyo", 1)
     theirs = await enrolled_user(other, "Gloria_Macapagal_Arroyo", 2)  # same person, tenant B
     probe = image_file(lfw_image("Gloria_Macapagal_Arroyo", 3))

@@ -396,6 +396,8 @@ class KeyList(BaseModel):
 
 
 class AuditEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # read straight off the audit row
+
     id: uuid.UUID
     created_at: datetime
     action: str = Field(examples=["verify"])

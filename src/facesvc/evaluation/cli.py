@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from facesvc.cli_support import fail
 from facesvc.settings import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -65,11 +66,6 @@ CalibrationOption = Annotated[
 ]
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code)
-
-
 def _settings(detector: str | None, embedder: str | None = None) -> Settings:
     """Settings from the environment, with these models instead of the configured ones."""
     from facesvc.inference.manifest import Manifest
@@ -81,7 +77,7 @@ def _settings(detector: str | None, embedder: str | None = None) -> Settings:
         manifest.get(settings.detector, "detector")
         manifest.get(settings.embedder, "embedder")
     except (KeyError, ValueError) as exc:
-        raise _fail(str(exc).strip("'\""), 2) from exc
+        raise fail(str(exc).strip("'\""), 2) from exc
     return settings
 
 
@@ -104,9 +100,9 @@ def _load_calibration(settings: Settings, path: Path | None) -> ScoreCalibration
     try:
         calibration = ScoreCalibration.load(path)
     except (ValueError, KeyError) as exc:
-        raise _fail(f"{path}: {exc}", 2) from exc
+        raise fail(f"{path}: {exc}", 2) from exc
     if calibration.space != spec.embedding_space:
-        raise _fail(f"{path} calibrates {calibration.space!r}, not {spec.embedding_space!r}", 2)
+        raise fail(f"{path} calibrates {calibration.space!r}, not {spec.embedding_space!r}", 2)
     return calibration
 
 
@@ -120,9 +116,7 @@ def _display_path(path: Path) -> str:
 
 def _require(path: Path, what: str, settings: Settings) -> None:
     if not path.exists():
-        raise _fail(
-            f"{what} not found at {path} (set FACESVC_DATA_DIR; now {settings.data_dir})", 2
-        )
+        raise fail(f"{what} not found at {path} (set FACESVC_DATA_DIR; now {settings.data_dir})", 2)
 
 
 def _with_pipeline(
@@ -149,7 +143,7 @@ def _with_pipeline(
     try:
         return asyncio.run(main())
     except ModelFileError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
 
 
 def _open_cache(pipeline: FacePipeline, cache_dir: Path, no_cache: bool) -> EmbeddingCache | None:
@@ -232,7 +226,7 @@ def eval_lfw(
     try:  # fail now, not after the images are embedded
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise _fail("the ROC plot needs matplotlib: pip install matplotlib", 2) from exc
+        raise fail("the ROC plot needs matplotlib: pip install matplotlib", 2) from exc
     settings = _settings(detector, embedder)
     pairs_file = settings.data_dir / "lfw" / "pairs.txt"
     _require(pairs_file, "LFW", settings)
@@ -440,7 +434,7 @@ def eval_calibrate(
     try:  # fail now, not after the images are embedded
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise _fail("the plot needs matplotlib: pip install matplotlib", 2) from exc
+        raise fail("the plot needs matplotlib: pip install matplotlib", 2) from exc
     settings = _settings(detector, embedder)
     root = settings.data_dir / "lfw" / "lfw-deepfunneled"
     _require(root, "LFW", settings)
@@ -641,7 +635,7 @@ def eval_quality(
     try:  # fail now, not after the images are measured
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise _fail("the plot needs matplotlib: pip install matplotlib", 2) from exc
+        raise fail("the plot needs matplotlib: pip install matplotlib", 2) from exc
     settings = _settings(detector, embedder)
     _require(settings.data_dir / "lfw" / "pairs.txt", "LFW", settings)
     total = images_to_measure(pairs_per_fold, pose_folds, settings.data_dir)
@@ -649,7 +643,7 @@ def eval_quality(
     async def work(pipeline: FacePipeline) -> dict[str, Any]:
         threshold = manifest_threshold(pipeline)
         if threshold is None:
-            raise _fail("the embedder has no match threshold (set FACESVC_MATCH_THRESHOLD)", 2)
+            raise fail("the embedder has no match threshold (set FACESVC_MATCH_THRESHOLD)", 2)
         with ProgressReporter("measuring LFW faces", total) as progress:
             run = await run_quality(
                 pipeline,

@@ -149,14 +149,7 @@ class FaceRepository:
             if face.key_id == self._cipher.active_key_id and face.key_id is not None:
                 continue
             plain = self._cipher.decrypt(face.embedding, face.key_id, face.id)
-            crop = (
-                None
-                if face.crop is None
-                else self._cipher.decrypt(face.crop, face.key_id, face.id, CROP)
-            )
-            face.embedding, face.key_id = self._cipher.encrypt(plain, face.id)
-            if crop is not None:
-                face.crop = self._cipher.encrypt(crop, face.id, CROP)[0]
+            _seal(face, plain, self._cipher)
             changed += 1
         await self._session.flush()
         return changed, (faces[-1].id if len(faces) == limit else None)
@@ -176,6 +169,15 @@ class FaceRepository:
             for user_id, name in (await self._session.execute(stmt)).all():
                 names[user_id] = name
         return names
+
+
+def _seal(face: Face, embedding: bytes, cipher: EmbeddingCipher) -> None:
+    """Store ``embedding`` (plain bytes) on the row under the active key, and re-seal its crop
+    (if kept) under the same key, since one ``key_id`` covers both. The crop must be loaded."""
+    crop = None if face.crop is None else cipher.decrypt(face.crop, face.key_id, face.id, CROP)
+    face.embedding, face.key_id = cipher.encrypt(embedding, face.id)
+    if crop is not None:
+        face.crop = cipher.encrypt(crop, face.id, CROP)[0]
 
 
 def _stack(blobs: Sequence[bytes], dims: Sequence[int]) -> npt.NDArray[np.float32]:
@@ -242,14 +244,7 @@ class StaleFaces:
         face = await self._session.get(Face, face_id, options=[undefer(Face.crop)])
         if face is None:
             return  # deleted meanwhile
-        crop = (
-            None
-            if face.crop is None
-            else self._cipher.decrypt(face.crop, face.key_id, face.id, CROP)
-        )
-        face.embedding, face.key_id = self._cipher.encrypt(encode_embedding(vec), face.id)
-        if crop is not None:
-            face.crop = self._cipher.encrypt(crop, face.id, CROP)[0]
+        _seal(face, encode_embedding(vec), self._cipher)
         face.embedding_dim = int(vec.shape[0])
         face.model_name = model_name
         face.model_version = model_version

@@ -95,3 +95,13 @@ class NotCalibratedError(ServiceError):
     slug = "not-calibrated"
     status = 422
     title = "No score calibration for this model"
+
+
+class JobNotFoundError(NotFoundError):
+    slug = "job-not-found"
+    title = "Job not found"
+
+
+class JobFinishedError(ConflictError):
+    slug = "job-finished"
+    title = "Job already finished"

@@ -45,9 +45,9 @@ from facesvc.security.keys import Caller
 from facesvc.services.analysis import AnalysedImage, FaceAnalysisService
 from facesvc.services.enrolment import EnrolmentOptions, EnrolmentService
 from facesvc.services.errors import (
-    ConflictError,
     ConsentRequiredError,
-    NotFoundError,
+    JobFinishedError,
+    JobNotFoundError,
     ServiceError,
     UserNotFoundError,
 )
@@ -64,16 +64,6 @@ LEASE_S = 30.0  # a running job whose heartbeat is older was left by a dead work
 BUSY_BACKOFF_S = 1.0  # the models' queues are full (the API has priority): wait, retry
 ERROR_BACKOFF_S = 2.0  # the database failed the runner's own bookkeeping
 INTERNAL_ERROR = "internal error while running the job (the service log has the details)"
-
-
-class JobNotFoundError(NotFoundError):
-    slug = "job-not-found"
-    title = "Job not found"
-
-
-class JobFinishedError(ConflictError):
-    slug = "job-finished"
-    title = "Job already finished"
 
 
 class JobResults(Protocol):

@@ -217,10 +217,6 @@ class RecognitionService:
     def model_name(self) -> str:
         return self.analysis.pipeline.embedding_space
 
-    @property
-    def threshold(self) -> float:
-        return self.decisions.threshold
-
     async def verify(
         self, user_id: uuid.UUID, data: bytes, far: float | None = None
     ) -> Verification:

@@ -117,20 +117,7 @@ async def list_audit_events(
         since=since,
     )
     return AuditPage(
-        items=[
-            AuditEventOut(
-                id=e.id,
-                created_at=e.created_at,
-                action=e.action,
-                result=e.result,
-                actor=e.actor,
-                key_id=e.key_id,
-                user_id=e.user_id,
-                similarity=e.similarity,
-                request_id=e.request_id,
-            )
-            for e in rows
-        ],
+        items=[AuditEventOut.model_validate(event) for event in rows],
         total=total,
         limit=limit,
         offset=offset,
