@@ -1,5 +1,7 @@
 """End-to-end HTTP load: verify (and identify) latency and throughput at concurrency 1/8/32,
-facesvc with micro-batching on and off, and the tutorial-style naive baseline — one run.
+facesvc with micro-batching on and off, and two naive baselines built the seed tutorial's way
+(one request at a time, one model call per stage): with the tutorial's frozen TF graph and
+with facesvc's TFLite FaceNet — all in one run.
 
     .venv/bin/python bench/http_load.py [--seconds 20] [--out bench/results/http_load.json]
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -155,6 +158,47 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 120) ->
     raise TimeoutError("naive server did not start")
 
 
+# Both serve one request at a time with one model call per stage. The first is the seed
+# tutorial's stack (FaceNet as a frozen TensorFlow graph); the second runs facesvc's faster
+# TFLite FaceNet, so facesvc's lead over it is the serving design alone.
+NAIVE_BASELINES = (
+    ("naive (tutorial: TF frozen graph)", {"FACESVC_EMBEDDER": "facenet"}),
+    ("naive (same TFLite models)", {}),
+)
+
+
+def run_naive(
+    gallery: list[tuple[str, list[bytes]]], args: argparse.Namespace, env: dict[str, str]
+) -> dict[str, Any]:
+    port = free_port()
+    naive = subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "bench" / "naive_server.py"), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **env},
+    )
+    try:
+        wait_port(port, naive)
+        return asyncio.run(
+            bench_naive(f"http://127.0.0.1:{port}", gallery, args.seconds, args.levels)
+        )
+    finally:
+        naive.terminate()
+        naive.wait(15)
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float]:
+    """facesvc's verifications/s over each baseline's, level by level (same run)."""
+    out = {}
+    for label, _ in NAIVE_BASELINES:
+        for ours, theirs in zip(
+            results["facesvc (batching on)"]["verify"], results[label]["verify"], strict=True
+        ):
+            key = f"facesvc (batching on) / {label} @ concurrency {ours['concurrency']}"
+            out[key] = round(ours["rps"] / max(theirs["rps"], 1e-9), 2)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20)
@@ -178,35 +222,26 @@ def main() -> None:
                     (proc_status_kib(server.pid, "VmHWM") or 0) / 1024
                 )
             print(label, json.dumps(results[label]["verify"]), flush=True)
-        port = free_port()
-        naive = subprocess.Popen(
-            [sys.executable, str(PROJECT_ROOT / "bench" / "naive_server.py"), "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_port(port, naive)
-            results["naive (tutorial style)"] = asyncio.run(
-                bench_naive(f"http://127.0.0.1:{port}", gallery, args.seconds, args.levels)
-            )
-        finally:
-            naive.terminate()
-            naive.wait(15)
-        print("naive", json.dumps(results["naive (tutorial style)"]["verify"]), flush=True)
+        for label, env in NAIVE_BASELINES:
+            results[label] = run_naive(gallery, args, env)
+            print(label, json.dumps(results[label]["verify"]), flush=True)
 
     summary = []
     for label, runs in results.items():
         for row in runs["verify"]:
             summary.append((label, row["concurrency"], row["p50_ms"], row["p99_ms"], row["rps"]))
-    print(f"\n{'server':26} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'verify/s':>9}")
+    print(f"\n{'server':36} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'verify/s':>9}")
     for label, conc, p50, p99, rps in summary:
-        print(f"{label:26} {conc:>4} {p50:>8} {p99:>8} {rps:>9}")
+        print(f"{label:36} {conc:>4} {p50:>8} {p99:>8} {rps:>9}")
     payload = {
         "benchmark": "http_load",
         "machine": machine_info(),
         "seconds_per_level": args.seconds,
         "results": results,
+        "throughput_ratios": ratios(results),
     }
+    for key, value in payload["throughput_ratios"].items():
+        print(f"{key}: {value}x")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 

@@ -1,8 +1,10 @@
 """The baseline facesvc replaces, built the seed tutorial's way, for side-by-side benches.
 
 One process, one thread, one model session: every request is decoded, detected and
-embedded on its own (no batching), and requests wait for each other. It uses the *same*
-models and pipeline code as facesvc, so a comparison measures the serving design only.
+embedded on its own (no batching), and requests wait for each other. It uses the models
+and pipeline code facesvc is configured with (``FACESVC_EMBEDDER=facenet`` gives the
+tutorial's frozen TF graph; the default is facesvc's TFLite FaceNet), so a comparison with
+the same models measures the serving design only.
 
     .venv/bin/python bench/naive_server.py --port 8765
 

@@ -1,6 +1,6 @@
 """The face_recognition (dlib) peer on the same LFW 10-fold protocol as ``facesvc eval lfw``.
 
-    .venv/bin/python bench/peer_face_recognition.py [--folds N] [--limit N] [--out PATH]
+    .venv/bin/python bench/peer_face_recognition.py [--folds N] [--limit N] [--speed-images N] [--out PATH]
 
 Per image: dlib's HOG detector (``face_recognition.face_locations``, model "hog", upsampled
 once, the library's default), the face nearest the image centre (LFW's labelled person, the
@@ -9,7 +9,9 @@ one jitter). A pair's score is the negative Euclidean distance, so the threshold
 10-fold protocol, AUC and TAR at FAR are facesvc's own (``facesvc.evaluation.lfw``). An image
 without a face makes its pairs errors (score ``FAILED_SCORE``, below any real one).
 Also reported: accuracy at the library's documented tolerance (distance <= 0.6) and the time
-to detect per image and to encode per face, on one thread of this machine.
+to detect per image and to encode per face, on one thread of this machine; and, on
+``--speed-images`` LFW photos (default 200), both libraries timed back to back in one process
+(``speed_same_run``: detect per image, encode per face, and the ratios).
 
 Needs (not in facesvc's own dependencies): ``dlib-bin`` (a prebuilt dlib wheel),
 ``face-recognition-models`` (the weights) and ``face_recognition`` installed with
@@ -121,6 +123,67 @@ def encode_images(
     return cache, detect_ms, encode_ms, face_counts
 
 
+def speed_side_by_side(root: Path, names: list[str]) -> dict[str, Any]:
+    """Per-image detect and per-face encode times of both libraries on the same images, back
+    to back in this one process (the ratio is what to compare: the machine's speed moves)."""
+    import face_recognition
+
+    from facesvc.inference.geometry import face_crop
+    from facesvc.inference.images import decode_image
+    from facesvc.inference.registry import ModelRegistry
+
+    settings = Settings(dev_mode=True)
+    registry = ModelRegistry(settings)
+    registry.start_sync()
+    detector, mesh, embedder = (r.model for r in registry.runners)
+    peer: dict[str, list[float]] = {"detect": [], "encode": []}
+    ours: dict[str, list[float]] = {"detect": [], "landmarks": [], "encode": []}
+    try:
+        for name in names:
+            data = (root / name).read_bytes()
+            image = face_recognition.load_image_file(root / name)
+            start = time.perf_counter()
+            locations = face_recognition.face_locations(image, 1, "hog")
+            peer["detect"].append(1000 * (time.perf_counter() - start))
+            if locations:
+                start = time.perf_counter()
+                face_recognition.face_encodings(image, [locations[0]], 1, "small")
+                peer["encode"].append(1000 * (time.perf_counter() - start))
+            start = time.perf_counter()
+            decoded = decode_image(data, max_pixels=settings.max_image_pixels)
+            (found,) = detector.predict([decoded])
+            ours["detect"].append(1000 * (time.perf_counter() - start))
+            if found:
+                start = time.perf_counter()
+                mesh.predict([(decoded, found[0])])
+                ours["landmarks"].append(1000 * (time.perf_counter() - start))
+                start = time.perf_counter()
+                crop = face_crop(decoded, found[0].box, registry.crop_policy, 160)
+                embedder.predict(crop[None])
+                ours["encode"].append(1000 * (time.perf_counter() - start))
+    finally:
+        registry.close()
+    peer_total = np.median(peer["detect"]) + np.median(peer["encode"])
+    ours_total = sum(float(np.median(v)) for v in ours.values())
+    return {
+        "images": len(names),
+        "face_recognition": {k: timing(v) for k, v in peer.items()},
+        "facesvc": {k: timing(v) for k, v in ours.items()}
+        | {
+            "models": [
+                registry.detector_spec.name,
+                registry.mesh_spec.name,
+                registry.embedder_spec.name,
+            ]
+        },
+        "encode_speedup": round(float(np.median(peer["encode"]) / np.median(ours["encode"])), 2),
+        "image_speedup": round(float(peer_total / ours_total), 2),
+        "note": "same images, alternating, one process; dlib on its own threading, facesvc with "
+        "its default settings (TFLite FaceNet on every core, BlazeFace and mesh on one); "
+        "facesvc's detect includes decoding, its encode includes the crop",
+    }
+
+
 def timing(values: list[float]) -> dict[str, Any]:
     if not values:
         return {"count": 0}
@@ -139,6 +202,12 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N pairs of each fold")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results" / "peer_face_recognition.json"
+    )
+    parser.add_argument(
+        "--speed-images",
+        type=int,
+        default=200,
+        help="LFW images timed with both libraries back to back (0: skip)",
     )
     args = parser.parse_args()
 
@@ -204,6 +273,10 @@ def main() -> int:
         "faces_per_image_mean": (round(float(np.mean(face_counts)), 3) if face_counts else None),
         "note": "one process, dlib's own threading; timings only for images computed in this run",
     }
+    if args.speed_images:
+        result["speed_same_run"] = speed_side_by_side(
+            root, names[:: max(1, len(names) // args.speed_images)][: args.speed_images]
+        )
     facesvc_lfw = ROOT / "docs" / "eval" / "lfw.json"
     if facesvc_lfw.exists():
         own = json.loads(facesvc_lfw.read_text(encoding="utf-8"))

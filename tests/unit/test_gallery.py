@@ -223,3 +223,44 @@ def test_an_add_the_index_already_holds_is_not_doubled() -> None:
     index.apply(7, ("remove_face", face))
     assert len(index) == 0
     assert index.search(v, 5, tenant) == []
+
+
+def test_faces_per_tenant_stay_counted_through_adds_and_removals() -> None:
+    """faces_of() is kept incrementally (identify reads it per query): after a random mix of
+    adds, face and user removals it equals a count of the rows."""
+    tenants = [uuid.uuid4() for _ in range(3)]
+    users = [(uuid.uuid4(), tenants[i % 3]) for i in range(12)]
+    faces: dict[uuid.UUID, tuple[uuid.UUID, uuid.UUID]] = {}  # face -> (user, tenant)
+    index = GalleryIndex("m")
+    first = [uuid.uuid4() for _ in range(6)]
+    index.replace(
+        first,
+        [users[i][0] for i in range(6)],
+        unit(6),
+        version=1,
+        tenant_ids=[users[i][1] for i in range(6)],
+    )
+    faces.update({f: users[i] for i, f in enumerate(first)})
+    version = 1
+    for step in range(300):
+        version += 1
+        roll = RNG.random()
+        if roll < 0.6 or not faces:
+            user, tenant = users[int(RNG.integers(len(users)))]
+            face = uuid.uuid4()
+            index.apply(version, ("add", face, user, unit(1)[0], tenant))
+            faces[face] = (user, tenant)
+        elif roll < 0.9:
+            face = list(faces)[int(RNG.integers(len(faces)))]
+            index.apply(version, ("remove_face", face, None, None))
+            del faces[face]
+        else:
+            user = users[int(RNG.integers(len(users)))][0]
+            index.apply(version, ("remove_user", user))
+            faces = {f: owner for f, owner in faces.items() if owner[0] != user}
+        if step % 25 == 0 or step == 299:
+            for tenant in tenants:
+                expected = sum(owner[1] == tenant for owner in faces.values())
+                assert index.faces_of(tenant) == expected
+    assert len(index) == len(faces)
+    assert index.faces_of(uuid.uuid4()) == 0

@@ -154,6 +154,7 @@ def get_recognition(
     settings = state.settings
     return RecognitionService(
         session,
+        state.sessionmaker,
         analysis,
         state.gallery,
         DecisionPolicy(state.registry.threshold, state.registry.calibration, settings.identify_far),

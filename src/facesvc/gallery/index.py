@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -62,6 +63,7 @@ class GalleryIndex:
         # each row's tenant as a small integer code, so a search masks other tenants cheaply
         self._tenant_codes = np.zeros(0, np.int32)
         self._code_of: dict[uuid.UUID | None, int] = {}
+        self._faces_per_code: Counter[int] = Counter()  # kept in step: no O(N) count per query
         self._row_of: dict[uuid.UUID, int] = {}
         self.version = -1  # the gallery_state version this index reflects; -1: not loaded
         self.reloads = 0
@@ -90,6 +92,7 @@ class GalleryIndex:
         self._count = len(face_ids)
         tenants = tenant_ids if tenant_ids is not None else [None] * len(face_ids)
         self._tenant_codes = np.array([self._code(t) for t in tenants], np.int32)
+        self._faces_per_code = Counter(self._tenant_codes.tolist())
         self._face_ids = list(face_ids)
         self._user_ids = list(user_ids)
         self._row_of = {face_id: row for row, face_id in enumerate(face_ids)}
@@ -137,7 +140,9 @@ class GalleryIndex:
             codes[: self._count] = self._tenant_codes[: self._count]
             self._tenant_codes = codes
         self._vectors[self._count] = vector
-        self._tenant_codes[self._count] = self._code(tenant_id)
+        code = self._code(tenant_id)
+        self._tenant_codes[self._count] = code
+        self._faces_per_code[code] += 1
         if self.ann is not None:
             self.ann.add(face_id, vector)
         self._face_ids.append(face_id)
@@ -149,6 +154,7 @@ class GalleryIndex:
         for row in sorted(rows, reverse=True):  # swap with the last row: O(1) each
             last = self._count - 1
             removed = self._face_ids[row]
+            self._faces_per_code[int(self._tenant_codes[row])] -= 1
             if self.ann is not None:
                 self.ann.remove(removed)
             if row != last:
@@ -168,9 +174,7 @@ class GalleryIndex:
     def faces_of(self, tenant_id: uuid.UUID | None) -> int:
         """How many faces one tenant has in the index."""
         code = self._code_of.get(tenant_id)
-        if code is None:
-            return 0
-        return int(np.count_nonzero(self._tenant_codes[: self._count] == code))
+        return 0 if code is None else self._faces_per_code[code]
 
     def search(
         self, query: np.ndarray, top_k: int, tenant_id: uuid.UUID | None = None

@@ -128,6 +128,18 @@ def _mesh_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
     return lambda: FaceMeshModel(path, threads=settings.inference_threads)
 
 
+def model_factory(spec: ModelSpec, settings: Settings, device: str = "/CPU:0") -> Callable[[], Any]:
+    """What loads one manifest model (verified first): the runners' factories, also used by
+    benchmarks that load a single model."""
+    if spec.task == "detector":
+        return _detector_factory(spec, settings, device)
+    if spec.task == "embedder":
+        return _embedder_factory(spec, settings)
+    if spec.task == "mesh":
+        return _mesh_factory(spec, settings)
+    raise ValueError(f"{spec.name}: unknown task {spec.task!r}")
+
+
 class ModelRegistry:
     """Loads the configured detector, mesh and embedder once, each behind its own runner."""
 

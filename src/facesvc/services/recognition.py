@@ -11,12 +11,15 @@ import math
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import session_scope
 from facesvc.db.models import utcnow
+from facesvc.gallery.index import GalleryIndex
 from facesvc.inference.calibration import ScoreCalibration
 from facesvc.inference.types import Box
 from facesvc.repositories.attempts import LoginAttemptRepository
@@ -130,6 +133,14 @@ class LockoutGuard:
         )
 
 
+async def _settle(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel what is still running (a sibling failed) and wait for all of it, so no task
+    outlives the request and no exception goes unretrieved."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def distance_from_similarity(similarity: float) -> float:
     return math.sqrt(max(0.0, 2.0 - 2.0 * similarity))
 
@@ -195,6 +206,7 @@ class RecognitionService:
     def __init__(
         self,
         session: AsyncSession,
+        sessionmaker: async_sessionmaker[AsyncSession],
         analysis: FaceAnalysisService,
         gallery: GallerySync,
         decisions: DecisionPolicy,
@@ -203,9 +215,9 @@ class RecognitionService:
         reveal_failed_scores: bool = False,
     ) -> None:
         self.session = session
+        self.sessionmaker = sessionmaker
         self.gallery = gallery
         self.caller = caller
-        self.users = UserRepository(session, caller.tenant_id)
         self.faces = FaceRepository(session, gallery.cipher)
         self.audit = AuditTrail(session, caller)
         self.analysis = analysis
@@ -224,18 +236,24 @@ class RecognitionService:
         answer, same work: the probe is always embedded), and all count towards the lockout
         of the id that was tried."""
         tenant = self.caller.tenant_id
-        await self.lockout.begin(tenant, user_id)  # counted (and maybe locked) up front
-        probe = await self.analysis.primary_face(data)
-        user = await self.users.get(user_id)
-        face_ids: list[uuid.UUID] = []
+        # Three things overlap: the photo is analysed, the user's faces are read (a short
+        # session of its own: no connection waits on the models) and the attempt is counted
+        # in its own transaction. Nothing is compared until the count is committed; a
+        # locked-out id cancels the other two.
+        analysed = asyncio.ensure_future(self.analysis.primary_face(data))
+        enrolled = asyncio.ensure_future(self._enrolled(user_id))
+        try:
+            await self.lockout.begin(tenant, user_id)
+            probe = await analysed
+            known, face_ids, matrix = await enrolled
+        finally:
+            await _settle(analysed, enrolled)
         similarity: float | None = None
         face_id: uuid.UUID | None = None
-        if user is not None:
-            face_ids, matrix = await self.faces.embeddings_for_user(user_id, self.model_name)
-            if face_ids:
-                scores = matrix @ probe.embedding
-                best = int(np.argmax(scores))
-                similarity, face_id = float(scores[best]), face_ids[best]
+        if face_ids:
+            scores = matrix @ probe.embedding
+            best = int(np.argmax(scores))
+            similarity, face_id = float(scores[best]), face_ids[best]
         threshold = self.decisions.one_to_one(far)
         match = similarity is not None and similarity >= threshold
         if match:  # cleared in this request's transaction, with its audit row: one write
@@ -244,7 +262,7 @@ class RecognitionService:
             "match"
             if match
             else "unknown-user"
-            if user is None
+            if not known
             else "no-enrolled-faces"
             if not face_ids
             else "no-match"
@@ -263,18 +281,38 @@ class RecognitionService:
             false_match_rate=self.decisions.false_match_rate(threshold),
         )
 
+    async def _enrolled(
+        self, user_id: uuid.UUID
+    ) -> tuple[bool, list[uuid.UUID], npt.NDArray[np.float32]]:
+        """Whether the tenant has this user, and the user's face ids and embeddings."""
+        async with session_scope(self.sessionmaker) as session:
+            if await UserRepository(session, self.caller.tenant_id).get(user_id) is None:
+                return False, [], np.zeros((0, 0), np.float32)
+            faces = FaceRepository(session, self.gallery.cipher)
+            face_ids, matrix = await faces.embeddings_for_user(user_id, self.model_name)
+            return True, face_ids, matrix
+
     async def verify_by_name(
         self, name: str, data: bytes, far: float | None = None
     ) -> tuple[Verification, str | None]:
         """Verify against the earliest user with this name. An unknown name is tried as a
         stable id of its own, so it fails (and locks) exactly like a wrong face."""
-        user = await self.users.get_by_name(name)
-        subject = user.id if user else uuid.uuid5(self.caller.tenant_id, f"name:{name}")
-        return await self.verify(subject, data, far), (user.name if user else None)
+        async with session_scope(self.sessionmaker) as session:  # not held during inference
+            user = await UserRepository(session, self.caller.tenant_id).get_by_name(name)
+            found = (user.id, user.name) if user else None
+        subject = found[0] if found else uuid.uuid5(self.caller.tenant_id, f"name:{name}")
+        return await self.verify(subject, data, far), (found[1] if found else None)
 
     async def identify(self, data: bytes, top_k: int, far: float | None = None) -> Identification:
-        probe = await self.analysis.primary_face(data)
-        index = await self.gallery.ensure_current(self.session)
+        # The index is brought up to date (a short session of its own) while the photo is
+        # analysed.
+        analysed = asyncio.ensure_future(self.analysis.primary_face(data))
+        current = asyncio.ensure_future(self._current_index())
+        try:
+            probe = await analysed
+            index = await current
+        finally:
+            await _settle(analysed, current)
         hits = index.search(probe.embedding, top_k, self.caller.tenant_id)
         gallery_faces = index.faces_of(self.caller.tenant_id)
         threshold = self.decisions.one_to_many(gallery_faces, far)
@@ -307,6 +345,10 @@ class RecognitionService:
             gallery_faces=gallery_faces,
             false_match_rate=self.decisions.false_match_rate(threshold, gallery_faces),
         )
+
+    async def _current_index(self) -> GalleryIndex:
+        async with session_scope(self.sessionmaker) as session:
+            return await self.gallery.ensure_current(session)
 
     async def compare(self, data_a: bytes, data_b: bytes, far: float | None = None) -> Comparison:
         a, b = await asyncio.gather(
