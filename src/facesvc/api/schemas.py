@@ -66,7 +66,7 @@ class DetectedFace(BaseModel):
     def fields_of(cls, face: Face) -> dict[str, Any]:
         points = {
             name: (round(float(x), 2), round(float(y), 2))
-            for name, (x, y) in zip(FIVE_POINT_NAMES, face.five_points, strict=True)
+            for name, (x, y) in zip(FIVE_POINT_NAMES, face.points, strict=True)
         }
         return {
             "box": BoxOut.of(face.box),

@@ -120,7 +120,7 @@ async def run_landmarks(
             chosen, overlap = best_overlap([d.box for d in detections], sample.box)
             if chosen >= 0 and overlap > min_iou:
                 (face,) = await pipeline.landmarks(image, [detections[chosen]])
-                points = face.five_points.astype(np.float64)
+                points = face.points.astype(np.float64)
                 errors[index] = point_errors(points, sample.points)
                 offsets.append(point_offsets(points, sample.points))
                 overlaps.append(overlap)

@@ -94,10 +94,10 @@ async def measure(pipeline: FacePipeline, image: np.ndarray) -> Measurement | No
 
     def assess() -> Measurement:
         yaw, pitch = (math.nan, math.nan) if face.mesh is None else mesh_angles(face.mesh)
-        points = face.five_points.astype(np.float64)
+        points = face.points.astype(np.float64)
         return Measurement(
             embedding=embedding,
-            quality=assess_face(image, face.box, face.five_points),
+            quality=assess_face(image, face.box, face.points),
             inter_ocular_px=float(np.hypot(*(points[1] - points[0]))),
             sharpness_at=tuple(sharpness(image, face.box, s) for s in SHARPNESS_SIZES_STUDIED),
             mesh_yaw_deg=yaw,

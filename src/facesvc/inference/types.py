@@ -63,13 +63,22 @@ class Detection:
 
 @dataclass(slots=True)
 class Face:
-    """A detected face after the landmark stage (and optionally embedding)."""
+    """A detected face, with its five points once it went through the landmark stage
+    (recognition needs only the box and skips that model), optionally embedded."""
 
     detection: Detection
-    five_points: np.ndarray
+    five_points: np.ndarray | None = None
     mesh: np.ndarray | None = None
     embedding: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def box(self) -> Box:
         return self.detection.box
+
+    @property
+    def points(self) -> np.ndarray:
+        """The five points (eyes, nose, mouth corners); an error for a face that skipped the
+        landmark stage."""
+        if self.five_points is None:
+            raise ValueError("this face has no landmarks: it did not go through the landmark stage")
+        return self.five_points

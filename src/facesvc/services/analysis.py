@@ -102,10 +102,11 @@ class FaceAnalysisService:
                     "the largest: send a photo with one clear face",
                     faces=len(detections),
                 )
-        faces = await self.pipeline.landmarks(image, [largest])
+        face = Face(detection=largest)  # recognition crops by the box: no landmark model
         measured = None
-        if quality is not None:
-            measured = assess_face(image, faces[0].box, faces[0].five_points, quality)
+        if quality is not None:  # the pose check needs the five points
+            (face,) = await self.pipeline.landmarks(image, [largest])
+            measured = assess_face(image, face.box, face.points, quality)
             problem = quality.problem(measured)
             if problem is not None:
                 raise FaceQualityError(
@@ -113,7 +114,7 @@ class FaceAnalysisService:
                     f"{problem.replace('-', ' ')}: {_explain(measured, quality)}",
                     quality=measured.as_dict(),
                 )
-        (face,) = await self.pipeline.embed(image, faces)
+        (face,) = await self.pipeline.embed(image, [face])
         height, width = image.shape[:2]
         return PrimaryFace(
             width=width,

@@ -53,7 +53,7 @@ def draw_faces(image_rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
         top_left = (round(box.x), round(box.y))
         bottom_right = (round(box.x + box.width), round(box.y + box.height))
         cv2.rectangle(canvas, top_left, bottom_right, BOX_COLOUR, 2 * unit)
-        for (x, y), colour in zip(face.five_points, FIVE_POINT_COLOURS, strict=True):
+        for (x, y), colour in zip(face.points, FIVE_POINT_COLOURS, strict=True):
             cv2.circle(canvas, (round(float(x)), round(float(y))), 2 * unit + 1, colour, -1)
         label_y = top_left[1] - 4 * unit if top_left[1] > 12 * unit else bottom_right[1] + 12 * unit
         cv2.putText(
