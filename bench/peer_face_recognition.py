@@ -1,6 +1,6 @@
 """The face_recognition (dlib) peer on the same LFW 10-fold protocol as ``facesvc eval lfw``.
 
-    .venv/bin/python bench/peer_face_recognition.py [--folds N] [--limit N] [--speed-images N] [--out PATH]
+    .venv/bin/python bench/peer_face_recognition.py [--folds N] [--limit N] [--speed-images N]
 
 Per image: dlib's HOG detector (``face_recognition.face_locations``, model "hog", upsampled
 once, the library's default), the face nearest the image centre (LFW's labelled person, the

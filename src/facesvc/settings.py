@@ -94,10 +94,17 @@ class Settings(BaseSettings):
     queue_max_items: int = Field(
         default=256, ge=1, description="Items queued per model before requests get 503"
     )
-    gallery_backend: Literal["exact", "hnsw"] = Field(
+    gallery_backend: Literal["exact", "ivf", "hnsw"] = Field(
         default="exact",
-        description="1:N search: exact matrix product, or FAISS HNSW candidates rescored exactly "
-        "(needs facesvc[ann]; used from gallery_ann_min_size faces)",
+        description="1:N search: exact matrix product, or FAISS IVF-Flat or HNSW candidates "
+        "rescored exactly (needs facesvc[ann]; used from gallery_ann_min_size faces; ivf for "
+        "large galleries: builds in seconds at 1e6 faces)",
+    )
+    gallery_ivf_nprobe: int = Field(
+        default=64,
+        ge=1,
+        description="IVF cells scanned per query (of about sqrt(faces)): more is slower and "
+        "closer to exact",
     )
     gallery_ann_min_size: int = Field(
         default=20_000, ge=0, description="Gallery size from which the ANN backend is used"

@@ -161,15 +161,20 @@ def build_state(settings: Settings) -> AppState:
     Used by the app's lifespan and by CLI commands that work in-process (``enrol``)."""
     cipher = data_cipher(settings)
     from facesvc.db.engine import create_engine, create_sessionmaker
-    from facesvc.gallery.ann import HNSWIndex
+    from facesvc.gallery.ann import ANNIndex, HNSWIndex, IVFIndex
     from facesvc.gallery.index import GalleryIndex
 
     engine = create_engine(settings.database_url)
     registry = ModelRegistry(settings)
     pipeline = FacePipeline(registry)
+    ann: ANNIndex | None = None
+    if settings.gallery_backend == "hnsw":
+        ann = HNSWIndex(128)
+    elif settings.gallery_backend == "ivf":
+        ann = IVFIndex(128, nprobe=settings.gallery_ivf_nprobe)
     index = GalleryIndex(
         registry.embedder_spec.embedding_space,
-        ann=HNSWIndex(128) if settings.gallery_backend == "hnsw" else None,
+        ann=ann,
         ann_min_size=settings.gallery_ann_min_size,
     )
     return AppState(

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
 from facesvc.db.migrate import upgrade_async
 from facesvc.db.models import DEFAULT_TENANT_ID as TENANT
+from facesvc.gallery.ann import ANNIndex
 from facesvc.gallery.index import GalleryIndex
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.users import UserRepository
@@ -171,18 +172,24 @@ async def test_rolled_back_change_never_reaches_the_index(
         assert len(await sync.ensure_current(session)) == 0
 
 
-def test_hnsw_backend_agrees_with_exact_search() -> None:
-    from facesvc.gallery.ann import HNSWIndex
+def ann_backend(name: str) -> ANNIndex:
+    from facesvc.gallery.ann import HNSWIndex, IVFIndex
 
+    return HNSWIndex(128) if name == "hnsw" else IVFIndex(128, nprobe=64, min_train=1000)
+
+
+@pytest.mark.parametrize("backend", ["hnsw", "ivf"])
+def test_ann_backend_agrees_with_exact_search(backend: str) -> None:
     n = 30_000
     users = [uuid.uuid4() for _ in range(n // 2)]
     user_of = [users[i // 2] for i in range(n)]
     faces = [uuid.uuid4() for _ in range(n)]
     vectors = unit(n)
     exact = GalleryIndex("m")
-    approx = GalleryIndex("m", ann=HNSWIndex(128), ann_min_size=1000)
-    for index in (exact, approx):
-        index.replace(faces, user_of, vectors, version=1)
+    approx = GalleryIndex("m", ann=ann_backend(backend), ann_min_size=1000)
+    exact.replace(faces, user_of, vectors, version=1)
+    # the ANN structure is built the way the service builds it: off the loop, then swapped in
+    approx.replace(faces, user_of, vectors, version=1, ann=approx.prepare_ann(faces, vectors))
     rows = RNG.integers(0, n, 200)
     probes = vectors[rows] + RNG.normal(scale=0.05, size=(200, 128)).astype(np.float32)
     probes /= np.linalg.norm(probes, axis=1, keepdims=True)
@@ -193,6 +200,31 @@ def test_hnsw_backend_agrees_with_exact_search() -> None:
     for index in (exact, approx):
         index.apply(2, ("remove_face", target, None, None))
         assert all(h.face_id != target for h in index.search(vectors[rows[0]], 5))
+    # a face added later is found through the ANN structure too
+    late_user, late_face, late = uuid.uuid4(), uuid.uuid4(), unit(1)[0]
+    approx.apply(3, ("add", late_face, late_user, late, None))
+    assert approx.search(late, 1)[0].face_id == late_face
+
+
+def test_ivf_trains_once_enough_faces_arrive_and_searches_exactly_until_then() -> None:
+    from facesvc.gallery.ann import IVFIndex
+
+    ivf = IVFIndex(128, min_train=500)
+    index = GalleryIndex("m", ann=ivf, ann_min_size=0)
+    index.replace([], [], np.zeros((0, 128), np.float32), version=1)
+    vectors = unit(800)
+    faces = [uuid.uuid4() for _ in range(800)]
+    users = [uuid.uuid4() for _ in range(800)]
+    for i in range(800):
+        index.apply(2 + i, ("add", faces[i], users[i], vectors[i], None))
+        if i == 10:  # too few to train on: the exact search answers
+            assert not ivf.ready
+            assert index.search(vectors[3], 1)[0].face_id == faces[3]
+    assert ivf.ready  # trained when the 500th face arrived, with every face so far
+    found = sum(index.search(vectors[i], 1)[0].face_id == faces[i] for i in range(0, 800, 8))
+    assert found == 100
+    index.apply(802, ("remove_user", users[5]))
+    assert all(h.face_id != faces[5] for h in index.search(vectors[5], 5))
 
 
 def test_a_search_sees_only_its_tenant() -> None:

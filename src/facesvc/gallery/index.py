@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from facesvc.gallery.ann import HNSWIndex
+from facesvc.gallery.ann import ANNIndex
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class GalleryIndex:
         self,
         model_name: str,
         dim: int = 128,
-        ann: HNSWIndex | None = None,
+        ann: ANNIndex | None = None,
         ann_min_size: int = 20_000,
     ) -> None:
         self.model_name = model_name
@@ -84,8 +84,11 @@ class GalleryIndex:
         vectors: np.ndarray,
         version: int,
         tenant_ids: list[uuid.UUID] | None = None,
+        ann: ANNIndex | None = None,
     ) -> None:
-        """Load every face at once; ``tenant_ids`` None puts them all in one tenant (None)."""
+        """Load every face at once; ``tenant_ids`` None puts them all in one tenant (None).
+        ``ann``: the ANN structure over exactly these faces, from :meth:`prepare_ann` (built
+        off the event loop); without it the ANN backend is rebuilt here."""
         if vectors.size and vectors.shape[1] != self.dim:
             self.dim = int(vectors.shape[1])
         self._vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
@@ -99,7 +102,20 @@ class GalleryIndex:
         self.version = version
         self.reloads += 1
         if self.ann is not None:
-            self.ann.rebuild(self._face_ids, self._vectors[: self._count])
+            if ann is not None:
+                self.ann = ann
+            else:
+                self.ann.rebuild(self._face_ids, self._vectors[: self._count])
+
+    def prepare_ann(self, face_ids: list[uuid.UUID], vectors: np.ndarray) -> ANNIndex | None:
+        """A new ANN structure over these faces for :meth:`replace`, None without an ANN
+        backend. Touches no state of this index, so it can run in a worker thread (a build
+        at 1e6 faces takes seconds for IVF, minutes for HNSW)."""
+        if self.ann is None:
+            return None
+        fresh = self.ann.empty_like()
+        fresh.rebuild(face_ids, np.asarray(vectors, np.float32).reshape(-1, self.dim))
+        return fresh
 
     # --- incremental changes, applied after their transaction committed ---------------
     def _code(self, tenant_id: uuid.UUID | None) -> int:
@@ -149,6 +165,8 @@ class GalleryIndex:
         self._user_ids.append(user_id)
         self._row_of[face_id] = self._count
         self._count += 1
+        if self.ann is not None and self.ann.needs_rebuild:  # IVF: the first training
+            self.ann.rebuild(self._face_ids, self._vectors[: self._count])
 
     def _remove_rows(self, rows: list[int]) -> None:
         for row in sorted(rows, reverse=True):  # swap with the last row: O(1) each
@@ -186,7 +204,7 @@ class GalleryIndex:
         if self._count == 0 or (tenant_id is not None and code is None):
             return []
         query = np.asarray(query, np.float32)
-        if self.ann is not None and self._count >= self.ann_min_size:
+        if self.ann is not None and self._count >= self.ann_min_size and self.ann.ready:
             return self._search_ann(self.ann, query, top_k, code)
         scores = self._vectors[: self._count] @ query
         if code is not None and len(self._code_of) > 1:  # other tenants' rows: never found
@@ -213,7 +231,7 @@ class GalleryIndex:
             pool = min(self._count, pool * 4)
 
     def _search_ann(
-        self, ann: HNSWIndex, query: np.ndarray, top_k: int, code: int | None
+        self, ann: ANNIndex, query: np.ndarray, top_k: int, code: int | None
     ) -> list[Hit]:
         """ANN proposes faces; each is scored exactly; best face per user of the tenant.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import numpy as np
@@ -32,7 +33,8 @@ class GallerySync:
                 face_ids, user_ids, tenant_ids, matrix = await faces.all_embeddings(
                     index.model_name
                 )
-                index.replace(face_ids, user_ids, matrix, version, tenant_ids)
+                ann = await asyncio.to_thread(index.prepare_ann, face_ids, matrix)
+                index.replace(face_ids, user_ids, matrix, version, tenant_ids, ann=ann)
         return index
 
     async def _record(self, session: AsyncSession, change: GalleryChange) -> None:
