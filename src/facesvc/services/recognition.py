@@ -133,12 +133,12 @@ class LockoutGuard:
         )
 
 
-async def _settle(*tasks: asyncio.Future[Any]) -> None:
-    """Cancel what is still running (a sibling failed) and wait for all of it, so no task
-    outlives the request and no exception goes unretrieved."""
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+async def _settle(model_work: asyncio.Future[Any], db_work: asyncio.Future[Any]) -> None:
+    """Stop the model work if it still runs (a locked-out id, or the read failed) but let the
+    database work end on its own: a query cancelled mid-flight leaves a broken pooled
+    connection. Waits for both, so no task outlives the request and no error goes unseen."""
+    model_work.cancel()
+    await asyncio.gather(model_work, db_work, return_exceptions=True)
 
 
 def distance_from_similarity(similarity: float) -> float:
@@ -239,7 +239,7 @@ class RecognitionService:
         # Three things overlap: the photo is analysed, the user's faces are read (a short
         # session of its own: no connection waits on the models) and the attempt is counted
         # in its own transaction. Nothing is compared until the count is committed; a
-        # locked-out id cancels the other two.
+        # locked-out id stops the model work.
         analysed = asyncio.ensure_future(self.analysis.primary_face(data))
         enrolled = asyncio.ensure_future(self._enrolled(user_id))
         try:
