@@ -45,9 +45,10 @@ class Settings(BaseSettings):
 
     detector: str = Field(default="blazeface", description="Manifest name of the face detector")
     embedder: str = Field(
-        default="facenet-tflite",
-        description="Manifest name of the embedding model (facenet-tflite: CPU, fastest here; "
-        "facenet: the TF graph, for GPUs)",
+        default="facenet-int8",
+        description="Manifest name of the embedding model (facenet-int8: TFLite with int8 "
+        "weights, the default: LFW accuracy as fp32, 4x smaller, 130 MiB less memory; "
+        "facenet-tflite: fp32; facenet: the TF graph, for GPUs)",
     )
     mesh: str = Field(default="facemesh", description="Manifest name of the 468-point mesh model")
 

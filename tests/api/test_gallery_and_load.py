@@ -74,4 +74,4 @@ async def test_full_queue_answers_503_with_retry_after(settings: Settings) -> No
         if response.status_code == 503:
             body = assert_problem(response, 503, "overloaded")
             assert response.headers["retry-after"] == "1"
-            assert body["model"] in {"blazeface", "facemesh", "facenet-tflite"}
+            assert body["model"] in {"blazeface", "facemesh", "facenet-int8"}

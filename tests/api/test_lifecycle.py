@@ -23,9 +23,9 @@ async def test_readyz_lists_loaded_models(client: httpx.AsyncClient) -> None:
     body = response.json()
     assert body["database"] == "ok"
     names = {m["name"]: m for m in body["models"]}
-    assert set(names) == {"blazeface", "facemesh", "facenet-tflite"}
+    assert set(names) == {"blazeface", "facemesh", "facenet-int8"}
     assert all(m["ready"] for m in names.values())
-    assert names["facenet-tflite"]["device"] == "/CPU:0"
+    assert names["facenet-int8"]["device"] == "/CPU:0"
     assert (await client.get("/livez")).json()["status"] == "ok"
 
 

@@ -273,7 +273,7 @@ async def test_metrics_count_requests_and_model_calls(
     assert value(found, "facesvc_model_batch_size_sum", model="blazeface") >= detector
     assert value(found, "facesvc_model_batch_size_count", model="facemesh") >= 2
     assert value(found, "facesvc_models_ready") == 1.0
-    for model in ("blazeface", "facemesh", "facenet-tflite"):
+    for model in ("blazeface", "facemesh", "facenet-int8"):
         assert value(found, "facesvc_model_queue_items", model=model) >= 0
     state = app.state.facesvc
     assert value(found, "facesvc_gallery_size") == len(state.gallery.index)

@@ -187,13 +187,15 @@ return n;
 
 
 def choose_photo(driver: WebDriver, path: Path) -> None:
-    previous = driver.find_element(By.ID, "summary").text
+    # Cleared first: two photos can give the same summary (same face count, size and ms),
+    # so "the summary changed" is only a sign of the new analysis once the old one is gone.
+    driver.execute_script("document.getElementById('summary').textContent = ''")
     driver.find_element(By.ID, "file").send_keys(str(path))
     wait(
         driver,
         lambda d: (
             d.find_element(By.ID, "canvas").get_attribute("data-state") in {"done", "error"}
-            and d.find_element(By.ID, "summary").text != previous
+            and d.find_element(By.ID, "summary").text != ""
         ),
         f"the analysis of {path.name}",
     )

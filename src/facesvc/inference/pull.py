@@ -212,4 +212,5 @@ _CONVERTERS: dict[str, Callable[[Path, Path, ModelSpec], None]] = {
     "copy": _copy,
     "keras_facenet_h5_to_frozen_graph": _child_converter("keras_facenet_to_frozen_graph"),
     "keras_facenet_h5_to_tflite": _child_converter("keras_facenet_to_tflite"),
+    "keras_facenet_h5_to_tflite_int8": _child_converter("keras_facenet_to_tflite_int8"),
 }

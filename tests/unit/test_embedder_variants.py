@@ -1,0 +1,74 @@
+"""The FaceNet variants of the manifest (TF graph, TFLite fp32, TFLite int8) are one embedding
+space: stored faces of one match probes of another, under one calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facesvc.inference.detectors.blazeface import BlazeFaceDetector
+from facesvc.inference.geometry import CropPolicy, face_crop
+from facesvc.inference.images import decode_image
+from facesvc.inference.manifest import Manifest
+from facesvc.inference.registry import model_factory
+from facesvc.settings import Settings
+from tests.conftest import lfw_image, require_data
+
+PEOPLE = [("Colin_Powell", (1, 2)), ("Laura_Bush", (1, 2)), ("Tony_Blair", (3, 4))]
+VARIANTS = ("facenet", "facenet-tflite", "facenet-int8")
+
+
+@pytest.fixture(scope="module")
+def crops() -> np.ndarray:
+    """The service's 160x160 crops of six LFW faces (three people, two photos each)."""
+    require_data()
+    settings = Settings(dev_mode=True)
+    spec = Manifest.load(settings.manifest_path).get("blazeface", "detector")
+    detector = BlazeFaceDetector(spec.path(settings.models_dir))  # type: ignore[arg-type]
+    out = []
+    for name, numbers in PEOPLE:
+        for number in numbers:
+            image = decode_image(lfw_image(name, number), max_pixels=10**7)
+            (found,) = detector.predict([image])
+            largest = max(found, key=lambda d: d.box.area)
+            out.append(face_crop(image, largest.box, CropPolicy(**spec.crop), 160))
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def embeddings(crops: np.ndarray) -> dict[str, np.ndarray]:
+    settings = Settings(dev_mode=True)
+    manifest = Manifest.load(settings.manifest_path)
+    return {
+        name: model_factory(manifest.get(name, "embedder"), settings)().predict(crops)
+        for name in VARIANTS
+    }
+
+
+def test_variants_share_one_space_and_one_calibration(embeddings: dict[str, np.ndarray]) -> None:
+    manifest = Manifest.load(Settings(dev_mode=True).manifest_path)
+    specs = [manifest.get(name, "embedder") for name in VARIANTS]
+    assert {s.embedding_space for s in specs} == {"facenet"}
+    assert len({s.version for s in specs}) == len(specs)  # a change of variant is visible
+    assert {s.threshold for s in specs} == {0.4}
+    reference = embeddings["facenet-tflite"]
+    for name, vectors in embeddings.items():
+        assert vectors.shape == (6, 128)
+        assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+        agreement = np.sum(vectors * reference, axis=1)
+        # fp32 graph and fp32 TFLite are the same arithmetic; int8 weights move it a little
+        assert agreement.min() > (0.9999 if name != "facenet-int8" else 0.99), (name, agreement)
+
+
+def test_a_face_enrolled_with_one_variant_is_recognised_with_another(
+    embeddings: dict[str, np.ndarray],
+) -> None:
+    """Every (stored, probe) mix of variants makes the fp32 model's decision on every pair,
+    and the same person's two photos match."""
+    threshold = 0.4
+    reference = embeddings["facenet-tflite"] @ embeddings["facenet-tflite"].T >= threshold
+    assert all(reference[a, a + 1] for a in (0, 2, 4))
+    for stored in VARIANTS:
+        for probe in VARIANTS:
+            decisions = embeddings[stored] @ embeddings[probe].T >= threshold
+            assert (decisions == reference).all(), (stored, probe)
