@@ -209,7 +209,11 @@ def main() -> None:
     gallery = people(args.people)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="facesvc-bench-") as tmp:
-        for label, batch in (("facesvc (batching on)", "32"), ("facesvc (batching off)", "1")):
+        for label, batch in (
+            ("facesvc (batching on)", str(Settings().batch_max_size)),  # the default
+            ("facesvc (batches of up to 32)", "32"),
+            ("facesvc (batching off)", "1"),
+        ):
             db = f"sqlite+aiosqlite:///{tmp}/{batch}.db"
             env = {"FACESVC_BATCH_MAX_SIZE": batch, "FACESVC_LOG_LEVEL": "warning"}
             with ServerProcess(db, Path(tmp) / f"log-{batch}", env=env) as server:
@@ -218,6 +222,7 @@ def main() -> None:
                         server.base_url, gallery, args.seconds, args.levels, server.headers
                     )
                 )
+                results[label]["batch_max_size"] = int(batch)
                 results[label]["peak_rss_mib"] = round(
                     (proc_status_kib(server.pid, "VmHWM") or 0) / 1024
                 )
