@@ -24,7 +24,6 @@ import numpy as np
 
 from facesvc.inference.geometry import face_crop, resize_longest
 from facesvc.inference.images import decode_image
-from facesvc.inference.landmarks.facemesh import five_points_from_mesh
 from facesvc.inference.registry import ModelRegistry
 from facesvc.settings import Settings
 
@@ -38,7 +37,8 @@ class NaiveApp:
         self.gallery: dict[str, np.ndarray] = {}
 
     def embed(self, data: bytes) -> np.ndarray | None:
-        """detect -> mesh -> crop -> embed, one model call each, nothing shared."""
+        """detect -> crop -> embed, one model call each, nothing shared (the same model work
+        facesvc does for a verification: it skips the mesh too)."""
         reg = self.registry
         image = decode_image(data, max_pixels=self.settings.max_image_pixels)
         small, scale = resize_longest(image, self.settings.detection_max_side)
@@ -47,8 +47,6 @@ class NaiveApp:
             return None
         largest = max(detections, key=lambda d: d.box.area)
         box = largest.box.scaled(1.0 / scale)
-        (mesh,) = reg.mesh.run_sync([(small, largest)])
-        five_points_from_mesh(mesh)  # the same landmark work facesvc does
         crop = face_crop(image, box, reg.crop_policy, reg.embedder_input_size)
         vector: np.ndarray = reg.embedder.run_sync(crop[None])[0]
         return vector

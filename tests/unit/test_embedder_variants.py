@@ -72,3 +72,16 @@ def test_a_face_enrolled_with_one_variant_is_recognised_with_another(
         for probe in VARIANTS:
             decisions = embeddings[stored] @ embeddings[probe].T >= threshold
             assert (decisions == reference).all(), (stored, probe)
+
+
+def test_an_embedding_does_not_depend_on_the_rest_of_its_batch(crops: np.ndarray) -> None:
+    """Micro-batching merges strangers' faces into one call: int8's on-the-fly activation
+    quantisation must not let them change each other's embeddings."""
+    settings = Settings(dev_mode=True)
+    spec = Manifest.load(settings.manifest_path).get("facenet-int8", "embedder")
+    model = model_factory(spec, settings)()
+    mixed = crops.copy()
+    mixed[5] = (mixed[5] * 0.2).astype(np.uint8)  # a dark face beside bright ones
+    alone = np.concatenate([model.predict(face[None]) for face in mixed])
+    together = model.predict(mixed)
+    assert np.sum(alone * together, axis=1).min() > 0.9999

@@ -21,11 +21,16 @@ class GallerySync:
         self.cipher = cipher
 
     async def ensure_current(self, session: AsyncSession) -> GalleryIndex:
-        """Reload the index if the database's gallery version moved past it."""
+        """Reload the index if the database's gallery version moved past it. ``session`` must
+        be a session of its own: it is committed here (so no connection is held while a
+        reload is awaited or an ANN structure is built)."""
         index = self.index
         state = GalleryStateRepository(session)
         if await state.version() == index.version:
             return index
+        # The connection (and its read snapshot) goes back to the pool while this waits for
+        # another reload, and again before the ANN build: neither holds one.
+        await session.commit()
         async with index.lock:
             version = await state.version()
             if version != index.version:
@@ -33,6 +38,7 @@ class GallerySync:
                 face_ids, user_ids, tenant_ids, matrix = await faces.all_embeddings(
                     index.model_name
                 )
+                await session.commit()
                 ann = await asyncio.to_thread(index.prepare_ann, face_ids, matrix)
                 index.replace(face_ids, user_ids, matrix, version, tenant_ids, ann=ann)
         return index

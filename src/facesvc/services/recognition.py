@@ -133,12 +133,21 @@ class LockoutGuard:
         )
 
 
-async def _settle(model_work: asyncio.Future[Any], db_work: asyncio.Future[Any]) -> None:
-    """Stop the model work if it still runs (a locked-out id, or the read failed) but let the
-    database work end on its own: a query cancelled mid-flight leaves a broken pooled
-    connection. Waits for both, so no task outlives the request and no error goes unseen."""
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # seen: never reported as "exception was never retrieved"
+
+
+async def _settle(model_work: asyncio.Future[Any], db_work: asyncio.Future[Any] | None) -> None:
+    """Stop the model work if it still runs; let the database work end on its own, even when
+    this request is cancelled (a client that went away): a query cancelled mid-flight leaves
+    a broken pooled connection. ``asyncio.wait``, unlike ``gather``, never cancels what it
+    waits for."""
     model_work.cancel()
-    await asyncio.gather(model_work, db_work, return_exceptions=True)
+    tasks = {model_work} if db_work is None else {model_work, db_work}
+    for task in tasks:
+        task.add_done_callback(_retrieve)
+    await asyncio.wait(tasks)
 
 
 def distance_from_similarity(similarity: float) -> float:
@@ -236,16 +245,18 @@ class RecognitionService:
         answer, same work: the probe is always embedded), and all count towards the lockout
         of the id that was tried."""
         tenant = self.caller.tenant_id
-        # Three things overlap: the photo is analysed, the user's faces are read (a short
-        # session of its own: no connection waits on the models) and the attempt is counted
-        # in its own transaction. Nothing is compared until the count is committed; a
-        # locked-out id stops the model work.
+        # The photo is analysed while the attempt is counted (its own transaction) and then
+        # the user's faces are read (a short session of its own: no connection waits on the
+        # models). Nothing is compared until the count is committed; a locked-out id stops
+        # the model work and reads nothing, so its 429 says nothing about the user.
         analysed = asyncio.ensure_future(self.analysis.primary_face(data))
-        enrolled = asyncio.ensure_future(self._enrolled(user_id))
+        enrolled: asyncio.Future[tuple[bool, list[uuid.UUID], npt.NDArray[np.float32]]] | None
+        enrolled = None
         try:
             await self.lockout.begin(tenant, user_id)
+            enrolled = asyncio.ensure_future(self._enrolled(user_id))
             probe = await analysed
-            known, face_ids, matrix = await enrolled
+            known, face_ids, matrix = await asyncio.shield(enrolled)
         finally:
             await _settle(analysed, enrolled)
         similarity: float | None = None
@@ -310,7 +321,7 @@ class RecognitionService:
         current = asyncio.ensure_future(self._current_index())
         try:
             probe = await analysed
-            index = await current
+            index = await asyncio.shield(current)
         finally:
             await _settle(analysed, current)
         hits = index.search(probe.embedding, top_k, self.caller.tenant_id)
