@@ -78,32 +78,19 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16")
 
 
 def convert(variant: str, pb: Path, out: Path, calibration: Path | None) -> None:
-    """One variant from the frozen graph, with the converter settings the service uses."""
-    import tensorflow as tf
-
+    """One variant from the frozen graph, by the service's own converter."""
+    from facesvc.inference.convert import frozen_graph_to_tflite
     from facesvc.inference.embedders.facenet import prewhiten
 
-    converter = tf.compat.v1.lite.TFLiteConverter.from_frozen_graph(
-        str(pb),
-        input_arrays=["input"],
-        output_arrays=["embeddings"],
-        input_shapes={"input": [1, 160, 160, 3]},
-    )
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if variant == "int8-static":
-        assert calibration is not None
-        faces = np.load(calibration)
-
-        def representative() -> Any:
-            for face in faces:
-                yield [prewhiten(face[None])]
-
-        converter.representative_dataset = representative
-    elif variant == "fp16":
-        converter.target_spec.supported_types = [tf.float16]
-    elif variant != "int8-dynamic":
+    if variant not in ("int8-dynamic", "int8-static", "fp16"):
         raise ValueError(f"unknown variant {variant!r}")
-    out.write_bytes(converter.convert())
+    faces = np.load(calibration) if variant == "int8-static" and calibration else None
+
+    def representative() -> Any:
+        for face in faces if faces is not None else []:
+            yield [prewhiten(face[None])]
+
+    frozen_graph_to_tflite(str(pb), str(out), 160, variant, representative)
 
 
 def inspect(path: Path) -> dict[str, Any]:

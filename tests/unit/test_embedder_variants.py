@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facesvc.inference.detectors.blazeface import BlazeFaceDetector
 from facesvc.inference.geometry import CropPolicy, face_crop
 from facesvc.inference.images import decode_image
 from facesvc.inference.manifest import Manifest
@@ -24,7 +23,7 @@ def crops() -> np.ndarray:
     require_data()
     settings = Settings(dev_mode=True)
     spec = Manifest.load(settings.manifest_path).get("blazeface", "detector")
-    detector = BlazeFaceDetector(spec.path(settings.models_dir))  # type: ignore[arg-type]
+    detector = model_factory(spec, settings)()
     out = []
     for name, numbers in PEOPLE:
         for number in numbers:
