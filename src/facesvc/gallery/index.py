@@ -165,8 +165,7 @@ class GalleryIndex:
         self._user_ids.append(user_id)
         self._row_of[face_id] = self._count
         self._count += 1
-        if self.ann is not None and self.ann.needs_rebuild:  # IVF: the first training
-            self.ann.rebuild(self._face_ids, self._vectors[: self._count])
+        self._rebuild_ann_if_asked()  # IVF: its first training
 
     def _remove_rows(self, rows: list[int]) -> None:
         for row in sorted(rows, reverse=True):  # swap with the last row: O(1) each
@@ -185,6 +184,11 @@ class GalleryIndex:
             self._user_ids.pop()
             del self._row_of[removed]
             self._count -= 1
+        self._rebuild_ann_if_asked()  # HNSW: a fifth of the graph is dead
+
+    def _rebuild_ann_if_asked(self) -> None:
+        """Rebuild the ANN structure over the current faces when it asks for it. Runs on the
+        event loop (inside the after-commit hook); a full reload builds in a thread instead."""
         if self.ann is not None and self.ann.needs_rebuild:
             self.ann.rebuild(self._face_ids, self._vectors[: self._count])
 
