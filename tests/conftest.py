@@ -21,9 +21,22 @@ from facesvc.db.migrate import upgrade_async
 from facesvc.security.crypto import generate_data_key
 from facesvc.security.keys import Caller, generate_api_key
 from facesvc.services.keys import ApiKeyService, tenant_named_or_new
-from facesvc.settings import Settings
+from facesvc.settings import ENV_FILE_VARIABLE, Settings
 from facesvc.state import AppState
 from tests.pg import postgres_server  # noqa: F401  (fixture, for the PostgreSQL runs)
+
+
+def isolate_settings_from_the_developer() -> None:
+    """Tests see only the settings they set themselves: no `.env` file is read (by this
+    process or by the CLI and server subprocesses, which inherit the environment), and no
+    FACESVC_* variable of the caller's shell leaks in, but the evaluation data's path."""
+    for name in [n for n in os.environ if n.startswith("FACESVC_")]:
+        if name != "FACESVC_DATA_DIR":
+            del os.environ[name]
+    os.environ[ENV_FILE_VARIABLE] = ""
+
+
+isolate_settings_from_the_developer()
 
 DATA_DIR = Path(os.environ.get("FACESVC_DATA_DIR", Settings().data_dir))
 LFW = DATA_DIR / "lfw" / "lfw-deepfunneled"

@@ -5,14 +5,26 @@ Every field is listed with its default and meaning in ``.env.example``.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+# The dotenv file settings are read from: `.env` in the working directory unless this
+# variable names another one; set to the empty string, no file is read (the test harness
+# does this, so a developer's `.env` from `make run` never reaches a test or its servers).
+ENV_FILE_VARIABLE = "FACESVC_ENV_FILE"
+DEFAULT_ENV_FILE = ".env"
 
 _DEVICE_RE = re.compile(r"^(cpu|gpu)(:\d+)?$")
 
@@ -20,7 +32,7 @@ _DEVICE_RE = re.compile(r"^(cpu|gpu)(:\d+)?$")
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FACESVC_",
-        env_file=".env",
+        env_file=DEFAULT_ENV_FILE,
         env_file_encoding="utf-8",
         env_ignore_empty=True,  # FACESVC_X= (empty) means "use the default"
         extra="ignore",
@@ -187,6 +199,25 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # FACESVC_ENV_FILE replaces the default file; an explicit Settings(_env_file=...) wins.
+        chosen = os.environ.get(ENV_FILE_VARIABLE)
+        if (
+            chosen is not None
+            and isinstance(dotenv_settings, DotEnvSettingsSource)
+            and dotenv_settings.env_file == DEFAULT_ENV_FILE
+        ):
+            dotenv_settings = DotEnvSettingsSource(settings_cls, env_file=chosen or None)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings
 
     @field_validator("device")
     @classmethod

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,17 +18,20 @@ from typer.testing import CliRunner
 from facesvc import bench_cli
 from facesvc.cli import app
 from facesvc.security.crypto import generate_data_key
-from facesvc.settings import PROJECT_ROOT
-from facesvc.testing import facesvc_command, start_server
+from facesvc.settings import ENV_FILE_VARIABLE, PROJECT_ROOT, Settings
+from facesvc.testing import facesvc_command, free_port, start_server
 from tests.conftest import LFW, image_file, lfw_image, require_data
 
 pytestmark = pytest.mark.e2e
 
 
-def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*facesvc_command(), *args],
         env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
@@ -223,7 +227,7 @@ def test_server_refuses_to_start_without_a_data_key(tmp_path: Path) -> None:
     }
     assert run(["db", "upgrade"], env).returncode == 0
     done = subprocess.run(
-        [*facesvc_command(), "serve", "--port", "1"],
+        [*facesvc_command(), "serve", "--port", str(free_port())],
         env=env,
         capture_output=True,
         text=True,
@@ -232,3 +236,64 @@ def test_server_refuses_to_start_without_a_data_key(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "FACESVC_ENCRYPTION_KEY is not set" in done.stderr
+
+
+@pytest.fixture
+def developer_checkout(tmp_path: Path) -> Path:
+    """A folder whose `.env` holds what `make run` writes into a checkout (a data key, an
+    admin key) and a database of its own: settings no test may pick up unless it says so."""
+    folder = tmp_path / "checkout"
+    folder.mkdir()
+    (folder / ".env").write_text(
+        f"FACESVC_ENCRYPTION_KEY={generate_data_key('dev')}\n"
+        f"FACESVC_BOOTSTRAP_API_KEY={secrets.token_urlsafe(24)}\n"
+        f"FACESVC_DATABASE_URL=sqlite+aiosqlite:///{folder / 'dev.db'}\n",
+        encoding="utf-8",
+    )
+    return folder
+
+
+def test_settings_in_tests_ignore_the_working_directorys_dotenv(
+    developer_checkout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(developer_checkout)
+    seen = Settings()
+    assert seen.encryption_key is None
+    assert seen.bootstrap_api_key is None
+    assert "dev.db" not in seen.database_url
+    # Without the harness's FACESVC_ENV_FILE= the same file is read: the checks above can fail.
+    monkeypatch.delenv(ENV_FILE_VARIABLE)
+    assert Settings().encryption_key is not None
+    assert Settings(_env_file=None).encryption_key is None  # an explicit choice still wins
+
+
+def test_cli_and_server_started_by_tests_ignore_a_dotenv(
+    developer_checkout: Path, tmp_path: Path
+) -> None:
+    """`make run` then `make test` in one checkout: the CLI and the server, run from a folder
+    whose `.env` holds a data key, still see only what the test set (here: no data key)."""
+    require_data()
+    tree = tmp_path / "people" / "Hans_Blix"
+    tree.mkdir(parents=True)
+    shutil.copy(LFW / "Hans_Blix" / "Hans_Blix_0001.jpg", tree)
+    env = {**os.environ, "FACESVC_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'mine.db'}"}
+    assert run(["db", "upgrade"], env, cwd=developer_checkout).returncode == 0
+    assert (tmp_path / "mine.db").exists()
+    assert not (developer_checkout / "dev.db").exists()
+
+    no_key = run(["enrol", str(tree.parent), "--consent"], env, cwd=developer_checkout)
+    assert no_key.returncode != 0, no_key.stdout
+    assert "FACESVC_ENCRYPTION_KEY" in no_key.stderr
+
+    # Had the server read the `.env`, it would start and serve: the run would time out.
+    served = subprocess.run(
+        [*facesvc_command(), "serve", "--port", str(free_port())],
+        env=env,
+        cwd=developer_checkout,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert served.returncode != 0
+    assert "FACESVC_ENCRYPTION_KEY is not set" in served.stderr

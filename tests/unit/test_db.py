@@ -569,6 +569,10 @@ async def test_embeddings_are_encrypted_at_rest_and_bound_to_their_row(
         with pytest.raises(EncryptionKeyError, match="old"):  # the key is not configured
             await FaceRepository(session, CLEAR).embeddings_for_user(user.id, MODEL)
 
+    # a malformed key names the command that makes a good one
+    with pytest.raises(EncryptionKeyError, match="`facesvc keys gen-data-key`"):
+        parse_data_keys("no-colon-here")
+
     # rotation: the new key first, the old one after it; rotate-data re-encrypts
     both = EmbeddingCipher(parse_data_keys(generate_data_key("new") + "," + old_key))
     assert both.active_key_id == "new"

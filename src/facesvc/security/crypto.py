@@ -46,7 +46,10 @@ def parse_data_keys(value: str) -> dict[str, bytes]:
             continue
         key_id, sep, encoded = entry.partition(":")
         if not sep or not _KEY_ID.match(key_id):
-            raise EncryptionKeyError("each data key must read id:base64url-key (facesvc keys gen)")
+            raise EncryptionKeyError(
+                "each data key must read id:base64url-key (make one with "
+                "`facesvc keys gen-data-key`)"
+            )
         try:
             raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
         except (binascii.Error, ValueError) as exc:
