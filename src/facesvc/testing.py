@@ -73,6 +73,32 @@ def proc_status_kib(pid: int, field: str) -> int | None:
     return None
 
 
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and every live descendant (the
+    workers of ``serve --workers N``), from /proc/<pid>/stat; Linux only. Descendants that
+    exited are not counted: read it while the server runs."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    used: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(encoding="ascii")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        parents[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = int(fields[11]) + int(fields[12])  # utime + stime
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(used.get(p, 0) for p in tree) / ticks
+
+
 class ServerProcess:
     """``facesvc serve`` as a subprocess on a free port of 127.0.0.1.
 

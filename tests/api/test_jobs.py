@@ -28,6 +28,7 @@ from facesvc.settings import Settings
 from facesvc.state import AppState
 from tests.api.test_errors import assert_problem
 from tests.conftest import ADMIN_KEY, DATA_KEY, MakeClient, lfw_image, new_key
+from tests.gates import eventually
 
 FINAL = {"succeeded", "failed", "cancelled"}
 
@@ -262,7 +263,10 @@ async def test_cancel_stops_the_remaining_photos(client: httpx.AsyncClient, app:
     states = [item["state"] for item in body["items"]]
     assert states.count("cancelled") == 200 - body["done"]
     assert set(states[: body["done"]]) == {"succeeded"}  # processed in order
-    await asyncio.sleep(1.0)  # a batch in flight when it was cancelled is not counted
+    # A batch in flight when it was cancelled is not counted: wait until the runner has
+    # let go of the job (however long that batch takes), then read it again.
+    runner = app.state.facesvc.job_runner
+    await eventually(lambda: runner._running_job != uuid.UUID(job_id), "the runner let go")
     later = (await client.get(f"/v1/jobs/{job_id}")).json()
     assert (later["state"], later["done"]) == ("cancelled", body["done"])
     assert [item["state"] for item in later["items"]] == states

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import tracemalloc
 from typing import Any
 
@@ -66,42 +65,52 @@ def assert_upright_face(body: dict[str, Any]) -> dict[str, Any]:
 # --- decompression bombs ---------------------------------------------------------------
 
 
+def refuse_to_decode(*args: object, **kwargs: object) -> None:
+    raise AssertionError("cv2.imdecode was called on a file that should be refused")
+
+
+@pytest.fixture
+def no_pixel_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused "from the header" means no decoder ever runs (checked by what is called,
+    not by how long it takes, which depends on the machine)."""
+
+    monkeypatch.setattr(cv2, "imdecode", refuse_to_decode)
+
+
+@pytest.mark.usefixtures("no_pixel_decoding")
 def test_png_bomb_is_a_real_png_refused_from_its_header(png_bomb: bytes) -> None:
     assert len(png_bomb) < 1_000_000  # a few hundred KB ...
     assert header_size(png_bomb, PNG) == (20_000, 20_000)  # ... for 400 MB of pixels
     tracemalloc.start()
     try:
-        start = time.perf_counter()
         with pytest.raises(ImageTooLargeError) as refused:
             decode_image(png_bomb, max_pixels=MAX_PIXELS)
-        elapsed = time.perf_counter() - start
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert (refused.value.width, refused.value.height) == (20_000, 20_000)
-    assert elapsed < 0.1, f"took {elapsed:.3f}s"
     assert peak < 10 * 1024 * 1024, f"allocated {peak} bytes"
 
 
+@pytest.mark.usefixtures("no_pixel_decoding")
 async def test_png_bomb_is_413_over_http(client: httpx.AsyncClient, png_bomb: bytes) -> None:
-    start = time.perf_counter()
     response = await client.post("/v1/detect", files=image_file(png_bomb, "bomb.png", PNG))
-    assert time.perf_counter() - start < 2.0  # upload parsing included
     body = assert_problem(response, 413, "image-too-large")
     assert "20000x20000" in str(body["detail"])
 
 
 @pytest.mark.parametrize("kind", ["jpeg", "webp", "bmp"])
-def test_other_bombs_are_refused_from_their_headers(kind: str, face_bgr: np.ndarray) -> None:
+def test_other_bombs_are_refused_from_their_headers(
+    kind: str, face_bgr: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = {
         "jpeg": lambda: make.with_jpeg_size(make.encode(face_bgr, ".jpg"), 60_000, 60_000),
         "webp": lambda: make.webp_canvas(16_384, 16_384),
         "bmp": lambda: make.bmp_header(50_000, 50_000),
     }[kind]()
-    start = time.perf_counter()
+    monkeypatch.setattr(cv2, "imdecode", refuse_to_decode)
     with pytest.raises(ImageTooLargeError):
         decode_image(data, max_pixels=MAX_PIXELS)
-    assert time.perf_counter() - start < 0.1
 
 
 def test_os2_bmp_header_is_read_with_16_bit_sizes() -> None:
