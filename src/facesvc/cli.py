@@ -38,11 +38,13 @@ def serve(
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from settings)")] = None,
     workers: Annotated[
-        int,
+        int | None,
         typer.Option(
-            min=1, help="Worker processes; with FACESVC_DEVICE=gpu, worker i takes GPU i mod n"
+            min=1,
+            help="Worker processes (default FACESVC_WORKERS, else one per usable CPU core); "
+            "with FACESVC_DEVICE=gpu, worker i takes GPU i mod n",
         ),
-    ] = 1,
+    ] = None,
     migrate: Annotated[
         bool, typer.Option(help="Apply database migrations before starting")
     ] = False,
@@ -63,11 +65,19 @@ def serve(
         from facesvc.db.migrate import upgrade
 
         upgrade(settings.database_url)
-    if workers > 1 and settings.database_url.startswith("sqlite"):
-        typer.secho(
-            "note: several workers on SQLite work, but PostgreSQL is the database for that",
-            err=True,
-        )
+    from facesvc.inference.devices import worker_plan
+
+    plan = worker_plan(workers or settings.workers, settings.inference_threads)
+    workers = plan.workers
+    # Every worker builds its settings from the environment: it learns how many share the
+    # cores, and so how many threads its models may use (workers x threads <= cores).
+    os.environ["FACESVC_WORKERS"] = str(workers)
+    settings = settings.model_copy(update={"workers": workers})
+    typer.echo(
+        f"facesvc: {workers} worker(s) x {plan.threads} thread(s) per model on "
+        f"{plan.cores} usable core(s)",
+        err=True,
+    )
     if workers > 1:
         # the workers share one socket: none may accept a request before its models are loaded
         os.environ["FACESVC_STARTUP_WAIT_FOR_MODELS"] = "true"

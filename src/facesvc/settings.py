@@ -133,8 +133,17 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=40_000_000, ge=10_000)
+    workers: int = Field(
+        default=0,
+        ge=0,
+        description="Worker processes of `facesvc serve` (0: one per CPU core this process "
+        "may use, affinity and container quota included)",
+    )
     inference_threads: int = Field(
-        default=0, ge=0, description="TensorFlow intra-op threads per model (0 = TF default)"
+        default=0,
+        ge=0,
+        description="Threads per model in each worker (TFLite interpreters, TensorFlow's "
+        "intra-op pool); 0: the cores shared out among the workers, at least one",
     )
 
     bootstrap_api_key: SecretStr | None = Field(

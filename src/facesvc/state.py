@@ -17,6 +17,7 @@ from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.enrolment import EnrolmentOptions
 from facesvc.services.gallery import GallerySync
 from facesvc.services.jobs import JobResults, JobRunner
+from facesvc.services.keys import CallerCache, KeyChangeStamp
 from facesvc.settings import Settings
 
 log = logging.getLogger("facesvc")
@@ -32,6 +33,7 @@ class AppState:
     analysis: FaceAnalysisService
     gallery: GallerySync
     cipher: EmbeddingCipher
+    callers: CallerCache = field(default_factory=lambda: CallerCache(None))
     models_error: str | None = None
     stale_faces: dict[str, int] = field(default_factory=dict)  # other models' faces
     models_ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -186,4 +188,5 @@ def build_state(settings: Settings) -> AppState:
         analysis=FaceAnalysisService(pipeline, settings.enrol_second_face_ratio),
         gallery=GallerySync(index, cipher),
         cipher=cipher,
+        callers=CallerCache(KeyChangeStamp.for_database(settings.database_url)),
     )

@@ -121,8 +121,13 @@ class ServerProcess:
         cwd: Path = PROJECT_ROOT,
         args: Sequence[str] | None = None,
         api_key: str | None = None,
+        workers: int | None = 1,
     ) -> None:
-        self.args = list(args or [])  # extra `facesvc serve` options, e.g. ["--workers", "2"]
+        self.args = list(args or [])  # extra `facesvc serve` options, e.g. ["--migrate"]
+        # One worker unless asked: a test's server is small and predictable; None leaves it to
+        # `serve` (one worker per usable core, as `make run` and the image do).
+        if workers is not None and "--workers" not in self.args:
+            self.args += ["--workers", str(workers)]
         self.port = port or free_port()
         self.base_url = f"http://{HOST}:{self.port}"
         self.cwd = cwd
@@ -302,17 +307,19 @@ def start_server(
     wait: Literal["ready", "live"] = "ready",
     timeout: float = 180,
     grace: float = 15,
+    workers: int | None = 1,
 ) -> Iterator[ServerProcess]:
     """A ``facesvc serve`` on a free port of 127.0.0.1, stopped (SIGTERM) when the block ends.
 
     Its database is ``database_url`` (e.g. PostgreSQL) or else the SQLite file ``database``
     (default ``directory/facesvc.db``), migrated first unless
     ``migrate`` is false; its logs go to ``directory``. It waits for /readyz (models loaded),
-    or with ``wait="live"`` only for /livez. ``env`` and ``api_key`` as for ``ServerProcess``.
+    or with ``wait="live"`` only for /livez. ``env``, ``api_key`` and ``workers`` as for
+    ``ServerProcess``.
     ``ServerError`` if it cannot be migrated, started or made ready.
     """
     url = database_url or f"sqlite+aiosqlite:///{database or directory / 'facesvc.db'}"
-    server = ServerProcess(url, directory, env=env, args=args, api_key=api_key)
+    server = ServerProcess(url, directory, env=env, args=args, api_key=api_key, workers=workers)
     try:
         if migrate:
             server.migrate()

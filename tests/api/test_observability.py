@@ -278,6 +278,17 @@ async def test_metrics_count_requests_and_model_calls(
     state = app.state.facesvc
     assert value(found, "facesvc_gallery_size") == len(state.gallery.index)
 
+    # CPU: each model's own (its thread's), never more than the whole process's
+    cpu = {
+        m: value(found, "facesvc_model_cpu_seconds_total", model=m)
+        for m in ("blazeface", "facemesh")
+    }
+    assert all(seconds > 0 for seconds in cpu.values()), cpu
+    assert sum(cpu.values()) < value(found, "process_cpu_seconds_total")
+    assert value(found, "facesvc_model_items_total", model="blazeface") >= detector
+    runner = state.registry.detector
+    assert runner.cpu_seconds == pytest.approx(cpu["blazeface"])
+
 
 async def test_metrics_are_not_in_the_schema(client: httpx.AsyncClient) -> None:
     schema = (await client.get("/openapi.json")).json()

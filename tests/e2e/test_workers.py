@@ -8,10 +8,12 @@ nor returns a deleted user, whichever worker answers.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from facesvc.inference.devices import usable_cpu_count
 from facesvc.testing import ServerProcess
 from tests.conftest import lfw_image, require_data
 from tests.pg import postgres_server  # noqa: F401  (fixture)
@@ -59,3 +61,68 @@ def test_enrol_and_delete_reach_every_worker(two_workers: ServerProcess) -> None
     for number in range(3, 9):
         r = post("/v1/identify", files={"image": lfw_image("Junichiro_Koizumi", number)})
         assert user["id"] not in [c["user_id"] for c in r.json()["candidates"]]
+
+
+def test_a_revoked_key_is_refused_by_every_worker_at_once(two_workers: ServerProcess) -> None:
+    """Each worker caches the callers of keys it has seen (SQLite: no query per request);
+    a revocation through one worker reaches the other's cache at its next request."""
+    with http_client(two_workers) as admin:
+        created = admin.post("/v1/keys", json={"name": "kiosk", "scopes": ["enrol"]})
+    assert created.status_code == 201, created.text
+    secret, key_id = created.json()["key"], created.json()["id"]
+
+    def attempt() -> tuple[int, int]:
+        """(worker pid, status) over one fresh connection: both requests reach one worker."""
+        with httpx.Client(base_url=two_workers.base_url, timeout=60) as c:
+            pid = c.get("/readyz").json()["worker"]["pid"]
+            return pid, c.get("/v1/users", headers={"X-API-Key": secret}).status_code
+
+    before = [attempt() for _ in range(16)]  # fresh connections: both workers take some
+    assert {status for _, status in before} == {200}, before
+    with http_client(two_workers) as admin:
+        assert admin.delete(f"/v1/keys/{key_id}").status_code == 200
+    after = [attempt() for _ in range(16)]
+    assert {status for _, status in after} == {401}, (before, after)
+
+
+def worker_processes(server: ServerProcess) -> list[int]:
+    """The server's worker processes: uvicorn spawns them with multiprocessing."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(encoding="ascii")
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        if ppid == server.pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_serve_uses_every_core_by_default(tmp_path: Path) -> None:
+    """No --workers: one worker per usable core, each model single-threaded in each worker
+    (workers x threads = cores), as `make run` and the image start it."""
+    cores = usable_cpu_count()
+    with serving(tmp_path, workers=None) as server:
+        with http_client(server) as c:
+            worker = c.get("/readyz").json()["worker"]
+        assert worker["workers"] == cores
+        assert worker["cores"] == cores
+        assert worker["threads_per_model"] == 1
+        if cores > 1:
+            assert worker["pid"] in worker_processes(server)
+            assert len(worker_processes(server)) == cores
+        else:
+            assert worker["pid"] == server.pid
+    assert f"{cores} worker(s) x 1 thread(s) per model" in server.stderr_path.read_text()
+
+
+def test_one_worker_gets_every_core_for_its_models(live_server: ServerProcess) -> None:
+    with http_client(live_server) as c:
+        worker = c.get("/readyz").json()["worker"]
+    cores = usable_cpu_count()
+    assert (worker["workers"], worker["index"], worker["pid"]) == (1, 0, live_server.pid)
+    assert worker["threads_per_model"] == cores

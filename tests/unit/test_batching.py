@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from facesvc.inference.batching import (
     MicroBatcher,
     QueueFullError,
 )
+from facesvc.inference.runner import ModelRunner
 
 
 class SlowDoubler:
@@ -138,3 +140,37 @@ def test_list_batching_round_trips() -> None:
     assert ListBatching.split(merged, [2, 1, 3]) == [[1, 2], [3], [4, 5, 6]]
     parts = ArrayBatching.split(np.arange(6), [1, 5])
     assert [p.tolist() for p in parts] == [[0], [1, 2, 3, 4, 5]]
+
+
+class _BusyModel:
+    """Burns ``cpu`` seconds of its thread's CPU time, then sleeps ``idle`` seconds."""
+
+    def __init__(self, cpu: float, idle: float) -> None:
+        self.cpu, self.idle = cpu, idle
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        start = time.thread_time()
+        while time.thread_time() - start < self.cpu:
+            pass
+        time.sleep(self.idle)
+        return batch
+
+
+@pytest.mark.parametrize(("cpu", "idle"), [(0.05, 0.0), (0.0, 0.2)])
+async def test_runner_counts_its_models_cpu_time_not_wall_time(cpu: float, idle: float) -> None:
+    runner: ModelRunner[np.ndarray, np.ndarray] = ModelRunner("busy", "/CPU:0", ArrayBatching())
+    calls: list[tuple[str, int, float, float]] = []
+    runner.on_call = lambda *observed: calls.append(observed)
+    await runner.start(lambda: _BusyModel(0.0, 0.0), np.zeros((1, 2)))
+    runner._model = _BusyModel(cpu, idle)
+    try:
+        await runner.run(np.zeros((3, 2)))
+    finally:
+        await runner.aclose()
+        runner.close()
+    ((name, items, wall, used),) = calls
+    assert (name, items) == ("busy", 3)
+    assert runner.cpu_seconds == used
+    assert used >= cpu  # all of it, even when the other core is busy
+    assert used < cpu + 0.1  # and not the sleep: a sleeping model costs no CPU
+    assert wall >= cpu + idle

@@ -12,8 +12,6 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 
 from facesvc.api.errors import problem_response
-from facesvc.db.engine import session_scope
-from facesvc.services.keys import authenticate
 from facesvc.settings import Settings
 
 DOC_PATHS = frozenset({"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
@@ -44,8 +42,8 @@ def install_private_paths(app: FastAPI, settings: Settings) -> None:
         key = _presented_key(request)
         caller = None
         if key:
-            async with session_scope(request.app.state.facesvc.sessionmaker) as session:
-                caller = await authenticate(session, key)
+            state = request.app.state.facesvc
+            caller = await state.callers.authenticate(state.sessionmaker, key)
         if caller is None:
             return problem_response(
                 request,

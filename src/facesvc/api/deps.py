@@ -15,7 +15,7 @@ from facesvc.security.keys import Caller
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.audit import AuditTrail
 from facesvc.services.enrolment import EnrolmentService
-from facesvc.services.keys import ApiKeyService, authenticate
+from facesvc.services.keys import ApiKeyService
 from facesvc.services.recognition import (
     DecisionPolicy,
     LockoutGuard,
@@ -45,7 +45,9 @@ bearer_token = HTTPBearer(
 )
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are ``async def`` even when they only return a value: FastAPI runs a plain
+# ``def`` dependency in its thread pool, a thread hand-off per dependency per request.
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.facesvc
     return state
 
@@ -63,7 +65,7 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-def models_ready(state: StateDep) -> AppState:
+async def models_ready(state: StateDep) -> AppState:
     if not state.registry.ready:
         if state.models_error:
             raise ProblemError("not-ready", 503, f"start-up failed: {state.models_error}")
@@ -80,14 +82,14 @@ async def current_caller(
 ) -> Caller:
     """The caller a valid key stands for; 401 when the key is missing, unknown or revoked.
 
-    Looked up in a short session of its own: the request's session then takes a database
-    connection only when it first needs one (after the models, for most routes), so requests
-    waiting on inference do not hold connections."""
+    Looked up in a short session of its own, or not at all when this worker saw the key
+    recently (``CallerCache``: revocations still reach every worker at once): the request's
+    session then takes a database connection only when it first needs one (after the
+    models, for most routes), so requests waiting on inference do not hold connections."""
     presented = header_key or (bearer.credentials if bearer else None)
     caller = None
     if presented:
-        async with session_scope(state.sessionmaker) as session:
-            caller = await authenticate(session, presented)
+        caller = await state.callers.authenticate(state.sessionmaker, presented)
     if caller is None:
         raise ProblemError(
             "unauthorized",
@@ -126,21 +128,25 @@ ReadyStateDep = Annotated[AppState, Depends(models_ready)]
 ModelsReady = Depends(models_ready)
 
 
-def get_analysis(state: ReadyStateDep) -> FaceAnalysisService:
+async def get_analysis(state: ReadyStateDep) -> FaceAnalysisService:
     return state.analysis
 
 
 AnalysisDep = Annotated[FaceAnalysisService, Depends(get_analysis)]
 
 
-def get_user_service(session: SessionDep, state: StateDep, caller: EnrolCaller) -> UserService:
+async def get_user_service(
+    session: SessionDep, state: StateDep, caller: EnrolCaller
+) -> UserService:
     return UserService(session, state.gallery, caller)
 
 
 UserServiceDep = Annotated[UserService, Depends(get_user_service)]
 
 
-def get_enrolment(session: SessionDep, state: StateDep, caller: EnrolCaller) -> EnrolmentService:
+async def get_enrolment(
+    session: SessionDep, state: StateDep, caller: EnrolCaller
+) -> EnrolmentService:
     # Listing and deleting faces needs no model; the enrol route also depends on ModelsReady.
     return EnrolmentService(session, state.analysis, state.gallery, caller, state.enrolment_options)
 
@@ -148,7 +154,7 @@ def get_enrolment(session: SessionDep, state: StateDep, caller: EnrolCaller) -> 
 EnrolmentDep = Annotated[EnrolmentService, Depends(get_enrolment)]
 
 
-def get_recognition(
+async def get_recognition(
     session: SessionDep, analysis: AnalysisDep, state: ReadyStateDep, caller: VerifyCaller
 ) -> RecognitionService:
     settings = state.settings
@@ -174,14 +180,14 @@ def get_recognition(
 RecognitionDep = Annotated[RecognitionService, Depends(get_recognition)]
 
 
-def get_key_service(session: SessionDep, caller: AdminCaller) -> ApiKeyService:
+async def get_key_service(session: SessionDep, caller: AdminCaller) -> ApiKeyService:
     return ApiKeyService(session, caller)
 
 
 KeyServiceDep = Annotated[ApiKeyService, Depends(get_key_service)]
 
 
-def get_audit(session: SessionDep, caller: AdminCaller) -> AuditTrail:
+async def get_audit(session: SessionDep, caller: AdminCaller) -> AuditTrail:
     return AuditTrail(session, caller)
 
 

@@ -313,10 +313,23 @@ class ModelStatus(BaseModel):
     warmup_seconds: float
 
 
+class WorkerStatus(BaseModel):
+    """The worker process that answered, and how it shares the machine."""
+
+    pid: int = Field(examples=[4321])
+    index: int = Field(description="0 .. workers-1", examples=[0])
+    workers: int = Field(description="Worker processes of this server", examples=[2])
+    threads_per_model: int = Field(
+        description="Threads each model runs in this worker", examples=[1]
+    )
+    cores: int = Field(description="CPU cores the process may use", examples=[2])
+
+
 class ReadyResponse(BaseModel):
     status: str = Field(examples=["ready"])
     database: str = Field(examples=["ok"])
     models: list[ModelStatus]
+    worker: WorkerStatus | None = None
     faces_needing_reembed: int = Field(
         default=0,
         description="Stored faces embedded by another model (a model change): not matched "

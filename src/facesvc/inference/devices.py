@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 _configured = False
@@ -25,6 +28,53 @@ def worker_index() -> int:
         return int(explicit)
     identity = multiprocessing.current_process()._identity
     return int(identity[0]) - 1 if identity else 0
+
+
+def usable_cpu_count() -> int:
+    """CPU cores this process may use: its affinity mask, capped by a cgroup CPU quota (a
+    container's ``--cpus``), at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))
+    return max(1, cores)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    """cgroup v2 ``cpu.max`` ("quota period" or "max period"), else v1's quota/period."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="ascii").split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        v1 = Path("/sys/fs/cgroup/cpu")
+        quota_us = int((v1 / "cpu.cfs_quota_us").read_text(encoding="ascii"))
+        period_us = int((v1 / "cpu.cfs_period_us").read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return None
+    return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How one worker uses the machine: ``workers`` processes share ``cores``; each model
+    runs ``threads`` threads, so workers x threads does not oversubscribe the cores."""
+
+    workers: int
+    threads: int
+    cores: int
+
+
+def worker_plan(workers: int = 0, threads: int = 0, cores: int | None = None) -> WorkerPlan:
+    """``workers`` 0: one per usable core; ``threads`` 0: the cores shared out among the
+    workers (at least one each)."""
+    cores = cores or usable_cpu_count()
+    workers = workers or cores
+    return WorkerPlan(workers=workers, threads=threads or max(1, cores // workers), cores=cores)
 
 
 def pick_gpu(device: str, gpu_count: int, worker: int) -> int:

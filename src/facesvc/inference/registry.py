@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 
 from facesvc.inference.batching import ArrayBatching, BatchPolicy, ListBatching
 from facesvc.inference.calibration import ScoreCalibration
-from facesvc.inference.devices import configure_tensorflow
+from facesvc.inference.devices import configure_tensorflow, worker_plan
 from facesvc.inference.geometry import CropPolicy
 from facesvc.inference.manifest import Manifest, ModelSpec, sha256_file
 from facesvc.inference.pull import expected_sha256
@@ -67,9 +66,15 @@ def _verified_path(spec: ModelSpec, models_dir: Path) -> Path:
     return path
 
 
+def model_threads(settings: Settings) -> int:
+    """Threads per model in this worker (FACESVC_INFERENCE_THREADS, else the usable cores
+    shared out among FACESVC_WORKERS workers)."""
+    return worker_plan(settings.workers, settings.inference_threads).threads
+
+
 def _detector_factory(spec: ModelSpec, settings: Settings, device: str) -> Callable[[], Any]:
     min_score = settings.detection_min_score
-    threads = settings.inference_threads
+    threads = model_threads(settings)
     if spec.architecture == "blazeface":
         from facesvc.inference.detectors.blazeface import BlazeFaceDetector
 
@@ -105,7 +110,7 @@ def _embedder_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
     size = int(spec.options.get("input_size", 160))
     preprocessing = spec.options.get("preprocessing", "prewhiten")
     if path.suffix == ".tflite":
-        threads = settings.inference_threads or (os.cpu_count() or 1)
+        threads = model_threads(settings)
         return lambda: TFLiteFaceNetEmbedder(
             path, input_size=size, preprocessing=preprocessing, threads=threads
         )
@@ -125,7 +130,8 @@ def _mesh_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
     from facesvc.inference.landmarks.facemesh import FaceMeshModel
 
     path = _verified_path(spec, settings.models_dir)
-    return lambda: FaceMeshModel(path, threads=settings.inference_threads)
+    threads = model_threads(settings)
+    return lambda: FaceMeshModel(path, threads=threads)
 
 
 def model_factory(spec: ModelSpec, settings: Settings, device: str = "/CPU:0") -> Callable[[], Any]:
@@ -219,7 +225,7 @@ class ModelRegistry:
         ]
 
     def _configure(self) -> None:
-        self.tf_device = configure_tensorflow(self.settings.device, self.settings.inference_threads)
+        self.tf_device = configure_tensorflow(self.settings.device, model_threads(self.settings))
 
     async def start(self) -> None:
         """Verify, load and warm every model; the runners load in parallel."""

@@ -12,7 +12,13 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -50,6 +56,19 @@ class ServiceMetrics:
             buckets=MODEL_SECONDS_BUCKETS,
             registry=self.registry,
         )
+        self.model_cpu_seconds = Counter(
+            "facesvc_model_cpu_seconds",
+            "CPU time of the model calls on each model's thread (time.thread_time): the "
+            "model's share of the process's CPU (process_cpu_seconds_total)",
+            ("model",),
+            registry=self.registry,
+        )
+        self.model_items = Counter(
+            "facesvc_model_items",
+            "Items (images or faces) the model has processed",
+            ("model",),
+            registry=self.registry,
+        )
         self.model_batch_size = Histogram(
             "facesvc_model_batch_size",
             "Items (images or faces) in one model call, after micro-batching",
@@ -60,15 +79,19 @@ class ServiceMetrics:
         self._models: ModelRegistry | None = None
         self._gallery_size: Callable[[], int] | None = None
         self.registry.register(_ScrapeTimeCollector(self))
+        # process_cpu_seconds_total, memory, open files: this worker's, beside its models'
+        ProcessCollector(registry=self.registry)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         labels = (method, route, str(status))
         self.http_requests.labels(*labels).inc()
         self.http_seconds.labels(*labels).observe(seconds)
 
-    def observe_model_call(self, model: str, items: int, seconds: float) -> None:
+    def observe_model_call(self, model: str, items: int, seconds: float, cpu: float) -> None:
         """The runners' ``on_call`` hook: runs on a model thread (prometheus_client locks)."""
         self.model_seconds.labels(model).observe(seconds)
+        self.model_cpu_seconds.labels(model).inc(cpu)
+        self.model_items.labels(model).inc(items)
         self.model_batch_size.labels(model).observe(items)
 
     def observe_models(self, models: ModelRegistry) -> None:

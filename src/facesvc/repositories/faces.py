@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import undefer
 
@@ -111,6 +111,22 @@ class FaceRepository:
         rows = (await self._session.execute(stmt)).all()
         blobs = [self._cipher.decrypt(row[1], row[3], row[0]) for row in rows]
         return [row[0] for row in rows], _stack(blobs, [row[2] for row in rows])
+
+    async def tenant_user_embeddings(
+        self, tenant_id: uuid.UUID, user_id: uuid.UUID, model_name: str
+    ) -> tuple[bool, list[uuid.UUID], npt.NDArray[np.float32]]:
+        """Whether the tenant has this user, and the user's face ids and ``(n, dim)``
+        embeddings from one model: one query (the user, outer-joined to its faces)."""
+        stmt = (
+            select(User.id, Face.id, Face.embedding, Face.embedding_dim, Face.key_id)
+            .outerjoin(Face, and_(Face.user_id == User.id, Face.model_name == model_name))
+            .where(User.id == user_id, User.tenant_id == tenant_id)
+            .order_by(Face.created_at, Face.id)
+        )
+        rows = list((await self._session.execute(stmt)).all())
+        faces = [row for row in rows if row[1] is not None]
+        blobs = [self._cipher.decrypt(row[2], row[4], row[1]) for row in faces]
+        return bool(rows), [row[1] for row in faces], _stack(blobs, [row[3] for row in faces])
 
     async def all_embeddings(
         self, model_name: str

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import time
 import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from facesvc.db.engine import after_commit, session_scope
 from facesvc.db.models import DEFAULT_TENANT_NAME, ApiKey, Tenant, utcnow
 from facesvc.repositories.keys import ApiKeyRepository, TenantRepository
 from facesvc.security.keys import (
@@ -31,6 +39,99 @@ async def authenticate(session: AsyncSession, presented: str) -> Caller | None:
     if key is None or key.revoked_at is not None or not hashes_match(digest, key.secret_sha256):
         return None
     return Caller(tenant_id=key.tenant_id, key_id=key.id, actor=key.name, scopes=key.scope_set)
+
+
+class KeyChangeStamp:
+    """A small file beside a SQLite database, replaced whenever a key is revoked: every
+    worker on the host notices with one ``stat()`` (microseconds), without a query."""
+
+    SUFFIX = "-keys"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def for_database(cls, url: str) -> KeyChangeStamp | None:
+        """The stamp of a SQLite file database; None for others (PostgreSQL: no cache)."""
+        parsed = make_url(url)
+        database = parsed.database
+        if (
+            not parsed.get_backend_name().startswith("sqlite")
+            or not database
+            or database == ":memory:"
+            or database.startswith("file:")
+        ):
+            return None
+        return cls(Path(database + cls.SUFFIX))
+
+    def read(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def bump(self) -> None:
+        """Replace the file (a new inode), so every reader's next ``read()`` differs."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(f"{self.path.name}.{secrets.token_hex(6)}")
+        temporary.write_bytes(secrets.token_bytes(16))
+        os.replace(temporary, self.path)
+
+
+@dataclass(frozen=True)
+class _Cached:
+    caller: Caller
+    expires: float
+
+
+class CallerCache:
+    """The callers of recently used API keys, per worker, so a request needs no key query.
+
+    Exact across workers: every revocation replaces the database's ``KeyChangeStamp`` after
+    its commit, and each lookup first compares the stamp with the one its entries were read
+    under (any change empties the cache). An entry is stored only if the stamp did not change
+    while its key was read, so a revocation committed meanwhile is never cached over. Should a
+    revoking process die between its commit and the stamp, entries still expire after
+    ``ttl_s``. Without a stamp (PostgreSQL, several hosts) every request reads its key.
+    Unknown and revoked keys are never cached."""
+
+    def __init__(
+        self, stamp: KeyChangeStamp | None, ttl_s: float = 60.0, max_entries: int = 1024
+    ) -> None:
+        self.stamp = stamp
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, _Cached] = OrderedDict()
+        self._epoch: tuple[int, int, int] | None = None
+        self.hits = 0
+        self.misses = 0
+
+    async def authenticate(
+        self, sessionmaker: async_sessionmaker[AsyncSession], presented: str
+    ) -> Caller | None:
+        if self.stamp is None:
+            async with session_scope(sessionmaker) as session:
+                return await authenticate(session, presented)
+        digest = hash_api_key(presented)
+        epoch = self.stamp.read()
+        if epoch != self._epoch:
+            self._entries.clear()
+            self._epoch = epoch
+        cached = self._entries.get(digest)
+        now = time.monotonic()
+        if cached is not None and cached.expires > now:
+            self.hits += 1
+            return cached.caller
+        self.misses += 1
+        async with session_scope(sessionmaker) as session:
+            caller = await authenticate(session, presented)
+        if caller is not None and self.stamp.read() == epoch == self._epoch:
+            self._entries[digest] = _Cached(caller, now + self.ttl_s)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return caller
 
 
 async def ensure_bootstrap_key(session: AsyncSession, key: str) -> bool:
@@ -81,6 +182,10 @@ class ApiKeyService:
         if key.revoked_at is None:
             await self.keys.revoke(key, utcnow())
             await self.audit.record("key.revoke", "ok")
+            url = self.session.get_bind().engine.url
+            stamp = KeyChangeStamp.for_database(url.render_as_string(hide_password=True))
+            if stamp is not None:  # every worker's CallerCache drops its entries
+                after_commit(self.session, stamp.bump)
         return key
 
 

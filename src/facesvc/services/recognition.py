@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -99,6 +100,9 @@ class LockoutPolicy:
         return float(min(self.max_delay_s, self.base_delay_s * 2.0**doublings))
 
 
+T = TypeVar("T")
+
+
 class LockoutGuard:
     """Counts verification attempts per (tenant, tried id) in transactions of their own,
     committed BEFORE the probe is compared: concurrent attempts cannot all slip in while
@@ -114,7 +118,15 @@ class LockoutGuard:
         self.sessionmaker = sessionmaker
         self.policy = policy
 
-    async def begin(self, tenant_id: uuid.UUID, subject_id: uuid.UUID) -> None:
+    async def begin(
+        self,
+        tenant_id: uuid.UUID,
+        subject_id: uuid.UUID,
+        then: Callable[[AsyncSession], Awaitable[T]],
+    ) -> T:
+        """Count the attempt; unless the id is locked, run ``then`` (the reads the comparison
+        needs) in the same transaction, which commits the count before anything is compared:
+        one transaction, not two. A locked id raises ``LockedOutError`` having read nothing."""
         now = utcnow()
         async with session_scope(self.sessionmaker) as session:
             attempts = LoginAttemptRepository(session)
@@ -123,7 +135,7 @@ class LockoutGuard:
                 delay = self.policy.delay_after(counted)
                 if delay is not None:
                     await attempts.lock(tenant_id, subject_id, now + timedelta(seconds=delay))
-                return
+                return await then(session)
             row = await attempts.get(tenant_id, subject_id)
         until = row.locked_until if row is not None and row.locked_until else now
         wait = max(1, math.ceil((until - now).total_seconds()))
@@ -250,13 +262,12 @@ class RecognitionService:
         # models). Nothing is compared until the count is committed; a locked-out id stops
         # the model work and reads nothing, so its 429 says nothing about the user.
         analysed = asyncio.ensure_future(self.analysis.primary_face(data))
-        enrolled: asyncio.Future[tuple[bool, list[uuid.UUID], npt.NDArray[np.float32]]] | None
-        enrolled = None
+        enrolled = asyncio.ensure_future(
+            self.lockout.begin(tenant, user_id, self._enrolled(user_id))
+        )
         try:
-            await self.lockout.begin(tenant, user_id)
-            enrolled = asyncio.ensure_future(self._enrolled(user_id))
-            probe = await analysed
             known, face_ids, matrix = await asyncio.shield(enrolled)
+            probe = await analysed
         finally:
             await _settle(analysed, enrolled)
         similarity: float | None = None
@@ -292,16 +303,20 @@ class RecognitionService:
             false_match_rate=self.decisions.false_match_rate(threshold),
         )
 
-    async def _enrolled(
+    def _enrolled(
         self, user_id: uuid.UUID
-    ) -> tuple[bool, list[uuid.UUID], npt.NDArray[np.float32]]:
-        """Whether the tenant has this user, and the user's face ids and embeddings."""
-        async with session_scope(self.sessionmaker) as session:
-            if await UserRepository(session, self.caller.tenant_id).get(user_id) is None:
-                return False, [], np.zeros((0, 0), np.float32)
+    ) -> Callable[[AsyncSession], Awaitable[tuple[bool, list[uuid.UUID], npt.NDArray[np.float32]]]]:
+        """Reads whether the tenant has this user, and the user's face ids and embeddings."""
+
+        async def read(
+            session: AsyncSession,
+        ) -> tuple[bool, list[uuid.UUID], npt.NDArray[np.float32]]:
             faces = FaceRepository(session, self.gallery.cipher)
-            face_ids, matrix = await faces.embeddings_for_user(user_id, self.model_name)
-            return True, face_ids, matrix
+            return await faces.tenant_user_embeddings(
+                self.caller.tenant_id, user_id, self.model_name
+            )
+
+        return read
 
     async def verify_by_name(
         self, name: str, data: bytes, far: float | None = None

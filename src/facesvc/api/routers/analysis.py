@@ -42,7 +42,7 @@ PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_annotation(analysis: AnalysisDep) -> FaceAnnotationService:
+async def get_annotation(analysis: AnalysisDep) -> FaceAnnotationService:
     return FaceAnnotationService(analysis)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
@@ -10,8 +11,15 @@ from fastapi.responses import JSONResponse
 from facesvc import __version__
 from facesvc.api.deps import StateDep
 from facesvc.api.errors import PROBLEM_TYPES, ProblemError, problem_responses
-from facesvc.api.schemas import LiveResponse, ModelStatus, ProblemType, ReadyResponse
+from facesvc.api.schemas import (
+    LiveResponse,
+    ModelStatus,
+    ProblemType,
+    ReadyResponse,
+    WorkerStatus,
+)
 from facesvc.db.engine import ping
+from facesvc.inference.devices import worker_index, worker_plan
 
 router = APIRouter(tags=["health"])
 
@@ -45,6 +53,18 @@ async def readyz(state: StateDep) -> ReadyResponse:
         database="ok",
         models=models,
         faces_needing_reembed=sum(state.stale_faces.values()),
+        worker=_worker_status(state.settings.workers, state.settings.inference_threads),
+    )
+
+
+def _worker_status(workers: int, threads: int) -> WorkerStatus:
+    plan = worker_plan(workers, threads)
+    return WorkerStatus(
+        pid=os.getpid(),
+        index=worker_index(),
+        workers=plan.workers,
+        threads_per_model=plan.threads,
+        cores=plan.cores,
     )
 
 

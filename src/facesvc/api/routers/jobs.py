@@ -88,7 +88,7 @@ class ApiJobResults:
 JOB_RESULTS = ApiJobResults()
 
 
-def get_jobs(session: SessionDep, state: StateDep, caller: CallerDep) -> JobService:
+async def get_jobs(session: SessionDep, state: StateDep, caller: CallerDep) -> JobService:
     runner = state.job_runner
     return JobService(session, state.cipher, caller, on_created=runner.wake if runner else None)
 
@@ -96,7 +96,7 @@ def get_jobs(session: SessionDep, state: StateDep, caller: CallerDep) -> JobServ
 JobServiceDep = Annotated[JobService, Depends(get_jobs)]
 
 
-def models_not_failed(state: StateDep) -> None:
+async def models_not_failed(state: StateDep) -> None:
     """Jobs are accepted while the models load (they wait), not when loading failed."""
     if state.models_error:
         raise ProblemError("not-ready", 503, f"start-up failed: {state.models_error}")

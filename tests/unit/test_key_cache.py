@@ -1,0 +1,147 @@
+"""The per-worker API-key cache: a known key costs no query, and a revocation reaches every
+worker's cache at its next request (two caches on one SQLite file stand for two workers;
+tests/e2e/test_workers.py checks the same across real worker processes)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
+from facesvc.db.migrate import upgrade_async
+from facesvc.security.keys import Caller
+from facesvc.services import keys as key_service
+from facesvc.services.keys import ApiKeyService, CallerCache, KeyChangeStamp, tenant_named_or_new
+
+
+@pytest.fixture
+async def engine(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AsyncEngine]:
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'facesvc.db'}"
+    await upgrade_async(url)
+    engine = create_engine(url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_sessionmaker(engine)
+
+
+@contextmanager
+def counted_statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def new_key(sessions: async_sessionmaker[AsyncSession]) -> tuple[Caller, str]:
+    async with session_scope(sessions) as session:
+        tenant = await tenant_named_or_new(session, "acme")
+        operator = Caller.operator(tenant.id)
+        _, secret = await ApiKeyService(session, operator).create("app", ["verify"])
+    return operator, secret
+
+
+def stamp_of(engine: AsyncEngine) -> KeyChangeStamp:
+    stamp = KeyChangeStamp.for_database(engine.url.render_as_string(hide_password=False))
+    assert stamp is not None
+    return stamp
+
+
+async def test_a_revocation_reaches_every_workers_cache_at_once(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    operator, secret = await new_key(sessions)
+    workers = [CallerCache(stamp_of(engine)), CallerCache(stamp_of(engine))]
+    for cache in workers:
+        first = await cache.authenticate(sessions, secret)
+        assert first is not None
+        assert first.scopes == frozenset({"verify"})
+    with counted_statements(engine) as statements:
+        for cache in workers:
+            assert await cache.authenticate(sessions, secret) is not None
+    assert statements == [], "a cached key needs no query"
+    assert [(c.hits, c.misses) for c in workers] == [(1, 1), (1, 1)]
+
+    async with session_scope(sessions) as session:
+        listed = await ApiKeyService(session, operator).list()
+        await ApiKeyService(session, operator).revoke(listed[0].id)
+    for cache in workers:  # the very next request, in each worker
+        assert await cache.authenticate(sessions, secret) is None
+    assert await workers[0].authenticate(sessions, "fsk_not-a-key") is None
+
+
+async def test_a_rolled_back_revocation_changes_nothing(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    operator, secret = await new_key(sessions)
+    cache = CallerCache(stamp_of(engine))
+    assert await cache.authenticate(sessions, secret) is not None
+
+    async def revoke_then_fail() -> None:
+        async with session_scope(sessions) as session:
+            listed = await ApiKeyService(session, operator).list()
+            await ApiKeyService(session, operator).revoke(listed[0].id)
+            raise RuntimeError("changed my mind")
+
+    with pytest.raises(RuntimeError, match="changed my mind"):
+        await revoke_then_fail()
+    assert await cache.authenticate(sessions, secret) is not None
+    assert cache.hits == 1, "no stamp was written: the entry stayed"
+
+
+async def test_a_key_read_while_a_revocation_lands_is_not_cached(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stamp changes while the key is being read: what was read may predate the
+    revocation, so it answers this request but is not kept."""
+    _, secret = await new_key(sessions)
+    stamp = stamp_of(engine)
+    cache = CallerCache(stamp)
+    real = key_service.authenticate
+
+    async def revoked_meanwhile(session: AsyncSession, presented: str) -> Caller | None:
+        found = await real(session, presented)
+        stamp.bump()
+        return found
+
+    monkeypatch.setattr(key_service, "authenticate", revoked_meanwhile)
+    assert await cache.authenticate(sessions, secret) is not None
+    monkeypatch.setattr(key_service, "authenticate", real)
+    assert await cache.authenticate(sessions, secret) is not None
+    assert (cache.hits, cache.misses) == (0, 2)
+
+
+async def test_entries_expire_and_the_cache_is_bounded(
+    engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    _, secret = await new_key(sessions)
+    _, other = await new_key(sessions)
+    expiring = CallerCache(stamp_of(engine), ttl_s=0.0)
+    for _ in range(3):
+        assert await expiring.authenticate(sessions, secret) is not None
+    assert (expiring.hits, expiring.misses) == (0, 3)
+    small = CallerCache(stamp_of(engine), max_entries=1)
+    for key in (secret, other, secret):
+        assert await small.authenticate(sessions, key) is not None
+    assert (small.hits, small.misses) == (0, 3)
+
+
+def test_only_a_sqlite_file_has_a_stamp() -> None:
+    assert KeyChangeStamp.for_database("postgresql+asyncpg://u:p@db/facesvc") is None
+    assert KeyChangeStamp.for_database("sqlite+aiosqlite:///:memory:") is None
+    found = KeyChangeStamp.for_database("sqlite+aiosqlite:////srv/var/facesvc.db")
+    assert found is not None
+    assert str(found.path) == "/srv/var/facesvc.db-keys"
