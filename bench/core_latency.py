@@ -133,6 +133,7 @@ def machine_info() -> dict[str, Any]:
         "cpus_usable": len(os.sched_getaffinity(0)),
         "processor": platform.processor() or platform.machine(),
         "cpu_model": _cpu_model(),
+        "cpu_flags": cpu_flags(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "tensorflow": importlib.metadata.version("tensorflow"),
@@ -140,6 +141,23 @@ def machine_info() -> dict[str, Any]:
         # other work on the machine shows here; compare runs only at a similar load
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+# The flags that decide model speed here (XNNPACK and oneDNN pick kernels by them).
+_SPEED_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512", "amx", "vnni", "bf16", "fp16")
+
+
+def cpu_flags() -> list[str]:
+    """The SIMD/matrix flags of /proc/cpuinfo that decide model speed (AVX2, AVX-512, VNNI,
+    BF16, AMX): machines here differ in them, so every result records them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                return sorted(f for f in flags if f.startswith(_SPEED_FLAGS) or "vnni" in f)
+    except OSError:
+        pass
+    return []
 
 
 def _cpu_model() -> str | None:

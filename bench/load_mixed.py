@@ -32,7 +32,7 @@ import numpy as np
 from core_latency import lfw_people, machine_info
 
 from facesvc.settings import Settings
-from facesvc.testing import ServerProcess, proc_status_kib
+from facesvc.testing import ServerProcess, process_tree_rss_kib
 
 ROOT = Path(__file__).resolve().parents[1]
 OPERATIONS = ("enrol", "verify", "identify")
@@ -119,7 +119,7 @@ async def worker(
 
 async def sample_rss(pid: int, samples: list[tuple[float, float]], started: float) -> None:
     while True:
-        rss = proc_status_kib(pid, "VmRSS")
+        rss = process_tree_rss_kib(pid)
         if rss is not None:
             samples.append((round(time.monotonic() - started, 1), round(rss / 1024, 1)))
         await asyncio.sleep(RSS_EVERY_S)
@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mix", default="1:2:2", help="enrol:verify:identify weights")
     parser.add_argument("--gallery", type=int, default=20, help="people enrolled at the start")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: one per core)"
+    )
     parser.add_argument("--keep-log", type=Path, default=None, help="copy the server log here")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load_mixed.json")
     args = parser.parse_args(argv)
@@ -219,16 +222,18 @@ def main(argv: list[str] | None = None) -> int:
             # The mix verifies strangers against enrolled users on purpose (half the probes):
             # with the lockout on it would measure 429s, not the service under load.
             env={"FACESVC_LOG_LEVEL": "warning", "FACESVC_LOCKOUT_MAX_FAILURES": "1000000"},
+            workers=args.workers,  # default: as `make run` starts it, a worker per core
         )
         with server:
             workload, faces = prepare(server, lfw, args.gallery, args.seed)
-            rss_start = proc_status_kib(server.pid, "VmRSS")
+            rss_start = process_tree_rss_kib(server.pid)
             print(f"server pid {server.pid}: {faces} faces enrolled; {args.minutes} min of load")
             stats, wall_s, samples = asyncio.run(
                 run_load(server.base_url, server.pid, workload, args, server.headers)
             )
-            rss_end = proc_status_kib(server.pid, "VmRSS")
-            peak = server.peak_rss_kib()
+            rss_end = process_tree_rss_kib(server.pid)
+            # the largest sampled resident memory of the server and its workers
+            peak = max((mib for _, mib in samples), default=0.0) * 1024
             stored = json.loads(server.get("/readyz")[1])
         exit_code = server.stop()
         log_text = server.stderr_path.read_text(errors="replace")

@@ -73,13 +73,9 @@ def proc_status_kib(pid: int, field: str) -> int | None:
     return None
 
 
-def process_tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and every live descendant (the
-    workers of ``serve --workers N``), from /proc/<pid>/stat; Linux only. Descendants that
-    exited are not counted: read it while the server runs."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    used: dict[int, int] = {}
+def _proc_stats() -> dict[int, list[str]]:
+    """The fields after ``pid (comm)`` of every process's /proc/<pid>/stat (Linux)."""
+    found: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -87,16 +83,37 @@ def process_tree_cpu_seconds(pid: int) -> float:
             stat = (entry / "stat").read_text(encoding="ascii")
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        parents[int(entry.name)] = int(fields[1])
-        used[int(entry.name)] = int(fields[11]) + int(fields[12])  # utime + stime
-    tree, frontier = {pid}, [pid]
+        found[int(entry.name)] = stat[stat.rindex(")") + 2 :].split()
+    return found
+
+
+def process_tree(pid: int, stats: dict[int, list[str]] | None = None) -> list[int]:
+    """``pid`` and every live descendant (the workers of ``serve --workers N``)."""
+    stats = stats if stats is not None else _proc_stats()
+    tree, frontier = [pid], [pid]
     while frontier:
         parent = frontier.pop()
-        children = [child for child, ppid in parents.items() if ppid == parent]
-        tree.update(children)
+        children = [child for child, fields in stats.items() if int(fields[1]) == parent]
+        tree.extend(children)
         frontier.extend(children)
-    return sum(used.get(p, 0) for p in tree) / ticks
+    return tree
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and every live descendant, from
+    /proc/<pid>/stat; Linux only. Descendants that exited are not counted: read it while
+    the server runs."""
+    stats = _proc_stats()
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = sum(
+        int(stats[p][11]) + int(stats[p][12]) for p in process_tree(pid, stats) if p in stats
+    )
+    return used / ticks
+
+
+def process_tree_rss_kib(pid: int) -> int:
+    """Resident memory of ``pid`` and its descendants (each worker's models count)."""
+    return sum(proc_status_kib(p, "VmRSS") or 0 for p in process_tree(pid))
 
 
 class ServerProcess:

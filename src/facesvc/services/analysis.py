@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import cv2
@@ -106,7 +107,8 @@ class FaceAnalysisService:
         measured = None
         if quality is not None:  # the pose check needs the five points
             (face,) = await self.pipeline.landmarks(image, [largest])
-            measured = assess_face(image, face.box, face.points, quality)
+            # sharpness and pose are pixel work (7-28 ms on large photos): off the event loop
+            measured = await asyncio.to_thread(assess_face, image, face.box, face.points, quality)
             problem = quality.problem(measured)
             if problem is not None:
                 raise FaceQualityError(
@@ -115,6 +117,7 @@ class FaceAnalysisService:
                     quality=measured.as_dict(),
                 )
         (face,) = await self.pipeline.embed(image, [face])
+        crop = await asyncio.to_thread(face_crop_jpeg, image, face.box) if keep_crop else None
         height, width = image.shape[:2]
         return PrimaryFace(
             width=width,
@@ -122,7 +125,7 @@ class FaceAnalysisService:
             face=face,
             faces_found=len(detections),
             quality=measured,
-            crop=face_crop_jpeg(image, face.box) if keep_crop else None,
+            crop=crop,
         )
 
 
