@@ -18,10 +18,17 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from facesvc.db.engine import create_engine, create_sessionmaker, is_read_only_sql, session_scope
+from facesvc.db.engine import (
+    create_engine,
+    create_sessionmaker,
+    is_read_only_sql,
+    session_scope,
+    sqlite_writer_queue,
+)
 from facesvc.db.migrate import upgrade_async
 from facesvc.db.models import DEFAULT_TENANT_ID, User
 from tests.conftest import image_file, lfw_image
+from tests.gates import eventually
 
 PEOPLE = (
     "Colin_Powell",
@@ -127,6 +134,68 @@ async def test_a_writer_waits_for_the_lock_instead_of_failing(
     await asyncio.gather(slow_writer(), second_writer())
     async with session_scope(sessionmaker) as check:
         assert await user_count(check) == 2
+
+
+async def _hold_write_then_add(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    name: str,
+    holding: asyncio.Event,
+    release: asyncio.Event,
+) -> None:
+    async with session_scope(sessionmaker) as session:
+        session.add(User(name=name, tenant_id=DEFAULT_TENANT_ID))
+        await session.flush()  # BEGIN IMMEDIATE: this process's turn and SQLite's lock
+        holding.set()
+        await release.wait()
+
+
+async def _add(sessionmaker: async_sessionmaker[AsyncSession], name: str) -> None:
+    async with session_scope(sessionmaker) as session:
+        session.add(User(name=name, tenant_id=DEFAULT_TENANT_ID))
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_writers_take_turns_instead_of_sleeping_in_sqlite(
+    tmp_path: Path, processes: int
+) -> None:
+    """A second writer waits for its turn (this process's queue; with two engines, as two
+    workers have, the flock beside the database) and starts when the first commits, rather
+    than in SQLite's busy handler, whose sleeps grow to 100 ms between tries."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'turns.db'}"
+    await upgrade_async(url)
+    engines = [create_engine(url) for _ in range(processes)]
+    first, second = engines[0], engines[-1]
+    queue = sqlite_writer_queue(second)
+    assert queue is not None
+    holding, release = asyncio.Event(), asyncio.Event()
+    try:
+        holder = asyncio.ensure_future(
+            _hold_write_then_add(create_sessionmaker(first), "first", holding, release)
+        )
+        await holding.wait()
+        waiter = asyncio.ensure_future(_add(create_sessionmaker(second), "second"))
+        await eventually(lambda: queue.waited == 1, "the second writer waits for its turn")
+        assert not waiter.done()
+        release.set()
+        await asyncio.wait_for(asyncio.gather(holder, waiter), 30)
+        async with session_scope(create_sessionmaker(second)) as check:
+            assert await user_count(check) == 2
+    finally:
+        release.set()
+        for engine in engines:
+            await engine.dispose()
+
+
+async def test_a_connection_lost_mid_write_gives_its_turn_back(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    session = sessionmaker()
+    session.add(User(name="lost", tenant_id=DEFAULT_TENANT_ID))
+    await session.flush()  # holds the turn
+    await session.invalidate()  # its connection closed: neither commit nor rollback
+    await asyncio.wait_for(_add(sessionmaker, "next"), 10)  # not the 30 s timeout
+    async with session_scope(sessionmaker) as check:
+        assert await user_count(check) == 1
 
 
 @pytest.mark.parametrize(
