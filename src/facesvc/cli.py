@@ -41,8 +41,8 @@ def serve(
         int | None,
         typer.Option(
             min=1,
-            help="Worker processes (default FACESVC_WORKERS, else one per usable CPU core); "
-            "with FACESVC_DEVICE=gpu, worker i takes GPU i mod n",
+            help="Worker processes (default FACESVC_WORKERS, else one per usable CPU core, at "
+            "most 8; one on a GPU); with FACESVC_DEVICE=gpu, worker i takes GPU i mod n",
         ),
     ] = None,
     migrate: Annotated[
@@ -65,9 +65,13 @@ def serve(
         from facesvc.db.migrate import upgrade
 
         upgrade(settings.database_url)
-    from facesvc.inference.devices import worker_plan
+    from facesvc.inference.devices import default_workers, worker_plan
 
-    plan = worker_plan(workers or settings.workers, settings.inference_threads)
+    plan = worker_plan(
+        workers or settings.workers,
+        settings.inference_threads,
+        default=default_workers(settings.device),
+    )
     workers = plan.workers
     # Every worker builds its settings from the environment: it learns how many share the
     # cores, and so how many threads its models may use (workers x threads <= cores).

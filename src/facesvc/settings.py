@@ -137,7 +137,7 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         description="Worker processes of `facesvc serve` (0: one per CPU core this process "
-        "may use, affinity and container quota included)",
+        "may use, affinity and container quota included, at most 8; one with a GPU device)",
     )
     inference_threads: int = Field(
         default=0,

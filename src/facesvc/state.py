@@ -166,7 +166,7 @@ def build_state(settings: Settings) -> AppState:
     from facesvc.gallery.ann import ANNIndex, HNSWIndex, IVFIndex
     from facesvc.gallery.index import GalleryIndex
 
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, workers=max(1, settings.workers))
     registry = ModelRegistry(settings)
     pipeline = FacePipeline(registry)
     ann: ANNIndex | None = None

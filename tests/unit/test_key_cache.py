@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from sqlalchemy import event
@@ -13,6 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
 from facesvc.db.migrate import upgrade_async
+from facesvc.inference.devices import (
+    DEFAULT_MAX_WORKERS,
+    WorkerPlan,
+    default_workers,
+    worker_plan,
+)
 from facesvc.security.keys import Caller
 from facesvc.services import keys as key_service
 from facesvc.services.keys import ApiKeyService, CallerCache, KeyChangeStamp, tenant_named_or_new
@@ -145,3 +152,25 @@ def test_only_a_sqlite_file_has_a_stamp() -> None:
     found = KeyChangeStamp.for_database("sqlite+aiosqlite:////srv/var/facesvc.db")
     assert found is not None
     assert str(found.path) == "/srv/var/facesvc.db-keys"
+
+
+def test_every_revocation_writes_a_stamp_never_seen_before(tmp_path: Path) -> None:
+    """Inode, size and mtime may repeat within one clock tick; the token may not."""
+    stamp = KeyChangeStamp(tmp_path / "facesvc.db-keys")
+    assert stamp.read() is None
+    seen = set()
+    for _ in range(50):
+        stamp.bump()
+        seen.add(stamp.read())
+    assert len(seen) == 50
+
+
+def test_serve_starts_a_worker_per_core_up_to_a_cap_and_sizes_threads() -> None:
+    assert default_workers("cpu", cores=2) == 2
+    assert default_workers("cpu", cores=64) == DEFAULT_MAX_WORKERS
+    assert default_workers("gpu", cores=64) == 1  # --workers N for N GPUs
+    # a process not started by `serve` (FACESVC_WORKERS unset) is alone: every core
+    assert worker_plan(0, 0, cores=4) == WorkerPlan(workers=1, threads=4, cores=4)
+    assert worker_plan(0, 0, cores=4, default=4) == WorkerPlan(workers=4, threads=1, cores=4)
+    assert worker_plan(3, 0, cores=4).threads == 1
+    assert worker_plan(2, 3, cores=4).threads == 3  # FACESVC_INFERENCE_THREADS wins

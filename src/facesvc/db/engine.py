@@ -37,8 +37,14 @@ def is_sqlite(url: str | URL) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """The service's engine: SQLite in WAL mode with foreign keys on, or PostgreSQL."""
+# Connections the workers of one server may hold on PostgreSQL together (its default
+# max_connections is 100: room is left for the migrations, the CLI and psql).
+POSTGRES_CONNECTIONS_PER_SERVER = 80
+
+
+def create_engine(url: str, workers: int = 1) -> AsyncEngine:
+    """The service's engine: SQLite in WAL mode with foreign keys on, or PostgreSQL, whose
+    pool is sized so that ``workers`` processes stay within its connection limit."""
     sa_url = make_url(url)
     if sa_url.get_backend_name() == "sqlite":
         ensure_sqlite_parent(sa_url)
@@ -47,7 +53,13 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(sa_url, pool_size=10, max_overflow=54)
         _configure_sqlite(engine, foreign_keys=True)
         return engine
-    return create_async_engine(sa_url, pool_pre_ping=True)
+    share = POSTGRES_CONNECTIONS_PER_SERVER // max(1, workers)
+    return create_async_engine(
+        sa_url,
+        pool_pre_ping=True,
+        pool_size=max(2, min(5, share // 2)),
+        max_overflow=max(2, min(10, share - min(5, share // 2))),
+    )
 
 
 def create_migration_engine(url: str) -> AsyncEngine:
@@ -206,7 +218,9 @@ class SQLiteWriterQueue:
         if self.lock_path is None:
             return
         if self._fd is None:
-            self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            # read-only is enough for flock; readable by all, so a file made by another user
+            # (the CLI run as root) never locks the service out
+            self._fd = os.open(self.lock_path, os.O_RDONLY | os.O_CREAT, 0o644)
         tries = 0
         while True:
             try:
@@ -227,6 +241,18 @@ class SQLiteWriterQueue:
 
     def release(self) -> None:
         self.holder = None
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is not None and running is not loop and not loop.is_closed():
+            # a connection cleaned up by the garbage collector, on any thread
+            loop.call_soon_threadsafe(self._release_now)
+        else:
+            self._release_now()
+
+    def _release_now(self) -> None:
         if self._lock is None or not self._lock.locked():
             return
         if self._fd is not None:
@@ -250,7 +276,7 @@ def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
     sync_engine = engine.sync_engine
     database = engine.url.database
     lock_path = (
-        Path(database + "-writer.lock")
+        Path(str(Path(database).resolve()) + "-writer.lock")
         if database and database != ":memory:" and not database.startswith("file:")
         else None
     )
@@ -325,6 +351,14 @@ def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
     @event.listens_for(sync_engine.pool, "invalidate")
     @event.listens_for(sync_engine.pool, "soft_invalidate")
     def _on_invalidate(dbapi_connection: Any, _record: Any, _exception: Any) -> None:
+        writers.release_if_held_by(dbapi_connection)
+
+    @event.listens_for(sync_engine.pool, "detach")
+    def _on_detach(dbapi_connection: Any, _record: Any) -> None:
+        writers.release_if_held_by(dbapi_connection)
+
+    @event.listens_for(sync_engine.pool, "close_detached")
+    def _on_close_detached(dbapi_connection: Any) -> None:
         writers.release_if_held_by(dbapi_connection)
 
 

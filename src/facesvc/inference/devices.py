@@ -69,11 +69,28 @@ class WorkerPlan:
     cores: int
 
 
-def worker_plan(workers: int = 0, threads: int = 0, cores: int | None = None) -> WorkerPlan:
-    """``workers`` 0: one per usable core; ``threads`` 0: the cores shared out among the
-    workers (at least one each)."""
+# More workers than this only on request: each loads TensorFlow and the models (about
+# 0.8 GiB) and opens its own database pool.
+DEFAULT_MAX_WORKERS = 8
+
+
+def default_workers(device: str = "cpu", cores: int | None = None) -> int:
+    """Workers `facesvc serve` starts when not told: one per usable core (at most
+    ``DEFAULT_MAX_WORKERS``) on the CPU; one on a GPU (``--workers N`` for N GPUs: worker i
+    takes GPU i mod n)."""
+    if device.startswith("gpu"):
+        return 1
+    return min(cores or usable_cpu_count(), DEFAULT_MAX_WORKERS)
+
+
+def worker_plan(
+    workers: int = 0, threads: int = 0, cores: int | None = None, *, default: int = 1
+) -> WorkerPlan:
+    """``workers`` 0: ``default`` (1 for a process started any other way than `facesvc
+    serve`, which passes ``default_workers()`` and exports the count to its workers);
+    ``threads`` 0: the cores shared out among the workers (at least one each)."""
     cores = cores or usable_cpu_count()
-    workers = workers or cores
+    workers = workers or default
     return WorkerPlan(workers=workers, threads=threads or max(1, cores // workers), cores=cores)
 
 

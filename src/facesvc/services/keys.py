@@ -43,7 +43,7 @@ async def authenticate(session: AsyncSession, presented: str) -> Caller | None:
 
 class KeyChangeStamp:
     """A small file beside a SQLite database, replaced whenever a key is revoked: every
-    worker on the host notices with one ``stat()`` (microseconds), without a query."""
+    worker on the host notices with one read of 16 bytes (microseconds), without a query."""
 
     SUFFIX = "-keys"
 
@@ -62,17 +62,18 @@ class KeyChangeStamp:
             or database.startswith("file:")
         ):
             return None
-        return cls(Path(database + cls.SUFFIX))
+        return cls(Path(str(Path(database).resolve()) + cls.SUFFIX))
 
-    def read(self) -> tuple[int, int, int] | None:
+    def read(self) -> bytes | None:
+        """The stamp's random token (inode, size and mtime can repeat: two revocations within
+        one clock tick may reuse the freed inode; 16 random bytes do not)."""
         try:
-            st = self.path.stat()
+            return self.path.read_bytes()
         except OSError:
             return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def bump(self) -> None:
-        """Replace the file (a new inode), so every reader's next ``read()`` differs."""
+        """Replace the file with a new random token, atomically (readers never see a half)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(f"{self.path.name}.{secrets.token_hex(6)}")
         temporary.write_bytes(secrets.token_bytes(16))
@@ -88,8 +89,9 @@ class _Cached:
 class CallerCache:
     """The callers of recently used API keys, per worker, so a request needs no key query.
 
-    Exact across workers: every revocation replaces the database's ``KeyChangeStamp`` after
-    its commit, and each lookup first compares the stamp with the one its entries were read
+    Exact across workers: every revocation replaces the database's ``KeyChangeStamp`` (a new
+    random token) after its commit, and each lookup first compares the stamp with the one its
+    entries were read
     under (any change empties the cache). An entry is stored only if the stamp did not change
     while its key was read, so a revocation committed meanwhile is never cached over. Should a
     revoking process die between its commit and the stamp, entries still expire after
@@ -103,7 +105,7 @@ class CallerCache:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self._entries: OrderedDict[str, _Cached] = OrderedDict()
-        self._epoch: tuple[int, int, int] | None = None
+        self._epoch: bytes | None = None
         self.hits = 0
         self.misses = 0
 

@@ -257,10 +257,10 @@ class RecognitionService:
         answer, same work: the probe is always embedded), and all count towards the lockout
         of the id that was tried."""
         tenant = self.caller.tenant_id
-        # The photo is analysed while the attempt is counted (its own transaction) and then
-        # the user's faces are read (a short session of its own: no connection waits on the
-        # models). Nothing is compared until the count is committed; a locked-out id stops
-        # the model work and reads nothing, so its 429 says nothing about the user.
+        # The photo is analysed while the attempt is counted and the user's faces are read,
+        # in one short transaction of their own (no connection waits on the models). Nothing
+        # is compared until the count is committed; a locked-out id stops the model work and
+        # reads nothing, so its 429 says nothing about the user.
         analysed = asyncio.ensure_future(self.analysis.primary_face(data))
         enrolled = asyncio.ensure_future(
             self.lockout.begin(tenant, user_id, self._enrolled(user_id))
