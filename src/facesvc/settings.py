@@ -52,7 +52,17 @@ class Settings(BaseSettings):
     )
     device: str = Field(
         default="cpu",
-        description="cpu, gpu (worker i of --workers N takes GPU i mod GPUs) or gpu:N (pinned)",
+        description="cpu, gpu (worker i of --workers N takes GPU i mod GPUs) or gpu:N (pinned); "
+        "cpu:N with FACESVC_CPU_LOGICAL_DEVICES",
+    )
+
+    cpu_logical_devices: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Split the CPU into this many TensorFlow logical devices (/CPU:0 ...), "
+        "which FACESVC_DEVICE=cpu spreads workers over like GPUs: tests the device pinning "
+        "without a GPU",
     )
 
     detector: str = Field(default="blazeface", description="Manifest name of the face detector")

@@ -288,6 +288,12 @@ async def test_metrics_count_requests_and_model_calls(
     assert value(found, "facesvc_model_items_total", model="blazeface") >= detector
     runner = state.registry.detector
     assert runner.cpu_seconds == pytest.approx(cpu["blazeface"])
+    # which model runs where
+    for info in state.registry.info():
+        assert (
+            value(found, "facesvc_model_info", model=info.name, task=info.task, device=info.device)
+            == 1
+        )
 
 
 async def test_metrics_are_not_in_the_schema(client: httpx.AsyncClient) -> None:

@@ -307,10 +307,19 @@ class ModelStatus(BaseModel):
     task: str
     architecture: str
     version: str
-    device: str
+    device: str = Field(
+        description="Where the model runs: this worker's FACESVC_DEVICE for TensorFlow models, "
+        "/CPU:0 for TFLite ones (CPU only)",
+        examples=["/CPU:0"],
+    )
     ready: bool
     load_seconds: float
     warmup_seconds: float
+    placed_on: str | None = Field(
+        default=None,
+        description="TensorFlow models: the device their last call's output was placed on",
+        examples=["/job:localhost/replica:0/task:0/device:GPU:1"],
+    )
 
 
 class WorkerStatus(BaseModel):

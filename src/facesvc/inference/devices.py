@@ -94,48 +94,68 @@ def worker_plan(
     return WorkerPlan(workers=workers, threads=threads or max(1, cores // workers), cores=cores)
 
 
-def pick_gpu(device: str, gpu_count: int, worker: int) -> int:
-    """The physical GPU for this process: ``gpu:N`` pins N; ``gpu`` spreads workers,
-    worker i taking GPU i mod n."""
+def pick_device(device: str, count: int, worker: int) -> int:
+    """The index of this process's device among ``count`` of its kind: ``kind:N`` pins N;
+    ``kind`` alone spreads workers, worker i taking device i mod n. One rule for GPUs and
+    for the CPU's logical devices (which tests use to check it without a GPU)."""
     kind, _, index_text = device.partition(":")
-    if kind != "gpu":
-        raise ValueError(f"not a GPU device: {device}")
-    index = int(index_text) if index_text else worker % max(gpu_count, 1)
-    if index >= gpu_count:
+    index = int(index_text) if index_text else worker % max(count, 1)
+    if index >= count:
         raise DeviceError(
-            f"FACESVC_DEVICE={device} but TensorFlow sees {gpu_count} GPU(s); "
-            "use 'cpu' or a GPU build of TensorFlow with the CUDA libraries installed"
+            f"FACESVC_DEVICE={device} but TensorFlow sees {count} {kind.upper()}(s)"
+            + (
+                "; use 'cpu' or a GPU build of TensorFlow with the CUDA libraries installed"
+                if kind == "gpu"
+                else "; FACESVC_CPU_LOGICAL_DEVICES splits the CPU into more"
+            )
         )
     return index
 
 
-def configure_tensorflow(device: str, threads: int = 0) -> str:
-    """Prepare TF for ``device`` ('cpu', 'gpu' or 'gpu:N'); returns the tf.device string.
+def pick_gpu(device: str, gpu_count: int, worker: int) -> int:
+    """``pick_device`` for a GPU setting."""
+    if not device.startswith("gpu"):
+        raise ValueError(f"not a GPU device: {device}")
+    return pick_device(device, gpu_count, worker)
 
-    A GPU process sees only its own GPU (so several workers never allocate on each other's
-    cards) with memory growth on; an unavailable GPU is a clear start-up error rather than
-    a silent fallback to the CPU.
+
+def configure_tensorflow(device: str, threads: int = 0, logical_cpus: int = 1) -> str:
+    """Prepare TF for ``device`` ('cpu', 'cpu:N', 'gpu' or 'gpu:N'); returns the tf.device
+    string the TensorFlow models of this worker run under ('/CPU:i' or '/GPU:i').
+
+    Done once per process before a model is loaded: intra-op threads, the CPU split into
+    ``logical_cpus`` logical devices, memory growth on every GPU (a worker takes only what
+    it uses on the card it runs on). A device that is not there is a clear start-up error
+    rather than a silent fallback to the CPU. TFLite models ignore this: CPU only.
     """
     global _configured
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    if device == "cpu":
-        if not _configured and threads > 0:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-        _configured = True
-        return "/CPU:0"
-    gpus = tf.config.list_physical_devices("GPU")
-    chosen = pick_gpu(device, len(gpus), worker_index())
+    kind = "GPU" if device.startswith("gpu") else "CPU"
     if not _configured:
-        if threads > 0:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
         try:
-            tf.config.set_visible_devices(gpus[chosen], "GPU")
-            tf.config.experimental.set_memory_growth(gpus[chosen], True)
-        except RuntimeError:  # TF already initialised in this process (tests)
-            log.debug("GPU visibility already fixed in this process")
-            return f"/GPU:{chosen}"
+            if threads > 0:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+            if logical_cpus > 1:
+                (cpu,) = tf.config.list_physical_devices("CPU")[:1]
+                tf.config.set_logical_device_configuration(
+                    cpu, [tf.config.LogicalDeviceConfiguration()] * logical_cpus
+                )
+            for gpu in tf.config.list_physical_devices("GPU"):
+                tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # TF already initialised in this process (tests, CLI)
+            log.debug("TensorFlow devices were already fixed in this process")
         _configured = True
-    log.info("TensorFlow models on %s (worker %d)", gpus[chosen].name, worker_index())
-    return "/GPU:0"  # the only GPU this process sees
+    count = len(tf.config.list_logical_devices(kind))
+    index = pick_device(device, count, worker_index())
+    chosen = f"/{kind}:{index}"
+    log.info(
+        "TensorFlow models on %s (worker %d, FACESVC_DEVICE=%s, %d %s device(s))",
+        chosen,
+        worker_index(),
+        device,
+        count,
+        kind,
+    )
+    return chosen

@@ -28,6 +28,9 @@ DetectorRunner = ModelRunner[list[np.ndarray], list[list[Detection]]]
 MeshRunner = ModelRunner[list[tuple[np.ndarray, Detection]], list[np.ndarray]]
 EmbedderRunner = ModelRunner[np.ndarray, np.ndarray]
 
+# The embedder FACESVC_DEVICE=gpu loads unless FACESVC_EMBEDDER says otherwise.
+GPU_EMBEDDER = "facenet"
+
 # TFLite models have no GPU path here: they stay on the CPU whatever FACESVC_DEVICE says.
 _CPU_ONLY = {"blazeface", "facemesh"}
 
@@ -50,6 +53,7 @@ class ModelInfo:
     ready: bool
     load_seconds: float
     warmup_seconds: float
+    placed_on: str | None = None  # TensorFlow models: the device of their last call's output
 
 
 def _verified_path(spec: ModelSpec, models_dir: Path) -> Path:
@@ -153,7 +157,7 @@ class ModelRegistry:
         self.settings = settings
         self.manifest = manifest or Manifest.load(settings.manifest_path)
         self.detector_spec = self.manifest.get(settings.detector, "detector")
-        self.embedder_spec = self.manifest.get(settings.embedder, "embedder")
+        self.embedder_spec = self.manifest.get(self._embedder_name(settings), "embedder")
         self.mesh_spec = self.manifest.get(settings.mesh, "mesh")
         self.crop_policy = CropPolicy(**self.detector_spec.crop)
         self.embedder_input_size = int(self.embedder_spec.options.get("input_size", 160))
@@ -174,6 +178,17 @@ class ModelRegistry:
             self.embedder_spec.name, "/CPU:0", ArrayBatching(), policy
         )
         self.embedding_dim = 0
+
+    @staticmethod
+    def _embedder_name(settings: Settings) -> str:
+        """The configured embedder; on a GPU, unless one was chosen, the TF graph FaceNet
+        (TFLite runs on the CPU only): same embedding space and calibration as the default."""
+        if settings.device.startswith("gpu") and "embedder" not in settings.model_fields_set:
+            log.info(
+                "FACESVC_DEVICE=%s: embedder %r (a TensorFlow graph)", settings.device, GPU_EMBEDDER
+            )
+            return GPU_EMBEDDER
+        return settings.embedder
 
     @property
     def detector_gives_five_points(self) -> bool:
@@ -225,7 +240,24 @@ class ModelRegistry:
         ]
 
     def _configure(self) -> None:
-        self.tf_device = configure_tensorflow(self.settings.device, model_threads(self.settings))
+        """Resolve this worker's TensorFlow device and give it to every runner whose model
+        can run there; TFLite models stay on the CPU (said in the log and /readyz)."""
+        self.tf_device = configure_tensorflow(
+            self.settings.device, model_threads(self.settings), self.settings.cpu_logical_devices
+        )
+        specs = (self.detector_spec, self.mesh_spec, self.embedder_spec)
+        for spec, runner in zip(specs, self.runners, strict=True):
+            runner.device = "/CPU:0" if _cpu_only(spec) else self.tf_device
+            log.info(
+                "model %s (%s, %s) on %s%s",
+                spec.name,
+                spec.task,
+                "TFLite" if _cpu_only(spec) else "TensorFlow",
+                runner.device,
+                " (TFLite runs on the CPU only)"
+                if _cpu_only(spec) and self.tf_device != "/CPU:0"
+                else "",
+            )
 
     async def start(self) -> None:
         """Verify, load and warm every model; the runners load in parallel."""
@@ -255,6 +287,7 @@ class ModelRegistry:
                 ready=runner.ready,
                 load_seconds=round(runner.load_seconds, 3),
                 warmup_seconds=round(runner.warmup_seconds, 3),
+                placed_on=getattr(runner.model, "placed_on", None) if runner.ready else None,
             )
             for spec, runner in zip(specs, self.runners, strict=True)
         ]

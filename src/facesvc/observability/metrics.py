@@ -121,6 +121,14 @@ class _ScrapeTimeCollector(Collector):
             "1 when every model is loaded and warmed, else 0",
             value=1.0 if models is not None and models.ready else 0.0,
         )
+        where = GaugeMetricFamily(
+            "facesvc_model_info",
+            "1 per loaded model, labelled with its task and the device it runs on",
+            labels=("model", "task", "device"),
+        )
+        for info in models.info() if models is not None else ():
+            where.add_metric((info.name, info.task, info.device), 1.0)
+        yield where
         queued = GaugeMetricFamily(
             "facesvc_model_queue_items", "Items waiting for each model", labels=("model",)
         )

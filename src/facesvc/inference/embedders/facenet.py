@@ -43,6 +43,7 @@ class FaceNetEmbedder:
         import tensorflow as tf
 
         self._tf = tf
+        self.placed_on: str | None = None
         names = [input_name] + ([phase_train_name] if phase_train_name else [])
         self._fn = load_frozen_graph(path, names, [output_name])
         self._phase_train = phase_train_name is not None
@@ -62,6 +63,7 @@ class FaceNetEmbedder:
         if self._phase_train:
             args.append(tf.constant(False))
         (embeddings,) = self._fn(*args)
+        self.placed_on = str(embeddings.device)  # where the call really ran (/readyz)
         return l2_normalise(np.asarray(embeddings))
 
 
