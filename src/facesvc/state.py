@@ -116,6 +116,7 @@ class AppState:
             calibration = self.registry.calibration  # a missing or bad file fails start-up
             log.info("score calibration: %s", calibration.space if calibration else "none")
             await self._check_embedding_space()
+            self.gallery.index.use_dimension(self.registry.embedding_dim)
             async with session_scope(self.sessionmaker) as session:
                 index = await self.gallery.ensure_current(session)
             log.info("gallery loaded: %d faces of %d users", len(index), index.users)
@@ -171,7 +172,7 @@ def build_state(settings: Settings) -> AppState:
     pipeline = FacePipeline(registry)
     ann: ANNIndex | None = None
     if settings.gallery_backend == "hnsw":
-        ann = HNSWIndex(128)
+        ann = HNSWIndex(128)  # the embedder's own size once loaded (GalleryIndex.use_dimension)
     elif settings.gallery_backend == "ivf":
         ann = IVFIndex(128, nprobe=settings.gallery_ivf_nprobe)
     index = GalleryIndex(

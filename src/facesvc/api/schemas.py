@@ -97,7 +97,9 @@ class ModelRef(BaseModel):
 
 
 class EmbeddedFace(DetectedFace):
-    embedding: list[float] = Field(description="L2-normalised embedding (128 floats)")
+    embedding: list[float] = Field(
+        description="L2-normalised embedding: as many floats as the embedder gives (FaceNet: 128)"
+    )
     model: str = Field(examples=["facenet"])
 
 

@@ -72,6 +72,18 @@ class GalleryIndex:
     def __len__(self) -> int:
         return self._count
 
+    def use_dimension(self, dim: int) -> None:
+        """Size the index for the loaded embedder's vectors (read from the model at start-up,
+        before the gallery is loaded: a 64-d or 512-d model is stored and searched as such)."""
+        if dim <= 0 or dim == self.dim:
+            return
+        if self._count:
+            raise ValueError(f"the gallery holds {self.dim}-d faces; the embedder gives {dim}-d")
+        self.dim = dim
+        self._vectors = np.zeros((0, dim), np.float32)
+        if self.ann is not None:
+            self.ann.dim = dim
+
     @property
     def users(self) -> int:
         return len(set(self._user_ids))

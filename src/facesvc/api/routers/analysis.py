@@ -128,7 +128,7 @@ async def landmarks(
 @router.post(
     "/embed",
     operation_id="embed_faces",
-    summary="A 128-d L2-normalised embedding for every face",
+    summary="An L2-normalised embedding for every face (128-d with FaceNet)",
     responses=IMAGE_ERRORS,
 )
 async def embed(image: ImageBytes, analysis: AnalysisDep) -> EmbedResponse:

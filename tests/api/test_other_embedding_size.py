@@ -1,0 +1,119 @@
+"""An embedder of another size than FaceNet's 128: a small frozen graph built here (64-d),
+registered in a manifest of its own, enrols, verifies and identifies; the gallery, the
+repository codec and the answers take its size from the loaded model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from facesvc.app import create_app
+from facesvc.db.migrate import upgrade_async
+from facesvc.settings import Settings
+from facesvc.state import AppState
+from tests.conftest import ADMIN_KEY, DATA_KEY, image_file, lfw_image
+
+DIM = 64
+
+
+def build_frozen_graph(path: Path) -> None:
+    """input:0 (N, 160, 160, 3) float32 -> embeddings:0 (N, 64): 4x4 average pooling and a
+    fixed random projection, frozen to constants like the seed's FaceNet graph."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    projection = tf.constant(
+        np.random.default_rng(7).standard_normal((40 * 40 * 3, DIM)).astype(np.float32)
+    )
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 160, 160, 3], tf.float32, name="input")])
+    def embed(x: tf.Tensor) -> tf.Tensor:
+        pooled = tf.nn.avg_pool2d(x, 4, 4, "VALID")
+        return tf.identity(
+            tf.matmul(tf.reshape(pooled, [-1, 40 * 40 * 3]), projection), "embeddings"
+        )
+
+    frozen = convert_variables_to_constants_v2(embed.get_concrete_function())
+    path.write_bytes(frozen.graph.as_graph_def().SerializeToString())
+
+
+@pytest.fixture(scope="module")
+async def small_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FastAPI]:
+    folder = tmp_path_factory.mktemp("small-embedder")
+    graph = folder / "small_64.pb"
+    build_frozen_graph(graph)
+    real = Settings()
+    manifest = json.loads(real.manifest_path.read_text(encoding="utf-8"))
+    manifest["models"]["small-64"] = {
+        "task": "embedder",
+        "architecture": "facenet",
+        "version": "test-64-1",
+        "file": str(graph),
+        "tensors": {"input": "input:0", "phase_train": "", "embeddings": "embeddings:0"},
+        "options": {"input_size": 160, "preprocessing": "prewhiten"},
+        "threshold": 0.9,
+        "space": "small-64",
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    url = f"sqlite+aiosqlite:///{folder / 'facesvc.db'}"
+    await upgrade_async(url)
+    settings = Settings(
+        database_url=url,
+        models_dir=real.models_dir,
+        model_manifest=folder / "manifest.json",
+        embedder="small-64",
+        encryption_key=DATA_KEY,
+        bootstrap_api_key=ADMIN_KEY,
+        enrol_quality_gate=False,
+    )
+    app = create_app(settings)
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30):
+        state: AppState = app.state.facesvc
+        await state.models_ready.wait()
+        assert state.registry.ready, state.models_error
+        yield app
+
+
+async def test_a_64_d_embedder_enrols_verifies_and_identifies(small_app: FastAPI) -> None:
+    state: AppState = small_app.state.facesvc
+    assert state.registry.embedding_dim == DIM
+    transport = httpx.ASGITransport(app=small_app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://small.test", headers={"X-API-Key": ADMIN_KEY}
+    ) as c:
+        embedded = await c.post("/v1/embed", files=image_file(lfw_image("Hans_Blix", 1)))
+        assert embedded.status_code == 200, embedded.text
+        vector = embedded.json()["faces"][0]["embedding"]
+        assert len(vector) == DIM
+        assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-4)
+
+        user = (await c.post("/v1/users", json={"name": "Hans Blix"})).json()
+        photo = image_file(lfw_image("Hans_Blix", 1))
+        enrolled = await c.post(
+            f"/v1/users/{user['id']}/faces", files=photo, data={"consent": "true"}
+        )
+        assert enrolled.status_code == 201, enrolled.text
+
+        verified = await c.post(f"/v1/users/{user['id']}/verify", files=photo)
+        assert verified.status_code == 200, verified.text
+        assert verified.json()["match"] is True
+        assert verified.json()["similarity"] == pytest.approx(1.0, abs=1e-3)
+
+        identified = await c.post("/v1/identify", files=photo)
+        assert identified.status_code == 200, identified.text
+        assert identified.json()["match"] == user["id"]
+
+    async with state.engine.connect() as conn:
+        sizes = (await conn.execute(text("SELECT DISTINCT embedding_dim FROM faces"))).all()
+    assert [row[0] for row in sizes] == [DIM]
+    assert state.gallery.index.dim == DIM
