@@ -33,9 +33,14 @@ class GatedModel:
 
 
 @contextmanager
-def gated(runner: ModelRunner[Any, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedModel]:
-    """Holds ``runner``'s model calls until the block ends (or ``gate.set()``)."""
+def gated(
+    runner: ModelRunner[Any, Any], monkeypatch: pytest.MonkeyPatch, *, open_at_first: bool = False
+) -> Iterator[GatedModel]:
+    """Holds ``runner``'s model calls until the block ends (or ``gate.set()``); with
+    ``open_at_first`` calls pass until the test closes the gate (``gate.clear()``)."""
     gate = GatedModel(runner.model, runner.batching.size)
+    if open_at_first:
+        gate.gate.set()
     monkeypatch.setattr(runner, "_model", gate)
     try:
         yield gate

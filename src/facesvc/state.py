@@ -167,7 +167,11 @@ def build_state(settings: Settings) -> AppState:
     from facesvc.gallery.ann import ANNIndex, HNSWIndex, IVFIndex
     from facesvc.gallery.index import GalleryIndex
 
-    engine = create_engine(settings.database_url, workers=max(1, settings.workers))
+    engine = create_engine(
+        settings.database_url,
+        workers=max(1, settings.workers),
+        writer_turns=settings.sqlite_writer_turns,
+    )
     registry = ModelRegistry(settings)
     pipeline = FacePipeline(registry)
     ann: ANNIndex | None = None

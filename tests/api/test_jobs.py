@@ -28,7 +28,7 @@ from facesvc.settings import Settings
 from facesvc.state import AppState
 from tests.api.test_errors import assert_problem
 from tests.conftest import ADMIN_KEY, DATA_KEY, MakeClient, lfw_image, new_key
-from tests.gates import eventually
+from tests.gates import eventually, gated
 
 FINAL = {"succeeded", "failed", "cancelled"}
 
@@ -391,7 +391,9 @@ async def count_processed(url: str, job_id: uuid.UUID) -> tuple[Job, list[JobIte
     return job, items
 
 
-async def test_jobs_survive_shutdown_restart_and_crash(settings: Settings, fresh_url: str) -> None:
+async def test_jobs_survive_shutdown_restart_and_crash(
+    settings: Settings, fresh_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     raw = [lfw_image("Nestor_Kirchner", n) for n in range(1, 4)]
     sentinel = {"image": {"width": 1, "height": 1}, "faces": []}
 
@@ -405,10 +407,14 @@ async def test_jobs_survive_shutdown_restart_and_crash(settings: Settings, fresh
             headers={"X-API-Key": ADMIN_KEY},
         ) as c:
             # a clean shutdown mid-job: what was processed stays, the job goes back to the queue
-            big = (await c.post("/v1/jobs/detect", files=many_photos(120))).json()
-            await progressed(c, big["id"])
-            assert state.job_runner is not None
-            await state.job_runner.stop()
+            # the detector is held once the job has progressed, so however fast the machine
+            # the job is mid-way when the runner stops
+            with gated(state.registry.detector, monkeypatch, open_at_first=True) as gate:
+                big = (await c.post("/v1/jobs/detect", files=many_photos(120))).json()
+                await progressed(c, big["id"])
+                gate.gate.clear()
+                assert state.job_runner is not None
+                await state.job_runner.stop()
             job, items = await count_processed(fresh_url, uuid.UUID(big["id"]))
             assert (job.state, job.runner_id) == ("queued", None)
             processed = [i for i in items if i.state != "pending"]

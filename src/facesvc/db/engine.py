@@ -42,16 +42,17 @@ def is_sqlite(url: str | URL) -> bool:
 POSTGRES_CONNECTIONS_PER_SERVER = 80
 
 
-def create_engine(url: str, workers: int = 1) -> AsyncEngine:
+def create_engine(url: str, workers: int = 1, writer_turns: bool = False) -> AsyncEngine:
     """The service's engine: SQLite in WAL mode with foreign keys on, or PostgreSQL, whose
-    pool is sized so that ``workers`` processes stay within its connection limit."""
+    pool is sized so that ``workers`` processes stay within its connection limit.
+    ``writer_turns``: SQLite writers take turns (``SQLiteWriterQueue``, experimental)."""
     sa_url = make_url(url)
     if sa_url.get_backend_name() == "sqlite":
         ensure_sqlite_parent(sa_url)
         # SQLite connections are cheap file handles: room for every request in flight at
         # the concurrency the service takes (writers still queue on SQLite's one lock)
         engine = create_async_engine(sa_url, pool_size=10, max_overflow=54)
-        _configure_sqlite(engine, foreign_keys=True)
+        _configure_sqlite(engine, foreign_keys=True, writer_turns=writer_turns)
         return engine
     share = POSTGRES_CONNECTIONS_PER_SERVER // max(1, workers)
     return create_async_engine(
@@ -176,7 +177,10 @@ class SQLiteWriterQueue:
     Taking turns here, a writer starts within a couple of milliseconds of the one before it
     committing. Other writers (migrations, the CLI) still meet in the busy handler; a process
     that dies holding the flock loses it with its file descriptors. The wait is bounded like
-    the busy timeout; past it, SQLite's own error: "database is locked"."""
+    the busy timeout; past it, SQLite's own error: "database is locked".
+    Experimental, off by default (FACESVC_SQLITE_WRITER_TURNS): a writer whose task is
+    cancelled mid-transaction (the job runner stopping) could keep its turn until the
+    timeout, which held the job hand-back on shutdown for up to a minute in tests."""
 
     POLL_S = (0.0005, 0.001, 0.002)  # between tries of the flock, then every 2 ms
 
@@ -272,7 +276,9 @@ def sqlite_writer_queue(engine: AsyncEngine) -> SQLiteWriterQueue | None:
     return _WRITER_QUEUES.get(engine.sync_engine)
 
 
-def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
+def _configure_sqlite(
+    engine: AsyncEngine, *, foreign_keys: bool, writer_turns: bool = False
+) -> None:
     sync_engine = engine.sync_engine
     database = engine.url.database
     lock_path = (
@@ -322,9 +328,15 @@ def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
         state = conn.info.get(_SQLITE_TXN)
         if state is None or state == _WRITING:
             return
-        begins = _sqlite_begin_for(state, statement)
-        if "BEGIN IMMEDIATE" in begins and writers.acquire():
-            writers.holder = conn.connection.dbapi_connection
+        begins = list(_sqlite_begin_for(state, statement))
+        if "BEGIN IMMEDIATE" in begins and writer_turns:
+            # End the read transaction before waiting for the turn: a task cancelled while
+            # it waits must not leave an open read snapshot behind, which would hold up the
+            # WAL checkpoint (and with it every writer) until the connection is collected.
+            while begins[0] != "BEGIN IMMEDIATE":
+                cursor.execute(begins.pop(0))
+            if writers.acquire():
+                writers.holder = conn.connection.dbapi_connection
         try:
             for sql in begins:
                 cursor.execute(sql)
@@ -336,8 +348,11 @@ def _configure_sqlite(engine: AsyncEngine, *, foreign_keys: bool) -> None:
     @event.listens_for(sync_engine, "commit")
     @event.listens_for(sync_engine, "rollback")
     def _on_end(conn: Connection) -> None:
-        if conn.invalidated:  # its connection is gone: the pool's events below end its turn
-            return
+        # On an invalidated connection this raises (PendingRollbackError), and must: the
+        # session then closes the connection for good, releasing SQLite's lock; returning
+        # quietly here left a cancelled job batch's lock held past the busy timeout (seen
+        # as the shutdown hand-back failing in 1 of 6 runs). Its writer turn, if any, is
+        # given back by the pool's invalidate event below.
         conn.info.pop(_SQLITE_TXN, None)
         # "commit" fires just before the DBAPI commit: the next writer's BEGIN IMMEDIATE may
         # meet this COMMIT in SQLite's busy handler, a millisecond, not a queue of writers.
