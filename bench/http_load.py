@@ -50,6 +50,21 @@ def people(n: int) -> list[tuple[str, list[bytes]]]:
     raise RuntimeError("not enough LFW people")
 
 
+async def enrol_gallery(
+    client: httpx.AsyncClient, gallery: list[tuple[str, list[bytes]]]
+) -> list[str]:
+    """One user per person with their first two photos enrolled; the users' ids."""
+    users = []
+    for name, photos in gallery:
+        user = (await client.post("/v1/users", json={"name": name})).json()
+        for photo in photos[:2]:
+            await client.post(
+                f"/v1/users/{user['id']}/faces", files={"image": photo}, data={"consent": "true"}
+            )
+        users.append(user["id"])
+    return users
+
+
 async def drive(
     send: Any, probes: list[Any], concurrency: int, seconds: float, pid: int | None = None
 ) -> dict[str, Any]:
@@ -106,16 +121,7 @@ async def bench_facesvc(
     async with httpx.AsyncClient(
         base_url=base, timeout=60, limits=limits, headers=headers
     ) as client:
-        users = []
-        for name, photos in gallery:
-            user = (await client.post("/v1/users", json={"name": name})).json()
-            for photo in photos[:2]:
-                await client.post(
-                    f"/v1/users/{user['id']}/faces",
-                    files={"image": photo},
-                    data={"consent": "true"},
-                )
-            users.append(user["id"])
+        users = await enrol_gallery(client, gallery)
         probes = [
             (uid, photo)
             for uid, (_, photos) in zip(users, gallery, strict=True)

@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 from core_latency import machine_info
-from http_load import people, wait_port
+from http_load import enrol_gallery, people, wait_port
 
 from facesvc.settings import PROJECT_ROOT
 from facesvc.testing import ServerProcess, free_port, process_tree_cpu_seconds
@@ -85,16 +85,7 @@ async def bench_facesvc(server: ServerProcess, seconds: float) -> dict[str, Any]
     async with httpx.AsyncClient(
         base_url=server.base_url, timeout=60, headers=server.headers
     ) as client:
-        users = []
-        for name, photos in gallery:
-            user = (await client.post("/v1/users", json={"name": name})).json()
-            for photo in photos[:2]:
-                await client.post(
-                    f"/v1/users/{user['id']}/faces",
-                    files={"image": photo},
-                    data={"consent": "true"},
-                )
-            users.append(user["id"])
+        users = await enrol_gallery(client, gallery)
         probes = [(u, p) for u, (_, ps) in zip(users, gallery, strict=True) for p in ps[2:]]
         enrol_user = (await client.post("/v1/users", json={"name": "bench"})).json()["id"]
 

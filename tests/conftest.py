@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -88,14 +89,21 @@ def settings(
     )
 
 
-@pytest.fixture(scope="session")
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+@asynccontextmanager
+async def running_app(settings: Settings, startup_timeout: float = 30) -> AsyncIterator[FastAPI]:
+    """An app on ``settings`` (its database migrated first), models loaded, inside its lifespan."""
     await upgrade_async(settings.database_url)
     application = create_app(settings)
-    async with LifespanManager(application, startup_timeout=30, shutdown_timeout=30):
+    async with LifespanManager(application, startup_timeout=startup_timeout, shutdown_timeout=30):
         state: AppState = application.state.facesvc
         await state.models_ready.wait()
         assert state.registry.ready, state.models_error
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    async with running_app(settings) as application:
         yield application
 
 

@@ -106,14 +106,14 @@ def test_device_setting_is_validated() -> None:
 
 
 def test_workers_spread_over_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
-    from facesvc.inference.devices import DeviceError, pick_gpu, worker_index
+    from facesvc.inference.devices import DeviceError, pick_device, worker_index
 
-    assert [pick_gpu("gpu", 2, w) for w in range(5)] == [0, 1, 0, 1, 0]  # worker i: i mod n
-    assert [pick_gpu("gpu:1", 2, w) for w in range(3)] == [1, 1, 1]  # pinned
+    assert [pick_device("gpu", 2, w) for w in range(5)] == [0, 1, 0, 1, 0]  # worker i: i mod n
+    assert [pick_device("gpu:1", 2, w) for w in range(3)] == [1, 1, 1]  # pinned
     with pytest.raises(DeviceError, match="sees 1 GPU"):
-        pick_gpu("gpu:1", 1, 0)
+        pick_device("gpu:1", 1, 0)
     with pytest.raises(DeviceError, match="sees 0 GPU"):
-        pick_gpu("gpu", 0, 0)
+        pick_device("gpu", 0, 0)
     monkeypatch.setenv("FACESVC_WORKER_INDEX", "3")
     assert worker_index() == 3
     monkeypatch.delenv("FACESVC_WORKER_INDEX")

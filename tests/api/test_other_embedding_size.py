@@ -11,15 +11,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from facesvc.app import create_app
-from facesvc.db.migrate import upgrade_async
 from facesvc.settings import Settings
 from facesvc.state import AppState
-from tests.conftest import ADMIN_KEY, DATA_KEY, image_file, lfw_image
+from tests.conftest import ADMIN_KEY, DATA_KEY, image_file, lfw_image, running_app
 
 DIM = 64
 
@@ -65,10 +62,8 @@ async def small_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[F
         "space": "small-64",
     }
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    url = f"sqlite+aiosqlite:///{folder / 'facesvc.db'}"
-    await upgrade_async(url)
     settings = Settings(
-        database_url=url,
+        database_url=f"sqlite+aiosqlite:///{folder / 'facesvc.db'}",
         models_dir=real.models_dir,
         model_manifest=folder / "manifest.json",
         embedder="small-64",
@@ -76,11 +71,7 @@ async def small_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[F
         bootstrap_api_key=ADMIN_KEY,
         enrol_quality_gate=False,
     )
-    app = create_app(settings)
-    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30):
-        state: AppState = app.state.facesvc
-        await state.models_ready.wait()
-        assert state.registry.ready, state.models_error
+    async with running_app(settings, startup_timeout=60) as app:
         yield app
 
 

@@ -226,14 +226,7 @@ def test_server_refuses_to_start_without_a_data_key(tmp_path: Path) -> None:
         "FACESVC_ENCRYPTION_KEY": "",
     }
     assert run(["db", "upgrade"], env).returncode == 0
-    done = subprocess.run(
-        [*facesvc_command(), "serve", "--port", str(free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run(["serve", "--port", str(free_port())], env)
     assert done.returncode != 0
     assert "FACESVC_ENCRYPTION_KEY is not set" in done.stderr
 
@@ -286,14 +279,6 @@ def test_cli_and_server_started_by_tests_ignore_a_dotenv(
     assert "FACESVC_ENCRYPTION_KEY" in no_key.stderr
 
     # Had the server read the `.env`, it would start and serve: the run would time out.
-    served = subprocess.run(
-        [*facesvc_command(), "serve", "--port", str(free_port())],
-        env=env,
-        cwd=developer_checkout,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    served = run(["serve", "--port", str(free_port())], env, cwd=developer_checkout)
     assert served.returncode != 0
     assert "FACESVC_ENCRYPTION_KEY is not set" in served.stderr

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from facesvc.inference.devices import DEFAULT_MAX_WORKERS, usable_cpu_count
-from facesvc.testing import ServerProcess
+from facesvc.testing import ServerProcess, process_tree
 from tests.conftest import lfw_image, require_data
 from tests.pg import postgres_server  # noqa: F401  (fixture)
 from tests.servers import http_client, serving
@@ -95,17 +95,13 @@ def test_a_revoked_key_is_refused_by_every_worker_at_once(two_workers: ServerPro
 def worker_processes(server: ServerProcess) -> list[int]:
     """The server's worker processes: uvicorn spawns them with multiprocessing."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in process_tree(server.pid)[1:]:
         try:
-            stat = (entry / "stat").read_text(encoding="ascii")
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        if ppid == server.pid and b"spawn_main" in cmdline:
-            found.append(int(entry.name))
+        if b"spawn_main" in cmdline:
+            found.append(pid)
     return found
 
 

@@ -112,13 +112,6 @@ def pick_device(device: str, count: int, worker: int) -> int:
     return index
 
 
-def pick_gpu(device: str, gpu_count: int, worker: int) -> int:
-    """``pick_device`` for a GPU setting."""
-    if not device.startswith("gpu"):
-        raise ValueError(f"not a GPU device: {device}")
-    return pick_device(device, gpu_count, worker)
-
-
 def configure_tensorflow(device: str, threads: int = 0, logical_cpus: int = 1) -> str:
     """Prepare TF for ``device`` ('cpu', 'cpu:N', 'gpu' or 'gpu:N'); returns the tf.device
     string the TensorFlow models of this worker run under ('/CPU:i' or '/GPU:i').
