@@ -1,8 +1,10 @@
 """End-to-end HTTP load: verify and identify latency, throughput and server CPU per request
 at concurrency 1/8/32, for facesvc as `make run` starts it (one worker per usable core,
-micro-batching on), facesvc with batching off, facesvc with one worker, and the naive
-baseline built the seed tutorial's way (one process, one request at a time, one model call
-per stage, same TFLite models; --tutorial-graph adds it on the frozen TF graph) — one run.
+micro-batching on), facesvc with batching off, facesvc with one worker, facesvc loading only
+the TFLite models (FACESVC_CPU_RUNTIME=tflite: what the CPU runtime's choice buys), and the
+naive baseline built the seed tutorial's way (one process, one request at a time, one model
+call per stage, the same models as facesvc's defaults on this CPU; --tutorial-graph adds it
+on the frozen TF graph) — one run.
 
     .venv/bin/python bench/http_load.py [--seconds 20] [--out bench/results/http_load.json]
 
@@ -179,10 +181,11 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 120) ->
 
 
 # Both serve one request at a time with one call per model per stage, in one process whose
-# models use every core (FACESVC_WORKERS=1). The first runs facesvc's TFLite models, so
+# models use every core (FACESVC_WORKERS=1). The first runs the models facesvc's defaults load
+# on this CPU (its registry, FACESVC_CPU_RUNTIME included), so
 # facesvc's lead over it is the serving design alone; the second (--tutorial-graph) is the
 # seed tutorial's stack, FaceNet as a frozen TensorFlow graph.
-NAIVE_SAME_MODELS = ("naive (same TFLite models)", {"FACESVC_WORKERS": "1"})
+NAIVE_SAME_MODELS = ("naive (same models)", {"FACESVC_WORKERS": "1"})
 NAIVE_TUTORIAL = (
     "naive (tutorial: TF frozen graph)",
     {"FACESVC_WORKERS": "1", "FACESVC_EMBEDDER": "facenet"},
@@ -245,13 +248,19 @@ def main() -> None:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="facesvc-bench-") as tmp:
         # `serve` as `make run` starts it: one worker per usable core (workers=None)
-        for label, batch, workers in (
-            (DEFAULTS, str(Settings().batch_max_size), None),
-            ("facesvc (batching off)", "1", None),
-            ("facesvc (1 worker)", str(Settings().batch_max_size), 1),
+        batch_size = str(Settings().batch_max_size)
+        for label, batch, workers, extra in (
+            (DEFAULTS, batch_size, None, {}),
+            ("facesvc (batching off)", "1", None, {}),
+            ("facesvc (1 worker)", batch_size, 1, {}),
+            # the default, but exactly the named (TFLite) models: what FACESVC_CPU_RUNTIME's
+            # choice of an OpenVINO variant buys on this CPU (the same as the default where
+            # the CPU has none preferred)
+            ("facesvc (TFLite only)", batch_size, None, {"FACESVC_CPU_RUNTIME": "tflite"}),
         ):
             db = f"sqlite+aiosqlite:///{tmp}/{label.replace(' ', '_')}.db"
             env = {
+                **extra,
                 "FACESVC_BATCH_MAX_SIZE": batch,
                 "FACESVC_LOG_LEVEL": "warning",
                 "FACESVC_LOCKOUT_MAX_FAILURES": "1000000",  # probes of others' faces fail

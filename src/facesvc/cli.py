@@ -142,24 +142,31 @@ def models_pull(
     if unknown:
         raise fail(f"not in the manifest: {', '.join(unknown)}", 2)
     try:
-        pull_all(manifest, settings.models_dir, names or None, log=typer.echo)
+        pull_all(
+            manifest, settings.models_dir, names or None, log=typer.echo, data_dir=settings.data_dir
+        )
     except PullError as exc:
         raise fail(str(exc)) from exc
 
 
 @models_app.command("list")
 def models_list() -> None:
-    """Show the manifest's models and whether their files are present and verified."""
+    """Show the manifest's models, their runtime, whether their files are present and
+    verified; * marks what `serve` would load here (FACESVC_CPU_RUNTIME's choice included)."""
     from facesvc.inference.manifest import Manifest, sha256_file
     from facesvc.inference.pull import expected_sha256
+    from facesvc.inference.registry import ModelRegistry
 
     settings = Settings()
     manifest = Manifest.load(settings.manifest_path)
-    chosen = {settings.detector, settings.embedder, settings.mesh}
+    registry = ModelRegistry(settings, manifest)
+    chosen = {s.name for s in (registry.detector_spec, registry.embedder_spec, registry.mesh_spec)}
     for name, spec in manifest.models.items():
         path = spec.path(settings.models_dir)
         if path is None:
             state = "ships in a Python package"
+        elif not path.exists() and spec.source and spec.source.needs_calibration_faces:
+            state = "not pulled: optional, quantised only where calibration faces are"
         elif not path.exists():
             state = "missing (run `facesvc models pull`)"
         else:
@@ -167,7 +174,7 @@ def models_list() -> None:
             state = "verified" if want and sha256_file(path) == want else "UNVERIFIED"
         mark = "*" if name in chosen else " "
         typer.echo(
-            f"{mark} {name:16} {spec.task:9} {spec.architecture:10} {spec.version:34} {state}"
+            f"{mark} {name:22} {spec.task:9} {spec.resolved_runtime:10} {spec.version:44} {state}"
         )
 
 

@@ -73,6 +73,14 @@ class Settings(BaseSettings):
         "facenet-tflite: fp32; facenet: the TF graph, for GPUs)",
     )
     mesh: str = Field(default="facemesh", description="Manifest name of the 468-point mesh model")
+    cpu_runtime: Literal["auto", "tflite", "openvino"] = Field(
+        default="auto",
+        description="auto: at start-up, load the default detector/embedder's OpenVINO variant "
+        "instead only on CPUs where the manifest says it measured faster at LFW accuracy "
+        "within 0.1 point (bench/cpu_runtimes.py; a model other than the default is loaded "
+        "as named); tflite: load exactly the named models; openvino: every model's OpenVINO "
+        "variant where one exists",
+    )
 
     match_threshold: float | None = Field(
         default=None,

@@ -17,15 +17,25 @@ from tests.api.test_errors import assert_problem
 from tests.conftest import ADMIN_KEY, image_file, lfw_image
 
 
-async def test_readyz_lists_loaded_models(client: httpx.AsyncClient) -> None:
+async def test_readyz_lists_loaded_models(client: httpx.AsyncClient, app: FastAPI) -> None:
+    registry = app.state.facesvc.registry  # FACESVC_CPU_RUNTIME may pick OpenVINO variants
+    detector, mesh, embedder = registry.detector_spec, registry.mesh_spec, registry.embedder_spec
+    assert {detector.name, mesh.name, embedder.name} <= {
+        "blazeface",
+        "blazeface-openvino",
+        "facemesh",
+        "facenet-int8",
+        "facenet-openvino-int8",
+    }
     response = await client.get("/readyz")
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["database"] == "ok"
     names = {m["name"]: m for m in body["models"]}
-    assert set(names) == {"blazeface", "facemesh", "facenet-int8"}
+    assert set(names) == {detector.name, mesh.name, embedder.name}
     assert all(m["ready"] for m in names.values())
-    assert names["facenet-int8"]["device"] == "/CPU:0"
+    assert names[embedder.name]["device"] == "/CPU:0"
+    assert names[embedder.name]["runtime"] == embedder.resolved_runtime
     assert (await client.get("/livez")).json()["status"] == "ok"
 
 

@@ -265,15 +265,19 @@ async def test_metrics_count_requests_and_model_calls(
     )
 
     # model calls, observed on the model threads: detector once per image, mesh per face
-    detector = value(found, "facesvc_model_inference_seconds_count", model="blazeface")
-    assert detector >= 2 + before.get(
-        ("facesvc_model_inference_seconds_count", frozenset({("model", "blazeface")})), 0.0
+    registry = app.state.facesvc.registry  # the models FACESVC_CPU_RUNTIME chose here
+    det, mesh, emb = (
+        s.name for s in (registry.detector_spec, registry.mesh_spec, registry.embedder_spec)
     )
-    assert value(found, "facesvc_model_inference_seconds_sum", model="blazeface") > 0
-    assert value(found, "facesvc_model_batch_size_sum", model="blazeface") >= detector
-    assert value(found, "facesvc_model_batch_size_count", model="facemesh") >= 2
+    detector = value(found, "facesvc_model_inference_seconds_count", model=det)
+    assert detector >= 2 + before.get(
+        ("facesvc_model_inference_seconds_count", frozenset({("model", det)})), 0.0
+    )
+    assert value(found, "facesvc_model_inference_seconds_sum", model=det) > 0
+    assert value(found, "facesvc_model_batch_size_sum", model=det) >= detector
+    assert value(found, "facesvc_model_batch_size_count", model=mesh) >= 2
     assert value(found, "facesvc_models_ready") == 1.0
-    for model in ("blazeface", "facemesh", "facenet-int8"):
+    for model in (det, mesh, emb):
         assert value(found, "facesvc_model_queue_items", model=model) >= 0
     state = app.state.facesvc
     assert value(found, "facesvc_gallery_size") == len(state.gallery.index)
@@ -281,17 +285,24 @@ async def test_metrics_count_requests_and_model_calls(
     # CPU: each model's own (its thread's), never more than the whole process's
     cpu = {
         m: value(found, "facesvc_model_cpu_seconds_total", model=m)
-        for m in ("blazeface", "facemesh")
+        for m in (det, mesh)
     }
     assert all(seconds > 0 for seconds in cpu.values()), cpu
     assert sum(cpu.values()) < value(found, "process_cpu_seconds_total")
-    assert value(found, "facesvc_model_items_total", model="blazeface") >= detector
+    assert value(found, "facesvc_model_items_total", model=det) >= detector
     runner = state.registry.detector
-    assert runner.cpu_seconds == pytest.approx(cpu["blazeface"])
+    assert runner.cpu_seconds == pytest.approx(cpu[det])
     # which model runs where
     for info in state.registry.info():
         assert (
-            value(found, "facesvc_model_info", model=info.name, task=info.task, device=info.device)
+            value(
+                found,
+                "facesvc_model_info",
+                model=info.name,
+                task=info.task,
+                device=info.device,
+                runtime=info.runtime,
+            )
             == 1
         )
 

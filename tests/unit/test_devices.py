@@ -105,4 +105,17 @@ def test_a_gpu_loads_the_tensorflow_embedder_unless_one_is_chosen() -> None:
     assert ModelRegistry(Settings(device="gpu:1")).embedder_spec.name == GPU_EMBEDDER
     chosen = ModelRegistry(Settings(device="gpu", embedder="facenet-tflite"))
     assert chosen.embedder_spec.name == "facenet-tflite"
-    assert ModelRegistry(Settings()).embedder_spec.name == Settings().embedder
+    # a .env restating the default embedder still gets the GPU graph
+    restated = ModelRegistry(Settings(device="gpu", embedder=Settings().embedder))
+    assert restated.embedder_spec.name == GPU_EMBEDDER
+    cpu = ModelRegistry(Settings(cpu_runtime="tflite"))
+    assert cpu.embedder_spec.name == Settings().embedder
+
+
+def test_this_tensorflow_has_no_tensorrt() -> None:
+    """README says TF-TRT cannot be offered: TensorFlow's wheels dropped TensorRT after 2.17
+    ("TensorRT support is disabled in CUDA builds", 2.18). Should a wheel bring it back, this
+    fails, and the TF-TRT opt-in for the GPU FaceNet graph becomes worth building."""
+    from tensorflow.python.platform import build_info
+
+    assert build_info.build_info.get("is_tensorrt_build") is False

@@ -311,8 +311,12 @@ class ModelStatus(BaseModel):
     version: str
     device: str = Field(
         description="Where the model runs: this worker's FACESVC_DEVICE for TensorFlow models, "
-        "/CPU:0 for TFLite ones (CPU only)",
+        "/CPU:0 for TFLite and OpenVINO ones (CPU only)",
         examples=["/CPU:0"],
+    )
+    runtime: Literal["tensorflow", "tflite", "openvino"] = Field(
+        description="What runs it (FACESVC_CPU_RUNTIME picks among a model's variants)",
+        examples=["tflite"],
     )
     ready: bool
     load_seconds: float

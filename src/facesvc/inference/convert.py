@@ -1,9 +1,11 @@
-"""One-off conversion of the Keras FaceNet .h5 into a frozen graph (run by ``models pull``)."""
+"""One-off conversions of the Keras FaceNet .h5 (run by ``models pull``, each in a child
+process): a frozen graph, TFLite fp32/int8, an OpenVINO int8 IR package."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, Literal
 
 
@@ -105,3 +107,52 @@ def keras_facenet_to_tflite(
 
 def keras_facenet_to_tflite_int8(h5_path: str, out_path: str, input_size: int = 160) -> None:
     keras_facenet_to_tflite(h5_path, out_path, input_size, "int8-dynamic")
+
+
+def cuhk_calibration_faces(data_dir: str, count: int, input_size: int = 160) -> Any:
+    """The first ``count`` labelled CUHK web faces (never LFW, which measures accuracy), cut
+    by their labelled box as the service cuts a detected face: (N, S, S, 3) uint8 RGB."""
+    import numpy as np
+
+    from facesvc.evaluation.landmarks import read_cuhk
+    from facesvc.inference.geometry import CropPolicy, face_crop
+    from facesvc.inference.images import decode_image
+
+    root = Path(data_dir) / "cuhk_5pt"
+    listing = root / "testImageList.txt"
+    if not listing.exists():
+        raise FileNotFoundError(f"{listing} is missing: no calibration faces (FACESVC_DATA_DIR)")
+    policy = CropPolicy(square=True, scale=1.2)
+    crops = [
+        face_crop(decode_image(path.read_bytes(), max_pixels=40_000_000), s.box, policy, input_size)
+        for s in read_cuhk(listing)[:count]
+        for path in [root / s.image]
+    ]
+    return np.stack(crops)
+
+
+def keras_facenet_to_openvino_int8(
+    h5_path: str, out_path: str, input_size: int, data_dir: str, count: int
+) -> None:
+    """FaceNet as an OpenVINO int8 IR package: Keras -> TFLite fp32 -> OpenVINO, then NNCF's
+    post-training quantisation (mixed preset: symmetric weights, asymmetric activations; fast
+    bias correction) on ``count`` prewhitened CUHK faces."""
+    import tempfile
+
+    import nncf
+    import openvino as ov
+
+    from facesvc.inference.embedders.facenet import prewhiten
+    from facesvc.inference.openvino_rt import read_model, save_ir_package
+
+    faces = cuhk_calibration_faces(data_dir, count, input_size)
+    with tempfile.TemporaryDirectory(prefix="facesvc-convert-") as tmp:
+        tflite = os.path.join(tmp, "facenet.tflite")
+        keras_facenet_to_tflite(h5_path, tflite, input_size)
+        model = read_model(Path(tflite))
+    model.reshape({model.inputs[0]: ov.PartialShape([-1, input_size, input_size, 3])})
+    dataset = nncf.Dataset([prewhiten(faces[i : i + 1]) for i in range(len(faces))])
+    quantised = nncf.quantize(
+        model, dataset, preset=nncf.QuantizationPreset.MIXED, subset_size=len(faces)
+    )
+    save_ir_package(quantised, Path(out_path))

@@ -18,6 +18,7 @@ from facesvc.inference.calibration import ScoreCalibration
 
 Task = Literal["detector", "embedder", "mesh"]
 Architecture = Literal["blazeface", "mtcnn", "ssd", "facenet", "facemesh"]
+Runtime = Literal["tensorflow", "tflite", "openvino"]
 
 
 class ModelSource(BaseModel):
@@ -36,8 +37,14 @@ class ModelSource(BaseModel):
         "keras_facenet_h5_to_frozen_graph",
         "keras_facenet_h5_to_tflite",
         "keras_facenet_h5_to_tflite_int8",
+        "keras_facenet_h5_to_openvino_int8",
         "none",
     ] = "copy"
+
+    @property
+    def needs_calibration_faces(self) -> bool:
+        """Quantised at pull time on CUHK faces from the data folder; skipped without it."""
+        return self.convert == "keras_facenet_h5_to_openvino_int8"
 
 
 class ModelSpec(BaseModel):
@@ -50,6 +57,22 @@ class ModelSpec(BaseModel):
     file: str | None = Field(default=None, description="File under the models folder")
     sha256: str | None = Field(
         default=None, description="Checked when the file is loaded (user-supplied graphs)"
+    )
+    file_from: str | None = Field(
+        default=None,
+        description="Another entry that pulls this same file (a second runtime or precision "
+        "for the same weights): its source and recorded hash are this entry's",
+    )
+    runtime: Runtime | None = Field(
+        default=None,
+        description="What runs the file; default by its suffix: .pb TensorFlow, .tflite TFLite, "
+        ".xml / .openvino.zip OpenVINO",
+    )
+    prefer_on: list[str] = Field(
+        default_factory=list,
+        description="CPU flags (/proc/cpuinfo) on which FACESVC_CPU_RUNTIME=auto loads this "
+        "variant in place of the default model of its kind; set from bench/cpu_runtimes.py's "
+        "measurements (faster, LFW accuracy within 0.1 point)",
     )
     source: ModelSource | None = None
     tensors: dict[str, str] = Field(
@@ -75,6 +98,22 @@ class ModelSpec(BaseModel):
     @property
     def embedding_space(self) -> str:
         return self.space or self.name
+
+    @property
+    def state_name(self) -> str:
+        """Whose pull record (source, hash) the file has."""
+        return self.file_from or self.name
+
+    @property
+    def resolved_runtime(self) -> Runtime:
+        if self.runtime is not None:
+            return self.runtime
+        name = self.file or ""
+        if name.endswith((".xml", ".openvino.zip")):
+            return "openvino"
+        if name.endswith(".tflite"):
+            return "tflite"
+        return "tensorflow"
 
     def path(self, models_dir: Path) -> Path | None:
         if self.file is None:
@@ -115,6 +154,16 @@ class Manifest(BaseModel):
         manifest = cls.model_validate(data)
         for name, spec in manifest.models.items():
             spec.name = name
+        for name, spec in manifest.models.items():
+            if spec.file_from is None:
+                continue
+            owner = manifest.models.get(spec.file_from)
+            if owner is None or owner.file != spec.file or owner.file_from is not None:
+                raise ValueError(
+                    f"model {name!r}: file_from {spec.file_from!r} must name an entry that "
+                    f"pulls the same file {spec.file!r}"
+                )
+            spec.source = owner.source
         return manifest
 
     def get(self, name: str, task: Task) -> ModelSpec:

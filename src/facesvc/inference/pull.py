@@ -48,7 +48,7 @@ def expected_sha256(spec: ModelSpec, models_dir: Path) -> str | None:
     """The hash a model file must have: the manifest's, else the one recorded at pull time."""
     if spec.sha256:
         return spec.sha256
-    state = read_state(models_dir, spec.name)
+    state = read_state(models_dir, spec.state_name)
     if state and spec.source and state.get("member_sha256") == spec.source.member_sha256:
         return state.get("sha256")
     return None
@@ -59,16 +59,27 @@ def pull_all(
     models_dir: Path,
     names: list[str] | None = None,
     log: Callable[[str], None] = print,
+    data_dir: Path | None = None,
 ) -> list[PullResult]:
+    """Pull the named models (default: all). ``data_dir`` holds the calibration faces that
+    an int8 OpenVINO model is quantised with; without them that model is skipped (said in
+    the log), and FACESVC_CPU_RUNTIME=auto keeps the TFLite default."""
     results = []
     for name, spec in manifest.models.items():
         if names and name not in names:
             continue
-        results.append(pull_one(spec, models_dir, log))
+        if spec.file_from and (names and spec.file_from not in names):
+            results.append(pull_one(manifest.models[spec.file_from], models_dir, log, data_dir))
+        results.append(pull_one(spec, models_dir, log, data_dir))
     return results
 
 
-def pull_one(spec: ModelSpec, models_dir: Path, log: Callable[[str], None] = print) -> PullResult:
+def pull_one(
+    spec: ModelSpec,
+    models_dir: Path,
+    log: Callable[[str], None] = print,
+    data_dir: Path | None = None,
+) -> PullResult:
     source = spec.source
     if source is None or source.convert == "none":
         target = spec.path(models_dir)
@@ -82,6 +93,14 @@ def pull_one(spec: ModelSpec, models_dir: Path, log: Callable[[str], None] = pri
     if target.exists() and want and sha256_file(target) == want:
         log(f"{spec.name}: present and verified ({target.name})")
         return PullResult(spec.name, "present", target, want)
+    if spec.file_from:
+        raise PullError(f"{spec.name}: {target.name} comes from {spec.file_from}: pull it first")
+    if source.needs_calibration_faces and not _has_calibration(data_dir):
+        log(
+            f"{spec.name}: skipped: quantising needs the CUHK calibration faces under "
+            f"{data_dir}/cuhk_5pt (FACESVC_DATA_DIR); the TFLite models serve meanwhile"
+        )
+        return PullResult(spec.name, "skipped", target, None)
 
     dist = _download(source, models_dir / ".cache" / "dist", log)
     with tempfile.TemporaryDirectory(prefix="facesvc-pull-") as tmp:
@@ -96,12 +115,12 @@ def pull_one(spec: ModelSpec, models_dir: Path, log: Callable[[str], None] = pri
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
         log(f"{spec.name}: converting ({source.convert}) -> {target.name}")
-        _CONVERTERS[source.convert](member, partial, spec)
+        _CONVERTERS[source.convert](member, partial, spec, data_dir)
         partial.replace(target)  # atomic: a crash never leaves a half-written model
     digest = sha256_file(target)
     if spec.sha256 and digest != spec.sha256:
         raise PullError(f"{spec.name}: converted file sha256 {digest} != manifest {spec.sha256}")
-    state = state_path(models_dir, spec.name)
+    state = state_path(models_dir, spec.state_name)
     state.parent.mkdir(parents=True, exist_ok=True)
     state.write_text(
         json.dumps(
@@ -182,22 +201,32 @@ def _extract(dist: Path, source: ModelSource, dest: Path) -> Path:
     return out
 
 
-def _copy(member: Path, target: Path, spec: ModelSpec) -> None:
+def _has_calibration(data_dir: Path | None) -> bool:
+    return data_dir is not None and (data_dir / "cuhk_5pt" / "testImageList.txt").exists()
+
+
+Converter = Callable[[Path, Path, ModelSpec, Path | None], None]
+
+
+def _copy(member: Path, target: Path, spec: ModelSpec, data_dir: Path | None) -> None:
     shutil.copyfile(member, target)
 
 
-def _child_converter(function: str) -> Callable[[Path, Path, ModelSpec], None]:
+def _child_converter(function: str) -> Converter:
     """A converter run in a child process, so the converting TF/Keras session's memory is
-    returned at once (see facesvc.inference.convert)."""
+    returned at once (see facesvc.inference.convert). Quantising converters also get the
+    data folder and the number of calibration faces (``options.calibration_faces``)."""
 
-    def convert(member: Path, target: Path, spec: ModelSpec) -> None:
-        code = (
-            f"import sys; from facesvc.inference.convert import {function} as f;"
-            "f(sys.argv[1], sys.argv[2], int(sys.argv[3]))"
-        )
+    def convert(member: Path, target: Path, spec: ModelSpec, data_dir: Path | None) -> None:
         size = int(spec.options.get("input_size", 160))
+        args = [str(member), str(target), str(size)]
+        call = "f(sys.argv[1], sys.argv[2], int(sys.argv[3]))"
+        if "calibration_faces" in spec.options:
+            args += [str(data_dir), str(int(spec.options["calibration_faces"]))]
+            call = "f(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))"
+        code = f"import sys; from facesvc.inference.convert import {function} as f; {call}"
         done = subprocess.run(  # noqa: S603
-            [sys.executable, "-c", code, str(member), str(target), str(size)],
+            [sys.executable, "-c", code, *args],
             capture_output=True,
             text=True,
             check=False,
@@ -208,9 +237,10 @@ def _child_converter(function: str) -> Callable[[Path, Path, ModelSpec], None]:
     return convert
 
 
-_CONVERTERS: dict[str, Callable[[Path, Path, ModelSpec], None]] = {
+_CONVERTERS: dict[str, Converter] = {
     "copy": _copy,
     "keras_facenet_h5_to_frozen_graph": _child_converter("keras_facenet_to_frozen_graph"),
     "keras_facenet_h5_to_tflite": _child_converter("keras_facenet_to_tflite"),
     "keras_facenet_h5_to_tflite_int8": _child_converter("keras_facenet_to_tflite_int8"),
+    "keras_facenet_h5_to_openvino_int8": _child_converter("keras_facenet_to_openvino_int8"),
 }

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -19,8 +19,12 @@ from facesvc.inference.geometry import CropPolicy
 from facesvc.inference.manifest import Manifest, ModelSpec, sha256_file
 from facesvc.inference.pull import expected_sha256
 from facesvc.inference.runner import ModelRunner, Predictor
+from facesvc.inference.runtimes import choose_variant
 from facesvc.inference.types import Box, Detection
 from facesvc.settings import Settings
+
+if TYPE_CHECKING:
+    from facesvc.inference.openvino_rt import Precision as OpenVINOPrecision
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +35,28 @@ EmbedderRunner = ModelRunner[np.ndarray, np.ndarray]
 # The embedder FACESVC_DEVICE=gpu loads unless FACESVC_EMBEDDER says otherwise.
 GPU_EMBEDDER = "facenet"
 
-# TFLite models have no GPU path here: they stay on the CPU whatever FACESVC_DEVICE says.
+# TFLite and OpenVINO (CPU plugin) models have no GPU path here: they stay on the CPU
+# whatever FACESVC_DEVICE says.
 _CPU_ONLY = {"blazeface", "facemesh"}
 
 
 def _cpu_only(spec: ModelSpec) -> bool:
-    return spec.architecture in _CPU_ONLY or (spec.file or "").endswith(".tflite")
+    return spec.architecture in _CPU_ONLY or spec.resolved_runtime != "tensorflow"
+
+
+def _precision(spec: ModelSpec) -> OpenVINOPrecision:
+    precision = spec.options.get("precision", "f32")
+    if precision not in ("f32", "bf16"):
+        raise ValueError(f"{spec.name}: precision {precision!r} is not f32 or bf16")
+    return precision  # type: ignore[no-any-return]
+
+
+_RUNTIME_NAMES = {"tensorflow": "TensorFlow", "tflite": "TFLite", "openvino": "OpenVINO"}
+
+
+def _is_default(settings: Settings, field: str) -> bool:
+    """The setting holds its default value (whether or not a .env restates it)."""
+    return bool(getattr(settings, field) == Settings.model_fields[field].default)
 
 
 class ModelFileError(RuntimeError):
@@ -50,6 +70,7 @@ class ModelInfo:
     architecture: str
     version: str
     device: str
+    runtime: str
     ready: bool
     load_seconds: float
     warmup_seconds: float
@@ -84,7 +105,18 @@ def _detector_factory(spec: ModelSpec, settings: Settings, device: str) -> Calla
 
         path = _verified_path(spec, settings.models_dir)
         variant = str(spec.options.get("variant", "full"))
-        return lambda: BlazeFaceDetector(path, variant, min_score=min_score, threads=threads)
+        runtime: Literal["tflite", "openvino"] = (
+            "openvino" if spec.resolved_runtime == "openvino" else "tflite"
+        )
+        precision = _precision(spec)
+        return lambda: BlazeFaceDetector(
+            path,
+            variant,
+            min_score=min_score,
+            threads=threads,
+            runtime=runtime,
+            precision=precision,
+        )
     if spec.architecture == "ssd":
         from facesvc.inference.detectors.ssd import SSDGraphDetector
 
@@ -108,12 +140,22 @@ def _detector_factory(spec: ModelSpec, settings: Settings, device: str) -> Calla
 def _embedder_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
     if spec.architecture != "facenet":
         raise ValueError(f"{spec.name}: {spec.architecture} is not an embedder architecture")
-    from facesvc.inference.embedders.facenet import FaceNetEmbedder, TFLiteFaceNetEmbedder
+    from facesvc.inference.embedders.facenet import (
+        FaceNetEmbedder,
+        OpenVINOFaceNetEmbedder,
+        TFLiteFaceNetEmbedder,
+    )
 
     path = _verified_path(spec, settings.models_dir)
     size = int(spec.options.get("input_size", 160))
     preprocessing = spec.options.get("preprocessing", "prewhiten")
-    if path.suffix == ".tflite":
+    if spec.resolved_runtime == "openvino":
+        threads = model_threads(settings)
+        precision = _precision(spec)
+        return lambda: OpenVINOFaceNetEmbedder(
+            path, input_size=size, preprocessing=preprocessing, threads=threads, precision=precision
+        )
+    if spec.resolved_runtime == "tflite":
         threads = model_threads(settings)
         return lambda: TFLiteFaceNetEmbedder(
             path, input_size=size, preprocessing=preprocessing, threads=threads
@@ -156,7 +198,7 @@ class ModelRegistry:
     def __init__(self, settings: Settings, manifest: Manifest | None = None) -> None:
         self.settings = settings
         self.manifest = manifest or Manifest.load(settings.manifest_path)
-        self.detector_spec = self.manifest.get(settings.detector, "detector")
+        self.detector_spec = self.manifest.get(self._cpu_variant("detector"), "detector")
         self.embedder_spec = self.manifest.get(self._embedder_name(settings), "embedder")
         self.mesh_spec = self.manifest.get(settings.mesh, "mesh")
         self.crop_policy = CropPolicy(**self.detector_spec.crop)
@@ -179,16 +221,33 @@ class ModelRegistry:
         )
         self.embedding_dim = 0
 
-    @staticmethod
-    def _embedder_name(settings: Settings) -> str:
-        """The configured embedder; on a GPU, unless one was chosen, the TF graph FaceNet
-        (TFLite runs on the CPU only): same embedding space and calibration as the default."""
-        if settings.device.startswith("gpu") and "embedder" not in settings.model_fields_set:
+    def _embedder_name(self, settings: Settings) -> str:
+        """The configured embedder; on a GPU, unless another than the default was chosen, the
+        TF graph FaceNet (TFLite runs on the CPU only): same embedding space and calibration."""
+        if settings.device.startswith("gpu") and _is_default(settings, "embedder"):
             log.info(
                 "FACESVC_DEVICE=%s: embedder %r (a TensorFlow graph)", settings.device, GPU_EMBEDDER
             )
             return GPU_EMBEDDER
-        return settings.embedder
+        return self._cpu_variant("embedder")
+
+    def _cpu_variant(self, task: str) -> str:
+        """The configured model, or the variant of it that FACESVC_CPU_RUNTIME picks for this
+        CPU (facesvc.inference.runtimes); logged. ``auto`` swaps only the default model (a
+        .env that restates the default still gets the swap; FACESVC_CPU_RUNTIME=tflite loads
+        exactly what is named); ``openvino`` swaps any model that has an OpenVINO variant."""
+        settings = self.settings
+        configured: str = getattr(settings, task)
+        if configured not in self.manifest.models or (
+            settings.cpu_runtime == "auto" and not _is_default(settings, task)
+        ):
+            return configured
+        choice = choose_variant(
+            self.manifest, configured, settings.cpu_runtime, settings.models_dir
+        )
+        if choice.reason:
+            log.info("FACESVC_CPU_RUNTIME=%s: %s %s", settings.cpu_runtime, task, choice.reason)
+        return choice.name
 
     @property
     def detector_gives_five_points(self) -> bool:
@@ -252,9 +311,9 @@ class ModelRegistry:
                 "model %s (%s, %s) on %s%s",
                 spec.name,
                 spec.task,
-                "TFLite" if _cpu_only(spec) else "TensorFlow",
+                _RUNTIME_NAMES[spec.resolved_runtime],
                 runner.device,
-                " (TFLite runs on the CPU only)"
+                f" ({_RUNTIME_NAMES[spec.resolved_runtime]} runs on the CPU only)"
                 if _cpu_only(spec) and self.tf_device != "/CPU:0"
                 else "",
             )
@@ -284,6 +343,7 @@ class ModelRegistry:
                 architecture=spec.architecture,
                 version=spec.version,
                 device=runner.device,
+                runtime=spec.resolved_runtime,
                 ready=runner.ready,
                 load_seconds=round(runner.load_seconds, 3),
                 warmup_seconds=round(runner.warmup_seconds, 3),

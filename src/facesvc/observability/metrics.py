@@ -123,11 +123,11 @@ class _ScrapeTimeCollector(Collector):
         )
         where = GaugeMetricFamily(
             "facesvc_model_info",
-            "1 per loaded model, labelled with its task and the device it runs on",
-            labels=("model", "task", "device"),
+            "1 per loaded model, labelled with its task, the device and the runtime it runs on",
+            labels=("model", "task", "device", "runtime"),
         )
         for info in models.info() if models is not None else ():
-            where.add_metric((info.name, info.task, info.device), 1.0)
+            where.add_metric((info.name, info.task, info.device, info.runtime), 1.0)
         yield where
         queued = GaugeMetricFamily(
             "facesvc_model_queue_items", "Items waiting for each model", labels=("model",)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
 
 from facesvc.inference.tflite import TFLiteModel
 from facesvc.inference.types import Box, Detection
+
+if TYPE_CHECKING:
+    from facesvc.inference.openvino_rt import OpenVINOModel
 
 _VARIANTS: dict[str, tuple[int, tuple[tuple[int, int], ...]]] = {
     # input size, then (stride, anchors per grid cell) per feature map, as MediaPipe's SSD
@@ -74,12 +78,20 @@ class BlazeFaceDetector:
         min_score: float = 0.5,
         iou_threshold: float = 0.3,
         threads: int = 0,
+        runtime: Literal["tflite", "openvino"] = "tflite",
+        precision: Literal["f32", "bf16"] = "f32",
     ) -> None:
         self.min_score = min_score
         if variant not in _VARIANTS:
             raise ValueError(f"unknown BlazeFace variant {variant!r}")
         self.input_size, layers = _VARIANTS[variant]
-        self.model = TFLiteModel(path, threads=threads)
+        self.model: TFLiteModel | OpenVINOModel
+        if runtime == "openvino":
+            from facesvc.inference.openvino_rt import OpenVINOModel
+
+            self.model = OpenVINOModel(path, threads=threads, precision=precision, batch=1)
+        else:
+            self.model = TFLiteModel(path, threads=threads)
         if self.model.input_shape[1] != self.input_size:
             raise ValueError(
                 f"{path.name}: input {self.model.input_shape} does not match variant {variant!r}"

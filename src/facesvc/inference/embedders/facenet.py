@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from facesvc.inference.graphs import load_frozen_graph
+
+if TYPE_CHECKING:
+    from facesvc.inference.openvino_rt import Precision as OpenVINOPrecision
 
 Preprocessing = Literal["prewhiten", "fixed"]
 
@@ -79,12 +82,15 @@ class TFLiteFaceNetEmbedder:
         preprocessing: Preprocessing = "prewhiten",
         threads: int = 0,
     ) -> None:
-        from facesvc.inference.tflite import TFLiteModel
-
-        self.model = TFLiteModel(path, threads=threads)
+        self.model = self._open(path, threads)
         self.input_size = input_size
         self.preprocessing = preprocessing
         self.dim = int(self.predict(np.zeros((1, input_size, input_size, 3), np.uint8)).shape[1])
+
+    def _open(self, path: Path, threads: int) -> Any:
+        from facesvc.inference.tflite import TFLiteModel
+
+        return TFLiteModel(path, threads=threads)
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
         x = (
@@ -95,3 +101,25 @@ class TFLiteFaceNetEmbedder:
         self.model.resize_batch(len(x))
         (output,) = self.model(x).values()
         return l2_normalise(np.asarray(output).reshape(len(x), -1))
+
+
+class OpenVINOFaceNetEmbedder(TFLiteFaceNetEmbedder):
+    """The same FaceNet run by OpenVINO (fp32 or bf16 from the ``.tflite``; int8 from the
+    IR package NNCF quantised at pull time). Dynamic batch; CPU only here."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        input_size: int = 160,
+        preprocessing: Preprocessing = "prewhiten",
+        threads: int = 0,
+        precision: OpenVINOPrecision = "f32",
+    ) -> None:
+        self._precision: OpenVINOPrecision = precision
+        super().__init__(path, input_size=input_size, preprocessing=preprocessing, threads=threads)
+
+    def _open(self, path: Path, threads: int) -> Any:
+        from facesvc.inference.openvino_rt import OpenVINOModel
+
+        return OpenVINOModel(path, threads=threads, precision=self._precision)

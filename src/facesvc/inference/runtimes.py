@@ -1,0 +1,95 @@
+"""Which runtime serves a model on this CPU (FACESVC_CPU_RUNTIME), chosen once at start-up.
+
+The manifest lists variants of one model for several runtimes and precisions (TFLite fp32 and
+int8, OpenVINO fp32, bf16 and int8). ``auto`` (the default) loads a variant in place of the
+configured default only where the manifest says it measured faster at LFW accuracy within 0.1
+point on a CPU with these flags (``prefer_on``, set from ``bench/cpu_runtimes.py``), its
+runtime imports and its file was pulled; anything else keeps the default, and the start-up
+log says which and why. ``tflite`` never swaps; ``openvino`` takes the first OpenVINO variant
+of each model whose file is there. A model named explicitly (FACESVC_DETECTOR,
+FACESVC_EMBEDDER) is always loaded as named.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from facesvc.inference.manifest import Manifest, ModelSpec, Runtime
+
+CpuRuntime = Literal["auto", "tflite", "openvino"]
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (Linux /proc/cpuinfo; empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def runtime_available(runtime: Runtime) -> bool:
+    if runtime == "openvino":
+        from facesvc.inference.openvino_rt import openvino_available
+
+        return openvino_available()
+    return True
+
+
+def _family(spec: ModelSpec) -> tuple[object, ...]:
+    """Variants that can replace each other: one embedding space, or one detector network."""
+    if spec.task == "embedder":
+        return (spec.task, spec.embedding_space, spec.options.get("input_size", 160))
+    return (spec.task, spec.architecture, spec.options.get("variant"), spec.sha256)
+
+
+@dataclass(frozen=True)
+class Choice:
+    name: str
+    reason: str | None  # None: the configured model, unchanged
+
+
+def choose_variant(
+    manifest: Manifest,
+    default: str,
+    mode: CpuRuntime,
+    models_dir: Path,
+    flags: frozenset[str] | None = None,
+) -> Choice:
+    """The model to load in place of ``default`` under ``mode`` (see the module docstring)."""
+    base = manifest.models[default]
+    if mode == "tflite":
+        return Choice(default, None)
+    flags = cpu_flags() if flags is None else flags
+    family = _family(base)
+    skipped: list[str] = []
+    for spec in manifest.models.values():
+        if spec.name == default or spec.task != base.task or _family(spec) != family:
+            continue
+        if mode == "auto":
+            missing_flags = [flag for flag in spec.prefer_on if flag not in flags]
+            if not spec.prefer_on or missing_flags:
+                continue
+            why = f"this CPU has {', '.join(spec.prefer_on)}"
+        else:
+            if spec.resolved_runtime != "openvino":
+                continue
+            why = "FACESVC_CPU_RUNTIME=openvino"
+        path = spec.path(models_dir)
+        if not runtime_available(spec.resolved_runtime):
+            skipped.append(f"{spec.name}: {spec.resolved_runtime} is not installed")
+            continue
+        if path is None or not path.exists():
+            skipped.append(f"{spec.name}: {path} not pulled (`facesvc models pull`)")
+            continue
+        return Choice(spec.name, f"{why}: {spec.name} in place of {default}")
+    if skipped:
+        return Choice(default, f"kept {default} ({'; '.join(skipped)})")
+    return Choice(default, None)
