@@ -8,7 +8,11 @@
 # The repository's layout is kept under /app and installed editable, as `make install` does:
 # facesvc finds alembic/ and models/ from its source tree (settings.PROJECT_ROOT = /app).
 
-FROM python:3.11-slim-bookworm AS build
+# The base image: the official one by default; a machine that cannot reach a registry builds a
+# stand-in from Debian packages (scripts/local-base-images.sh) and passes it here.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
 
 # `tensorflow`, or `tensorflow[and-cuda]` for a GPU image (same version range as pyproject).
 ARG TF_PACKAGE=tensorflow
@@ -48,7 +52,7 @@ RUN facesvc models pull \
     && rm -rf models/.cache
 
 
-FROM python:3.11-slim-bookworm AS runtime
+FROM ${PYTHON_IMAGE} AS runtime
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test install models migrate lint typecheck check openapi clean system-deps
+.PHONY: run test compose-test install models migrate lint typecheck check openapi clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ system-deps:
 test: models system-deps
 	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+# The image built and the compose stack run on podman, through nginx only (also part of `test`).
+compose-test: install system-deps
+	$(BIN)/python -m pytest tests/e2e/test_compose.py $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench alembic

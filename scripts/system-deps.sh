@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the real components the test suite starts itself (PostgreSQL, nginx) when they are
+# Installs the real components the test suite starts itself (PostgreSQL, nginx, podman) when they are
 # missing and we may (root with apt-get). Elsewhere it says what to install: those tests then
 # skip locally, and fail in CI (CI=true), so CI can never pass without them.
 set -euo pipefail
@@ -9,7 +9,21 @@ command -v nginx > /dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v chromium > /dev/null || missing+=(chromium)
 command -v chromedriver > /dev/null || missing+=(chromium-driver)
 command -v npm > /dev/null || missing+=(nodejs npm)
-[ ${#missing[@]} -eq 0 ] && exit 0
+# the compose test (tests/e2e/test_compose.py): podman with runc (crun fails in this VM's
+# cgroups), debootstrap for the stand-in base images
+command -v podman > /dev/null || missing+=(podman)
+command -v runc > /dev/null || missing+=(runc)
+command -v debootstrap > /dev/null || missing+=(debootstrap)
+configure_podman() {
+  # runc, and no default ulimits (setrlimit is refused in this VM): only when nobody
+  # configured podman on this machine before
+  if command -v podman > /dev/null && [ "$(id -u)" = "0" ] && [ ! -e /etc/containers/containers.conf ]; then
+    mkdir -p /etc/containers
+    printf '[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = "runc"\n' \
+      > /etc/containers/containers.conf
+  fi
+}
+if [ ${#missing[@]} -eq 0 ]; then configure_podman; exit 0; fi
 if [ "$(id -u)" = "0" ] && command -v apt-get > /dev/null; then
   echo "installing ${missing[*]} (Debian packages) for the tests"
   export DEBIAN_FRONTEND=noninteractive
@@ -18,6 +32,7 @@ if [ "$(id -u)" = "0" ] && command -v apt-get > /dev/null; then
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
   apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
   rm -f /usr/sbin/policy-rc.d
+  configure_podman
 else
   echo "note: ${missing[*]} not installed; their tests will be skipped (apt-get install ${missing[*]})"
 fi

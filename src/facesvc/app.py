@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_observability(app)
     install_offline_docs(app)
     install_private_paths(app, settings)  # /docs, /openapi.json, /metrics: open by default
+    app.include_router(legacy.gone_router)  # GETs of the old paths: 410, no API key needed
     for module in (health, analysis, users, recognition, jobs, admin, legacy, metrics, demo):
         app.include_router(module.router)
     return app

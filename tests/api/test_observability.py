@@ -283,10 +283,7 @@ async def test_metrics_count_requests_and_model_calls(
     assert value(found, "facesvc_gallery_size") == len(state.gallery.index)
 
     # CPU: each model's own (its thread's), never more than the whole process's
-    cpu = {
-        m: value(found, "facesvc_model_cpu_seconds_total", model=m)
-        for m in (det, mesh)
-    }
+    cpu = {m: value(found, "facesvc_model_cpu_seconds_total", model=m) for m in (det, mesh)}
     assert all(seconds > 0 for seconds in cpu.values()), cpu
     assert sum(cpu.values()) < value(found, "process_cpu_seconds_total")
     assert value(found, "facesvc_model_items_total", model=det) >= detector

@@ -229,6 +229,52 @@ async def test_legacy_routes(client: httpx.AsyncClient) -> None:
     assert_problem(path_attempt, 422, "validation-error")
 
 
+async def test_the_seed_tutorials_requests_get_useful_answers(
+    client: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    """The tutorial's clients, replayed as they send: the photo in the multipart field
+    ``file`` (``request.files.get('file')``), the name as a form field, images for detection
+    named by a server path in the query string (``GET /face_detect?url=...``)."""
+
+    def seed_file(person: str, number: int) -> dict[str, tuple[str, bytes, str]]:
+        return {"file": ("photo.jpg", lfw_image(person, number), "image/jpeg")}
+
+    registered = await client.post(
+        "/face_register",
+        data={"name": "Seed client", "consent": "true"},
+        files=seed_file("Gerhard_Schroeder", 1),
+    )
+    assert registered.status_code == 200, registered.text
+    login = await client.post(
+        "/face_login", data={"name": "Seed client"}, files=seed_file("Gerhard_Schroeder", 2)
+    )
+    assert login.status_code == 200, login.text
+    assert login.json()["match"] is True
+    stranger = await client.post(
+        "/face_login", data={"name": "Seed client"}, files=seed_file("Colin_Powell", 6)
+    )
+    assert stranger.json()["match"] is False
+    uploaded = await client.post("/upload", files=seed_file("Colin_Powell", 6))
+    assert len(uploaded.json()["faces"]) >= 1
+    marks = await client.post("/face_landmark", files=seed_file("Colin_Powell", 6))
+    assert len(marks.json()["faces"][0]["mesh"]) == 468
+    # the tutorial's server-path reads: told what to do instead, API key or not
+    for path in ("/face_detect", "/face_landmark", "/upload"):
+        for caller in (client, anonymous):
+            gone = await caller.get(path, params={"url": "/etc/passwd"})
+            body = assert_problem(gone, 410, "uploads-only")
+            assert "POST" in str(body["detail"])
+    described = (await anonymous.get("/problems/uploads-only")).json()
+    assert "server path" in described["description"]
+    # one photo per request, under either name
+    both = await client.post(
+        "/face_detect",
+        files={**seed_file("Colin_Powell", 6), **image_file(lfw_image("Colin_Powell", 6))},
+    )
+    assert_problem(both, 422, "validation-error")
+    assert_problem(await client.post("/face_detect", data={"x": "1"}), 422, "validation-error")
+
+
 async def test_openapi_marks_legacy_deprecated(client: httpx.AsyncClient) -> None:
     schema = (await client.get("/openapi.json")).json()
     assert schema["paths"]["/face_login"]["post"]["deprecated"] is True

@@ -212,3 +212,36 @@ async def image_bytes(
 
 
 ImageBytes = Annotated[bytes, Depends(image_bytes)]
+
+
+async def legacy_image_bytes(
+    state: StateDep,
+    # typed as UploadFile (not "| None"): the schema stays a plain binary field that client
+    # generators make a file of; FastAPI passes None when the field is absent
+    image: Annotated[
+        UploadFile,
+        File(description="The photo (JPEG, PNG, WebP or BMP)", json_schema_extra=BINARY_FILE),
+    ] = None,  # type: ignore[assignment]
+    file: Annotated[
+        UploadFile,
+        File(
+            description="The same photo under the seed tutorial's field name "
+            "(`request.files.get('file')`): send one of the two",
+            json_schema_extra=BINARY_FILE,
+        ),
+    ] = None,  # type: ignore[assignment]
+) -> bytes:
+    """The seed tutorial's clients send the photo as ``file``; facesvc's own as ``image``."""
+    if image is not None and file is not None:
+        raise ProblemError(
+            "validation-error", 422, "send the photo once: as `image` or as `file`, not both"
+        )
+    upload = image if image is not None else file
+    if upload is None:
+        raise ProblemError(
+            "validation-error", 422, "no photo: send it as the multipart field `image` (or `file`)"
+        )
+    return await read_upload(upload, state)
+
+
+LegacyImageBytes = Annotated[bytes, Depends(legacy_image_bytes)]

@@ -133,6 +133,13 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
     "not-ready": ("Not ready", "A dependency (models or database) is not available."),
     "not-found": ("Not found", "No such route."),
     "method-not-allowed": ("Method not allowed", "The route exists but not for this method."),
+    "uploads-only": (
+        "Images are uploads, never server paths",
+        "The seed tutorial read the image from a server path named in the query string "
+        "(`GET /face_detect?url=...`), which let any caller read the server's files. facesvc "
+        "takes the photo itself: `POST` it as the multipart field `image` (legacy routes also "
+        "accept `file`), or use `POST /v1/detect`.",
+    ),
     "http-error": ("HTTP error", "See `detail`."),
     "internal-error": (
         "Internal error",

@@ -14,13 +14,13 @@ from pydantic import AfterValidator
 from facesvc.api.deps import (
     AnalysisDep,
     EnrolmentDep,
-    ImageBytes,
+    LegacyImageBytes,
     ModelsReady,
     RecognitionDep,
     UserServiceDep,
     current_caller,
 )
-from facesvc.api.errors import problem_responses
+from facesvc.api.errors import ProblemError, problem_responses
 from facesvc.api.routers.analysis import detect, landmarks
 from facesvc.api.schemas import (
     BoxOut,
@@ -45,13 +45,40 @@ LegacyName = Annotated[
 ]
 
 
+LEGACY_PATHS = ("/face_detect", "/face_landmark", "/face_register", "/face_login", "/upload")
+
+
+async def uploads_only() -> None:
+    """The tutorial's ``GET /face_detect?url=<server path>``: answered with what to do."""
+    raise ProblemError(
+        "uploads-only",
+        410,
+        "facesvc never reads images from server paths: POST the photo as the multipart field "
+        "`image` (or `file`)",
+    )
+
+
+# No API key needed to be told this: the tutorial's clients sent none.
+gone_router = APIRouter(tags=["legacy"], deprecated=True)
+for _path in LEGACY_PATHS:
+    gone_router.add_api_route(
+        _path,
+        uploads_only,
+        methods=["GET"],
+        summary="Gone: images from server paths (`?url=`); POST an upload instead",
+        status_code=410,
+        response_model=None,
+        include_in_schema=False,  # not an operation to call: /problems/uploads-only says why
+    )
+
+
 @router.post(
     "/face_detect",
     operation_id="legacy_face_detect",
     summary="Use POST /v1/detect",
     responses=ERRORS,
 )
-async def face_detect(image: ImageBytes, analysis: AnalysisDep) -> DetectResponse:
+async def face_detect(image: LegacyImageBytes, analysis: AnalysisDep) -> DetectResponse:
     return await detect(image, analysis)
 
 
@@ -61,7 +88,7 @@ async def face_detect(image: ImageBytes, analysis: AnalysisDep) -> DetectRespons
     summary="Upload a photo and get its faces (uploads only, no server paths)",
     responses=ERRORS,
 )
-async def upload(image: ImageBytes, analysis: AnalysisDep) -> DetectResponse:
+async def upload(image: LegacyImageBytes, analysis: AnalysisDep) -> DetectResponse:
     return await detect(image, analysis)
 
 
@@ -71,7 +98,7 @@ async def upload(image: ImageBytes, analysis: AnalysisDep) -> DetectResponse:
     summary="Use POST /v1/landmarks?dense=true",
     responses=ERRORS,
 )
-async def face_landmark(image: ImageBytes, analysis: AnalysisDep) -> LandmarksResponse:
+async def face_landmark(image: LegacyImageBytes, analysis: AnalysisDep) -> LandmarksResponse:
     return await landmarks(image, analysis, dense=True)
 
 
@@ -84,7 +111,7 @@ async def face_landmark(image: ImageBytes, analysis: AnalysisDep) -> LandmarksRe
 )
 async def face_register(
     name: LegacyName,
-    image: ImageBytes,
+    image: LegacyImageBytes,
     users: UserServiceDep,
     enrolment: EnrolmentDep,
     consent: Annotated[
@@ -112,7 +139,7 @@ async def face_register(
     responses=ERRORS,
 )
 async def face_login(
-    image: ImageBytes,
+    image: LegacyImageBytes,
     recognition: RecognitionDep,
     name: Annotated[
         str | None,
