@@ -246,7 +246,7 @@ class ModelRegistry:
             self.manifest, configured, settings.cpu_runtime, settings.models_dir
         )
         if choice.reason:
-            log.info("FACESVC_CPU_RUNTIME=%s: %s %s", settings.cpu_runtime, task, choice.reason)
+            log.info("FACESVC_CPU_RUNTIME=%s, %s: %s", settings.cpu_runtime, task, choice.reason)
         return choice.name
 
     @property
