@@ -72,7 +72,9 @@ class FaceNetEmbedder:
 
 class TFLiteFaceNetEmbedder:
     """The same FaceNet as a TFLite model (XNNPACK): CPU only, about 2.5x faster per face
-    than the TF graph here, and embeddings equal to it (cosine 1.0 on test crops)."""
+    than the TF graph here, and embeddings equal to it (cosine 1.0 on test crops).
+
+    ``runtime_options`` go to ``_open``, which a subclass for another CPU runtime overrides."""
 
     def __init__(
         self,
@@ -81,8 +83,9 @@ class TFLiteFaceNetEmbedder:
         input_size: int = 160,
         preprocessing: Preprocessing = "prewhiten",
         threads: int = 0,
+        **runtime_options: Any,
     ) -> None:
-        self.model = self._open(path, threads)
+        self.model = self._open(path, threads, **runtime_options)
         self.input_size = input_size
         self.preprocessing = preprocessing
         self.dim = int(self.predict(np.zeros((1, input_size, input_size, 3), np.uint8)).shape[1])
@@ -105,21 +108,10 @@ class TFLiteFaceNetEmbedder:
 
 class OpenVINOFaceNetEmbedder(TFLiteFaceNetEmbedder):
     """The same FaceNet run by OpenVINO (fp32 or bf16 from the ``.tflite``; int8 from the
-    IR package NNCF quantised at pull time). Dynamic batch; CPU only here."""
+    IR package NNCF quantised at pull time), ``precision="bf16"`` among its options. Dynamic
+    batch; CPU only here."""
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        input_size: int = 160,
-        preprocessing: Preprocessing = "prewhiten",
-        threads: int = 0,
-        precision: OpenVINOPrecision = "f32",
-    ) -> None:
-        self._precision: OpenVINOPrecision = precision
-        super().__init__(path, input_size=input_size, preprocessing=preprocessing, threads=threads)
-
-    def _open(self, path: Path, threads: int) -> Any:
+    def _open(self, path: Path, threads: int, precision: OpenVINOPrecision = "f32") -> Any:
         from facesvc.inference.openvino_rt import OpenVINOModel
 
-        return OpenVINOModel(path, threads=threads, precision=self._precision)
+        return OpenVINOModel(path, threads=threads, precision=precision)
