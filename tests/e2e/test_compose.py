@@ -311,10 +311,11 @@ def test_users_and_faces_survive_restarts(stack: Stack) -> None:
 
 def test_nginx_keeps_answering_when_a_replica_stops(stack: Stack) -> None:
     """Two clients verify in a loop (about 5 requests/s in all: under nginx's rate limit)
-    while one api replica is stopped gracefully: nginx must keep answering from the other.
-    Only requests in flight while the replica shuts down may fail (one nginx had just
-    connected to it when its listener closed is reset, and a POST is never retried); they
-    are counted and reported, and any failure outside that window fails the test."""
+    while one api replica is stopped gracefully: every request must be answered. The stopping
+    replica finishes what it was doing; a connection it had not read yet is reset, and nginx
+    sends that verify to the other replica (nginx.conf retries the POSTs that store nothing
+    but an audit row; before it did, 3 of 7 runs lost one request). The requests that
+    overlapped the shutdown are counted and reported."""
     uid = stack.figures["user_id"]
     requests: list[tuple[float, float, str]] = []  # (start, end, status or error)
     window: list[float] = []
@@ -360,8 +361,7 @@ def test_nginx_keeps_answering_when_a_replica_stops(stack: Stack) -> None:
         "shutdown_seconds": round(end - begin, 2),
     }
     assert statuses.get("200", 0) >= 20, statuses
-    outside = [r for r in failed if r not in overlapping]
-    assert not outside, f"failures outside the replica's shutdown: {outside}"
+    assert not failed, statuses
     after = [r for r in requests if r[0] > end]
     assert after, "no request after the stop"
     assert all(r[2] == "200" for r in after), statuses

@@ -757,6 +757,34 @@ def test_nginx_rate_limits_the_api_but_not_the_probes(
             assert any(a.startswith("burst=") for a in limits[0].args)
 
 
+# POSTs that store nothing but an audit row (verify: and a failed-attempt count): the only
+# ones nginx may send to a second replica when the first went away before answering.
+RETRYABLE_POSTS = {
+    "/v1/detect",
+    "/v1/landmarks",
+    "/v1/embed",
+    "/v1/identify",
+    "/v1/compare",
+    "/v1/users/x/verify",
+    "/face_detect",
+    "/face_landmark",
+    "/face_login",
+    "/upload",
+}
+
+
+def test_nginx_retries_only_posts_that_store_nothing(nginx_server: Directive) -> None:
+    from facesvc.app import create_app
+
+    schema = create_app(default_settings()).openapi()
+    posts = {re.sub(r"\{[^}]+\}", "x", p) for p, ops in schema["paths"].items() if "post" in ops}
+    assert posts >= RETRYABLE_POSTS
+    for path in sorted(posts):
+        retry = choose_location(nginx_server, path).find("proxy_next_upstream")
+        retried = bool(retry) and "non_idempotent" in retry[0].args
+        assert retried == (path in RETRYABLE_POSTS), path
+
+
 def test_nginx_errors_are_problem_json(nginx_server: Directive) -> None:
     pages = {d.args[0]: d.args[-1] for d in nginx_server.find("error_page")}
     assert {"413", "429"} <= set(pages)
