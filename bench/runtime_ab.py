@@ -1,16 +1,18 @@
-"""In-service A/B of the CPU runtime choice: facesvc as `make run` starts it (FACESVC_CPU_RUNTIME
-=auto, which loads the OpenVINO variants on CPUs the manifest prefers them on) against the same
-server with FACESVC_CPU_RUNTIME=tflite, both up at once and driven in turns.
+"""In-service A/B of a serving choice, both servers up at once and driven in turns: by default
+the CPU runtime (facesvc as `make run` starts it, FACESVC_CPU_RUNTIME=auto, which loads the
+OpenVINO variants on CPUs the manifest prefers them on, against FACESVC_CPU_RUNTIME=tflite);
+``--compare workers``: a worker per core against one worker whose models use every core.
 
-    .venv/bin/python bench/runtime_ab.py [--concurrency 8] [--seconds 10] [--rounds 4]
-        [--out bench/results/runtime_ab.json]
+    .venv/bin/python bench/runtime_ab.py [--compare runtime|workers] [--concurrency 8]
+        [--seconds 10] [--rounds 4] [--out bench/results/<compare>_ab.json]
 
 Both servers get the same LFW gallery (20 people, 2 photos each) and the same verify probes;
 each round drives one server, then the other, for ``--seconds`` at ``--concurrency``, so the
 VM's drifting speed hits both alike (compare the rounds pairwise). Per round: verify/s,
 server CPU per request (server and workers, /proc) and each model's CPU per item in service
 (``facesvc_model_cpu_seconds_total`` / ``facesvc_model_items_total`` deltas from /metrics).
-On a CPU where auto prefers nothing, both servers run the same models (a null check).
+On a CPU where auto prefers nothing, the runtime comparison runs the same models twice (a null
+check).
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ from http_load import drive, enrol_gallery, people
 from facesvc.testing import ServerProcess
 
 COMMON = {"FACESVC_LOG_LEVEL": "warning", "FACESVC_LOCKOUT_MAX_FAILURES": "1000000"}
-CONFIGS = {"auto": {}, "tflite": {"FACESVC_CPU_RUNTIME": "tflite"}}
+# --compare runtime (default): the CPU runtime's choice; --compare workers: `make run`'s worker
+# per core (one thread per model) against one worker whose models use every core.
+COMPARISONS: dict[str, dict[str, dict[str, str]]] = {
+    "runtime": {"auto": {}, "tflite": {"FACESVC_CPU_RUNTIME": "tflite"}},
+    "workers": {"per-core": {}, "one": {"FACESVC_WORKERS": "1"}},
+}
 
 
 def model_counters(text: str) -> dict[tuple[str, str], float]:
@@ -114,8 +121,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/runtime_ab.json"))
+    parser.add_argument("--compare", choices=sorted(COMPARISONS), default="runtime")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default bench/results/<compare>_ab.json"
+    )
     args = parser.parse_args()
+    if args.out is None:
+        args.out = Path(f"bench/results/{args.compare}_ab.json")
     machine = machine_info()
     with tempfile.TemporaryDirectory(prefix="facesvc-ab-") as tmp:
         servers = {
@@ -125,7 +137,7 @@ def main() -> None:
                 env={**COMMON, **env},
                 workers=None,
             )
-            for label, env in CONFIGS.items()
+            for label, env in COMPARISONS[args.compare].items()
         }
         for server in servers.values():
             server.__enter__()
