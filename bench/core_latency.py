@@ -148,16 +148,12 @@ _SPEED_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512", "amx", "vnni", "bf16", "
 
 
 def cpu_flags() -> list[str]:
-    """The SIMD/matrix flags of /proc/cpuinfo that decide model speed (AVX2, AVX-512, VNNI,
-    BF16, AMX): machines here differ in them, so every result records them."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                return sorted(f for f in flags if f.startswith(_SPEED_FLAGS) or "vnni" in f)
-    except OSError:
-        pass
-    return []
+    """The SIMD/matrix flags that decide model speed (AVX2, AVX-512, VNNI, BF16, AMX): machines
+    here differ in them, so every result records them. Read by the service's own reader, the
+    one FACESVC_CPU_RUNTIME decides with."""
+    from facesvc.inference.runtimes import cpu_flags as all_flags
+
+    return sorted(f for f in all_flags() if f.startswith(_SPEED_FLAGS) or "vnni" in f)
 
 
 def _cpu_model() -> str | None:

@@ -90,39 +90,27 @@ def take_turns(calls: dict[str, Any], seconds: float, per_call_items: int) -> di
     }
 
 
-def embedder_speed(
-    settings: Settings, manifest: Manifest, seconds: float
+def speed(
+    names: tuple[str, ...],
+    inputs: dict[int, Any],
+    settings: Settings,
+    manifest: Manifest,
+    seconds: float,
 ) -> dict[str, dict[str, float]]:
-    data = np.random.default_rng(0).integers(0, 255, size=(8, 160, 160, 3), dtype=np.uint8)
-    result: dict[str, dict[str, float]] = {name: {} for name in EMBEDDERS}
+    """ms per item of each model by "batch{B}_threads{T}": ``inputs`` maps a batch size to
+    what one ``predict`` call gets (B crops, or a list of B images)."""
+    result: dict[str, dict[str, float]] = {name: {} for name in names}
     for threads in THREADS:
-        models = {name: load(name, settings, manifest, threads) for name in EMBEDDERS}
-        for batch in BATCHES:
-            crops = data[:batch]
+        models = {name: load(name, settings, manifest, threads) for name in names}
+        for batch, data in inputs.items():
             ms = take_turns(
-                {name: (lambda m=m, c=crops: m.predict(c)) for name, m in models.items()},
+                {name: (lambda m=m, d=data: m.predict(d)) for name, m in models.items()},
                 seconds,
                 batch,
             )
             for name, value in ms.items():
                 result[name][f"batch{batch}_threads{threads}"] = value
-            print(f"  FaceNet batch {batch}, {threads} thread(s): {ms} ms/face", flush=True)
-        del models
-    return result
-
-
-def detector_speed(
-    settings: Settings, manifest: Manifest, seconds: float, image: np.ndarray
-) -> dict[str, dict[str, float]]:
-    result: dict[str, dict[str, float]] = {name: {} for name in DETECTORS}
-    for threads in THREADS:
-        models = {name: load(name, settings, manifest, threads) for name in DETECTORS}
-        ms = take_turns(
-            {name: (lambda m=m: m.predict([image])) for name, m in models.items()}, seconds, 1
-        )
-        for name, value in ms.items():
-            result[name][f"batch1_threads{threads}"] = value
-        print(f"  BlazeFace, {threads} thread(s): {ms} ms/image", flush=True)
+            print(f"  batch {batch}, {threads} thread(s): {ms} ms/item", flush=True)
         del models
     return result
 
@@ -197,9 +185,10 @@ def main() -> None:
         cv2.imread(str(settings.data_dir / "lfw" / "lfw-deepfunneled" / names[0])),
         cv2.COLOR_BGR2RGB,
     )
-    speed = {
-        **embedder_speed(settings, manifest, args.seconds),
-        **detector_speed(settings, manifest, args.seconds, photo),
+    crops = np.random.default_rng(0).integers(0, 255, size=(8, 160, 160, 3), dtype=np.uint8)
+    timings = {
+        **speed(EMBEDDERS, {b: crops[:b] for b in BATCHES}, settings, manifest, args.seconds),
+        **speed(DETECTORS, {1: [photo]}, settings, manifest, args.seconds),
     }
 
     rows: dict[str, dict[str, Any]] = {}
@@ -229,7 +218,7 @@ def main() -> None:
                     "model": detector,
                     "kind": "detector",
                     "runtime": manifest.models[detector].resolved_runtime,
-                    "ms_per_item": speed[detector],
+                    "ms_per_item": timings[detector],
                     "failures_to_detect": len(names) - len(found),
                     **accuracy(det_scores, same, folds, threshold),
                     "decision_flips_vs_default": int(
@@ -243,7 +232,7 @@ def main() -> None:
             "precision": "int8"
             if "int8" in name
             else manifest.models[name].options.get("precision", "f32"),
-            "ms_per_item": speed[name],
+            "ms_per_item": timings[name],
             "embed_seconds": round(time.perf_counter() - started, 1),
             **accuracy(scores, same, folds, threshold),
         }

@@ -158,21 +158,12 @@ def build(variant: str, pb: Path, out: Path, calibration: Path) -> dict[str, Any
 
 
 def calibration_faces(settings: Settings, count: int) -> np.ndarray:
-    """The first ``count`` labelled CUHK web faces, cropped as the service crops (uint8)."""
-    from facesvc.evaluation.landmarks import read_cuhk
-    from facesvc.inference.geometry import CropPolicy, face_crop
-    from facesvc.inference.images import decode_image
+    """The first ``count`` labelled CUHK web faces, cropped as the service crops (uint8): the
+    same set `models pull` quantises the OpenVINO int8 model with."""
+    from facesvc.inference.convert import cuhk_calibration_faces
 
-    root = settings.data_dir / "cuhk_5pt"
-    samples = read_cuhk(root / "testImageList.txt")[:count]
-    policy = CropPolicy(square=True, scale=1.2)
-    crops = []
-    for sample in samples:
-        image = decode_image(
-            (root / sample.image).read_bytes(), max_pixels=settings.max_image_pixels
-        )
-        crops.append(face_crop(image, sample.box, policy, 160))
-    return np.stack(crops)
+    faces: np.ndarray = cuhk_calibration_faces(str(settings.data_dir), count)
+    return faces
 
 
 async def lfw_crops(settings: Settings, names: list[str]) -> tuple[dict[str, Any], float]:
@@ -275,15 +266,9 @@ def verdict(row: dict[str, Any], base: dict[str, Any]) -> str:
 
 
 def cpu_flags() -> dict[str, bool]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {}
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
+    from facesvc.inference.runtimes import cpu_flags as all_flags
+
+    flags = all_flags()
     found = {flag: flag in flags for flag in CPU_FLAGS}
     found["amx"] = any(flag.startswith("amx") for flag in flags)
     return found

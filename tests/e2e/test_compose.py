@@ -12,7 +12,8 @@ and the data still there (PostgreSQL's volume); one api replica stopped under a 
 load, nginx answering on the other. ``compose down -v`` at the end, whatever happened.
 
 Needs root and podman (scripts/system-deps.sh installs it); skipped without, failed under CI.
-Figures (build, start, failover) go to .cache/compose-test.json and the test log.
+Figures (build, start, failover, with the machine) go to .cache/compose-test.json and the
+test log; README's come from bench/results/compose_test.json, a copy of one such run.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 import httpx
 import pytest
 
+from facesvc.inference.runtimes import cpu_flags
 from facesvc.security.crypto import generate_data_key
 from facesvc.security.keys import generate_api_key
 from facesvc.settings import PROJECT_ROOT
@@ -51,8 +53,17 @@ IMAGES = {
     "NGINX_IMAGE": f"{STANDIN}/nginx:1.22",
 }
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-# What the image is built from: its tag is their hash, so an unchanged tree reuses the image.
-IMAGE_INPUTS = ("Dockerfile", "pyproject.toml", "alembic.ini", "alembic", "src", "models")
+# What the image is built from (the Dockerfile's COPYs): its tag is their hash, so an
+# unchanged tree reuses the image.
+IMAGE_INPUTS = (
+    "Dockerfile",
+    "pyproject.toml",
+    "alembic.ini",
+    "alembic",
+    "src",
+    "models/manifest.json",
+    "models/calibration",
+)
 FIGURES = PROJECT_ROOT / ".cache" / "compose-test.json"
 
 
@@ -65,12 +76,6 @@ def source_hash() -> str:
             relative = file.relative_to(PROJECT_ROOT)
             if "__pycache__" in relative.parts or ".egg-info" in str(relative):
                 continue
-            if (
-                relative.parts[0] == "models"
-                and relative.name not in ("manifest.json",)
-                and ("calibration" not in relative.parts)
-            ):
-                continue  # pulled weights are not build inputs (the build pulls its own)
             digest.update(str(relative).encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -162,6 +167,22 @@ class Stack:
         )
 
 
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: CPU model and speed flags, cores, podman."""
+    cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if "model name" in ln), None
+    )
+    flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma", "f16c")))
+    return {
+        "cpu_model": model,
+        "cpu_flags": flags,
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "podman": run(["podman", "--version"]).strip(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
 def compose_command() -> list[str]:
     found = shutil.which("podman-compose") or str(Path(sys.executable).parent / "podman-compose")
     if not Path(found).exists():
@@ -176,7 +197,7 @@ def stack() -> Iterator[Stack]:
         if os.environ.get("CI"):
             pytest.fail("the compose test needs root (podman, debootstrap)", pytrace=False)
         pytest.skip("the compose test needs root (podman, debootstrap)")
-    figures: dict[str, Any] = {}
+    figures: dict[str, Any] = {"machine": machine()}
     started = time.monotonic()
     run(["bash", str(PROJECT_ROOT / "scripts" / "local-base-images.sh")], timeout=900)
     figures["base_images_s"] = round(time.monotonic() - started, 1)
@@ -191,6 +212,9 @@ def stack() -> Iterator[Stack]:
             build += ["-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"]
         run([*build, str(PROJECT_ROOT)], timeout=1800)
         figures["image_built"] = True
+        for old in run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"]).split():
+            if old.startswith("localhost/facesvc:compose-") and old != image:
+                run(["podman", "rmi", old], check=False)  # earlier trees' images (3 GiB each)
     else:
         figures["image_built"] = False  # the same sources were built before: reused
     figures["build_s"] = round(time.monotonic() - started, 1)

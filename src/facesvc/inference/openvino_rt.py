@@ -31,11 +31,11 @@ def openvino_available() -> bool:
     return True
 
 
-def read_model(path: Path) -> Any:
+def read_model(path: Path, core: Any = None) -> Any:
     """An ``openvino.Model`` from an IR package or any file OpenVINO reads itself."""
     import openvino as ov
 
-    core = ov.Core()
+    core = core or ov.Core()
     if path.name.endswith(IR_PACKAGE_SUFFIX):
         with zipfile.ZipFile(path) as package:
             xml = package.read("model.xml").decode("utf-8")
@@ -78,7 +78,8 @@ class OpenVINOModel:
     ) -> None:
         import openvino as ov
 
-        model = read_model(path)
+        core = ov.Core()
+        model = read_model(path, core)
         first = model.inputs[0]
         shape = first.get_partial_shape()
         shape[0] = -1 if batch is None else batch
@@ -92,7 +93,7 @@ class OpenVINOModel:
         }
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = ov.Core().compile_model(model, "CPU", config)
+        self.compiled = core.compile_model(model, "CPU", config)
         self.precision = precision
         self._request = self.compiled.create_infer_request()
         self._shape = [d.get_length() if d.is_static else -1 for d in shape]
