@@ -40,12 +40,7 @@ import numpy as np
 
 from facesvc.evaluation.lfw import Pair, nearest_centre, read_pairs, roc_auc
 from facesvc.inference.images import decode_image
-from facesvc.inference.landmarks.facemesh import (  # the mesh's own eye and mouth indices
-    _IMAGE_LEFT_EYE,
-    _IMAGE_RIGHT_EYE,
-    _MOUTH_IMAGE_LEFT,
-    _MOUTH_IMAGE_RIGHT,
-)
+from facesvc.inference.landmarks.signals import head_pose
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.quality import (
     PITCH_GAIN,
@@ -108,17 +103,9 @@ async def measure(pipeline: FacePipeline, image: np.ndarray) -> Measurement | No
 
 
 def mesh_angles(mesh: np.ndarray) -> tuple[float, float]:
-    """(yaw, pitch) in degrees from the mesh's 3-D points: the depth slope of the line between
-    the eye centres, and of the line from the eyes' midpoint to the mouth corners' midpoint."""
-    points = np.asarray(mesh, dtype=np.float64)
-    left = points[list(_IMAGE_LEFT_EYE)].mean(axis=0)
-    right = points[list(_IMAGE_RIGHT_EYE)].mean(axis=0)
-    mouth = (points[_MOUTH_IMAGE_LEFT] + points[_MOUTH_IMAGE_RIGHT]) / 2.0
-    across = right - left
-    down = mouth - (left + right) / 2.0
-    yaw = math.degrees(math.atan2(across[2], math.hypot(across[0], across[1])))
-    pitch = math.degrees(math.atan2(down[2], math.hypot(down[0], down[1])))
-    return yaw, pitch
+    """(yaw, pitch) in degrees from the mesh's 3-D points (``landmarks.signals.head_pose``)."""
+    pose = head_pose(mesh)
+    return pose.yaw, pose.pitch
 
 
 def downscale_to_face(image: np.ndarray, face_px: float, target_px: float) -> np.ndarray | None:

@@ -12,10 +12,10 @@ from facesvc.inference.types import Detection
 
 # Mesh indices of the eye contours and mouth corners (MediaPipe's canonical face model).
 # The subject's right eye is on the image's left.
-_IMAGE_LEFT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
-_IMAGE_RIGHT_EYE = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
-_NOSE_TIP = 1
-_MOUTH_IMAGE_LEFT, _MOUTH_IMAGE_RIGHT = 61, 291
+IMAGE_LEFT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
+IMAGE_RIGHT_EYE = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
+NOSE_TIP = 1
+MOUTH_IMAGE_LEFT, MOUTH_IMAGE_RIGHT = 61, 291
 
 MESH_POINTS = 468
 
@@ -25,11 +25,11 @@ def five_points_from_mesh(mesh: np.ndarray) -> np.ndarray:
     xy = mesh[:, :2]
     return np.stack(
         [
-            xy[list(_IMAGE_LEFT_EYE)].mean(axis=0),
-            xy[list(_IMAGE_RIGHT_EYE)].mean(axis=0),
-            xy[_NOSE_TIP],
-            xy[_MOUTH_IMAGE_LEFT],
-            xy[_MOUTH_IMAGE_RIGHT],
+            xy[list(IMAGE_LEFT_EYE)].mean(axis=0),
+            xy[list(IMAGE_RIGHT_EYE)].mean(axis=0),
+            xy[NOSE_TIP],
+            xy[MOUTH_IMAGE_LEFT],
+            xy[MOUTH_IMAGE_RIGHT],
         ]
     ).astype(np.float32)
 

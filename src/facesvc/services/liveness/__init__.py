@@ -1,0 +1,1 @@
+"""Active liveness: challenge-response sessions checked on the face mesh (see checker.py)."""
