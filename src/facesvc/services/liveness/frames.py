@@ -1,0 +1,47 @@
+"""One liveness frame through the service's pipeline: decode -> detect -> mesh -> embed.
+
+The API and ``facesvc eval liveness`` both reduce a frame to a ``FrameObservation`` here, so
+the evaluation measures exactly what the service decides on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from facesvc.inference.landmarks.signals import face_signals
+from facesvc.inference.pipeline import FacePipeline
+from facesvc.services.liveness.checker import FrameObservation
+
+
+def frame_digest(data: bytes) -> str:
+    """What identifies a frame across sessions: the sha256 of the uploaded bytes (hex)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+async def observe_frame(
+    pipeline: FacePipeline, data: bytes, *, replayed: bool = False
+) -> FrameObservation:
+    """How many faces the frame holds, and the largest one's mesh signals and embedding.
+
+    With several faces the largest is still measured (the result shows it), though the
+    checker fails the session on the count. ``replayed``: the caller found the digest in
+    another session. Raises what ``decode_image`` raises for a bad upload.
+    """
+    digest = frame_digest(data)
+    image = await pipeline.decode(data)
+    detections = await pipeline.detect(image)  # largest first
+    if not detections:
+        return FrameObservation(
+            faces=0, signals=None, embedding=None, digest=digest, replayed=replayed
+        )
+    faces = await pipeline.landmarks(image, detections[:1], dense=True)
+    (face,) = await pipeline.embed(image, faces)
+    if face.mesh is None:  # unreachable: dense landmarks carry the mesh
+        raise RuntimeError("the face has no mesh")
+    return FrameObservation(
+        faces=len(detections),
+        signals=face_signals(face.mesh),
+        embedding=face.embedding,
+        digest=digest,
+        replayed=replayed,
+    )
