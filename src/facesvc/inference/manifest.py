@@ -16,9 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from facesvc.inference.calibration import ScoreCalibration
 
-Task = Literal["detector", "embedder", "mesh"]
-Architecture = Literal["blazeface", "mtcnn", "ssd", "facenet", "facemesh"]
-Runtime = Literal["tensorflow", "tflite", "openvino"]
+Task = Literal["detector", "embedder", "mesh", "age", "gender", "expression"]
+Architecture = Literal[
+    "blazeface", "mtcnn", "ssd", "facenet", "facemesh", "dlib-age", "dlib-gender", "mini-xception"
+]
+Runtime = Literal["tensorflow", "tflite", "openvino", "onnxruntime"]
 
 
 class ModelSource(BaseModel):
@@ -66,7 +68,7 @@ class ModelSpec(BaseModel):
     runtime: Runtime | None = Field(
         default=None,
         description="What runs the file; default by its suffix: .pb TensorFlow, .tflite TFLite, "
-        ".xml / .openvino.zip OpenVINO",
+        ".xml / .openvino.zip OpenVINO, .onnx ONNX Runtime",
     )
     prefer_on: list[str] = Field(
         default_factory=list,
@@ -113,6 +115,8 @@ class ModelSpec(BaseModel):
             return "openvino"
         if name.endswith(".tflite"):
             return "tflite"
+        if name.endswith(".onnx"):
+            return "onnxruntime"
         return "tensorflow"
 
     def path(self, models_dir: Path) -> Path | None:
