@@ -32,7 +32,8 @@ async def test_readyz_lists_loaded_models(client: httpx.AsyncClient, app: FastAP
     body = response.json()
     assert body["database"] == "ok"
     names = {m["name"]: m for m in body["models"]}
-    assert set(names) == {detector.name, mesh.name, embedder.name}
+    # FACESVC_ATTRIBUTES (on by default): the age, gender and expression networks too
+    assert set(names) == {detector.name, mesh.name, embedder.name, "age", "gender", "expression"}
     assert all(m["ready"] for m in names.values())
     assert names[embedder.name]["device"] == "/CPU:0"
     assert names[embedder.name]["runtime"] == embedder.resolved_runtime

@@ -56,8 +56,15 @@ def test_probes(client: httpx.Client) -> None:
     body = ready.json()
     assert body["status"] == "ready"
     assert body["database"] == "ok"
-    assert len(body["models"]) == 3
-    assert {m["task"] for m in body["models"]} == {"detector", "mesh", "embedder"}
+    assert len(body["models"]) == 6
+    assert {m["task"] for m in body["models"]} == {
+        "detector",
+        "mesh",
+        "embedder",
+        "age",
+        "gender",
+        "expression",
+    }
     assert all(m["ready"] for m in body["models"]), body["models"]
 
 

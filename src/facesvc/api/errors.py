@@ -140,6 +140,12 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
         "takes the photo itself: `POST` it as the multipart field `image` (legacy routes also "
         "accept `file`), or use `POST /v1/detect`.",
     ),
+    "attributes-unavailable": (
+        "Attribute models not loaded",
+        "This service does not load the age, gender or expression network asked for "
+        "(FACESVC_ATTRIBUTES=false, or its model manifest has no such entry); pose is always "
+        "available. Ask its operator, or leave those out of `attributes`.",
+    ),
     "http-error": ("HTTP error", "See `detail`."),
     "internal-error": (
         "Internal error",

@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from facesvc.api.errors import Problem
+from facesvc.inference.attributes.models import FaceAttributes as EstimatedAttributes
 from facesvc.inference.types import FIVE_POINT_NAMES, Box, Face
 
 Point = tuple[float, float]
@@ -57,7 +58,9 @@ class FiveLandmarks(BaseModel):
     mouth_right: Point = Field(examples=[[305.7, 204.6]])
 
 
-class DetectedFace(BaseModel):
+class FoundFace(BaseModel):
+    """A face as the detector and landmark stage found it."""
+
     box: BoxOut
     score: float = Field(ge=0.0, le=1.0, description="Detector confidence", examples=[0.9731])
     landmarks: FiveLandmarks
@@ -75,12 +78,125 @@ class DetectedFace(BaseModel):
         }
 
 
+class AgeOut(BaseModel):
+    """Apparent age, coarse: 7.6 years off on average on LFW photos of public people,
+    overestimated under 20 and underestimated over 60 (docs/eval/attributes.json)."""
+
+    value: float = Field(
+        ge=0.0,
+        le=80.0,
+        description="Years: the expectation of the network's distribution over 0-80",
+        examples=[41.3],
+    )
+    low: float = Field(
+        ge=0.0,
+        le=80.0,
+        description="10th percentile of that distribution, years (at most `value`). The "
+        "network is over-confident: on LFW the labelled age lay between `low` and `high` only "
+        "about a third of the time; a wide interval still marks an unsure estimate",
+        examples=[37.0],
+    )
+    high: float = Field(
+        ge=0.0,
+        le=80.0,
+        description="90th percentile of that distribution, years (at least `value`)",
+        examples=[45.0],
+    )
+
+
+class GenderOut(BaseModel):
+    """Apparent gender as the network was trained to call it (two classes)."""
+
+    value: Literal["female", "male"] = Field(
+        description="The more probable of the network's two classes", examples=["female"]
+    )
+    confidence: float = Field(
+        ge=0.5, le=1.0, description="The network's probability of `value`", examples=[0.994]
+    )
+
+
+Expression = Literal["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+
+class ExpressionScores(BaseModel):
+    """Probability of each expression (they sum to 1)."""
+
+    angry: float = Field(ge=0.0, le=1.0, description="Probability of angry", examples=[0.01])
+    disgust: float = Field(ge=0.0, le=1.0, description="Probability of disgust", examples=[0.0])
+    fear: float = Field(ge=0.0, le=1.0, description="Probability of fear", examples=[0.02])
+    happy: float = Field(ge=0.0, le=1.0, description="Probability of happy", examples=[0.91])
+    sad: float = Field(ge=0.0, le=1.0, description="Probability of sad", examples=[0.01])
+    surprise: float = Field(ge=0.0, le=1.0, description="Probability of surprise", examples=[0.01])
+    neutral: float = Field(ge=0.0, le=1.0, description="Probability of neutral", examples=[0.04])
+
+
+class ExpressionOut(BaseModel):
+    """Facial expression, one of seven (FER2013's classes): coarse; reliable mostly for
+    happy versus neutral."""
+
+    value: Expression = Field(description="The most probable expression", examples=["happy"])
+    confidence: float = Field(ge=0.0, le=1.0, description="Its probability", examples=[0.91])
+    scores: ExpressionScores = Field(description="Every expression's probability")
+
+
+class PoseOut(BaseModel):
+    """Head pose in degrees from the 468-point face mesh (0, 0, 0: facing the camera)."""
+
+    yaw: float = Field(
+        description="Left-right turn: > 0 when the nose points towards the image's right "
+        "(the person's own left, for a camera that does not mirror)",
+        examples=[-12.4],
+    )
+    pitch: float = Field(description="Up-down: > 0 when looking down", examples=[4.1])
+    roll: float = Field(
+        description="Tilt in the image plane: > 0 when the eye line turns clockwise (the "
+        "image-right eye lower)",
+        examples=[-2.0],
+    )
+
+
+class FaceAttributes(BaseModel):
+    """What `attributes` asked for; an attribute not asked for is null."""
+
+    age: AgeOut | None = Field(default=None, description="With attributes=age")
+    gender: GenderOut | None = Field(default=None, description="With attributes=gender")
+    expression: ExpressionOut | None = Field(default=None, description="With attributes=expression")
+    pose: PoseOut | None = Field(default=None, description="With attributes=pose")
+
+    @classmethod
+    def of(cls, found: EstimatedAttributes) -> FaceAttributes:
+        age = gender = expression = pose = None
+        if found.age is not None:
+            a = found.age
+            age = AgeOut(value=round(a.years, 1), low=round(a.low, 1), high=round(a.high, 1))
+        if found.gender is not None:
+            g = found.gender
+            gender = GenderOut(value=g.label, confidence=round(g.confidence, 4))
+        if found.expression is not None:
+            e = found.expression
+            expression = ExpressionOut(
+                value=e.label,
+                confidence=round(e.confidence, 4),
+                scores=ExpressionScores(**{k: round(v, 4) for k, v in e.scores.items()}),
+            )
+        if found.pose is not None:
+            p = found.pose
+            pose = PoseOut(yaw=round(p.yaw, 1), pitch=round(p.pitch, 1), roll=round(p.roll, 1))
+        return cls(age=age, gender=gender, expression=expression, pose=pose)
+
+
+class DetectedFace(FoundFace):
+    attributes: FaceAttributes | None = Field(
+        default=None, description="The face's attributes when `attributes` was given, else null"
+    )
+
+
 class DetectResponse(BaseModel):
     image: ImageSize
     faces: list[DetectedFace] = Field(description="Every face found, largest first")
 
 
-class LandmarkFace(DetectedFace):
+class LandmarkFace(FoundFace):
     mesh: list[Point3] | None = Field(
         default=None, description="468 (x, y, z) MediaPipe face-mesh points when dense=true"
     )
@@ -96,7 +212,7 @@ class ModelRef(BaseModel):
     version: str = Field(examples=["20170512-110547-keras-frozen-1"])
 
 
-class EmbeddedFace(DetectedFace):
+class EmbeddedFace(FoundFace):
     embedding: list[float] = Field(
         description="L2-normalised embedding: as many floats as the embedder gives (FaceNet: 128)"
     )
@@ -311,10 +427,10 @@ class ModelStatus(BaseModel):
     version: str
     device: str = Field(
         description="Where the model runs: this worker's FACESVC_DEVICE for TensorFlow models, "
-        "/CPU:0 for TFLite and OpenVINO ones (CPU only)",
+        "/CPU:0 for TFLite, OpenVINO and ONNX Runtime ones (CPU only)",
         examples=["/CPU:0"],
     )
-    runtime: Literal["tensorflow", "tflite", "openvino"] = Field(
+    runtime: Literal["tensorflow", "tflite", "openvino", "onnxruntime"] = Field(
         description="What runs it (FACESVC_CPU_RUNTIME picks among a model's variants)",
         examples=["tflite"],
     )

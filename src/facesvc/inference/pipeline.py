@@ -8,12 +8,27 @@ work runs in worker threads, so the event loop never waits on pixels.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Set
 
 import numpy as np
 
+from facesvc.inference.attributes import Attribute
+from facesvc.inference.attributes.chips import (
+    dlib_face_chip,
+    dlib_points_from_mesh,
+    expression_crop,
+)
+from facesvc.inference.attributes.models import (
+    EXPRESSION_LABELS,
+    GENDER_LABELS,
+    FaceAttributes,
+    decode_age,
+    decode_label,
+)
 from facesvc.inference.geometry import face_crop, resize_longest
 from facesvc.inference.images import decode_image
 from facesvc.inference.landmarks.facemesh import five_points_from_mesh
+from facesvc.inference.landmarks.signals import head_pose
 from facesvc.inference.registry import ModelRegistry
 from facesvc.inference.types import Box, Detection, Face
 
@@ -103,6 +118,55 @@ class FacePipeline:
         for face, vector in zip(faces, vectors, strict=True):
             face.embedding = vector
         return faces
+
+    @property
+    def attribute_networks(self) -> frozenset[str]:
+        """The attributes whose networks are loaded (pose needs none: it is always there)."""
+        return frozenset(self.registry.attributes)
+
+    async def attributes(
+        self, image: np.ndarray, faces: list[Face], wanted: Set[Attribute]
+    ) -> list[FaceAttributes]:
+        """The ``wanted`` attributes of each face. Age, gender and pose read the face mesh
+        (``landmarks(..., dense=True)``); each network runs once over all the faces."""
+        results = [FaceAttributes() for _ in faces]
+        if not faces or not wanted:
+            return results
+        runners = self.registry.attributes
+        sizes = {t: int(s.options["input_size"]) for t, s in self.registry.attribute_specs.items()}
+        networks = [t for t in ("age", "gender", "expression") if t in wanted]
+        for task in networks:
+            if task not in runners:
+                raise RuntimeError(f"the {task} network is not loaded (FACESVC_ATTRIBUTES)")
+        meshes = [face.mesh for face in faces]
+        if {"age", "gender", "pose"} & set(wanted) and any(m is None for m in meshes):
+            raise ValueError("age, gender and pose need the face mesh: landmarks(dense=True)")
+
+        def crops() -> dict[str, np.ndarray]:
+            batches: dict[str, np.ndarray] = {}
+            points = [dlib_points_from_mesh(m) for m in meshes if m is not None]
+            for task in ("age", "gender"):
+                if task in networks:
+                    size = sizes[task]
+                    batches[task] = np.stack([dlib_face_chip(image, p, size) for p in points])
+            if "expression" in networks:
+                batches["expression"] = np.stack([expression_crop(image, f.box) for f in faces])
+            return batches
+
+        batches = await asyncio.to_thread(crops)
+        outputs = await asyncio.gather(*(runners[t].run(batches[t]) for t in networks))
+        scores = dict(zip(networks, outputs, strict=True))
+        for index, result in enumerate(results):
+            if "age" in scores:
+                result.age = decode_age(scores["age"][index])
+            if "gender" in scores:
+                result.gender = decode_label(scores["gender"][index], GENDER_LABELS)
+            if "expression" in scores:
+                result.expression = decode_label(scores["expression"][index], EXPRESSION_LABELS)
+            mesh = meshes[index]
+            if "pose" in wanted and mesh is not None:
+                result.pose = head_pose(mesh)
+        return results
 
 
 def _shift(detection: Detection, dx: float, dy: float) -> Detection:

@@ -16,7 +16,7 @@ from facesvc.inference.batching import ArrayBatching, BatchPolicy, ListBatching
 from facesvc.inference.calibration import ScoreCalibration
 from facesvc.inference.devices import configure_tensorflow, worker_plan
 from facesvc.inference.geometry import CropPolicy
-from facesvc.inference.manifest import Manifest, ModelSpec, sha256_file
+from facesvc.inference.manifest import Manifest, ModelSpec, Task, sha256_file
 from facesvc.inference.pull import expected_sha256
 from facesvc.inference.runner import ModelRunner, Predictor
 from facesvc.inference.runtimes import choose_variant
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 DetectorRunner = ModelRunner[list[np.ndarray], list[list[Detection]]]
 MeshRunner = ModelRunner[list[tuple[np.ndarray, Detection]], list[np.ndarray]]
 EmbedderRunner = ModelRunner[np.ndarray, np.ndarray]
+# Age, gender, expression: crops in, class probabilities out.
+AttributeRunner = ModelRunner[np.ndarray, np.ndarray]
 
 # The embedder FACESVC_DEVICE=gpu loads unless FACESVC_EMBEDDER says otherwise.
 GPU_EMBEDDER = "facenet"
@@ -51,7 +53,12 @@ def _precision(spec: ModelSpec) -> OpenVINOPrecision:
     return precision  # type: ignore[no-any-return]
 
 
-_RUNTIME_NAMES = {"tensorflow": "TensorFlow", "tflite": "TFLite", "openvino": "OpenVINO"}
+_RUNTIME_NAMES = {
+    "tensorflow": "TensorFlow",
+    "tflite": "TFLite",
+    "openvino": "OpenVINO",
+    "onnxruntime": "ONNX Runtime",
+}
 
 
 def _is_default(settings: Settings, field: str) -> bool:
@@ -180,6 +187,27 @@ def _mesh_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
     return lambda: FaceMeshModel(path, threads=threads)
 
 
+def _attribute_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
+    from facesvc.inference.attributes.models import DlibFaceNetwork, ExpressionNetwork
+
+    path = _verified_path(spec, settings.models_dir)
+    threads = model_threads(settings)
+    if spec.architecture in ("dlib-age", "dlib-gender"):
+        size = int(spec.options["input_size"])
+        means = [float(v) for v in spec.options["channel_means"]]
+        return lambda: DlibFaceNetwork(path, size, means, threads=threads)
+    if spec.architecture == "mini-xception":
+        return lambda: ExpressionNetwork(path, threads=threads)
+    raise ValueError(f"{spec.name}: {spec.architecture} is not an attribute architecture")
+
+
+def _attribute_warm_batch(spec: ModelSpec) -> np.ndarray:
+    size = int(spec.options.get("input_size", 64))
+    if spec.task == "expression":
+        return np.zeros((1, size, size), np.uint8)
+    return np.zeros((1, size, size, 3), np.uint8)
+
+
 def model_factory(spec: ModelSpec, settings: Settings, device: str = "/CPU:0") -> Callable[[], Any]:
     """What loads one manifest model (verified first): the runners' factories, also used by
     benchmarks that load a single model."""
@@ -189,11 +217,18 @@ def model_factory(spec: ModelSpec, settings: Settings, device: str = "/CPU:0") -
         return _embedder_factory(spec, settings)
     if spec.task == "mesh":
         return _mesh_factory(spec, settings)
+    if spec.task in ATTRIBUTE_TASKS:
+        return _attribute_factory(spec, settings)
     raise ValueError(f"{spec.name}: unknown task {spec.task!r}")
 
 
+ATTRIBUTE_TASKS: tuple[Task, ...] = ("age", "gender", "expression")
+
+
 class ModelRegistry:
-    """Loads the configured detector, mesh and embedder once, each behind its own runner."""
+    """Loads the configured detector, mesh and embedder once, each behind its own runner;
+    with FACESVC_ATTRIBUTES, also the age, gender and expression networks (manifest entries
+    of those names)."""
 
     def __init__(self, settings: Settings, manifest: Manifest | None = None) -> None:
         self.settings = settings
@@ -219,6 +254,22 @@ class ModelRegistry:
         self.embedder: EmbedderRunner = ModelRunner(
             self.embedder_spec.name, "/CPU:0", ArrayBatching(), policy
         )
+        # Attribute networks by task ("age", "gender", "expression"): those the manifest has,
+        # when enabled (a manifest of one's own may have none: they are then unavailable).
+        self.attribute_specs: dict[str, ModelSpec] = {}
+        self.attributes: dict[str, AttributeRunner] = {}
+        if settings.attributes:
+            for task in ATTRIBUTE_TASKS:
+                if task not in self.manifest.models:
+                    log.warning(
+                        "FACESVC_ATTRIBUTES: %s has no %r entry: that attribute is unavailable",
+                        settings.manifest_path,
+                        task,
+                    )
+                    continue
+                spec = self.manifest.get(task, task)
+                self.attribute_specs[task] = spec
+                self.attributes[task] = ModelRunner(spec.name, "/CPU:0", ArrayBatching(), policy)
         self.embedding_dim = 0
 
     def _embedder_name(self, settings: Settings) -> str:
@@ -255,7 +306,17 @@ class ModelRegistry:
 
     @property
     def runners(self) -> tuple[ModelRunner[Any, Any], ...]:
-        return (self.detector, self.mesh, self.embedder)
+        return (self.detector, self.mesh, self.embedder, *self.attributes.values())
+
+    @property
+    def specs(self) -> tuple[ModelSpec, ...]:
+        """The loaded models' specs, in the order of ``runners``."""
+        return (
+            self.detector_spec,
+            self.mesh_spec,
+            self.embedder_spec,
+            *(self.attribute_specs[task] for task in self.attributes),
+        )
 
     @property
     def ready(self) -> bool:
@@ -296,6 +357,14 @@ class ModelRegistry:
                 _embedder_factory(self.embedder_spec, settings),
                 np.zeros((1, size, size, 3), np.uint8),
             ),
+            *(
+                (
+                    runner,
+                    _attribute_factory(self.attribute_specs[task], settings),
+                    _attribute_warm_batch(self.attribute_specs[task]),
+                )
+                for task, runner in self.attributes.items()
+            ),
         ]
 
     def _configure(self) -> None:
@@ -304,8 +373,7 @@ class ModelRegistry:
         self.tf_device = configure_tensorflow(
             self.settings.device, model_threads(self.settings), self.settings.cpu_logical_devices
         )
-        specs = (self.detector_spec, self.mesh_spec, self.embedder_spec)
-        for spec, runner in zip(specs, self.runners, strict=True):
+        for spec, runner in zip(self.specs, self.runners, strict=True):
             runner.device = "/CPU:0" if _cpu_only(spec) else self.tf_device
             log.info(
                 "model %s (%s, %s) on %s%s",
@@ -335,7 +403,6 @@ class ModelRegistry:
         return int(getattr(self.embedder.model, "dim", 0))
 
     def info(self) -> list[ModelInfo]:
-        specs = (self.detector_spec, self.mesh_spec, self.embedder_spec)
         return [
             ModelInfo(
                 name=spec.name,
@@ -349,7 +416,7 @@ class ModelRegistry:
                 warmup_seconds=round(runner.warmup_seconds, 3),
                 placed_on=getattr(runner.model, "placed_on", None) if runner.ready else None,
             )
-            for spec, runner in zip(specs, self.runners, strict=True)
+            for spec, runner in zip(self.specs, self.runners, strict=True)
         ]
 
     async def aclose(self) -> None:

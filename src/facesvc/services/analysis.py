@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Set
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from facesvc.inference.attributes import NETWORK_ATTRIBUTES, Attribute
+from facesvc.inference.attributes.models import FaceAttributes
 from facesvc.inference.images import encode_jpeg
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.quality import FaceQuality, QualityThresholds, assess_face
 from facesvc.inference.types import Box, Face
-from facesvc.services.errors import FaceQualityError, MultipleFacesError, NoFaceError
+from facesvc.services.errors import (
+    AttributesUnavailableError,
+    FaceQualityError,
+    MultipleFacesError,
+    NoFaceError,
+)
 
 # The crop kept for re-embedding (FACESVC_STORE_FACE_CROPS): the face box widened this much,
 # square, at most this many pixels a side, JPEG. Wide enough for a detector to find the face
@@ -42,6 +50,7 @@ class AnalysedImage:
     width: int
     height: int
     faces: list[Face]
+    attributes: list[FaceAttributes] | None = None  # one per face, when asked for
 
 
 @dataclass(frozen=True)
@@ -68,16 +77,35 @@ class FaceAnalysisService:
         self.second_face_ratio = second_face_ratio
 
     async def analyse(
-        self, data: bytes, *, dense: bool = False, embed: bool = False
+        self,
+        data: bytes,
+        *,
+        dense: bool = False,
+        embed: bool = False,
+        attributes: Set[Attribute] = frozenset(),
     ) -> AnalysedImage:
-        """Every face in the image, largest first."""
+        """Every face in the image, largest first; with ``attributes``, those of each face
+        (nothing is computed for attributes not asked for)."""
+        missing = [a for a in NETWORK_ATTRIBUTES if a in attributes]
+        missing = [a for a in missing if a not in self.pipeline.attribute_networks]
+        if missing:  # before any work: the answer would not depend on the image
+            raise AttributesUnavailableError(
+                f"{', '.join(missing)}: not available on this service (FACESVC_ATTRIBUTES=false, "
+                "or its model manifest has no such entry); pose is"
+            )
         image = await self.pipeline.decode(data)
         detections = await self.pipeline.detect(image)
-        faces = await self.pipeline.landmarks(image, detections, dense=dense)
+        # age and gender are aligned on mesh points, pose is read from the mesh
+        need_mesh = dense or bool({"age", "gender", "pose"} & set(attributes))
+        faces = await self.pipeline.landmarks(image, detections, dense=need_mesh)
+        found = await self.pipeline.attributes(image, faces, attributes) if attributes else None
+        if need_mesh and not dense:
+            for face in faces:
+                face.mesh = None
         if embed:
             faces = await self.pipeline.embed(image, faces)
         height, width = image.shape[:2]
-        return AnalysedImage(width=width, height=height, faces=faces)
+        return AnalysedImage(width=width, height=height, faces=faces, attributes=found)
 
     async def primary_face(
         self,

@@ -105,3 +105,9 @@ class JobNotFoundError(NotFoundError):
 class JobFinishedError(ConflictError):
     slug = "job-finished"
     title = "Job already finished"
+
+
+class AttributesUnavailableError(ServiceError):
+    slug = "attributes-unavailable"
+    status = 501
+    title = "Attribute models not loaded"

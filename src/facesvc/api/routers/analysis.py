@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Query, Response
+from fastapi.exceptions import RequestValidationError
 
 from facesvc.api.deps import AnalysisDep, ImageBytes, current_caller
 from facesvc.api.errors import problem_responses
@@ -13,11 +14,13 @@ from facesvc.api.schemas import (
     DetectResponse,
     EmbeddedFace,
     EmbedResponse,
+    FaceAttributes,
     ImageSize,
     LandmarkFace,
     LandmarksResponse,
     ModelRef,
 )
+from facesvc.inference.attributes import ATTRIBUTES, Attribute
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.annotation import AnnotatedImage, FaceAnnotationService
 
@@ -50,6 +53,47 @@ AnnotationDep = Annotated[FaceAnnotationService, Depends(get_annotation)]
 Annotate = Annotated[bool, Query(description=ANNOTATE_DESCRIPTION)]
 
 
+ATTRIBUTES_DESCRIPTION = (
+    "Comma-separated attributes to estimate for every face: "
+    + ", ".join(ATTRIBUTES)
+    + ", or all. Each costs time only when asked for (age, gender and pose read the face "
+    "mesh; age and gender are dlib's networks, expression fer's, pose the mesh's angles). "
+    "Ignored with annotate=true"
+)
+
+
+def parse_attributes(value: str | None) -> frozenset[Attribute]:
+    """``age,gender`` -> {"age", "gender"}; ``all`` -> every attribute; None -> none."""
+    if value is None:
+        return frozenset()
+    names = [part.strip().lower() for part in value.split(",")]
+    unknown = [name for name in names if name not in (*ATTRIBUTES, "all")]
+    if unknown:
+        raise ValueError(
+            f"unknown attribute {', '.join(repr(n) for n in unknown)}: use "
+            f"{', '.join(ATTRIBUTES)} or all, comma-separated"
+        )
+    if "all" in names:
+        return frozenset(ATTRIBUTES)
+    return frozenset(cast(Attribute, name) for name in names)
+
+
+async def wanted_attributes(
+    attributes: Annotated[
+        str | None, Query(description=ATTRIBUTES_DESCRIPTION, examples=["age,gender"])
+    ] = None,
+) -> frozenset[Attribute]:
+    try:
+        return parse_attributes(attributes)
+    except ValueError as exc:
+        raise RequestValidationError(
+            [{"loc": ("query", "attributes"), "msg": str(exc), "type": "value_error"}]
+        ) from exc
+
+
+AttributesDep = Annotated[frozenset[Attribute], Depends(wanted_attributes)]
+
+
 def png_response(annotated: AnnotatedImage) -> Response:
     return Response(
         annotated.png, media_type="image/png", headers={"X-Face-Count": str(annotated.faces)}
@@ -59,29 +103,41 @@ def png_response(annotated: AnnotatedImage) -> Response:
 @router.post(
     "/detect",
     operation_id="detect_faces",
-    summary="Find every face: box, score and five landmarks",
+    summary="Find every face: box, score and five landmarks; age, gender, expression and "
+    "head pose when asked",
     response_model=DetectResponse,
-    responses={**IMAGE_ERRORS, **PNG_RESPONSE},
+    responses={**IMAGE_ERRORS, **PNG_RESPONSE, **problem_responses(501)},
 )
 async def detect_faces(
     image: ImageBytes,
     analysis: AnalysisDep,
     annotation: AnnotationDep,
+    attributes: AttributesDep,
     annotate: Annotate = False,
 ) -> DetectResponse | Response:
     """Boxes and points are in the original image's pixels, largest face first; an image
-    with no face answers 200 with an empty `faces` list."""
+    with no face answers 200 with an empty `faces` list. With `attributes`, each face also
+    has the attributes asked for (figures and weak spots: docs/eval/attributes.json)."""
     if annotate:
         return png_response(await annotation.annotate(image))
-    return await detect(image, analysis)
+    return await detect(image, analysis, attributes)
 
 
-async def detect(image: bytes, analysis: FaceAnalysisService) -> DetectResponse:
-    """The JSON answer of /v1/detect (the legacy routes answer the same)."""
-    result = await analysis.analyse(image)
+async def detect(
+    image: bytes, analysis: FaceAnalysisService, attributes: frozenset[Attribute] = frozenset()
+) -> DetectResponse:
+    """The JSON answer of /v1/detect (the legacy routes answer the same, without attributes)."""
+    result = await analysis.analyse(image, attributes=attributes)
+    found = result.attributes
     return DetectResponse(
         image=ImageSize(width=result.width, height=result.height),
-        faces=[DetectedFace(**DetectedFace.fields_of(f)) for f in result.faces],
+        faces=[
+            DetectedFace(
+                **DetectedFace.fields_of(face),
+                attributes=FaceAttributes.of(found[index]) if found is not None else None,
+            )
+            for index, face in enumerate(result.faces)
+        ],
     )
 
 
