@@ -160,7 +160,7 @@ def models_list() -> None:
     settings = Settings()
     manifest = Manifest.load(settings.manifest_path)
     registry = ModelRegistry(settings, manifest)
-    chosen = {s.name for s in (registry.detector_spec, registry.embedder_spec, registry.mesh_spec)}
+    chosen = {s.name for s in registry.specs}  # the attribute networks too, when enabled
     for name, spec in manifest.models.items():
         path = spec.path(settings.models_dir)
         if path is None:
@@ -174,7 +174,7 @@ def models_list() -> None:
             state = "verified" if want and sha256_file(path) == want else "UNVERIFIED"
         mark = "*" if name in chosen else " "
         typer.echo(
-            f"{mark} {name:22} {spec.task:9} {spec.resolved_runtime:10} {spec.version:44} {state}"
+            f"{mark} {name:22} {spec.task:10} {spec.resolved_runtime:11} {spec.version:44} {state}"
         )
 
 
