@@ -1,4 +1,5 @@
-// facesvc demo page: pick, drop, paste or take a photo; see its faces; enrol it; log in with it.
+// facesvc demo page: pick, drop, paste or take a photo; see its faces; enrol it; log in with it,
+// or log in at the camera with a liveness check.
 // Plain browser JavaScript, no build step and no third-party code. Every call goes to the
 // service's public /v1 routes, with relative URLs (the page lives at <service>/demo).
 "use strict";
@@ -24,6 +25,12 @@
     login: $("login"),
     loginResult: $("login-result"),
     faces: $("faces"),
+    livenessPrompt: $("liveness-prompt"),
+    livenessUser: $("liveness-user"),
+    livenessStart: $("liveness-start"),
+    livenessChallenges: $("liveness-challenges"),
+    livenessFrames: $("liveness-frames"),
+    livenessResult: $("liveness-result"),
   };
 
   const API_KEY_STORAGE = "facesvc.demo.apiKey";
@@ -312,6 +319,7 @@
       const user = await call("GET", `v1/users/${userId}`);
       const photos = `${user.face_count} photo${user.face_count > 1 ? "s" : ""}`;
       setStatus(els.enrolResult, "ok", `Enrolled ${user.name} (${photos}).`);
+      loadUsers();
     } catch (error) {
       // A user created for a photo that could not be enrolled would be an empty user.
       if (created) await call("DELETE", `v1/users/${userId}`).catch(() => {});
@@ -357,14 +365,9 @@
 
   // -- the camera (optional: needs https or localhost, and permission) --------------------
 
-  async function toggleCamera() {
-    if (state.stream) {
-      stopCamera();
-      return;
-    }
+  async function startCamera() {
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-      setStatus(els.summary, "error", "No camera here: it needs https (or localhost).");
-      return;
+      throw new Error("No camera here: it needs https (or localhost).");
     }
     try {
       state.stream = await navigator.mediaDevices.getUserMedia({
@@ -372,30 +375,44 @@
         audio: false,
       });
     } catch (error) {
-      setStatus(els.summary, "error", `No camera: ${error.message || error.name}`);
-      return;
+      throw new Error(`No camera: ${error.message || error.name}`);
     }
     els.video.srcObject = state.stream;
     els.video.hidden = false;
     els.drop.dataset.state = "camera";
     els.capture.hidden = false;
     els.camera.textContent = "Stop the camera";
-    setStatus(els.summary, "", "Look at the camera, then take the photo.");
     await els.video.play();
   }
 
-  function capture() {
+  async function toggleCamera() {
+    if (state.stream) {
+      stopCamera();
+      return;
+    }
+    try {
+      await startCamera();
+      setStatus(els.summary, "", "Look at the camera, then take the photo.");
+    } catch (error) {
+      setStatus(els.summary, "error", error.message);
+    }
+  }
+
+  // The video's current frame as a JPEG Blob (null without a camera), at most maxWidth wide.
+  function videoFrame(maxWidth = Infinity, quality = 0.92) {
     const { videoWidth: width, videoHeight: height } = els.video;
-    if (!width || !height) return;
+    if (!state.stream || !width || !height) return Promise.resolve(null);
+    const scale = Math.min(1, maxWidth / width);
     const frame = document.createElement("canvas");
-    frame.width = width;
-    frame.height = height;
-    frame.getContext("2d").drawImage(els.video, 0, 0, width, height);
-    frame.toBlob(
-      (blob) => blob && setPhoto(new File([blob], "camera.jpg", { type: "image/jpeg" })),
-      "image/jpeg",
-      0.92,
-    );
+    frame.width = Math.round(width * scale);
+    frame.height = Math.round(height * scale);
+    frame.getContext("2d").drawImage(els.video, 0, 0, frame.width, frame.height);
+    return new Promise((resolve) => frame.toBlob(resolve, "image/jpeg", quality));
+  }
+
+  async function capture() {
+    const blob = await videoFrame();
+    if (blob) setPhoto(new File([blob], "camera.jpg", { type: "image/jpeg" }));
   }
 
   function stopCamera() {
@@ -409,12 +426,162 @@
     els.drop.dataset.state = state.image ? "photo" : "empty";
   }
 
+  // -- log in with liveness ---------------------------------------------------------------
+  // The service draws the challenges (turn left or right, blink, open the mouth) in a random
+  // order; the page shows the current one and sends camera frames, one request at a time,
+  // until the session passes or fails. A passed session then logs in once, with one more
+  // frame whose face must be the session's.
+
+  const PROMPTS = {
+    turn_left: "Turn your head to your left",
+    turn_right: "Turn your head to your right",
+    blink: "Close your eyes for a moment (blink)",
+    open_mouth: "Open your mouth",
+  };
+  const FRAME_INTERVAL_MS = 300;
+  const FRAMES_PER_REQUEST = 2; // captured while a request was out; older ones are dropped
+  const FRAME_MAX_WIDTH = 640; // plenty for the detector, and small uploads
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  async function loadUsers() {
+    try {
+      const { items } = await call("GET", "v1/users?limit=500");
+      const chosen = els.livenessUser.value;
+      const options = items.map((user) => new Option(user.name, user.id));
+      if (!options.length) options.push(new Option("(enrol someone first)", ""));
+      els.livenessUser.replaceChildren(...options);
+      if (items.some((user) => user.id === chosen)) els.livenessUser.value = chosen;
+    } catch {
+      // no key yet, or one without the enrol scope: the list stays as it is
+    }
+  }
+
+  function setPrompt(text) {
+    els.livenessPrompt.textContent = text;
+    els.livenessPrompt.hidden = !text;
+  }
+
+  function showSession(session) {
+    const items = session.challenges.map((challenge, i) => {
+      const item = document.createElement("li");
+      item.textContent = PROMPTS[challenge] || challenge;
+      item.dataset.challenge = challenge;
+      const ongoing = session.status === "in_progress";
+      let mark = "";
+      if (i < session.completed) mark = "done";
+      else if (i === session.completed) mark = ongoing ? "current" : "failed";
+      item.dataset.state = mark;
+      return item;
+    });
+    els.livenessChallenges.replaceChildren(...items);
+    els.livenessFrames.textContent = `frames used: ${session.frames} / ${session.max_frames}`;
+    if (session.status !== "in_progress") return;
+    const results = session.frame_results || [];
+    const last = results[results.length - 1];
+    const hint = last && last.faces === 0 ? " (no face in view)" : "";
+    setPrompt(PROMPTS[session.current] + hint);
+  }
+
+  // Sends camera frames until the session has ended; returns it as it ended.
+  async function runSession(session, stream) {
+    const queue = [];
+    const timer = setInterval(async () => {
+      const blob = await videoFrame(FRAME_MAX_WIDTH, 0.9);
+      if (!blob) return;
+      queue.push(blob);
+      if (queue.length > FRAMES_PER_REQUEST) queue.shift();
+    }, FRAME_INTERVAL_MS);
+    try {
+      while (session.status === "in_progress") {
+        if (state.stream !== stream) throw new Error("Stopped: the camera was turned off.");
+        if (!queue.length) {
+          await sleep(50);
+          continue;
+        }
+        const form = new FormData();
+        queue.splice(0).forEach((blob, i) => form.append("frames", blob, `frame${i}.jpg`));
+        try {
+          session = await call("POST", `v1/liveness/sessions/${session.id}/frames`, form);
+        } catch (error) {
+          // 409: it ended meanwhile (expired); read why
+          if (!(error instanceof ApiError && error.status === 409)) throw error;
+          session = await call("GET", `v1/liveness/sessions/${session.id}`);
+          if (session.status === "in_progress") throw error;
+        }
+        showSession(session);
+      }
+      return session;
+    } finally {
+      clearInterval(timer);
+    }
+  }
+
+  async function logInWithLiveness() {
+    const userId = els.livenessUser.value;
+    if (!userId) {
+      setStatus(els.livenessResult, "error", "Choose who is logging in (enrol them first).");
+      return;
+    }
+    const name = els.livenessUser.selectedOptions[0].text;
+    els.livenessStart.disabled = true;
+    els.livenessStart.textContent = "Log in with liveness";
+    els.livenessChallenges.replaceChildren();
+    els.livenessFrames.textContent = "";
+    setStatus(els.livenessResult, "", "Starting the camera\u2026");
+    try {
+      if (!state.stream) await startCamera();
+      const stream = state.stream;
+      els.capture.hidden = true;
+      setStatus(els.summary, "", "Liveness check: do what the video asks.");
+      setStatus(els.livenessResult, "", "Follow the prompt on the video.");
+      let session = await call("POST", "v1/liveness/sessions");
+      showSession(session);
+      session = await runSession(session, stream);
+      if (session.status !== "passed") {
+        const why = session.reason_text || session.reason || session.status;
+        setStatus(els.livenessResult, "failed", `Liveness check failed: ${why}.`);
+        els.livenessStart.textContent = "Try again";
+        return;
+      }
+      setPrompt("Passed. Logging in\u2026");
+      setStatus(els.livenessResult, "", `Liveness passed. Logging in as ${name}\u2026`);
+      const frame = await videoFrame();
+      if (!frame) throw new Error("Stopped: the camera was turned off.");
+      const form = new FormData();
+      form.append("image", frame, "login.jpg");
+      const query = `liveness_session=${encodeURIComponent(session.id)}`;
+      const result = await call("POST", `v1/users/${userId}/verify?${query}`, form);
+      if (result.match) {
+        const score = result.similarity.toFixed(2);
+        const threshold = result.threshold.toFixed(2);
+        setStatus(
+          els.livenessResult,
+          "match",
+          `Welcome, ${name}! (live; similarity ${score} \u2265 ${threshold})`,
+        );
+      } else {
+        setStatus(els.livenessResult, "unknown", `Not ${name}: the face does not match.`);
+      }
+      // Show the frame that logged in, with its faces.
+      setPhoto(new File([frame], "login.jpg", { type: "image/jpeg" }));
+    } catch (error) {
+      setStatus(els.livenessResult, "error", describe(error));
+      els.livenessStart.textContent = "Try again";
+    } finally {
+      setPrompt("");
+      stopCamera();
+      els.livenessStart.disabled = false;
+    }
+  }
+
   // -- wiring -----------------------------------------------------------------------------
 
   els.apiKey.value = localStorage.getItem(API_KEY_STORAGE) || "";
   els.apiKey.addEventListener("input", () => {
     localStorage.setItem(API_KEY_STORAGE, els.apiKey.value.trim());
   });
+  els.apiKey.addEventListener("change", loadUsers); // a whole key: typed or pasted, then left
 
   els.file.addEventListener("change", () => {
     const file = els.file.files[0];
@@ -456,5 +623,7 @@
 
   els.enrolForm.addEventListener("submit", enrol);
   els.login.addEventListener("click", logIn);
+  els.livenessStart.addEventListener("click", logInWithLiveness);
+  if (els.apiKey.value) loadUsers(); // without a key, the service would only answer 401
   document.documentElement.dataset.ready = "true";
 })();
