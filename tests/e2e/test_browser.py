@@ -32,9 +32,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from facesvc.inference.landmarks.signals import FaceSignals, face_signals
-from facesvc.services.liveness.checker import REASON_TEXT, LivenessChecker
-from facesvc.services.liveness.service import LivenessPolicy
-from facesvc.settings import Settings
+from facesvc.services.liveness.checker import REASON_TEXT, LivenessChecker, LivenessThresholds
 from facesvc.testing import ServerProcess
 from tests.conftest import LFW
 from tests.e2e.conftest import require_tool
@@ -407,15 +405,10 @@ class Poses:
 def poses(data_dir: Path, liveness_server: ServerProcess) -> Poses:
     """The first rest and turned photos that the server's pipeline, at its own thresholds,
     sees as such (one face each, the same person) in frames like the page's."""
-    policy = LivenessPolicy.from_settings(
-        Settings(
-            liveness_challenges=LIVENESS_ENV["FACESVC_LIVENESS_CHALLENGES"],
-            liveness_challenge_count=int(LIVENESS_ENV["FACESVC_LIVENESS_CHALLENGE_COUNT"]),
-            liveness_still_frames=STILL_FRAMES,
-        )
-    )
-    # only its rest and active states are asked here; the same person is /v1/compare's match
-    checker = LivenessChecker(policy.thresholds, min_similarity=0.0, max_frames=policy.max_frames)
+    # The server's thresholds: LIVENESS_ENV overrides none of them but still_frames. Only
+    # the rest and active states are asked here; the same person is /v1/compare's match.
+    thresholds = LivenessThresholds(still_frames=STILL_FRAMES)
+    checker = LivenessChecker(thresholds, min_similarity=0.0, max_frames=60)
     rng = np.random.default_rng(0)
 
     with http_client(liveness_server) as api:
@@ -434,7 +427,7 @@ def poses(data_dir: Path, liveness_server: ServerProcess) -> Poses:
             signals = seen(frame)
             if signals is None or not checker.active("turn_left", signals):
                 return False
-            if signals.pose.yaw < policy.thresholds.turn_yaw_deg + TURN_MARGIN_DEG:
+            if signals.pose.yaw < thresholds.turn_yaw_deg + TURN_MARGIN_DEG:
                 return False
             files = {"image_a": ("a.jpg", rest_frame), "image_b": ("b.jpg", frame)}
             return bool(api.post("/v1/compare", files=files).json()["match"])
