@@ -25,6 +25,7 @@ from facesvc.api.routers import (
     health,
     jobs,
     legacy,
+    liveness,
     metrics,
     recognition,
     users,
@@ -55,6 +56,11 @@ TAGS = [
     {"name": "analysis", "description": "Detection, landmarks and embeddings of every face."},
     {"name": "users", "description": "People and their enrolled faces."},
     {"name": "recognition", "description": "Verify (1:1), identify (1:N), compare."},
+    {
+        "name": "liveness",
+        "description": "Challenge-response sessions (turn, blink, open mouth) that a printed "
+        "or on-screen photo cannot pass; a passed session logs in once.",
+    },
     {"name": "admin", "description": "API keys and the audit trail (admin scope)."},
     {"name": "jobs", "description": "Detection and enrolment of many photos, in the background."},
     {"name": "health", "description": "Liveness and readiness probes."},
@@ -106,6 +112,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_offline_docs(app)
     install_private_paths(app, settings)  # /docs, /openapi.json, /metrics: open by default
     app.include_router(legacy.gone_router)  # GETs of the old paths: 410, no API key needed
-    for module in (health, analysis, users, recognition, jobs, admin, legacy, metrics, demo):
+    for module in (
+        health,
+        analysis,
+        users,
+        recognition,
+        liveness,
+        jobs,
+        admin,
+        legacy,
+        metrics,
+        demo,
+    ):
         app.include_router(module.router)
     return app

@@ -223,6 +223,73 @@ class Settings(BaseSettings):
         description="Return similarity on failed verifications (off: stops score hill-climbing"
         " and does not tell unknown users from wrong faces)",
     )
+    liveness_challenges: str = Field(
+        default="turn_left,turn_right,blink,open_mouth",
+        description="Challenges a liveness session may ask for (comma-separated, drawn at "
+        "random): turn_left, turn_right, blink, open_mouth",
+    )
+    liveness_challenge_count: int = Field(
+        default=3, ge=1, le=4, description="Challenges per liveness session, in random order"
+    )
+    liveness_session_ttl_s: float = Field(
+        default=180.0,
+        gt=0,
+        le=3600,
+        description="Seconds a liveness session may take, and within which its pass can log in",
+    )
+    liveness_max_frames: int = Field(
+        default=60, ge=2, le=1000, description="Frames a liveness session may use before it fails"
+    )
+    liveness_max_frames_per_request: int = Field(
+        default=8, ge=1, le=100, description="Frames one POST .../frames may carry (413 beyond)"
+    )
+    liveness_required: bool = Field(
+        default=False,
+        description="Every tenant's verify needs a passed liveness session (a tenant can also "
+        "require it on its own: PATCH /v1/tenant)",
+    )
+    liveness_eyes_closed_below: float | None = Field(
+        default=None,
+        gt=0,
+        description="blink: eye aspect ratio under this is closed (default: measured on LFW, "
+        "docs/eval/liveness.json)",
+    )
+    liveness_eyes_open_above: float | None = Field(
+        default=None,
+        gt=0,
+        description="blink: eye aspect ratio over this is open, seen before the closed eyes "
+        "(default: measured)",
+    )
+    liveness_mouth_open_above: float | None = Field(
+        default=None,
+        gt=0,
+        description="open_mouth: inner-lip gap over mouth width above this is open (default: "
+        "measured)",
+    )
+    liveness_mouth_closed_below: float | None = Field(
+        default=None,
+        gt=0,
+        description="open_mouth: the same ratio under this is closed, seen before the open mouth "
+        "(default: measured)",
+    )
+    liveness_turn_yaw_deg: float | None = Field(
+        default=None,
+        gt=0,
+        description="turn_left/turn_right: head yaw past this many degrees is turned (default: "
+        "measured)",
+    )
+    liveness_frontal_yaw_deg: float | None = Field(
+        default=None,
+        gt=0,
+        description="turn_*: yaw within this many degrees is frontal, seen before the turn "
+        "(default: measured)",
+    )
+    liveness_still_frames: int | None = Field(
+        default=None,
+        ge=2,
+        description="This many frames with a face in which neither eyes, mouth nor yaw moved "
+        "fail a session as no-motion: a still photo (default: measured)",
+    )
     job_runner_enabled: bool = Field(
         default=True,
         description="Run queued async jobs (/v1/jobs) in this worker; false: it only accepts "

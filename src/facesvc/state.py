@@ -18,6 +18,7 @@ from facesvc.services.enrolment import EnrolmentOptions
 from facesvc.services.gallery import GallerySync
 from facesvc.services.jobs import JobResults, JobRunner
 from facesvc.services.keys import CallerCache, KeyChangeStamp
+from facesvc.services.liveness.service import LivenessPolicy
 from facesvc.settings import Settings
 
 log = logging.getLogger("facesvc")
@@ -34,6 +35,7 @@ class AppState:
     gallery: GallerySync
     cipher: EmbeddingCipher
     callers: CallerCache = field(default_factory=lambda: CallerCache(None))
+    liveness: LivenessPolicy = field(default_factory=LivenessPolicy)
     models_error: str | None = None
     stale_faces: dict[str, int] = field(default_factory=dict)  # other models' faces
     models_ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -163,6 +165,7 @@ def build_state(settings: Settings) -> AppState:
 
     Used by the app's lifespan and by CLI commands that work in-process (``enrol``)."""
     cipher = data_cipher(settings)
+    liveness = LivenessPolicy.from_settings(settings)  # refuses unknown challenge names
     from facesvc.db.engine import create_engine, create_sessionmaker
     from facesvc.gallery.ann import ANNIndex, HNSWIndex, IVFIndex
     from facesvc.gallery.index import GalleryIndex
@@ -194,4 +197,5 @@ def build_state(settings: Settings) -> AppState:
         gallery=GallerySync(index, cipher),
         cipher=cipher,
         callers=CallerCache(KeyChangeStamp.for_database(settings.database_url)),
+        liveness=liveness,
     )

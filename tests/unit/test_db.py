@@ -48,7 +48,7 @@ MODEL = "facenet"
 VERSION = "1"
 DIM = 128
 
-HEAD = "0005"  # the newest migration
+HEAD = "0006"  # the newest migration
 TENANT = DEFAULT_TENANT_ID
 CLEAR = EmbeddingCipher(None)  # dev mode: blobs stored as they are (encryption: below)
 

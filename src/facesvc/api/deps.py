@@ -16,12 +16,14 @@ from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.audit import AuditTrail
 from facesvc.services.enrolment import EnrolmentService
 from facesvc.services.keys import ApiKeyService
+from facesvc.services.liveness.service import LivenessService
 from facesvc.services.recognition import (
     DecisionPolicy,
     LockoutGuard,
     LockoutPolicy,
     RecognitionService,
 )
+from facesvc.services.tenants import TenantService
 from facesvc.services.users import UserService
 from facesvc.state import AppState
 
@@ -154,8 +156,29 @@ async def get_enrolment(
 EnrolmentDep = Annotated[EnrolmentService, Depends(get_enrolment)]
 
 
+async def get_liveness(
+    session: SessionDep, state: ReadyStateDep, caller: VerifyCaller
+) -> LivenessService:
+    return LivenessService(
+        session,
+        state.sessionmaker,
+        state.pipeline,
+        state.cipher,
+        state.liveness,
+        caller,
+        min_similarity=state.registry.threshold,
+    )
+
+
+LivenessDep = Annotated[LivenessService, Depends(get_liveness)]
+
+
 async def get_recognition(
-    session: SessionDep, analysis: AnalysisDep, state: ReadyStateDep, caller: VerifyCaller
+    session: SessionDep,
+    analysis: AnalysisDep,
+    state: ReadyStateDep,
+    caller: VerifyCaller,
+    liveness: LivenessDep,
 ) -> RecognitionService:
     settings = state.settings
     return RecognitionService(
@@ -174,6 +197,7 @@ async def get_recognition(
             ),
         ),
         reveal_failed_scores=settings.verify_reveal_failed_scores,
+        liveness=liveness,
     )
 
 
@@ -192,6 +216,13 @@ async def get_audit(session: SessionDep, caller: AdminCaller) -> AuditTrail:
 
 
 AuditDep = Annotated[AuditTrail, Depends(get_audit)]
+
+
+async def get_tenant_service(session: SessionDep, caller: AdminCaller) -> TenantService:
+    return TenantService(session, caller)
+
+
+TenantServiceDep = Annotated[TenantService, Depends(get_tenant_service)]
 
 
 async def read_upload(upload: UploadFile, state: AppState) -> bytes:

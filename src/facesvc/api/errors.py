@@ -140,6 +140,49 @@ PROBLEM_TYPES: dict[str, tuple[str, str]] = {
         "takes the photo itself: `POST` it as the multipart field `image` (legacy routes also "
         "accept `file`), or use `POST /v1/detect`.",
     ),
+    "liveness-session-not-found": (
+        "Liveness session not found",
+        "No liveness session has this id in your tenant (or it was purged a week after it "
+        "expired). Start one with POST /v1/liveness/sessions.",
+    ),
+    "liveness-session-expired": (
+        "Liveness session expired",
+        "The session's time (FACESVC_LIVENESS_SESSION_TTL_S) ran out before it was used to "
+        "log in. Start a new session.",
+    ),
+    "liveness-session-used": (
+        "Liveness session already used",
+        "A passed liveness session logs in once; this one already did. Start a new session.",
+    ),
+    "liveness-not-passed": (
+        "Liveness session has not passed",
+        "Only a passed session can log in: GET the session to see its status, and `reason` "
+        "when it failed.",
+    ),
+    "liveness-session-ended": (
+        "Liveness session has ended",
+        "The session passed, failed or expired: it takes no more frames. `status` says which.",
+    ),
+    "liveness-session-busy": (
+        "Liveness session changed by another request",
+        "Two requests sent frames to one session at the same time; send a session's frames "
+        "one request after the other, in capture order, and retry this one.",
+    ),
+    "liveness-face-mismatch": (
+        "The photo's face is not the liveness session's face",
+        "The face in the login photo is not the person who passed the liveness session. The "
+        "session is used up; start a new one.",
+    ),
+    "liveness-required": (
+        "A passed liveness session is required",
+        "Your tenant requires liveness for verification: pass a session "
+        "(POST /v1/liveness/sessions, then its frames) and send its id as `liveness_session`.",
+    ),
+    "too-many-frames": (
+        "Too many frames in one request",
+        "Send at most FACESVC_LIVENESS_MAX_FRAMES_PER_REQUEST frames per request; send the "
+        "rest in further requests.",
+    ),
     "attributes-unavailable": (
         "Attribute models not loaded",
         "This service does not load the age, gender or expression network asked for "

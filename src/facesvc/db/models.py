@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Float,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    false,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -35,6 +37,8 @@ __all__ = [
     "Face",
     "Job",
     "JobItem",
+    "LivenessFrame",
+    "LivenessSession",
     "LoginAttempts",
     "Tenant",
     "UTCDateTime",
@@ -98,6 +102,11 @@ class Tenant(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
+    # Verification needs a passed liveness session (PATCH /v1/tenant, or for every tenant
+    # FACESVC_LIVENESS_REQUIRED).
+    require_liveness: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, nullable=False, default=utcnow, server_default=func.now()
     )
@@ -321,3 +330,51 @@ class JobItem(Base):
     key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class LivenessSession(Base):
+    """One challenge-response liveness check (facesvc.services.liveness).
+
+    ``progress`` is the checker's state (challenges, how many are done, what the frames
+    showed); ``reference`` the first frame's face embedding, encrypted like a face's (row id
+    as associated data), kept to tell that every frame and the login photo show the same
+    person. ``version`` is bumped by every change: two requests that change one session at
+    once cannot both win (the second gets 409). A passed session logs in once: ``used_at``."""
+
+    __tablename__ = "liveness_sessions"
+    __table_args__ = (
+        Index("ix_liveness_sessions_tenant_id_expires_at", "tenant_id", "expires_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+    )
+    # in_progress | passed | failed ("expired" is read from expires_at)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, default="in_progress")
+    reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    reference: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model_name: Mapped[str] = mapped_column(String(100), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, default=utcnow, server_default=func.now()
+    )
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class LivenessFrame(Base):
+    """The SHA-256 of every frame a liveness session used, per tenant: a frame sent to a
+    second session is a replay (the session fails as ``replayed-frames``). Deleted with its
+    session."""
+
+    __tablename__ = "liveness_frames"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("liveness_sessions.id", ondelete="CASCADE"), nullable=False, index=True
+    )

@@ -23,9 +23,11 @@ ACTIONS = (
     "face.delete",
     "verify",
     "identify",
+    "liveness",
     "key.create",
     "key.revoke",
     "data.rotate",
+    "tenant.update",
 )
 
 

@@ -111,3 +111,52 @@ class AttributesUnavailableError(ServiceError):
     slug = "attributes-unavailable"
     status = 501
     title = "Attribute models not loaded"
+
+
+class LivenessSessionNotFoundError(NotFoundError):
+    slug = "liveness-session-not-found"
+    title = "Liveness session not found"
+
+
+class LivenessSessionExpiredError(ServiceError):
+    slug = "liveness-session-expired"
+    status = 410
+    title = "Liveness session expired"
+
+
+class LivenessSessionUsedError(ConflictError):
+    slug = "liveness-session-used"
+    title = "Liveness session already used"
+
+
+class LivenessNotPassedError(ConflictError):
+    slug = "liveness-not-passed"
+    title = "Liveness session has not passed"
+
+
+class LivenessSessionEndedError(ConflictError):
+    slug = "liveness-session-ended"
+    title = "Liveness session has ended"
+
+
+class LivenessSessionBusyError(ConflictError):
+    slug = "liveness-session-busy"
+    title = "Liveness session changed by another request"
+
+
+class LivenessFaceMismatchError(ServiceError):
+    slug = "liveness-face-mismatch"
+    status = 422
+    title = "The photo's face is not the liveness session's face"
+
+
+class LivenessRequiredError(ServiceError):
+    slug = "liveness-required"
+    status = 422
+    title = "A passed liveness session is required"
+
+
+class TooManyFramesError(ServiceError):
+    slug = "too-many-frames"
+    status = 413
+    title = "Too many frames in one request"

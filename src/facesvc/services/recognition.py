@@ -25,12 +25,14 @@ from facesvc.inference.calibration import ScoreCalibration
 from facesvc.inference.types import Box
 from facesvc.repositories.attempts import LoginAttemptRepository
 from facesvc.repositories.faces import FaceRepository
+from facesvc.repositories.keys import TenantRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.keys import Caller
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.audit import AuditTrail
-from facesvc.services.errors import LockedOutError, NotCalibratedError
+from facesvc.services.errors import LivenessRequiredError, LockedOutError, NotCalibratedError
 from facesvc.services.gallery import GallerySync
+from facesvc.services.liveness.service import LivenessService
 
 
 @dataclass(frozen=True)
@@ -234,6 +236,7 @@ class RecognitionService:
         caller: Caller,
         lockout: LockoutGuard,
         reveal_failed_scores: bool = False,
+        liveness: LivenessService | None = None,
     ) -> None:
         self.session = session
         self.sessionmaker = sessionmaker
@@ -245,17 +248,24 @@ class RecognitionService:
         self.decisions = decisions
         self.lockout = lockout
         self.reveal_failed_scores = reveal_failed_scores
+        self.liveness = liveness
 
     @property
     def model_name(self) -> str:
         return self.analysis.pipeline.embedding_space
 
     async def verify(
-        self, user_id: uuid.UUID, data: bytes, far: float | None = None
+        self,
+        user_id: uuid.UUID,
+        data: bytes,
+        far: float | None = None,
+        liveness_session: uuid.UUID | None = None,
     ) -> Verification:
         """Unknown users, users without faces and wrong faces all fail the same way (same
         answer, same work: the probe is always embedded), and all count towards the lockout
-        of the id that was tried."""
+        of the id that was tried. With ``liveness_session``, the session must have passed,
+        be unused and show the probe's face (it is spent either way); a tenant that requires
+        liveness refuses a verification without one (not counted as an attempt)."""
         tenant = self.caller.tenant_id
         # The photo is analysed while the attempt is counted and the user's faces are read,
         # in one short transaction of their own (no connection waits on the models). Nothing
@@ -263,13 +273,17 @@ class RecognitionService:
         # reads nothing, so its 429 says nothing about the user.
         analysed = asyncio.ensure_future(self.analysis.primary_face(data))
         enrolled = asyncio.ensure_future(
-            self.lockout.begin(tenant, user_id, self._enrolled(user_id))
+            self.lockout.begin(
+                tenant, user_id, self._enrolled(user_id, liveness_session is not None)
+            )
         )
         try:
             known, face_ids, matrix = await asyncio.shield(enrolled)
             probe = await analysed
         finally:
             await _settle(analysed, enrolled)
+        if liveness_session is not None:
+            await self._use_liveness(liveness_session, probe.embedding)
         similarity: float | None = None
         face_id: uuid.UUID | None = None
         if face_ids:
@@ -303,20 +317,38 @@ class RecognitionService:
             false_match_rate=self.decisions.false_match_rate(threshold),
         )
 
+    async def _use_liveness(self, session_id: uuid.UUID, probe: np.ndarray) -> None:
+        if self.liveness is None:
+            raise RuntimeError("liveness sessions are not available to this service")
+        await self.liveness.use_for_login(session_id, probe)
+
     def _enrolled(
-        self, user_id: uuid.UUID
+        self, user_id: uuid.UUID, liveness_given: bool = False
     ) -> Callable[[AsyncSession], Awaitable[tuple[bool, list[uuid.UUID], npt.NDArray[np.float32]]]]:
-        """Reads whether the tenant has this user, and the user's face ids and embeddings."""
+        """Reads whether the tenant has this user, and the user's face ids and embeddings;
+        refuses (before anything is committed) when the tenant requires liveness and none
+        was given."""
 
         async def read(
             session: AsyncSession,
         ) -> tuple[bool, list[uuid.UUID], npt.NDArray[np.float32]]:
+            if not liveness_given and await self._liveness_required(session):
+                raise LivenessRequiredError(
+                    "this tenant requires a passed liveness session for verification: send "
+                    "its id as `liveness_session`"
+                )
             faces = FaceRepository(session, self.gallery.cipher)
             return await faces.tenant_user_embeddings(
                 self.caller.tenant_id, user_id, self.model_name
             )
 
         return read
+
+    async def _liveness_required(self, session: AsyncSession) -> bool:
+        if self.liveness is not None and self.liveness.policy.required:
+            return True
+        tenant = await TenantRepository(session).get(self.caller.tenant_id)
+        return tenant is not None and tenant.require_liveness
 
     async def verify_by_name(
         self, name: str, data: bytes, far: float | None = None
@@ -329,7 +361,13 @@ class RecognitionService:
         subject = found[0] if found else uuid.uuid5(self.caller.tenant_id, f"name:{name}")
         return await self.verify(subject, data, far), (found[1] if found else None)
 
-    async def identify(self, data: bytes, top_k: int, far: float | None = None) -> Identification:
+    async def identify(
+        self,
+        data: bytes,
+        top_k: int,
+        far: float | None = None,
+        liveness_session: uuid.UUID | None = None,
+    ) -> Identification:
         # The index is brought up to date (a short session of its own) while the photo is
         # analysed.
         analysed = asyncio.ensure_future(self.analysis.primary_face(data))
@@ -339,6 +377,8 @@ class RecognitionService:
             index = await asyncio.shield(current)
         finally:
             await _settle(analysed, current)
+        if liveness_session is not None:
+            await self._use_liveness(liveness_session, probe.embedding)
         hits = index.search(probe.embedding, top_k, self.caller.tenant_id)
         gallery_faces = index.faces_of(self.caller.tenant_id)
         threshold = self.decisions.one_to_many(gallery_faces, far)

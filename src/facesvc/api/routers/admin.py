@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Path, Query, status
 
-from facesvc.api.deps import AuditDep, KeyServiceDep, require_admin
+from facesvc.api.deps import AuditDep, KeyServiceDep, StateDep, TenantServiceDep, require_admin
 from facesvc.api.errors import ProblemError, problem_responses
 from facesvc.api.schemas import (
     AuditEventOut,
@@ -18,8 +18,10 @@ from facesvc.api.schemas import (
     KeyCreated,
     KeyList,
     KeyOut,
+    TenantSettingsOut,
+    TenantSettingsPatch,
 )
-from facesvc.db.models import ApiKey
+from facesvc.db.models import ApiKey, Tenant
 from facesvc.services.audit import ACTIONS
 
 AuditAction = Enum("AuditAction", {a.replace(".", "_"): a for a in ACTIONS}, type=str)  # type: ignore[misc]
@@ -122,3 +124,30 @@ async def list_audit_events(
         limit=limit,
         offset=offset,
     )
+
+
+def _tenant_out(tenant: Tenant, state: StateDep) -> TenantSettingsOut:
+    return TenantSettingsOut(
+        name=tenant.name,
+        require_liveness=tenant.require_liveness,
+        liveness_required_everywhere=state.liveness.required,
+    )
+
+
+@router.get("/tenant", operation_id="get_tenant", summary="Your tenant's settings")
+async def get_tenant(tenants: TenantServiceDep, state: StateDep) -> TenantSettingsOut:
+    return _tenant_out(await tenants.get(), state)
+
+
+@router.patch(
+    "/tenant",
+    operation_id="update_tenant",
+    summary="Change your tenant's settings (e.g. require liveness for verification)",
+    responses=problem_responses(422),
+)
+async def update_tenant(
+    body: TenantSettingsPatch, tenants: TenantServiceDep, state: StateDep
+) -> TenantSettingsOut:
+    """`require_liveness: true`: `POST /v1/users/{id}/verify` (and the legacy login) answer
+    422 `liveness-required` unless given a passed `liveness_session`. Audited."""
+    return _tenant_out(await tenants.update(require_liveness=body.require_liveness), state)

@@ -31,6 +31,16 @@ Far = Annotated[
 ]
 
 
+LivenessSession = Annotated[
+    uuid.UUID | None,
+    Query(
+        description="A passed liveness session (POST /v1/liveness/sessions) of the person in "
+        "the photo: spent by this call, whatever its outcome. Required for verify when the "
+        "tenant requires liveness",
+    ),
+]
+
+
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
@@ -47,19 +57,22 @@ router = APIRouter(
     "/users/{user_id}/verify",
     operation_id="verify_user",
     summary="1:1 login: is the largest face in the photo this user?",
-    responses=problem_responses(400, 413, 415, 422, 429, 503),
+    responses=problem_responses(400, 404, 409, 410, 413, 415, 422, 429, 503),
 )
 async def verify_user(
     user_id: Annotated[uuid.UUID, Path(description="The user to verify against")],
     image: ImageBytes,
     recognition: RecognitionDep,
     far: Far = None,
+    liveness_session: LivenessSession = None,
 ) -> VerifyResponse:
     """Compares the photo's largest face with every face enrolled for the user and keeps the
     best: `match` is `similarity >= threshold`. An unknown user, a user without faces and a
     wrong face give the same answer (`match: false`). After 5 failures in a row for one user
-    id: 429 `too-many-attempts` with `Retry-After`, growing with each further failure."""
-    result = await recognition.verify(user_id, image, far)
+    id: 429 `too-many-attempts` with `Retry-After`, growing with each further failure.
+    With `liveness_session`: a session that is unknown (404), not passed or already used
+    (409), expired (410), or whose face is not the photo's (422) refuses the login."""
+    result = await recognition.verify(user_id, image, far, liveness_session)
     return VerifyResponse(
         match=result.match,
         similarity=None if result.similarity is None else round(result.similarity, 6),
@@ -78,17 +91,18 @@ async def verify_user(
     "/identify",
     operation_id="identify_face",
     summary="1:N: who is the largest face in the photo, or nobody known",
-    responses=problem_responses(400, 413, 415, 422, 503),
+    responses=problem_responses(400, 404, 409, 410, 413, 415, 422, 503),
 )
 async def identify_face(
     image: ImageBytes,
     recognition: RecognitionDep,
     top_k: Annotated[int, Query(ge=1, le=100, description="Candidates to return")] = 5,
     far: Far = None,
+    liveness_session: LivenessSession = None,
 ) -> IdentifyResponse:
     """Searches every enrolled user: `match` is the best user's id when their similarity
     clears the threshold, else `null` (an unknown person); `candidates` are best first."""
-    result = await recognition.identify(image, top_k, far)
+    result = await recognition.identify(image, top_k, far, liveness_session)
     return IdentifyResponse(
         match=result.match,
         threshold=result.threshold,

@@ -6,16 +6,29 @@ the evaluation measures exactly what the service decides on.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
+import numpy as np
+
+from facesvc.inference.images import decode_image
 from facesvc.inference.landmarks.signals import face_signals
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.services.liveness.checker import FrameObservation
 
 
 def frame_digest(data: bytes) -> str:
-    """What identifies a frame across sessions: the sha256 of the uploaded bytes (hex)."""
-    return hashlib.sha256(data).hexdigest()
+    """``image_digest`` of an encoded frame (what ``observe_frame`` records for it)."""
+    return image_digest(decode_image(data, max_pixels=1 << 62))
+
+
+def image_digest(image: np.ndarray) -> str:
+    """What identifies a frame across sessions: the sha256 (hex) of its decoded pixels, so
+    bytes added to the file or other metadata do not make a replayed frame new (re-encoding
+    does: the random challenge order is what stops a replay, this only catches the lazy one)."""
+    digest = hashlib.sha256(str(image.shape).encode())
+    digest.update(np.ascontiguousarray(image).data)
+    return digest.hexdigest()
 
 
 async def observe_frame(
@@ -27,8 +40,8 @@ async def observe_frame(
     checker fails the session on the count. ``replayed``: the caller found the digest in
     another session. Raises what ``decode_image`` raises for a bad upload.
     """
-    digest = frame_digest(data)
     image = await pipeline.decode(data)
+    digest = await asyncio.to_thread(image_digest, image)  # ~1 ms a megapixel
     detections = await pipeline.detect(image)  # largest first
     if not detections:
         return FrameObservation(

@@ -1,0 +1,181 @@
+"""The liveness checker's rules on hand-made signals (the API tests run them on real photos),
+and the policy the settings build."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facesvc.inference.landmarks.signals import FaceSignals, HeadPose
+from facesvc.services.liveness.checker import (
+    Challenge,
+    FrameObservation,
+    LivenessChecker,
+    LivenessProgress,
+    LivenessThresholds,
+)
+from facesvc.services.liveness.service import LivenessPolicy
+from facesvc.settings import Settings
+
+T = LivenessThresholds()
+OPEN, CLOSED = T.eyes_open_above + 0.05, T.eyes_closed_below - 0.02
+SHUT, WIDE = T.mouth_closed_below / 2, T.mouth_open_above + 0.1
+FRONT, LEFT, RIGHT = 0.0, T.turn_yaw_deg + 8, -(T.turn_yaw_deg + 8)
+ME = np.array([1.0, 0.0, 0.0], np.float32)
+SOMEONE_ELSE = np.array([0.0, 1.0, 0.0], np.float32)
+
+
+def frame(
+    eyes: float = OPEN,
+    mouth: float = SHUT,
+    yaw: float = FRONT,
+    *,
+    faces: int = 1,
+    who: np.ndarray = ME,
+    tag: str | None = None,
+) -> FrameObservation:
+    frame.count += 1  # type: ignore[attr-defined]
+    return FrameObservation(
+        faces=faces,
+        signals=FaceSignals(eyes, mouth, HeadPose(yaw, 0.0, 0.0)) if faces else None,
+        embedding=who if faces else None,
+        digest=tag or f"frame-{frame.count}",  # type: ignore[attr-defined]
+    )
+
+
+frame.count = 0  # type: ignore[attr-defined]
+
+
+def shows(challenge: Challenge) -> FrameObservation:
+    return {
+        "turn_left": lambda: frame(yaw=LEFT),
+        "turn_right": lambda: frame(yaw=RIGHT),
+        "blink": lambda: frame(eyes=CLOSED),
+        "open_mouth": lambda: frame(mouth=WIDE),
+    }[challenge]()
+
+
+def run(
+    challenges: list[Challenge], frames: list[FrameObservation], max_frames: int = 60
+) -> LivenessProgress:
+    checker = LivenessChecker(T, min_similarity=0.4, max_frames=max_frames)
+    progress = LivenessProgress(challenges=challenges)
+    reference = None
+    for observed in frames:
+        if progress.status != "in_progress":
+            break
+        _, reference = checker.step(progress, observed, reference)
+        # what the database keeps must be enough to go on
+        progress = LivenessProgress.from_json(progress.as_json())
+    return progress
+
+
+@pytest.mark.parametrize(
+    "challenges",
+    [
+        ["turn_left", "blink", "open_mouth"],
+        ["open_mouth", "turn_right", "turn_left"],
+        ["blink", "turn_right"],
+    ],
+)
+def test_challenges_done_in_order_after_rest_pass(challenges: list[Challenge]) -> None:
+    frames = [frame()]
+    for challenge in challenges:
+        frames += [shows(challenge), frame()]
+    result = run(challenges, frames)
+    assert result.status == "passed"
+    assert result.done == len(challenges)
+
+
+def test_a_movement_without_its_rest_state_first_does_not_count() -> None:
+    # the first frame already turned: no frontal face was seen before it
+    result = run(["turn_left", "blink"], [frame(yaw=LEFT), frame(eyes=CLOSED)])
+    assert result.status == "in_progress"
+    assert result.done == 0
+
+
+def test_a_later_challenge_first_fails_but_a_stray_blink_does_not() -> None:
+    result = run(["turn_left", "open_mouth"], [frame(), frame(mouth=WIDE)])
+    assert (result.status, result.reason) == ("failed", "wrong-order")
+    result = run(["turn_left", "blink"], [frame(), frame(eyes=CLOSED), frame(yaw=LEFT)])
+    assert result.status == "in_progress"
+    assert result.done == 1  # the blink before its turn did not count, nor fail
+    # a movement no challenge asked for is not held against the person
+    result = run(["turn_left", "blink"], [frame(), frame(mouth=WIDE), frame(yaw=LEFT)])
+    assert result.done == 1
+
+
+def test_identity_faces_and_replays() -> None:
+    result = run(["turn_left"], [frame(), frame(yaw=LEFT, who=SOMEONE_ELSE)])
+    assert result.reason == "different-person"
+    result = run(["turn_left"], [frame(), frame(faces=2)])
+    assert result.reason == "multiple-faces"
+    result = run(["turn_left"], [frame(tag="same"), frame(tag="same")])
+    assert result.reason == "no-motion"
+    replay = frame(yaw=LEFT)
+    replay = FrameObservation(
+        replay.faces, replay.signals, replay.embedding, replay.digest, replayed=True
+    )
+    assert run(["turn_left"], [frame(), replay]).reason == "replayed-frames"
+    # frames without a face are counted, and change nothing else
+    result = run(["turn_left"], [frame(), frame(faces=0), frame(yaw=LEFT)])
+    assert (result.status, result.frames) == ("passed", 3)
+
+
+def test_a_still_face_fails_as_no_motion_a_moving_one_does_not() -> None:
+    jitter = np.random.default_rng(0)
+
+    def still() -> FrameObservation:  # a printed photo held still: the mesh jitters a little
+        return frame(
+            eyes=OPEN + jitter.uniform(-0.005, 0.005),
+            mouth=SHUT + jitter.uniform(-0.02, 0.02),
+            yaw=jitter.uniform(-1.5, 1.5),
+        )
+
+    result = run(["turn_left"], [still() for _ in range(T.still_frames)])
+    assert (result.status, result.reason) == ("failed", "no-motion")
+    result = run(["turn_left"], [still() for _ in range(T.still_frames - 1)])
+    assert result.status == "in_progress"
+    # somebody who moves but never completes the challenge runs out of frames instead
+    moving = [frame(yaw=(i % 2) * T.motion_yaw_deg * 1.2) for i in range(12)]
+    result = run(["turn_left"], moving, max_frames=12)
+    assert (result.status, result.reason) == ("failed", "challenges-not-completed")
+    result = run(["turn_left"], [still() for _ in range(5)], max_frames=5)
+    assert result.reason == "no-motion"
+
+
+def test_step_refuses_an_ended_session() -> None:
+    checker = LivenessChecker(T, 0.4, 60)
+    progress = LivenessProgress(challenges=["turn_left"], status="failed", reason="no-motion")
+    with pytest.raises(ValueError, match="ended"):
+        checker.step(progress, frame(), None)
+
+
+def test_policy_from_settings() -> None:
+    policy = LivenessPolicy.from_settings(
+        Settings(
+            _env_file=None,
+            liveness_challenges="blink, turn_left",
+            liveness_challenge_count=2,
+            liveness_turn_yaw_deg=25.0,
+        )
+    )
+    assert policy.challenges == ("turn_left", "blink")
+    assert policy.thresholds.turn_yaw_deg == 25.0
+    assert policy.thresholds.eyes_closed_below == T.eyes_closed_below  # measured default
+    with pytest.raises(ValueError, match="nod"):
+        LivenessPolicy.from_settings(Settings(_env_file=None, liveness_challenges="nod,blink"))
+    with pytest.raises(ValueError, match="COUNT"):
+        LivenessPolicy.from_settings(
+            Settings(_env_file=None, liveness_challenges="blink", liveness_challenge_count=2)
+        )
+
+
+def test_env_example_states_the_measured_thresholds() -> None:
+    """The commented threshold lines of .env.example show the defaults the checker uses."""
+    text = (Path(__file__).resolve().parents[2] / ".env.example").read_text(encoding="utf-8")
+    for name, value in re.findall(r"^# FACESVC_LIVENESS_([A-Z_]+)=(\S+)$", text, re.M):
+        assert float(value) == getattr(T, name.lower()), name
