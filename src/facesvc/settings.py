@@ -79,6 +79,19 @@ class Settings(BaseSettings):
         "expression) at start-up, for /v1/detect?attributes=...; false: only pose (from the "
         "mesh) is available, and each worker takes about 75 MiB less memory",
     )
+    antispoof_model: str | None = Field(
+        default=None,
+        description="Manifest name of a passive presentation-attack model you bring (task "
+        "antispoof; input contract in facesvc/inference/antispoof.py, e.g. MiniFASNet); off "
+        "when unset: none ships in a PyPI package",
+    )
+    antispoof_min_live: float = Field(
+        default=0.5,
+        gt=0.0,
+        lt=1.0,
+        description="With FACESVC_ANTISPOOF_MODEL: a liveness session whose frames' mean live "
+        "probability is under this fails as presentation-attack",
+    )
     cpu_runtime: Literal["auto", "tflite", "openvino"] = Field(
         default="auto",
         description="auto: at start-up, load the default detector/embedder's OpenVINO variant "

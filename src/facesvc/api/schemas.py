@@ -653,6 +653,12 @@ class LivenessFrameOut(BaseModel):
         description="Cosine similarity to the session's first face (same person check)",
         examples=[0.81],
     )
+    live_score: float | None = Field(
+        default=None,
+        description="Live probability from the operator's presentation-attack model "
+        "(FACESVC_ANTISPOOF_MODEL); null when none is configured",
+        examples=[None],
+    )
 
 
 class LivenessSessionOut(BaseModel):
@@ -667,7 +673,7 @@ class LivenessSessionOut(BaseModel):
     reason: str | None = Field(
         default=None,
         description="Why it failed: wrong-order, multiple-faces, different-person, no-motion, "
-        "replayed-frames, challenges-not-completed, expired",
+        "replayed-frames, challenges-not-completed, presentation-attack, expired",
         examples=[None],
     )
     reason_text: str | None = Field(
@@ -717,6 +723,7 @@ class LivenessSessionOut(BaseModel):
                     mouth_openness=r.mouth_openness,
                     yaw_deg=r.yaw_deg,
                     similarity=r.similarity,
+                    live_score=r.live_score,
                 )
                 for r in view.frame_results
             ]

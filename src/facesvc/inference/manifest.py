@@ -16,9 +16,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from facesvc.inference.calibration import ScoreCalibration
 
-Task = Literal["detector", "embedder", "mesh", "age", "gender", "expression"]
+Task = Literal["detector", "embedder", "mesh", "age", "gender", "expression", "antispoof"]
 Architecture = Literal[
-    "blazeface", "mtcnn", "ssd", "facenet", "facemesh", "dlib-age", "dlib-gender", "mini-xception"
+    "blazeface",
+    "mtcnn",
+    "ssd",
+    "facenet",
+    "facemesh",
+    "dlib-age",
+    "dlib-gender",
+    "mini-xception",
+    "minifasnet",
 ]
 Runtime = Literal["tensorflow", "tflite", "openvino", "onnxruntime"]
 

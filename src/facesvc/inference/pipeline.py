@@ -12,6 +12,7 @@ from collections.abc import Set
 
 import numpy as np
 
+from facesvc.inference.antispoof import AntispoofContract, antispoof_crop
 from facesvc.inference.attributes import Attribute
 from facesvc.inference.attributes.chips import (
     dlib_face_chip,
@@ -167,6 +168,20 @@ class FacePipeline:
             if "pose" in wanted and mesh is not None:
                 result.pose = head_pose(mesh)
         return results
+
+    async def live_scores(self, image: np.ndarray, faces: list[Face]) -> list[float] | None:
+        """The live probability of each face from the operator's presentation-attack model
+        (FACESVC_ANTISPOOF_MODEL); None when none is loaded."""
+        runner, spec = self.registry.antispoof, self.registry.antispoof_spec
+        if runner is None or spec is None or not faces:
+            return None
+        contract = AntispoofContract.from_options(spec.options)
+
+        def crops() -> np.ndarray:
+            return np.stack([antispoof_crop(image, f.box, contract) for f in faces])
+
+        scores = await runner.run(await asyncio.to_thread(crops))
+        return [float(v) for v in scores]
 
 
 def _shift(detection: Detection, dx: float, dy: float) -> Detection:

@@ -201,6 +201,19 @@ def _attribute_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]
     raise ValueError(f"{spec.name}: {spec.architecture} is not an attribute architecture")
 
 
+def _antispoof_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
+    from facesvc.inference.antispoof import AntispoofContract, AntispoofModel
+
+    if spec.resolved_runtime != "onnxruntime":
+        raise ModelFileError(f"{spec.name}: an antispoof model must be an ONNX file")
+    if not spec.sha256:
+        raise ModelFileError(f"{spec.name}: give the file's sha256 in the manifest entry")
+    contract = AntispoofContract.from_options(spec.options)
+    path = _verified_path(spec, settings.models_dir)
+    threads = model_threads(settings)
+    return lambda: AntispoofModel(path, contract, threads=threads)
+
+
 def _attribute_warm_batch(spec: ModelSpec) -> np.ndarray:
     size = int(spec.options.get("input_size", 64))
     if spec.task == "expression":
@@ -219,6 +232,8 @@ def model_factory(spec: ModelSpec, settings: Settings, device: str = "/CPU:0") -
         return _mesh_factory(spec, settings)
     if spec.task in ATTRIBUTE_TASKS:
         return _attribute_factory(spec, settings)
+    if spec.task == "antispoof":
+        return _antispoof_factory(spec, settings)
     raise ValueError(f"{spec.name}: unknown task {spec.task!r}")
 
 
@@ -270,6 +285,14 @@ class ModelRegistry:
                 spec = self.manifest.get(task, task)
                 self.attribute_specs[task] = spec
                 self.attributes[task] = ModelRunner(spec.name, "/CPU:0", ArrayBatching(), policy)
+        # An operator's presentation-attack model (FACESVC_ANTISPOOF_MODEL), off by default.
+        self.antispoof_spec: ModelSpec | None = None
+        self.antispoof: AttributeRunner | None = None
+        if settings.antispoof_model:
+            self.antispoof_spec = self.manifest.get(settings.antispoof_model, "antispoof")
+            self.antispoof = ModelRunner(
+                self.antispoof_spec.name, "/CPU:0", ArrayBatching(), policy
+            )
         self.embedding_dim = 0
 
     def _embedder_name(self, settings: Settings) -> str:
@@ -306,7 +329,8 @@ class ModelRegistry:
 
     @property
     def runners(self) -> tuple[ModelRunner[Any, Any], ...]:
-        return (self.detector, self.mesh, self.embedder, *self.attributes.values())
+        optional = (self.antispoof,) if self.antispoof is not None else ()
+        return (self.detector, self.mesh, self.embedder, *self.attributes.values(), *optional)
 
     @property
     def specs(self) -> tuple[ModelSpec, ...]:
@@ -316,6 +340,7 @@ class ModelRegistry:
             self.mesh_spec,
             self.embedder_spec,
             *(self.attribute_specs[task] for task in self.attributes),
+            *((self.antispoof_spec,) if self.antispoof_spec is not None else ()),
         )
 
     @property
@@ -365,7 +390,17 @@ class ModelRegistry:
                 )
                 for task, runner in self.attributes.items()
             ),
+            *self._antispoof_plan(),
         ]
+
+    def _antispoof_plan(
+        self,
+    ) -> list[tuple[ModelRunner[Any, Any], Callable[[], Predictor[Any, Any]], Any]]:
+        if self.antispoof is None or self.antispoof_spec is None:
+            return []
+        size = int(self.antispoof_spec.options.get("input_size", 80))
+        warm = np.zeros((1, size, size, 3), np.uint8)
+        return [(self.antispoof, _antispoof_factory(self.antispoof_spec, self.settings), warm)]
 
     def _configure(self) -> None:
         """Resolve this worker's TensorFlow device and give it to every runner whose model

@@ -43,6 +43,7 @@ FailureReason = Literal[
     "no-motion",
     "replayed-frames",
     "challenges-not-completed",
+    "presentation-attack",
     "expired",
 ]
 # Which signal each challenge moves (its rest state must be seen before its active state).
@@ -59,6 +60,7 @@ REASON_TEXT: dict[str, str] = {
     "no-motion": "the face did not move: a still image, or the same frame sent again",
     "replayed-frames": "a frame was already used by an earlier session",
     "challenges-not-completed": "the frame budget ran out before every challenge was done",
+    "presentation-attack": "the presentation-attack model judged the frames not live",
     "expired": "the session expired before it passed",
 }
 
@@ -98,6 +100,9 @@ class LivenessThresholds:
     motion_mouth: float = 0.1
     motion_yaw_deg: float = 8.0
     still_frames: int = 20
+    # With an operator's presentation-attack model (FACESVC_ANTISPOOF_MODEL): the mean live
+    # probability of the session's frames must reach this for it to pass.
+    min_live_score: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +115,7 @@ class FrameObservation:
     embedding: np.ndarray | None
     digest: str
     replayed: bool = False
+    live_score: float | None = None  # the presentation-attack model's, when one is loaded
 
 
 @dataclass(slots=True)
@@ -122,6 +128,7 @@ class FrameResult:
     mouth_openness: float | None = None
     yaw_deg: float | None = None
     similarity: float | None = None
+    live_score: float | None = None
 
 
 @dataclass(slots=True)
@@ -139,6 +146,8 @@ class LivenessProgress:
     low: list[float] | None = None  # eyes, mouth, yaw: minimum and maximum in the window
     high: list[float] | None = None
     digests: list[str] = field(default_factory=list)
+    live_sum: float = 0.0  # live probabilities of the frames the antispoof model scored
+    live_frames: int = 0
 
     @property
     def current(self) -> Challenge | None:
@@ -160,6 +169,8 @@ class LivenessProgress:
             "low": self.low,
             "high": self.high,
             "digests": self.digests,
+            "live_sum": self.live_sum,
+            "live_frames": self.live_frames,
         }
 
     @classmethod
@@ -224,6 +235,10 @@ class LivenessChecker:
             progress.fail("multiple-faces")
             return result, reference
         if frame.faces == 1 and frame.signals is not None and frame.embedding is not None:
+            if frame.live_score is not None:
+                result.live_score = round(frame.live_score, 4)
+                progress.live_sum += frame.live_score
+                progress.live_frames += 1
             reference = self._face(progress, frame.signals, frame.embedding, reference, result)
         if progress.status == "in_progress" and progress.frames >= self.max_frames:
             progress.fail("challenges-not-completed" if progress.moved else "no-motion")
@@ -260,7 +275,7 @@ class LivenessChecker:
                 progress.moved = True
                 self._restart_window(progress, vector)
                 if progress.done == len(progress.challenges):
-                    progress.status = "passed"
+                    self._finish(progress)
         elif any(
             self.active(later, signals)
             for later in progress.challenges[progress.done + 1 :]
@@ -270,6 +285,16 @@ class LivenessChecker:
             return reference
         progress.rest_seen = sorted(set(progress.rest_seen) | self.rest_states(signals))
         return reference
+
+    def _finish(self, progress: LivenessProgress) -> None:
+        """Every challenge done: passed, unless a presentation-attack model scored the
+        frames and their mean live probability is too low."""
+        if progress.live_frames and (
+            progress.live_sum / progress.live_frames < self.t.min_live_score
+        ):
+            progress.fail("presentation-attack")
+        else:
+            progress.status = "passed"
 
     def _track_motion(self, progress: LivenessProgress, vector: list[float]) -> None:
         """Widen the window by this frame; a window that moved starts again from it."""

@@ -51,10 +51,12 @@ async def observe_frame(
     (face,) = await pipeline.embed(image, faces)
     if face.mesh is None:  # unreachable: dense landmarks carry the mesh
         raise RuntimeError("the face has no mesh")
+    live = await pipeline.live_scores(image, [face])  # None unless an antispoof model is set
     return FrameObservation(
         faces=len(detections),
         signals=face_signals(face.mesh),
         embedding=face.embedding,
         digest=digest,
         replayed=replayed,
+        live_score=live[0] if live else None,
     )

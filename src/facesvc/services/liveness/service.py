@@ -97,7 +97,7 @@ class LivenessPolicy:
             ttl=timedelta(seconds=settings.liveness_session_ttl_s),
             max_frames=settings.liveness_max_frames,
             max_frames_per_request=settings.liveness_max_frames_per_request,
-            thresholds=LivenessThresholds(**overrides),
+            thresholds=LivenessThresholds(**overrides, min_live_score=settings.antispoof_min_live),
             required=settings.liveness_required,
         )
 
