@@ -175,6 +175,62 @@ def test_generated_python_client_runs_the_main_flow(
     assert set(sent_keys) == {live_server.api_key}, "the ApiKey scheme was not sent as X-API-Key"
 
 
+def test_generated_python_client_runs_a_liveness_session(
+    python_client: Any, live_server: ServerProcess
+) -> None:
+    """Start a session, send it frames (a still photo: it fails as no-motion), read it, and
+    see a login with it refused with the schema's Problem."""
+    models = submodule("models")
+    file_type = submodule("types").File
+    create = submodule("api.liveness.create_liveness_session")
+    add_frames = submodule("api.liveness.add_liveness_frames")
+    get_session = submodule("api.liveness.get_liveness_session")
+    verify_user = submodule("api.recognition.verify_user")
+
+    client = python_client.AuthenticatedClient(
+        base_url=live_server.base_url,
+        token=live_server.api_key,
+        prefix="",
+        auth_header_name="X-API-Key",
+        timeout=httpx.Timeout(60),
+    )
+    photo = lfw_image("Tony_Blair", 5)
+
+    def frame() -> Any:
+        return file_type(payload=BytesIO(photo), file_name="frame.jpg", mime_type="image/jpeg")
+
+    with client:
+        session = create.sync(client=client)
+        assert isinstance(session, models.LivenessSessionOut), session
+        assert session.status == models.LivenessSessionOutStatus.IN_PROGRESS
+        assert len(session.challenges) == 3
+        assert session.current.value == session.challenges[0].value
+
+        after = add_frames.sync(
+            session_id=session.id,
+            client=client,
+            body=models.BodyAddLivenessFrames(frames=[frame(), frame()]),
+        )
+        assert isinstance(after, models.LivenessSessionOut), after
+        assert after.status == models.LivenessSessionOutStatus.FAILED
+        assert after.reason == "no-motion"
+        assert after.frame_results is not None
+        assert after.frame_results[0].faces == 1
+        again = get_session.sync(session_id=session.id, client=client)
+        assert isinstance(again, models.LivenessSessionOut)
+        assert again.frames == 2  # the repeated frame ended it
+
+        refused = verify_user.sync_detailed(
+            user_id=uuid.uuid4(),
+            client=client,
+            body=models.BodyVerifyUser(image=frame()),
+            liveness_session=session.id,
+        )
+        assert refused.status_code == 409
+        assert isinstance(refused.parsed, models.Problem), refused.content
+        assert refused.parsed.type_ == "/problems/liveness-not-passed"
+
+
 # --- TypeScript -------------------------------------------------------------------------------
 
 

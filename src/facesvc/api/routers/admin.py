@@ -146,7 +146,19 @@ async def get_tenant(tenants: TenantServiceDep, state: StateDep) -> TenantSettin
     responses=problem_responses(422),
 )
 async def update_tenant(
-    body: TenantSettingsPatch, tenants: TenantServiceDep, state: StateDep
+    body: Annotated[
+        TenantSettingsPatch,
+        Body(
+            openapi_examples={
+                "require": {
+                    "summary": "Verification needs a passed liveness session",
+                    "value": {"require_liveness": True},
+                },
+            }
+        ),
+    ],
+    tenants: TenantServiceDep,
+    state: StateDep,
 ) -> TenantSettingsOut:
     """`require_liveness: true`: `POST /v1/users/{id}/verify` (and the legacy login) answer
     422 `liveness-required` unless given a passed `liveness_session`. Audited."""

@@ -70,7 +70,7 @@ async def add_liveness_frames(
     "/sessions/{session_id}",
     operation_id="get_liveness_session",
     summary="A liveness session's status and progress",
-    responses=problem_responses(404, 503),
+    responses=problem_responses(404, 422, 503),
 )
 async def get_liveness_session(session_id: SessionId, liveness: LivenessDep) -> LivenessSessionOut:
     return LivenessSessionOut.of(await liveness.get(session_id))
