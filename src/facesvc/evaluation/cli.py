@@ -598,6 +598,138 @@ def eval_detect(
     )
 
 
+@eval_app.command("liveness")
+def eval_liveness(
+    rebuild_set: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild-set",
+            help="Build the session set again from the labels and seed (and "
+            "write it to --set) instead of running the committed one",
+        ),
+    ] = False,
+    session_set: Annotated[
+        Path, typer.Option("--set", help="Sessions: kind, challenges, frames as LFW file names")
+    ] = Path("docs/eval/liveness_set.json"),
+    labels: Annotated[
+        Path, typer.Option("--labels", help="Photos judged by eye (closed eyes, open mouths)")
+    ] = Path("docs/eval/liveness_labels.json"),
+    seed: Annotated[int, typer.Option(help="With --rebuild-set: the set's random seed")] = 15,
+    draws: Annotated[
+        int, typer.Option(min=1, help="With --rebuild-set: challenge lists drawn")
+    ] = 1200,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Quick subset: the first N genuine sessions")
+    ] = None,
+    max_frames: Annotated[int, typer.Option(min=2, help="A session's frame budget")] = 30,
+    detector: DetectorOption = None,
+    embedder: EmbedderOption = None,
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("docs/eval/liveness.json"),
+    cache_dir: CacheOption = DEFAULT_CACHE,
+    no_cache: NoCacheOption = False,
+    concurrency: ConcurrencyOption = 4,
+) -> None:
+    """Active liveness: the mesh signals on all of LFW, then genuine sessions and attacks.
+
+    Measures every LFW photo's centre face (eye and mouth openness, yaw, embedding; cached),
+    then runs each session of the set frame by frame through the service's own frame
+    analysis and rules: genuine pass rate, attack pass rate per kind, with reasons.
+    """
+    from facesvc.evaluation.identify import lfw_people
+    from facesvc.evaluation.liveness import (
+        Labels,
+        SessionSpec,
+        SignalCache,
+        build_session_set,
+        challenge_photo_jitter,
+        cpu_description,
+        liveness_report,
+        measure_photos,
+        run_sessions,
+        signals_key,
+        write_session_set,
+    )
+    from facesvc.evaluation.progress import ProgressReporter
+    from facesvc.services.liveness.checker import LivenessChecker, LivenessThresholds
+
+    settings = _settings(detector, embedder)
+    root = settings.data_dir / "lfw" / "lfw-deepfunneled"
+    _require(root, "LFW", settings)
+    names = [image for images in lfw_people(root).values() for image in images]
+    try:
+        marks = Labels.load(labels)
+    except (OSError, KeyError, ValueError) as exc:
+        raise fail(f"{labels}: {exc}", 2) from exc
+
+    async def work(pipeline: FacePipeline) -> dict[str, Any]:
+        from facesvc.evaluation.lfw import manifest_threshold
+
+        threshold = manifest_threshold(pipeline)
+        if threshold is None:
+            raise fail("the embedder has no match threshold (set FACESVC_MATCH_THRESHOLD)", 2)
+        cache = None
+        if not no_cache:
+            cache = SignalCache(cache_dir / "face_signals.sqlite", signals_key(pipeline))
+        try:
+            with ProgressReporter("measuring LFW faces", len(names)) as progress:
+                photos = await measure_photos(
+                    pipeline,
+                    root,
+                    names,
+                    cache,
+                    progress=progress.advance,
+                    skipped=progress.skip,
+                    concurrency=concurrency,
+                )
+        finally:
+            if cache is not None:
+                cache.close()
+        if rebuild_set:
+            built = build_session_set(photos, marks, seed=seed, draws=draws, max_frames=max_frames)
+            write_session_set(session_set, {"labels": _display_path(labels), **built})
+        raw = json.loads(session_set.read_text(encoding="utf-8"))
+        sessions = [SessionSpec.from_json(s) for s in raw["sessions"]]
+        missing = sorted(
+            {f.file for s in sessions for f in s.frames if not (root / f.file).is_file()}
+        )
+        if missing:
+            raise fail(f"{len(missing)} photos of the set are not in {root}: {missing[:3]}", 2)
+        if limit is not None:
+            genuine = {s.id for s in sessions if s.kind == "genuine"}
+            kept = set(sorted(genuine)[:limit])
+            sessions = [s for s in sessions if (s.of or s.id) in kept]
+        checker = LivenessChecker(LivenessThresholds(), threshold, max_frames)
+        with ProgressReporter("liveness sessions", len(sessions)) as progress:
+            outcomes, observer = await run_sessions(
+                pipeline, root, sessions, checker, progress=progress.advance
+            )
+        with ProgressReporter("still copies of challenge photos", 60) as progress:
+            spreads = await challenge_photo_jitter(
+                root, sessions, observer, progress=progress.advance
+            )
+        described = _describe(pipeline, "liveness")
+        described["models"]["mesh_version"] = pipeline.registry.mesh_spec.version
+        described["machine"].update(cpu_description())
+        described["machine"]["inference_threads"] = settings.inference_threads
+        return {
+            "set": _display_path(session_set),
+            "labels": _display_path(labels),
+            "limit": limit,
+            **liveness_report(photos, marks, sessions, outcomes, observer, checker, spreads),
+            **described,
+        }
+
+    result = _with_pipeline(settings, work, load=False)
+    _write_json(output, result)
+    genuine, attacks = result["genuine"], result["attacks"]
+    typer.echo(
+        f"genuine {genuine['passed']}/{genuine['sessions']} passed ({genuine['pass_rate']:.1%}); "
+        "attacks passed: "
+        + ", ".join(f"{kind} {row['passed']}/{row['sessions']}" for kind, row in attacks.items())
+        + f"; {result['timing']['ms_per_frame_median']} ms per frame (median) -> {output}"
+    )
+
+
 @eval_app.command("quality")
 def eval_quality(
     pairs_per_fold: Annotated[
