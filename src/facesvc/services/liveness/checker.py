@@ -75,8 +75,8 @@ class LivenessThresholds:
     On LFW's 12,255 one-face photos (p1/p5/p50/p95): eye openness 0.19/0.21/0.26/0.31, mouth
     openness 0.003/0.009/0.11/0.35, |yaw| 0.1/0.8/8.4/26 degrees. The gap between each rest
     and active cut is kept above what a still photo's signals jitter when re-encoded, rescaled
-    and shifted (range over a session, p95: eyes 0.034, mouth 0.11, yaw 5.4 degrees), but for
-    the eyes, where this mesh leaves no room."""
+    and shifted (range over 20 copies of a challenge photo, max: eyes 0.045, mouth 0.20, yaw
+    6.5 degrees), but for the eyes, where this mesh leaves no room (docs/eval/liveness.md)."""
 
     # This mesh never closes an eye fully: 18 photos seen with both eyes shut read 0.16-0.21
     # (0.66-0.88 of the same person's other photos), among squints and laughs (1 in 14 of the
