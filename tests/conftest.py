@@ -17,13 +17,13 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from facesvc.app import create_app
+from facesvc.container import AppState
 from facesvc.db.engine import session_scope
 from facesvc.db.migrate import upgrade_async
 from facesvc.security.crypto import generate_data_key
 from facesvc.security.keys import Caller, generate_api_key
 from facesvc.services.keys import ApiKeyService, tenant_named_or_new
 from facesvc.settings import ENV_FILE_VARIABLE, Settings
-from facesvc.state import AppState
 from tests.pg import postgres_server  # noqa: F401  (fixture, for the PostgreSQL runs)
 
 

@@ -30,10 +30,10 @@ from facesvc.api.routers import (
     recognition,
     users,
 )
+from facesvc.container import build_state
 from facesvc.observability.metrics import metrics_of
 from facesvc.observability.middleware import install_observability
 from facesvc.settings import Settings
-from facesvc.state import build_state
 
 log = logging.getLogger("facesvc")
 

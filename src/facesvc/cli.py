@@ -55,7 +55,7 @@ def serve(
     from facesvc.observability.logs import logging_config
 
     settings = Settings()
-    from facesvc.state import ConfigurationError, data_cipher
+    from facesvc.container import ConfigurationError, data_cipher
 
     try:
         data_cipher(settings)  # refuse now, with a clear message, rather than in each worker
@@ -198,11 +198,11 @@ def enrol(
 
     from rich.progress import Progress
 
+    from facesvc.container import build_state
     from facesvc.db.engine import session_scope
     from facesvc.security.keys import Caller
     from facesvc.services.folder_enrolment import enrol_folder, people_in
     from facesvc.services.keys import tenant_named_or_new
-    from facesvc.state import build_state
 
     if not consent:
         raise fail("faces are biometric data: pass --consent to confirm it was given", 2)
@@ -255,8 +255,8 @@ def reembed(
 
     from rich.progress import Progress
 
+    from facesvc.container import ConfigurationError, build_state
     from facesvc.services.reembed import reembed_stale_faces
-    from facesvc.state import ConfigurationError, build_state
 
     async def run() -> None:
         try:

@@ -117,13 +117,13 @@ def rotate_data(
     FACESVC_ENCRYPTION_KEY; rows already under it are left alone. Safe to re-run."""
     from rich.progress import Progress
 
+    from facesvc.container import ConfigurationError, data_cipher
     from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
     from facesvc.repositories.faces import FaceRepository
     from facesvc.repositories.jobs import JobRepository
     from facesvc.repositories.keys import TenantRepository
     from facesvc.security.keys import Caller
     from facesvc.services.audit import AuditTrail
-    from facesvc.state import ConfigurationError, data_cipher
 
     settings = Settings()
     try:

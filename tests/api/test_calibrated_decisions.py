@@ -7,7 +7,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from facesvc.state import AppState
+from facesvc.container import AppState
 from tests.api.test_errors import assert_problem
 from tests.conftest import image_file, lfw_image
 

@@ -10,10 +10,10 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from facesvc.app import create_app
+from facesvc.container import AppState
 from facesvc.db.engine import session_scope
 from facesvc.repositories.faces import FaceRepository
 from facesvc.settings import Settings
-from facesvc.state import AppState
 from tests.api.test_errors import assert_problem
 from tests.conftest import ADMIN_KEY, image_file, lfw_image
 from tests.gates import eventually, gated

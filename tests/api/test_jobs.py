@@ -18,6 +18,7 @@ from sqlalchemy import select, text, update
 
 from facesvc.api.routers.jobs import JOB_RESULTS
 from facesvc.app import create_app
+from facesvc.container import AppState
 from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
 from facesvc.db.migrate import upgrade_async
 from facesvc.db.models import DEFAULT_TENANT_ID, Job, JobItem, utcnow
@@ -25,7 +26,6 @@ from facesvc.repositories.jobs import JobRepository
 from facesvc.security.keys import Caller
 from facesvc.services.jobs import JobRunner, JobService
 from facesvc.settings import Settings
-from facesvc.state import AppState
 from tests.api.test_errors import assert_problem
 from tests.conftest import ADMIN_KEY, DATA_KEY, MakeClient, lfw_image, new_key
 from tests.gates import eventually, gated

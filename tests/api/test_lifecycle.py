@@ -11,8 +11,8 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from facesvc.app import create_app
+from facesvc.container import AppState
 from facesvc.settings import Settings
-from facesvc.state import AppState
 from tests.api.test_errors import assert_problem
 from tests.conftest import ADMIN_KEY, image_file, lfw_image
 

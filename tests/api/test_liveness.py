@@ -15,11 +15,11 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import update
 
+from facesvc.container import AppState
 from facesvc.db.engine import session_scope
 from facesvc.db.models import LivenessSession, utcnow
 from facesvc.services.liveness.checker import Challenge, FrameObservation, LivenessChecker
 from facesvc.services.liveness.frames import observe_frame
-from facesvc.state import AppState
 from tests.api.test_errors import assert_problem
 from tests.api.test_users_and_recognition import create_user, enrol
 from tests.conftest import MakeClient, image_file, lfw_image, new_key

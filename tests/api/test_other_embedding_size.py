@@ -14,8 +14,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from facesvc.container import AppState
 from facesvc.settings import Settings
-from facesvc.state import AppState
 from tests.conftest import ADMIN_KEY, DATA_KEY, image_file, lfw_image, running_app
 
 DIM = 64

@@ -11,13 +11,13 @@ import numpy as np
 from fastapi import FastAPI
 from sqlalchemy import Uuid, bindparam, text, update
 
+from facesvc.container import AppState
 from facesvc.db.engine import session_scope
 from facesvc.db.models import DEFAULT_TENANT_ID, Face
 from facesvc.repositories.faces import FaceRepository
 from facesvc.security.keys import Caller
 from facesvc.services.enrolment import EnrolmentOptions, EnrolmentService
 from facesvc.services.reembed import reembed_stale_faces, stale_face_counts
-from facesvc.state import AppState
 from tests.api.test_errors import assert_problem
 from tests.conftest import image_file, lfw_image
 

@@ -13,9 +13,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import Uuid, bindparam, text, update
 
+from facesvc.container import AppState
 from facesvc.db.engine import session_scope
 from facesvc.db.models import LoginAttempts, utcnow
-from facesvc.state import AppState
 from tests.api.test_errors import assert_problem
 from tests.conftest import ADMIN_KEY, MakeClient, image_file, lfw_image, new_key
 from tests.gates import eventually, gated, waiting_items

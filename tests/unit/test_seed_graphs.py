@@ -20,12 +20,12 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from facesvc.app import create_app
+from facesvc.container import AppState
 from facesvc.db.migrate import upgrade_async
 from facesvc.inference.embedders.facenet import prewhiten
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.registry import ModelRegistry
 from facesvc.settings import Settings
-from facesvc.state import AppState
 from tests.conftest import ADMIN_KEY, DATA_KEY
 
 REAL_MODELS = Path(Settings().models_dir)

@@ -10,6 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from facesvc.api.errors import ProblemError
+from facesvc.container import AppState
 from facesvc.db.engine import session_scope
 from facesvc.security.keys import Caller
 from facesvc.services.analysis import FaceAnalysisService
@@ -25,7 +26,6 @@ from facesvc.services.recognition import (
 )
 from facesvc.services.tenants import TenantService
 from facesvc.services.users import UserService
-from facesvc.state import AppState
 
 # OpenAPI 3.0's "format: binary" beside FastAPI's 3.1 contentMediaType: client generators
 # (openapi-python-client) make a file parameter only of the former.
