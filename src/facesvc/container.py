@@ -16,10 +16,10 @@ from facesvc.security.crypto import EmbeddingCipher
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.enrolment import EnrolmentOptions
 from facesvc.services.gallery import GallerySync
-from facesvc.services.jobs import JobResults, JobRunner
 from facesvc.services.keys import CallerCache, KeyChangeStamp
 from facesvc.services.liveness.service import LivenessPolicy
 from facesvc.settings import Settings
+from facesvc.workers.job_runner import JobResults, JobRunner
 
 log = logging.getLogger("facesvc")
 

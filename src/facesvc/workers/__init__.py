@@ -1,0 +1,1 @@
+"""Background work that runs beside the API in each worker process (the job runner)."""
