@@ -24,8 +24,9 @@ from facesvc.db.migrate import upgrade_async
 from facesvc.db.models import DEFAULT_TENANT_ID, Job, JobItem, utcnow
 from facesvc.repositories.jobs import JobRepository
 from facesvc.security.keys import Caller
+from facesvc.services.jobs import JobService
 from facesvc.settings import Settings
-from facesvc.workers.job_runner import JobRunner, JobService
+from facesvc.workers.job_runner import JobRunner
 from tests.api.test_errors import assert_problem
 from tests.conftest import ADMIN_KEY, DATA_KEY, MakeClient, lfw_image, new_key
 from tests.gates import eventually, gated

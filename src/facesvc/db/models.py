@@ -266,7 +266,7 @@ class AuditEvent(Base):
 
 
 class Job(Base):
-    """Detection or enrolment of many photos, run in the background (facesvc.services.jobs).
+    """Detection or enrolment of many photos, run in the background (workers/job_runner.py).
 
     Everything needed to resume after a restart is here and in ``job_items``: who asked
     (the job acts and is audited as that key), the target user, and the photos themselves.

@@ -1,4 +1,4 @@
-"""Jobs and their photos: SQL only (facesvc.services.jobs decides what it means).
+"""Jobs and their photos: SQL only (services/jobs.py and workers/job_runner.py give the meaning).
 
 Every change of a job's state is one guarded ``UPDATE ... WHERE state = ...``: whichever
 worker's statement matches first wins, on SQLite and PostgreSQL alike, so two workers never

@@ -32,7 +32,7 @@ from facesvc.db.models import Face, Job, JobItem
 from facesvc.inference.images import ImageError
 from facesvc.services.analysis import AnalysedImage
 from facesvc.services.errors import ServiceError
-from facesvc.workers.job_runner import FINAL_STATES, MAX_JOB_IMAGES, JobService
+from facesvc.services.jobs import FINAL_STATES, MAX_JOB_IMAGES, JobService
 
 router = APIRouter(
     prefix="/v1/jobs",
