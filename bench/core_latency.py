@@ -29,7 +29,12 @@ import httpx
 import numpy as np
 
 from facesvc.settings import Settings
-from facesvc.testing import ServerProcess, proc_status_kib
+
+# Shared with the e2e tests, so kept with them in tests/support/ (not in the package); this
+# script runs as `python bench/<name>.py`, so the repository root goes on the path first.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.procfs import proc_status_kib
+from tests.support.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP_REQUESTS = 3  # per endpoint, not measured: first-request paths (routing, pools)

@@ -35,7 +35,12 @@ from core_latency import machine_info
 
 from facesvc.inference.devices import usable_cpu_count
 from facesvc.settings import PROJECT_ROOT, Settings
-from facesvc.testing import ServerProcess, free_port, proc_status_kib, process_tree_cpu_seconds
+
+# Shared with the e2e tests, so kept with them in tests/support/ (not in the package); this
+# script runs as `python bench/<name>.py`, so the repository root goes on the path first.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.procfs import proc_status_kib, process_tree_cpu_seconds
+from tests.support.server_process import ServerProcess, free_port
 
 LFW = Settings().data_dir / "lfw" / "lfw-deepfunneled"
 

@@ -32,7 +32,12 @@ import numpy as np
 from core_latency import lfw_people, machine_info
 
 from facesvc.settings import Settings
-from facesvc.testing import ServerProcess, process_tree_rss_kib
+
+# Shared with the e2e tests, so kept with them in tests/support/ (not in the package); this
+# script runs as `python bench/<name>.py`, so the repository root goes on the path first.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.procfs import process_tree_rss_kib
+from tests.support.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 OPERATIONS = ("enrol", "verify", "identify")

@@ -26,7 +26,11 @@ from typing import Any
 from core_latency import machine_info
 
 from facesvc.settings import Settings
-from facesvc.testing import proc_status_kib
+
+# Shared with the e2e tests, so kept with them in tests/support/ (not in the package); this
+# script runs as `python bench/<name>.py`, so the repository root goes on the path first.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.procfs import proc_status_kib
 
 
 def mib(field: str) -> float:

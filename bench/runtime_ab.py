@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,10 @@ import numpy as np
 from core_latency import machine_info
 from http_load import drive, enrol_gallery, people
 
-from facesvc.testing import ServerProcess
+# Shared with the e2e tests, so kept with them in tests/support/ (not in the package); this
+# script runs as `python bench/<name>.py`, so the repository root goes on the path first.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.server_process import ServerProcess
 
 COMMON = {"FACESVC_LOG_LEVEL": "warning", "FACESVC_LOCKOUT_MAX_FAILURES": "1000000"}
 # --compare runtime (default): the CPU runtime's choice; --compare workers: `make run`'s worker

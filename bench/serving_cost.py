@@ -33,7 +33,12 @@ from core_latency import machine_info
 from http_load import enrol_gallery, people, wait_port
 
 from facesvc.settings import PROJECT_ROOT
-from facesvc.testing import ServerProcess, free_port, process_tree_cpu_seconds
+
+# Shared with the e2e tests, so kept with them in tests/support/ (not in the package); this
+# script runs as `python bench/<name>.py`, so the repository root goes on the path first.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.procfs import process_tree_cpu_seconds
+from tests.support.server_process import ServerProcess, free_port
 
 ROUTES = ("detect", "embed", "verify", "identify", "enrol")
 # One thread per model in both servers: the model CPU is then what the models' threads use.

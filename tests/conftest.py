@@ -24,7 +24,7 @@ from facesvc.security.crypto import generate_data_key
 from facesvc.security.keys import Caller, generate_api_key
 from facesvc.services.keys import ApiKeyService, tenant_named_or_new
 from facesvc.settings import ENV_FILE_VARIABLE, Settings
-from tests.pg import postgres_server  # noqa: F401  (fixture, for the PostgreSQL runs)
+from tests.support.pg import postgres_server  # noqa: F401  (fixture, for the PostgreSQL runs)
 
 
 def isolate_settings_from_the_developer() -> None:
@@ -68,7 +68,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def database_backend(request: pytest.FixtureRequest) -> str:
     """Every in-process API test runs twice: on SQLite (the embedded default) and on a real
-    PostgreSQL server (tests/pg.py), both built by the same migrations."""
+    PostgreSQL server (tests/support/pg.py), both built by the same migrations."""
     return str(request.param)
 
 

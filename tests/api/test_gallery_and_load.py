@@ -16,7 +16,7 @@ from facesvc.repositories.faces import FaceRepository
 from facesvc.settings import Settings
 from tests.api.test_errors import assert_problem
 from tests.conftest import ADMIN_KEY, image_file, lfw_image
-from tests.gates import eventually, gated
+from tests.support.gates import eventually, gated
 
 
 async def sql_face_ids(state: AppState) -> set[object]:

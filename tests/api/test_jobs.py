@@ -29,7 +29,7 @@ from facesvc.settings import Settings
 from facesvc.workers.job_runner import JobRunner
 from tests.api.test_errors import assert_problem
 from tests.conftest import ADMIN_KEY, DATA_KEY, MakeClient, lfw_image, new_key
-from tests.gates import eventually, gated
+from tests.support.gates import eventually, gated
 
 FINAL = {"succeeded", "failed", "cancelled"}
 

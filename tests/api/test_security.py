@@ -18,7 +18,7 @@ from facesvc.db.engine import session_scope
 from facesvc.db.models import LoginAttempts, utcnow
 from tests.api.test_errors import assert_problem
 from tests.conftest import ADMIN_KEY, MakeClient, image_file, lfw_image, new_key
-from tests.gates import eventually, gated, waiting_items
+from tests.support.gates import eventually, gated, waiting_items
 
 
 async def enrolled_user(client: httpx.AsyncClient, name: str, number: int = 1) -> str:

@@ -1,4 +1,4 @@
-"""The e2e tests' fixtures: the shared real server (``live_server``, see tests/servers.py) and
+"""The e2e tests' fixtures: the shared real server (``live_server``, tests/support/servers.py) and
 the external tools some tests drive (a browser, nginx, node)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import LIVE_API_KEY, live_server
+from tests.support.servers import LIVE_API_KEY, live_server
 
 __all__ = ["LIVE_API_KEY", "live_server", "require_tool"]
 

@@ -19,8 +19,8 @@ from facesvc import bench_cli
 from facesvc.cli import app
 from facesvc.security.crypto import generate_data_key
 from facesvc.settings import ENV_FILE_VARIABLE, PROJECT_ROOT, Settings
-from facesvc.testing import facesvc_command, free_port, start_server
 from tests.conftest import LFW, image_file, lfw_image, require_data
+from tests.support.server_process import facesvc_command, free_port, start_server
 
 pytestmark = pytest.mark.e2e
 

@@ -24,9 +24,9 @@ from typing import Any
 import httpx
 import pytest
 
-from facesvc.testing import ServerProcess
 from tests.conftest import LFW, lfw_image
 from tests.e2e.conftest import require_tool
+from tests.support.server_process import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

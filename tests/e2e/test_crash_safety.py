@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import image_file, lfw_image
-from tests.servers import http_client, serving
+from tests.support.servers import http_client, serving
 
 pytestmark = pytest.mark.e2e
 

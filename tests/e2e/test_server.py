@@ -1,6 +1,6 @@
 """A real ``facesvc serve`` process: probes, docs, the whole user flow, concurrency, errors.
 
-The session's shared server (``live_server``, tests/servers.py: loading the models takes
+The session's shared server (``live_server``, tests/support/servers.py: loading the models takes
 seconds), on its own SQLite file, migrated by ``facesvc db upgrade`` as an operator would. It
 must stop cleanly on SIGTERM: checked when the session ends.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from facesvc.testing import ServerProcess
 from tests.conftest import image_file, lfw_image
-from tests.servers import http_client
+from tests.support.server_process import ServerProcess
+from tests.support.servers import http_client
 
 pytestmark = pytest.mark.e2e
 

@@ -14,10 +14,11 @@ import httpx
 import pytest
 
 from facesvc.inference.devices import DEFAULT_MAX_WORKERS, usable_cpu_count
-from facesvc.testing import ServerProcess, process_tree
 from tests.conftest import lfw_image, require_data
-from tests.pg import postgres_server  # noqa: F401  (fixture)
-from tests.servers import http_client, serving
+from tests.support.pg import postgres_server  # noqa: F401  (fixture)
+from tests.support.procfs import process_tree
+from tests.support.server_process import ServerProcess
+from tests.support.servers import http_client, serving
 
 pytestmark = pytest.mark.e2e
 

@@ -27,9 +27,9 @@ from schemathesis.transport.serialization import Binary
 
 from facesvc.app import create_app
 from facesvc.settings import Settings
-from facesvc.testing import ServerProcess
 from tests.conftest import LFW, lfw_image
-from tests.servers import http_client
+from tests.support.server_process import ServerProcess
+from tests.support.servers import http_client
 
 pytestmark = pytest.mark.e2e
 
@@ -88,7 +88,7 @@ class Gallery:
 
 @pytest.fixture(scope="module")
 def server(live_server: ServerProcess, data_dir: object) -> ServerProcess:
-    # No traceback in its log: checked when the session's server stops (tests/servers.py).
+    # No traceback in its log: checked when the session's server stops (tests/support/servers.py).
     return live_server
 
 

@@ -10,10 +10,10 @@ import pytest
 
 from facesvc.api.limits import request_body_limit
 from facesvc.settings import Settings
-from facesvc.testing import ServerProcess
 from tests.api.test_errors import assert_problem
 from tests.conftest import image_file, lfw_image
-from tests.servers import http_client, serving
+from tests.support.server_process import ServerProcess
+from tests.support.servers import http_client, serving
 
 CHUNK = 256 * 1024
 MULTIPART = "multipart/form-data; boundary=facesvc-test-boundary"

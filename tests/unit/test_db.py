@@ -42,7 +42,7 @@ from facesvc.db.migrate import (
 from facesvc.db.models import DEFAULT_TENANT_ID, Face
 from facesvc.repositories import DuplicateExternalIdError, FaceRepository, UserRepository
 from facesvc.security.crypto import EmbeddingCipher
-from tests.pg import postgres_server, postgres_url  # noqa: F401  (fixtures)
+from tests.support.pg import postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 MODEL = "facenet"
 VERSION = "1"

@@ -1,8 +1,8 @@
 """A real ``facesvc serve`` process on 127.0.0.1, for end-to-end tests and benchmarks.
 
-Only the standard library is used here (no pytest, no httpx), so the bench scripts and the
-test suite can share it. The server runs the installed console script with the same Python,
-on its own database; its stdout and stderr go to files, never to pipes nobody reads.
+Only the standard library and ``facesvc`` are used here (no pytest, no httpx), so the bench
+scripts and the test suite can share it. The server runs the installed console script with the
+same Python, on its own database; its stdout and stderr go to files, never to pipes nobody reads.
 
 ``start_server(directory)`` is the one way tests start a server: a fresh SQLite file, migrated,
 a free port, an admin API key of its own (``server.api_key``, sent by ``server.headers``), and
@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from facesvc.security.crypto import generate_data_key
 from facesvc.settings import PROJECT_ROOT
+from tests.support.procfs import proc_status_kib
 
 HOST = "127.0.0.1"
 API_KEY_HEADER = "X-API-Key"
@@ -58,62 +59,6 @@ def free_port() -> int:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def proc_status_kib(pid: int, field: str) -> int | None:
-    """A ``kB`` field of /proc/<pid>/status (``VmHWM`` = peak RSS, ``VmRSS``), Linux only."""
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        key, _, value = line.partition(":")
-        if key == field:
-            return int(value.split()[0])
-    return None
-
-
-def _proc_stats() -> dict[int, list[str]]:
-    """The fields after ``pid (comm)`` of every process's /proc/<pid>/stat (Linux)."""
-    found: dict[int, list[str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text(encoding="ascii")
-        except OSError:
-            continue
-        found[int(entry.name)] = stat[stat.rindex(")") + 2 :].split()
-    return found
-
-
-def process_tree(pid: int, stats: dict[int, list[str]] | None = None) -> list[int]:
-    """``pid`` and every live descendant (the workers of ``serve --workers N``)."""
-    stats = stats if stats is not None else _proc_stats()
-    tree, frontier = [pid], [pid]
-    while frontier:
-        parent = frontier.pop()
-        children = [child for child, fields in stats.items() if int(fields[1]) == parent]
-        tree.extend(children)
-        frontier.extend(children)
-    return tree
-
-
-def process_tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and every live descendant, from
-    /proc/<pid>/stat; Linux only. Descendants that exited are not counted: read it while
-    the server runs."""
-    stats = _proc_stats()
-    ticks = os.sysconf("SC_CLK_TCK")
-    used = sum(
-        int(stats[p][11]) + int(stats[p][12]) for p in process_tree(pid, stats) if p in stats
-    )
-    return used / ticks
-
-
-def process_tree_rss_kib(pid: int) -> int:
-    """Resident memory of ``pid`` and its descendants (each worker's models count)."""
-    return sum(proc_status_kib(p, "VmRSS") or 0 for p in process_tree(pid))
 
 
 class ServerProcess:
@@ -168,7 +113,7 @@ class ServerProcess:
     def migrate(self, timeout: float = 120) -> None:
         """``facesvc db upgrade`` on the server's database."""
         try:
-            done = subprocess.run(  # noqa: S603 (our own console script, no shell)
+            done = subprocess.run(
                 [*facesvc_command(), "db", "upgrade"],
                 cwd=self.cwd,
                 env=self.env,
@@ -199,7 +144,7 @@ class ServerProcess:
         ]
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.started_at = time.perf_counter()
-            self.process = subprocess.Popen(  # noqa: S603 (our own console script, no shell)
+            self.process = subprocess.Popen(
                 command, cwd=self.cwd, env=self.env, stdout=out, stderr=err
             )
 

@@ -1,6 +1,6 @@
 """A real, throwaway PostgreSQL server for the tests that need one.
 
-Import the fixtures into a test module (``from tests.pg import postgres_server,
+Import the fixtures into a test module (``from tests.support.pg import postgres_server,
 postgres_url``). ``postgres_server`` is session-scoped: it runs initdb into a temp
 folder, starts the server on a free port of 127.0.0.1 (no other interface, trust
 auth, durability off for speed) and stops it at the end of the session.

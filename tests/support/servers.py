@@ -1,9 +1,10 @@
 """Real ``facesvc serve`` processes for the e2e and security tests.
 
-Every server comes from ``facesvc.testing.start_server`` (fresh SQLite file, migrations, free
-port, its own admin API key, ``BASE_SERVER_ENV``), through ``serving`` here, which turns a
-failed start into a short test failure. Starting one loads every model (about 10 s), so the
-tests that need no special settings share one per session: the ``live_server`` fixture.
+Every server comes from ``start_server`` of ``server_process.py`` beside this (fresh SQLite
+file, migrations, free port, its own admin API key, ``BASE_SERVER_ENV``), through ``serving``
+here, which turns a failed start into a short test failure. Starting one loads every model
+(about 10 s), so the tests that need no special settings share one per session: the
+``live_server`` fixture.
 Every request a test sends to a server carries ``server.headers`` (its ``X-API-Key``).
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from facesvc.testing import ServerError, ServerProcess, start_server
+from tests.support.server_process import ServerError, ServerProcess, start_server
 
 # The shared server's admin key (also `live_server.api_key`): known before it starts, for
 # module-level use.
