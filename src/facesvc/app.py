@@ -30,6 +30,7 @@ from facesvc.api.routers import (
     recognition,
     users,
 )
+from facesvc.api.schemas import JobResultsJSON
 from facesvc.container import build_state
 from facesvc.observability.metrics import metrics_of
 from facesvc.observability.middleware import install_observability
@@ -83,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:
             state._loader = asyncio.create_task(state.load_models(), name="load-models")
         app.state.facesvc = state
-        state.start_job_runner(jobs.JOB_RESULTS)  # waits for the models, then runs jobs
+        state.start_job_runner(JobResultsJSON())  # waits for the models, then runs jobs
         try:
             yield
         finally:

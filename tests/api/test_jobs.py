@@ -16,7 +16,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import select, text, update
 
-from facesvc.api.routers.jobs import JOB_RESULTS
+from facesvc.api.schemas import JobResultsJSON
 from facesvc.app import create_app
 from facesvc.container import AppState
 from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
@@ -335,7 +335,9 @@ async def test_workers_never_claim_the_same_job(app: FastAPI, fresh_url: str) ->
             created = {(await service.create_detect([b"photo"])).id for _ in range(6)}
 
         def runner() -> JobRunner:
-            return JobRunner(sessions, state.analysis, state.gallery, state.cipher, JOB_RESULTS)
+            return JobRunner(
+                sessions, state.analysis, state.gallery, state.cipher, JobResultsJSON()
+            )
 
         runners = [runner() for _ in range(3)]
         claims = await asyncio.gather(*(r.claim_next() for r in runners for _ in range(3)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, File, Request, UploadFile
+from fastapi import Depends, File, Form, Request, UploadFile
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -243,6 +243,14 @@ async def image_bytes(
 
 
 ImageBytes = Annotated[bytes, Depends(image_bytes)]
+Consent = Annotated[
+    bool,
+    Form(
+        description="The person consented to storing this face (biometric data, GDPR art. 9);"
+        " must be true",
+        examples=[True],
+    ),
+]
 
 
 async def legacy_image_bytes(

@@ -16,9 +16,13 @@ from pydantic import (
     field_validator,
 )
 
-from facesvc.api.errors import Problem
+from facesvc.api.errors import Problem, problem_of
+from facesvc.db import models as db
 from facesvc.inference.attributes.models import FaceAttributes as EstimatedAttributes
+from facesvc.inference.images import ImageError
 from facesvc.inference.types import FIVE_POINT_NAMES, Box, Face
+from facesvc.services.analysis import AnalysedImage
+from facesvc.services.errors import ServiceError
 from facesvc.services.liveness.checker import REASON_TEXT
 from facesvc.services.liveness.service import LivenessView
 
@@ -48,6 +52,11 @@ class BoxOut(BaseModel):
             width=round(box.width, 2),
             height=round(box.height, 2),
         )
+
+    @classmethod
+    def of_stored(cls, face: db.Face) -> BoxOut:
+        """The box stored with an enrolled face, as stored."""
+        return cls(x=face.box_x, y=face.box_y, width=face.box_width, height=face.box_height)
 
 
 class FiveLandmarks(BaseModel):
@@ -197,6 +206,21 @@ class DetectResponse(BaseModel):
     image: ImageSize
     faces: list[DetectedFace] = Field(description="Every face found, largest first")
 
+    @classmethod
+    def of(cls, result: AnalysedImage) -> DetectResponse:
+        """The answer of /v1/detect (and of the legacy routes and detect jobs)."""
+        found = result.attributes
+        return cls(
+            image=ImageSize(width=result.width, height=result.height),
+            faces=[
+                DetectedFace(
+                    **DetectedFace.fields_of(face),
+                    attributes=FaceAttributes.of(found[index]) if found is not None else None,
+                )
+                for index, face in enumerate(result.faces)
+            ],
+        )
+
 
 class LandmarkFace(FoundFace):
     mesh: list[Point3] | None = Field(
@@ -207,6 +231,20 @@ class LandmarkFace(FoundFace):
 class LandmarksResponse(BaseModel):
     image: ImageSize
     faces: list[LandmarkFace]
+
+    @classmethod
+    def of(cls, result: AnalysedImage) -> LandmarksResponse:
+        """The answer of /v1/landmarks (and of the legacy route)."""
+        faces = []
+        for face in result.faces:
+            mesh = None
+            if face.mesh is not None:
+                mesh = [
+                    (round(float(x), 2), round(float(y), 2), round(float(z), 2))
+                    for x, y, z in face.mesh
+                ]
+            faces.append(LandmarkFace(**DetectedFace.fields_of(face), mesh=mesh))
+        return cls(image=ImageSize(width=result.width, height=result.height), faces=faces)
 
 
 class ModelRef(BaseModel):
@@ -225,6 +263,22 @@ class EmbedResponse(BaseModel):
     image: ImageSize
     model: ModelRef
     faces: list[EmbeddedFace]
+
+    @classmethod
+    def of(cls, result: AnalysedImage, model: ModelRef) -> EmbedResponse:
+        """The answer of /v1/embed: ``result`` analysed with ``embed=True`` by ``model``."""
+        return cls(
+            image=ImageSize(width=result.width, height=result.height),
+            model=model,
+            faces=[
+                EmbeddedFace(
+                    **DetectedFace.fields_of(f),
+                    embedding=[float(v) for v in f.embedding] if f.embedding is not None else [],
+                    model=model.name,
+                )
+                for f in result.faces
+            ],
+        )
 
 
 def storable_text(value: str | None) -> str | None:
@@ -293,6 +347,17 @@ class UserOut(BaseModel):
     face_count: int = Field(default=0, description="Faces enrolled", examples=[2])
     created_at: datetime
 
+    @classmethod
+    def of(cls, user: db.User, face_count: int) -> UserOut:
+        return cls(
+            id=user.id,
+            name=user.name,
+            external_id=user.external_id,
+            metadata=user.metadata_,
+            face_count=face_count,
+            created_at=user.created_at,
+        )
+
 
 class UserPage(BaseModel):
     items: list[UserOut]
@@ -315,6 +380,20 @@ class FaceOut(BaseModel):
         default=None, description="When the person's consent was recorded"
     )
     created_at: datetime
+
+    @classmethod
+    def of(cls, face: db.Face) -> FaceOut:
+        return cls(
+            face_id=face.id,
+            user_id=face.user_id,
+            box=BoxOut.of_stored(face),
+            image=ImageSize(width=face.image_width, height=face.image_height),
+            detection_score=face.detection_score,
+            model=ModelRef(name=face.model_name, version=face.model_version),
+            quality=face.quality,
+            consented_at=face.consented_at,
+            created_at=face.created_at,
+        )
 
 
 class FaceList(BaseModel):
@@ -482,6 +561,10 @@ class LegacyRegisterResponse(BaseModel):
     face_id: uuid.UUID
     box: BoxOut
 
+    @classmethod
+    def of(cls, user: db.User, face: db.Face) -> LegacyRegisterResponse:
+        return cls(user_id=user.id, name=user.name, face_id=face.id, box=BoxOut.of_stored(face))
+
 
 class LegacyLoginResponse(BaseModel):
     match: bool
@@ -528,6 +611,17 @@ class KeyOut(BaseModel):
     scopes: list[str]
     created_at: datetime
     revoked_at: datetime | None = None
+
+    @classmethod
+    def of(cls, key: db.ApiKey) -> KeyOut:
+        return cls(
+            id=key.id,
+            name=key.name,
+            prefix=key.prefix,
+            scopes=sorted(key.scope_set),
+            created_at=key.created_at,
+            revoked_at=key.revoked_at,
+        )
 
 
 class KeyCreated(KeyOut):
@@ -581,6 +675,33 @@ class JobItemOut(BaseModel):
     face: FaceOut | None = Field(default=None, description="Enrol jobs: the enrolled face")
     problem: Problem | None = Field(default=None, description="Why this photo failed")
 
+    @classmethod
+    def of(cls, kind: str, item: db.JobItem) -> JobItemOut:
+        """A photo's outcome, read back from the JSON that ``JobResultsJSON`` stored."""
+        out = cls(index=item.position, state=item.state)
+        if item.state == "failed" and item.result is not None:
+            out.problem = Problem.model_validate(item.result)
+        elif item.state == "succeeded" and item.result is not None:
+            if kind == "detect":
+                out.detection = DetectResponse.model_validate(item.result)
+            else:
+                out.face = FaceOut.model_validate(item.result)
+        return out
+
+
+class JobResultsJSON:
+    """How the job runner stores a photo's outcome: as the JSON this API answers (read back
+    by ``JobItemOut.of``)."""
+
+    def detected(self, image: AnalysedImage) -> dict[str, Any]:
+        return DetectResponse.of(image).model_dump(mode="json")
+
+    def enrolled(self, face: db.Face) -> dict[str, Any]:
+        return FaceOut.of(face).model_dump(mode="json")
+
+    def failed(self, error: ServiceError | ImageError) -> dict[str, Any]:
+        return problem_of(error).model_dump(mode="json", exclude_none=True)
+
 
 class JobOut(BaseModel):
     """A job's state and progress, and once it has finished, every photo's outcome."""
@@ -612,6 +733,24 @@ class JobOut(BaseModel):
         description="Every photo's outcome in request order, once the job has finished "
         "(null before, and in listings)",
     )
+
+    @classmethod
+    def of(cls, job: db.Job, items: list[db.JobItem] | None = None) -> JobOut:
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            state=job.state,
+            total=job.total,
+            done=job.done,
+            failed=job.failed,
+            percent=round(100.0 * job.done / job.total, 1) if job.total else 100.0,
+            user_id=job.user_id,
+            error=job.error,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            items=None if items is None else [JobItemOut.of(job.kind, item) for item in items],
+        )
 
 
 class JobPage(BaseModel):
@@ -743,6 +882,14 @@ class TenantSettingsOut(BaseModel):
         description="FACESVC_LIVENESS_REQUIRED is on: every tenant needs liveness, whatever "
         "`require_liveness` says"
     )
+
+    @classmethod
+    def of(cls, tenant: db.Tenant, required_everywhere: bool) -> TenantSettingsOut:
+        return cls(
+            name=tenant.name,
+            require_liveness=tenant.require_liveness,
+            liveness_required_everywhere=required_everywhere,
+        )
 
 
 class TenantSettingsPatch(BaseModel):

@@ -21,7 +21,6 @@ from facesvc.api.schemas import (
     TenantSettingsOut,
     TenantSettingsPatch,
 )
-from facesvc.db.models import ApiKey, Tenant
 from facesvc.services.audit import ACTIONS
 
 AuditAction = Enum("AuditAction", {a.replace(".", "_"): a for a in ACTIONS}, type=str)  # type: ignore[misc]
@@ -32,17 +31,6 @@ router = APIRouter(
     dependencies=[Depends(require_admin)],
     responses=problem_responses(401, 403),
 )
-
-
-def _key_out(key: ApiKey) -> KeyOut:
-    return KeyOut(
-        id=key.id,
-        name=key.name,
-        prefix=key.prefix,
-        scopes=sorted(key.scope_set),
-        created_at=key.created_at,
-        revoked_at=key.revoked_at,
-    )
 
 
 @router.post(
@@ -71,12 +59,12 @@ async def create_key(
     keys: KeyServiceDep,
 ) -> KeyCreated:
     row, secret = await keys.create(body.name, list(body.scopes))
-    return KeyCreated(**_key_out(row).model_dump(), key=secret)
+    return KeyCreated(**KeyOut.of(row).model_dump(), key=secret)
 
 
 @router.get("/keys", operation_id="list_keys", summary="Your tenant's API keys (no secrets)")
 async def list_keys(keys: KeyServiceDep) -> KeyList:
-    return KeyList(items=[_key_out(k) for k in await keys.list()])
+    return KeyList(items=[KeyOut.of(k) for k in await keys.list()])
 
 
 @router.delete(
@@ -88,7 +76,7 @@ async def list_keys(keys: KeyServiceDep) -> KeyList:
 async def revoke_key(
     key_id: Annotated[uuid.UUID, Path(description="The key's id")], keys: KeyServiceDep
 ) -> KeyOut:
-    return _key_out(await keys.revoke(key_id))
+    return KeyOut.of(await keys.revoke(key_id))
 
 
 @router.get(
@@ -126,17 +114,9 @@ async def list_audit_events(
     )
 
 
-def _tenant_out(tenant: Tenant, state: StateDep) -> TenantSettingsOut:
-    return TenantSettingsOut(
-        name=tenant.name,
-        require_liveness=tenant.require_liveness,
-        liveness_required_everywhere=state.liveness.required,
-    )
-
-
 @router.get("/tenant", operation_id="get_tenant", summary="Your tenant's settings")
 async def get_tenant(tenants: TenantServiceDep, state: StateDep) -> TenantSettingsOut:
-    return _tenant_out(await tenants.get(), state)
+    return TenantSettingsOut.of(await tenants.get(), state.liveness.required)
 
 
 @router.patch(
@@ -162,4 +142,5 @@ async def update_tenant(
 ) -> TenantSettingsOut:
     """`require_liveness: true`: `POST /v1/users/{id}/verify` (and the legacy login) answer
     422 `liveness-required` unless given a passed `liveness_session`. Audited."""
-    return _tenant_out(await tenants.update(require_liveness=body.require_liveness), state)
+    tenant = await tenants.update(require_liveness=body.require_liveness)
+    return TenantSettingsOut.of(tenant, state.liveness.required)

@@ -9,19 +9,8 @@ from fastapi.exceptions import RequestValidationError
 
 from facesvc.api.deps import AnalysisDep, ImageBytes, current_caller
 from facesvc.api.errors import problem_responses
-from facesvc.api.schemas import (
-    DetectedFace,
-    DetectResponse,
-    EmbeddedFace,
-    EmbedResponse,
-    FaceAttributes,
-    ImageSize,
-    LandmarkFace,
-    LandmarksResponse,
-    ModelRef,
-)
+from facesvc.api.schemas import DetectResponse, EmbedResponse, LandmarksResponse, ModelRef
 from facesvc.inference.attributes import ATTRIBUTES, Attribute
-from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.annotation import AnnotatedImage, FaceAnnotationService
 
 router = APIRouter(
@@ -120,25 +109,7 @@ async def detect_faces(
     has the attributes asked for (figures and weak spots: docs/eval/attributes.json)."""
     if annotate:
         return png_response(await annotation.annotate(image))
-    return await detect(image, analysis, attributes)
-
-
-async def detect(
-    image: bytes, analysis: FaceAnalysisService, attributes: frozenset[Attribute] = frozenset()
-) -> DetectResponse:
-    """The JSON answer of /v1/detect (the legacy routes answer the same, without attributes)."""
-    result = await analysis.analyse(image, attributes=attributes)
-    found = result.attributes
-    return DetectResponse(
-        image=ImageSize(width=result.width, height=result.height),
-        faces=[
-            DetectedFace(
-                **DetectedFace.fields_of(face),
-                attributes=FaceAttributes.of(found[index]) if found is not None else None,
-            )
-            for index, face in enumerate(result.faces)
-        ],
-    )
+    return DetectResponse.of(await analysis.analyse(image, attributes=attributes))
 
 
 @router.post(
@@ -161,24 +132,7 @@ async def face_landmarks(
     nearer the camera) on about the same scale as x."""
     if annotate:
         return png_response(await annotation.annotate(image, dense=dense))
-    return await landmarks(image, analysis, dense=dense)
-
-
-async def landmarks(
-    image: bytes, analysis: FaceAnalysisService, dense: bool = False
-) -> LandmarksResponse:
-    """The JSON answer of /v1/landmarks (the legacy route answers the same)."""
-    result = await analysis.analyse(image, dense=dense)
-    faces = []
-    for face in result.faces:
-        mesh = None
-        if face.mesh is not None:
-            mesh = [
-                (round(float(x), 2), round(float(y), 2), round(float(z), 2))
-                for x, y, z in face.mesh
-            ]
-        faces.append(LandmarkFace(**DetectedFace.fields_of(face), mesh=mesh))
-    return LandmarksResponse(image=ImageSize(width=result.width, height=result.height), faces=faces)
+    return LandmarksResponse.of(await analysis.analyse(image, dense=dense))
 
 
 @router.post(
@@ -190,16 +144,5 @@ async def landmarks(
 async def embed(image: ImageBytes, analysis: AnalysisDep) -> EmbedResponse:
     result = await analysis.analyse(image, embed=True)
     pipeline = analysis.pipeline
-    faces = [
-        EmbeddedFace(
-            **DetectedFace.fields_of(f),
-            embedding=[float(v) for v in f.embedding] if f.embedding is not None else [],
-            model=pipeline.embedding_space,
-        )
-        for f in result.faces
-    ]
-    return EmbedResponse(
-        image=ImageSize(width=result.width, height=result.height),
-        model=ModelRef(name=pipeline.embedding_space, version=pipeline.embedder_version),
-        faces=faces,
-    )
+    model = ModelRef(name=pipeline.embedding_space, version=pipeline.embedder_version)
+    return EmbedResponse.of(result, model)

@@ -10,28 +10,16 @@ from fastapi import APIRouter, Depends, File, Form, Path, Query, Response, Uploa
 from facesvc.api.deps import (
     BINARY_FILES,
     CallerDep,
+    Consent,
     SessionDep,
     StateDep,
     current_caller,
     read_upload,
     require_enrol,
 )
-from facesvc.api.errors import Problem, ProblemError, problem_of, problem_responses
-from facesvc.api.routers.users import Consent
-from facesvc.api.routers.users import _face_out as face_out
-from facesvc.api.schemas import (
-    DetectedFace,
-    DetectResponse,
-    FaceOut,
-    ImageSize,
-    JobItemOut,
-    JobOut,
-    JobPage,
-)
-from facesvc.db.models import Face, Job, JobItem
-from facesvc.inference.images import ImageError
-from facesvc.services.analysis import AnalysedImage
-from facesvc.services.errors import ServiceError
+from facesvc.api.errors import ProblemError, problem_responses
+from facesvc.api.schemas import JobOut, JobPage
+from facesvc.db.models import Job
 from facesvc.services.jobs import FINAL_STATES, MAX_JOB_IMAGES, JobService
 
 router = APIRouter(
@@ -69,25 +57,6 @@ ACCEPTED: dict[int | str, dict[str, Any]] = {
 }
 
 
-class ApiJobResults:
-    """Photos' outcomes stored as the JSON this API answers (read back by ``_item_out``)."""
-
-    def detected(self, image: AnalysedImage) -> dict[str, Any]:
-        return DetectResponse(
-            image=ImageSize(width=image.width, height=image.height),
-            faces=[DetectedFace(**DetectedFace.fields_of(f)) for f in image.faces],
-        ).model_dump(mode="json")
-
-    def enrolled(self, face: Face) -> dict[str, Any]:
-        return face_out(face).model_dump(mode="json")
-
-    def failed(self, error: ServiceError | ImageError) -> dict[str, Any]:
-        return problem_of(error).model_dump(mode="json", exclude_none=True)
-
-
-JOB_RESULTS = ApiJobResults()
-
-
 async def get_jobs(session: SessionDep, state: StateDep, caller: CallerDep) -> JobService:
     runner = state.job_runner
     return JobService(session, state.cipher, caller, on_created=runner.wake if runner else None)
@@ -113,39 +82,9 @@ async def read_images(state: StateDep, images: Images) -> list[bytes]:
 ImagesBytes = Annotated[list[bytes], Depends(read_images)]
 
 
-def _item_out(kind: str, item: JobItem) -> JobItemOut:
-    out = JobItemOut(index=item.position, state=item.state)
-    if item.state == "failed" and item.result is not None:
-        out.problem = Problem.model_validate(item.result)
-    elif item.state == "succeeded" and item.result is not None:
-        if kind == "detect":
-            out.detection = DetectResponse.model_validate(item.result)
-        else:
-            out.face = FaceOut.model_validate(item.result)
-    return out
-
-
-def _job_out(job: Job, items: list[JobItem] | None = None) -> JobOut:
-    return JobOut(
-        id=job.id,
-        kind=job.kind,
-        state=job.state,
-        total=job.total,
-        done=job.done,
-        failed=job.failed,
-        percent=round(100.0 * job.done / job.total, 1) if job.total else 100.0,
-        user_id=job.user_id,
-        error=job.error,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        items=None if items is None else [_item_out(job.kind, item) for item in items],
-    )
-
-
 def _accepted(job: Job, response: Response) -> JobOut:
     response.headers["Location"] = f"{router.prefix}/{job.id}"
-    return _job_out(job)
+    return JobOut.of(job)
 
 
 @router.post(
@@ -196,7 +135,7 @@ async def list_jobs(
     offset: Annotated[int, Query(ge=0, le=10_000_000, description="Jobs to skip")] = 0,
 ) -> JobPage:
     rows, total = await jobs.page(limit, offset)
-    return JobPage(items=[_job_out(job) for job in rows], total=total, limit=limit, offset=offset)
+    return JobPage(items=[JobOut.of(job) for job in rows], total=total, limit=limit, offset=offset)
 
 
 @router.get(
@@ -207,7 +146,7 @@ async def list_jobs(
 )
 async def get_job(job_id: JobId, jobs: JobServiceDep) -> JobOut:
     job = await jobs.get(job_id)
-    return _job_out(job, await jobs.items(job) if job.state in FINAL_STATES else None)
+    return JobOut.of(job, await jobs.items(job) if job.state in FINAL_STATES else None)
 
 
 @router.delete(
@@ -221,4 +160,4 @@ async def cancel_job(job_id: JobId, jobs: JobServiceDep) -> JobOut:
     processed keep their results (enrolled faces stay enrolled). 409 `job-finished` for a
     job that has already succeeded or failed; cancelling a cancelled job changes nothing."""
     job = await jobs.cancel(job_id)
-    return _job_out(job, await jobs.items(job))
+    return JobOut.of(job, await jobs.items(job))

@@ -21,9 +21,7 @@ from facesvc.api.deps import (
     current_caller,
 )
 from facesvc.api.errors import ProblemError, problem_responses
-from facesvc.api.routers.analysis import detect, landmarks
 from facesvc.api.schemas import (
-    BoxOut,
     DetectResponse,
     LandmarksResponse,
     LegacyLoginResponse,
@@ -79,7 +77,7 @@ for _path in LEGACY_PATHS:
     responses=ERRORS,
 )
 async def face_detect(image: LegacyImageBytes, analysis: AnalysisDep) -> DetectResponse:
-    return await detect(image, analysis)
+    return DetectResponse.of(await analysis.analyse(image))
 
 
 @router.post(
@@ -89,7 +87,7 @@ async def face_detect(image: LegacyImageBytes, analysis: AnalysisDep) -> DetectR
     responses=ERRORS,
 )
 async def upload(image: LegacyImageBytes, analysis: AnalysisDep) -> DetectResponse:
-    return await detect(image, analysis)
+    return DetectResponse.of(await analysis.analyse(image))
 
 
 @router.post(
@@ -99,7 +97,7 @@ async def upload(image: LegacyImageBytes, analysis: AnalysisDep) -> DetectRespon
     responses=ERRORS,
 )
 async def face_landmark(image: LegacyImageBytes, analysis: AnalysisDep) -> LandmarksResponse:
-    return await landmarks(image, analysis, dense=True)
+    return LandmarksResponse.of(await analysis.analyse(image, dense=True))
 
 
 @router.post(
@@ -124,12 +122,7 @@ async def face_register(
 ) -> LegacyRegisterResponse:
     user = await users.by_name(name) or await users.create(name)
     face = await enrolment.enrol(user.id, image, consent=consent)
-    return LegacyRegisterResponse(
-        user_id=user.id,
-        name=user.name,
-        face_id=face.id,
-        box=BoxOut(x=face.box_x, y=face.box_y, width=face.box_width, height=face.box_height),
-    )
+    return LegacyRegisterResponse.of(user, face)
 
 
 @router.post(

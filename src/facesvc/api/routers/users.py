@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, File, Form, Path, Query, Response, UploadFile, status
+from fastapi import APIRouter, Body, Depends, File, Path, Query, Response, UploadFile, status
 
 from facesvc.api.deps import (
     BINARY_FILES,
+    Consent,
     EnrolmentDep,
     ImageBytes,
     ModelsReady,
@@ -19,18 +20,15 @@ from facesvc.api.deps import (
 )
 from facesvc.api.errors import ProblemError, problem_of, problem_responses
 from facesvc.api.schemas import (
-    BoxOut,
     BulkEnrolItem,
     BulkEnrolResponse,
     FaceList,
     FaceOut,
-    ImageSize,
-    ModelRef,
     UserCreate,
     UserOut,
     UserPage,
 )
-from facesvc.db.models import Face, User
+from facesvc.db.models import Face
 
 router = APIRouter(
     prefix="/v1/users",
@@ -54,39 +52,6 @@ NEW_USER_EXAMPLES = {
     },
 }
 NewUser = Annotated[UserCreate, Body(openapi_examples=NEW_USER_EXAMPLES)]
-Consent = Annotated[
-    bool,
-    Form(
-        description="The person consented to storing this face (biometric data, GDPR art. 9);"
-        " must be true",
-        examples=[True],
-    ),
-]
-
-
-def _user_out(user: User, face_count: int) -> UserOut:
-    return UserOut(
-        id=user.id,
-        name=user.name,
-        external_id=user.external_id,
-        metadata=user.metadata_,
-        face_count=face_count,
-        created_at=user.created_at,
-    )
-
-
-def _face_out(face: Face) -> FaceOut:
-    return FaceOut(
-        face_id=face.id,
-        user_id=face.user_id,
-        box=BoxOut(x=face.box_x, y=face.box_y, width=face.box_width, height=face.box_height),
-        image=ImageSize(width=face.image_width, height=face.image_height),
-        detection_score=face.detection_score,
-        model=ModelRef(name=face.model_name, version=face.model_version),
-        quality=face.quality,
-        consented_at=face.consented_at,
-        created_at=face.created_at,
-    )
 
 
 @router.post(
@@ -98,7 +63,7 @@ def _face_out(face: Face) -> FaceOut:
 )
 async def create_user(body: NewUser, users: UserServiceDep) -> UserOut:
     user = await users.create(body.name, body.external_id, body.metadata)
-    return _user_out(user, 0)
+    return UserOut.of(user, 0)
 
 
 @router.get(
@@ -114,7 +79,7 @@ async def list_users(
 ) -> UserPage:
     rows, total = await users.list_page(limit, offset)
     return UserPage(
-        items=[_user_out(user, count) for user, count in rows],
+        items=[UserOut.of(user, count) for user, count in rows],
         total=total,
         limit=limit,
         offset=offset,
@@ -126,7 +91,7 @@ async def list_users(
 )
 async def get_user(user_id: UserId, users: UserServiceDep) -> UserOut:
     user = await users.get(user_id)
-    return _user_out(user, await users.face_count(user_id))
+    return UserOut.of(user, await users.face_count(user_id))
 
 
 @router.delete(
@@ -156,7 +121,7 @@ async def enrol_face(
     (identify and verify see it in the next request). Refused with 422 `no-face`, or
     `multiple-faces` when a second face is nearly as large as the first, or
     `consent-required` unless `consent` is true."""
-    return _face_out(await enrolment.enrol(user_id, image, consent=consent))
+    return FaceOut.of(await enrolment.enrol(user_id, image, consent=consent))
 
 
 @router.get(
@@ -166,7 +131,7 @@ async def enrol_face(
     responses=problem_responses(404, 422),
 )
 async def list_faces(user_id: UserId, enrolment: EnrolmentDep) -> FaceList:
-    return FaceList(items=[_face_out(f) for f in await enrolment.list_faces(user_id)])
+    return FaceList(items=[FaceOut.of(f) for f in await enrolment.list_faces(user_id)])
 
 
 @router.delete(
@@ -207,7 +172,7 @@ async def enrol_faces_bulk(
     data = [await read_upload(upload, state) for upload in images]
     outcomes = await enrolment.enrol_many(user_id, data, consent=consent)
     items = [
-        BulkEnrolItem(index=i, face=_face_out(o))
+        BulkEnrolItem(index=i, face=FaceOut.of(o))
         if isinstance(o, Face)
         else BulkEnrolItem(index=i, problem=problem_of(o))
         for i, o in enumerate(outcomes)
