@@ -16,8 +16,8 @@ from fastapi import FastAPI
 from facesvc import __version__
 from facesvc.api.auth import install_private_paths
 from facesvc.api.docs import install_offline_docs
-from facesvc.api.errors import install_error_handlers
 from facesvc.api.limits import install_request_limits
+from facesvc.api.problems import install_problem_handlers
 from facesvc.api.routers import (
     admin,
     analysis,
@@ -106,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # served from local assets by install_offline_docs
         redoc_url=None,
     )
-    install_error_handlers(app)
+    install_problem_handlers(app)
     install_request_limits(app, settings)  # 413 before a too-large body is parsed
     # request ids, JSON access log and Prometheus metrics; /docs and /redoc without a CDN
     install_observability(app)

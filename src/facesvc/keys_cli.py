@@ -71,7 +71,7 @@ def revoke(
     tenant: TenantOption = "default",
 ) -> None:
     """Revoke an API key: it stops working at once."""
-    from facesvc.services.errors import KeyNotFoundError
+    from facesvc.errors import KeyNotFoundError
     from facesvc.services.keys import ApiKeyService
 
     async def run() -> None:

@@ -206,7 +206,7 @@ async def test_a_500_problem_names_the_request_id(
     assert entry["status"] == 500
     assert entry["route"] == "/boom"
     # the error handler's own line, with its traceback, is tied to the same request
-    (error,) = json_log.entries("facesvc.api.errors", "err-500")
+    (error,) = json_log.entries("facesvc.api.problems", "err-500")
     assert "RuntimeError: unexpected" in str(error["exception"])
 
 

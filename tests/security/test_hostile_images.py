@@ -19,14 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-from facesvc.inference.images import (
-    MAX_JPEG_SCANS,
-    CorruptImageError,
-    ImageTooLargeError,
-    UnsupportedImageTypeError,
-    decode_image,
-    header_size,
-)
+from facesvc.errors import CorruptImageError, ImageTooLargeError, UnsupportedImageTypeError
+from facesvc.inference.images import MAX_JPEG_SCANS, decode_image, header_size
 from tests.api.test_errors import assert_problem
 from tests.conftest import image_file, lfw_image
 from tests.security import images as make

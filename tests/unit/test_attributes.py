@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from facesvc.api.routers.analysis import parse_attributes
+from facesvc.errors import AttributesUnavailableError
 from facesvc.inference.attributes import ATTRIBUTES
 from facesvc.inference.attributes.chips import (
     DLIB_FIVE,
@@ -30,7 +31,6 @@ from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.registry import ModelRegistry
 from facesvc.inference.types import Box
 from facesvc.services.analysis import FaceAnalysisService
-from facesvc.services.errors import AttributesUnavailableError
 from facesvc.settings import Settings
 from tests.conftest import lfw_image
 

@@ -8,12 +8,12 @@ import time
 import numpy as np
 import pytest
 
+from facesvc.errors import QueueFullError
 from facesvc.inference.batching import (
     ArrayBatching,
     BatchPolicy,
     ListBatching,
     MicroBatcher,
-    QueueFullError,
 )
 from facesvc.inference.runner import ModelRunner
 

@@ -40,7 +40,8 @@ from facesvc.db.migrate import (
     upgrade_async,
 )
 from facesvc.db.models import DEFAULT_TENANT_ID, Face
-from facesvc.repositories import DuplicateExternalIdError, FaceRepository, UserRepository
+from facesvc.errors import DuplicateExternalIdError
+from facesvc.repositories import FaceRepository, UserRepository
 from facesvc.security.crypto import EmbeddingCipher
 from tests.support.pg import postgres_server, postgres_url  # noqa: F401  (fixtures)
 

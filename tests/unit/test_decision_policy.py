@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facesvc.errors import NotCalibratedError
 from facesvc.inference.calibration import ScoreCalibration
-from facesvc.services.errors import NotCalibratedError
 from facesvc.services.recognition import DecisionPolicy
 
 COMMITTED = Path(__file__).resolve().parents[2] / "models" / "calibration" / "facenet.json"

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from facesvc import __version__
 from facesvc.api import schemas
-from facesvc.api.errors import PROBLEM_JSON, Problem
+from facesvc.api.problems import PROBLEM_JSON, Problem
 from facesvc.app import create_app
 from facesvc.settings import Settings
 

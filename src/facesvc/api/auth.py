@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 
-from facesvc.api.errors import problem_response
+from facesvc.api.problems import problem_response
+from facesvc.errors import ForbiddenError, UnauthorizedError
 from facesvc.settings import Settings
 
 DOC_PATHS = frozenset({"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
@@ -47,11 +48,10 @@ def install_private_paths(app: FastAPI, settings: Settings) -> None:
         if caller is None:
             return problem_response(
                 request,
-                "unauthorized",
-                401,
-                "this path needs an admin API key (FACESVC_DOCS_PUBLIC / METRICS_PUBLIC)",
-                {"WWW-Authenticate": 'Bearer realm="facesvc", ApiKey header="X-API-Key"'},
+                UnauthorizedError(
+                    "this path needs an admin API key (FACESVC_DOCS_PUBLIC / METRICS_PUBLIC)"
+                ),
             )
         if not caller.allows("admin"):
-            return problem_response(request, "forbidden", 403, "this path needs the admin scope")
+            return problem_response(request, ForbiddenError("this path needs the admin scope"))
         return await call_next(request)

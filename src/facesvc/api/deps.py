@@ -9,9 +9,16 @@ from fastapi import Depends, File, Form, Request, UploadFile
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from facesvc.api.errors import ProblemError
 from facesvc.container import AppState
 from facesvc.db.engine import session_scope
+from facesvc.errors import (
+    ForbiddenError,
+    InvalidRequestError,
+    ModelsLoadingError,
+    NotReadyError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+)
 from facesvc.security.keys import Caller
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.audit import AuditTrail
@@ -70,10 +77,8 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 async def models_ready(state: StateDep) -> AppState:
     if not state.registry.ready:
         if state.models_error:
-            raise ProblemError("not-ready", 503, f"start-up failed: {state.models_error}")
-        raise ProblemError(
-            "models-loading", 503, "models are still loading", headers={"Retry-After": "5"}
-        )
+            raise NotReadyError(f"start-up failed: {state.models_error}")
+        raise ModelsLoadingError("models are still loading")
     return state
 
 
@@ -93,11 +98,8 @@ async def current_caller(
     if presented:
         caller = await state.callers.authenticate(state.sessionmaker, presented)
     if caller is None:
-        raise ProblemError(
-            "unauthorized",
-            401,
-            "an API key is required" if not presented else "the API key is not valid",
-            headers={"WWW-Authenticate": 'Bearer realm="facesvc", ApiKey header="X-API-Key"'},
+        raise UnauthorizedError(
+            "an API key is required" if not presented else "the API key is not valid"
         )
     return caller
 
@@ -115,7 +117,7 @@ class RequireScope:
 
     async def __call__(self, caller: CallerDep) -> Caller:
         if not caller.allows(self.scope):
-            raise ProblemError("forbidden", 403, f"this API key lacks the {self.scope!r} scope")
+            raise ForbiddenError(f"this API key lacks the {self.scope!r} scope")
         return caller
 
 
@@ -229,7 +231,7 @@ async def read_upload(upload: UploadFile, state: AppState) -> bytes:
     limit = state.settings.max_upload_bytes
     data = await upload.read(limit + 1)
     if len(data) > limit:
-        raise ProblemError("payload-too-large", 413, f"the upload is larger than {limit} bytes")
+        raise PayloadTooLargeError(f"the upload is larger than {limit} bytes")
     return data
 
 
@@ -272,14 +274,10 @@ async def legacy_image_bytes(
 ) -> bytes:
     """The seed tutorial's clients send the photo as ``file``; facesvc's own as ``image``."""
     if image is not None and file is not None:
-        raise ProblemError(
-            "validation-error", 422, "send the photo once: as `image` or as `file`, not both"
-        )
+        raise InvalidRequestError("send the photo once: as `image` or as `file`, not both")
     upload = image if image is not None else file
     if upload is None:
-        raise ProblemError(
-            "validation-error", 422, "no photo: send it as the multipart field `image` (or `file`)"
-        )
+        raise InvalidRequestError("no photo: send it as the multipart field `image` (or `file`)")
     return await read_upload(upload, state)
 
 

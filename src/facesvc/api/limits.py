@@ -17,14 +17,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from facesvc.api.errors import problem_response
+from facesvc.api.problems import problem_response
+from facesvc.errors import RequestTooLargeError
 from facesvc.settings import Settings
 
 # Multipart boundaries, part headers and the small form fields around the images.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 # POST /v1/compare carries two images.
 IMAGES_PER_REQUEST = 2
-SLUG = "request-too-large"
 
 
 def request_body_limit(settings: Settings) -> int:
@@ -47,9 +47,8 @@ class RequestBodyTooLargeError(StarletteHTTPException):
 
 
 def too_large_response(request: Request, limit: int) -> JSONResponse:
-    return problem_response(
-        request, SLUG, 413, f"the request body is larger than {limit} bytes", limit=limit
-    )
+    detail = f"the request body is larger than {limit} bytes"
+    return problem_response(request, RequestTooLargeError(detail, limit=limit))
 
 
 class RequestBodyLimitMiddleware:

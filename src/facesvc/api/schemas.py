@@ -16,13 +16,12 @@ from pydantic import (
     field_validator,
 )
 
-from facesvc.api.errors import Problem, problem_of
+from facesvc.api.problems import Problem, problem_of
 from facesvc.db import models as db
+from facesvc.errors import ImageError, ServiceError
 from facesvc.inference.attributes.models import FaceAttributes as EstimatedAttributes
-from facesvc.inference.images import ImageError
 from facesvc.inference.types import FIVE_POINT_NAMES, Box, Face
 from facesvc.services.analysis import AnalysedImage
-from facesvc.services.errors import ServiceError
 from facesvc.services.liveness.checker import REASON_TEXT
 from facesvc.services.liveness.service import LivenessView
 

@@ -21,18 +21,12 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from facesvc.errors import QueueFullError
+
 log = logging.getLogger(__name__)
 
 In = TypeVar("In")
 Out = TypeVar("Out")
-
-
-class QueueFullError(RuntimeError):
-    """The model's queue is full: the caller should retry later (HTTP 503 + Retry-After)."""
-
-    def __init__(self, name: str, queued: int, limit: int) -> None:
-        super().__init__(f"model {name!r} is overloaded: {queued} items queued (limit {limit})")
-        self.name, self.queued, self.limit = name, queued, limit
 
 
 @dataclass

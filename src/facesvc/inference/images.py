@@ -14,6 +14,13 @@ import struct
 import cv2
 import numpy as np
 
+from facesvc.errors import (
+    CorruptImageError,
+    EmptyImageError,
+    ImageTooLargeError,
+    UnsupportedImageTypeError,
+)
+
 SUPPORTED_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp")
 
 # A progressive JPEG has ~10 scans; each scan is a pass over every coefficient, so a small
@@ -36,30 +43,6 @@ _UNSUPPORTED_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
     (4, b"ftypavif", "AVIF"),
     (0, b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
 )
-
-
-class ImageError(ValueError):
-    """Base class for every problem with an uploaded image."""
-
-
-class EmptyImageError(ImageError):
-    pass
-
-
-class UnsupportedImageTypeError(ImageError):
-    pass
-
-
-class CorruptImageError(ImageError):
-    pass
-
-
-class ImageTooLargeError(ImageError):
-    def __init__(self, width: int, height: int, max_pixels: int) -> None:
-        super().__init__(
-            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
-        )
-        self.width, self.height, self.max_pixels = width, height, max_pixels
 
 
 def sniff_type(data: bytes) -> str | None:

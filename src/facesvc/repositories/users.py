@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from facesvc.db.models import Face, User
-from facesvc.repositories.errors import DuplicateExternalIdError
+from facesvc.errors import DuplicateExternalIdError
 
 
 class UserRepository:

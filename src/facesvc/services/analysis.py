@@ -9,18 +9,18 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from facesvc.errors import (
+    AttributesUnavailableError,
+    FaceQualityError,
+    MultipleFacesError,
+    NoFaceError,
+)
 from facesvc.inference.attributes import NETWORK_ATTRIBUTES, Attribute
 from facesvc.inference.attributes.models import FaceAttributes
 from facesvc.inference.images import encode_jpeg
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.quality import FaceQuality, QualityThresholds, assess_face
 from facesvc.inference.types import Box, Face
-from facesvc.services.errors import (
-    AttributesUnavailableError,
-    FaceQualityError,
-    MultipleFacesError,
-    NoFaceError,
-)
 
 # The crop kept for re-embedding (FACESVC_STORE_FACE_CROPS): the face box widened this much,
 # square, at most this many pixels a side, JPEG. Wide enough for a detector to find the face
@@ -139,8 +139,7 @@ class FaceAnalysisService:
             measured = await asyncio.to_thread(assess_face, image, face.box, face.points, quality)
             problem = quality.problem(measured)
             if problem is not None:
-                raise FaceQualityError(
-                    problem,
+                raise FaceQualityError.for_reason(problem)(
                     f"{problem.replace('-', ' ')}: {_explain(measured, quality)}",
                     quality=measured.as_dict(),
                 )

@@ -10,19 +10,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from facesvc.db.engine import erase_deleted_after_commit
 from facesvc.db.models import Face as FaceRow
-from facesvc.inference.images import ImageError
+from facesvc.errors import (
+    ConsentRequiredError,
+    FaceNotFoundError,
+    ImageError,
+    ServiceError,
+    UserNotFoundError,
+)
 from facesvc.inference.quality import DEFAULT_THRESHOLDS, QualityThresholds
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.keys import Caller
 from facesvc.services.analysis import FaceAnalysisService, PrimaryFace
 from facesvc.services.audit import AuditTrail
-from facesvc.services.errors import (
-    ConsentRequiredError,
-    FaceNotFoundError,
-    ServiceError,
-    UserNotFoundError,
-)
 from facesvc.services.gallery import GallerySync
 
 

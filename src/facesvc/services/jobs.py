@@ -14,17 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from facesvc.db.engine import after_commit, erase_deleted_after_commit
 from facesvc.db.models import Job, JobItem, utcnow
-from facesvc.observability.request_id import current_request_id
-from facesvc.repositories.jobs import JobRepository
-from facesvc.repositories.users import UserRepository
-from facesvc.security.crypto import EmbeddingCipher
-from facesvc.security.keys import Caller
-from facesvc.services.errors import (
+from facesvc.errors import (
     ConsentRequiredError,
     JobFinishedError,
     JobNotFoundError,
     UserNotFoundError,
 )
+from facesvc.observability.request_id import current_request_id
+from facesvc.repositories.jobs import JobRepository
+from facesvc.repositories.users import UserRepository
+from facesvc.security.crypto import EmbeddingCipher
+from facesvc.security.keys import Caller
 
 MAX_JOB_IMAGES = 500
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import after_commit, session_scope
 from facesvc.db.models import DEFAULT_TENANT_NAME, ApiKey, Tenant, utcnow
+from facesvc.errors import KeyNotFoundError
 from facesvc.repositories.keys import ApiKeyRepository, TenantRepository
 from facesvc.security.keys import (
     KEY_PREFIX,
@@ -27,7 +28,6 @@ from facesvc.security.keys import (
     normalise_scopes,
 )
 from facesvc.services.audit import AuditTrail
-from facesvc.services.errors import KeyNotFoundError
 
 log = logging.getLogger(__name__)
 

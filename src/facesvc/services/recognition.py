@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import session_scope
 from facesvc.db.models import utcnow
+from facesvc.errors import LivenessRequiredError, LockedOutError, NotCalibratedError
 from facesvc.gallery.index import GalleryIndex
 from facesvc.inference.calibration import ScoreCalibration
 from facesvc.inference.types import Box
@@ -30,7 +31,6 @@ from facesvc.repositories.users import UserRepository
 from facesvc.security.keys import Caller
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.audit import AuditTrail
-from facesvc.services.errors import LivenessRequiredError, LockedOutError, NotCalibratedError
 from facesvc.services.gallery import GallerySync
 from facesvc.services.liveness.service import LivenessService
 

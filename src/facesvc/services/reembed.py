@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import session_scope
-from facesvc.inference.images import ImageError
+from facesvc.errors import ImageError, ServiceError
 from facesvc.repositories.faces import StaleFaces
 from facesvc.repositories.gallery import GalleryStateRepository
 from facesvc.security.crypto import EmbeddingCipher
 from facesvc.services.analysis import FaceAnalysisService
-from facesvc.services.errors import ServiceError
 
 log = logging.getLogger(__name__)
 

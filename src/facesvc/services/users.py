@@ -9,12 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from facesvc.db.engine import erase_deleted_after_commit
 from facesvc.db.models import User
-from facesvc.repositories import errors as repo_errors
+from facesvc.errors import UserNotFoundError
 from facesvc.repositories.attempts import LoginAttemptRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.keys import Caller
 from facesvc.services.audit import AuditTrail
-from facesvc.services.errors import DuplicateExternalIdError, UserNotFoundError
 from facesvc.services.gallery import GallerySync
 
 
@@ -31,12 +30,8 @@ class UserService:
     async def create(
         self, name: str, external_id: str | None = None, metadata: dict[str, Any] | None = None
     ) -> User:
-        try:
-            user = await self.users.add(name, external_id=external_id, metadata=metadata)
-        except repo_errors.DuplicateExternalIdError as exc:
-            raise DuplicateExternalIdError(
-                f"a user with external_id {external_id!r} already exists"
-            ) from exc
+        # DuplicateExternalIdError (409) when external_id is taken
+        user = await self.users.add(name, external_id=external_id, metadata=metadata)
         await self.audit.record("user.create", "ok", user_id=user.id)
         return user
 

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Path, Query, status
 
 from facesvc.api.deps import AuditDep, KeyServiceDep, StateDep, TenantServiceDep, require_admin
-from facesvc.api.errors import ProblemError, problem_responses
+from facesvc.api.problems import problem_responses
 from facesvc.api.schemas import (
     AuditEventOut,
     AuditPage,
@@ -21,6 +21,7 @@ from facesvc.api.schemas import (
     TenantSettingsOut,
     TenantSettingsPatch,
 )
+from facesvc.errors import InvalidRequestError
 from facesvc.services.audit import ACTIONS
 
 AuditAction = Enum("AuditAction", {a.replace(".", "_"): a for a in ACTIONS}, type=str)  # type: ignore[misc]
@@ -96,7 +97,7 @@ async def list_audit_events(
     ] = None,
 ) -> AuditPage:
     if since is not None and not 1970 <= since.year <= 9998:
-        raise ProblemError("validation-error", 422, "`since` must be a date from 1970 on")
+        raise InvalidRequestError("`since` must be a date from 1970 on")
     if since is not None and since.tzinfo is None:
         since = since.astimezone()  # a naive time is the server's local time
     rows, total = await audit.page(

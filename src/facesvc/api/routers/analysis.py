@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from fastapi.exceptions import RequestValidationError
 
 from facesvc.api.deps import AnalysisDep, ImageBytes, current_caller
-from facesvc.api.errors import problem_responses
+from facesvc.api.problems import problem_responses
 from facesvc.api.schemas import DetectResponse, EmbedResponse, LandmarksResponse, ModelRef
 from facesvc.inference.attributes import ATTRIBUTES, Attribute
 from facesvc.services.annotation import AnnotatedImage, FaceAnnotationService

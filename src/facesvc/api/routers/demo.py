@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from facesvc.api.errors import ProblemError
+from facesvc.errors import PathNotFoundError
 
 router = APIRouter(include_in_schema=False)
 
@@ -51,5 +51,5 @@ async def demo_page() -> FileResponse:
 async def demo_asset(name: str) -> FileResponse:
     media_type = ASSETS.get(name)
     if media_type is None:
-        raise ProblemError("not-found", 404, f"no demo asset {name!r}")
+        raise PathNotFoundError(f"no demo asset {name!r}")
     return FileResponse(demo_dir() / name, media_type=media_type, headers=HEADERS)

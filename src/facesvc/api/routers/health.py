@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from facesvc import __version__
 from facesvc.api.deps import StateDep
-from facesvc.api.errors import PROBLEM_TYPES, ProblemError, problem_responses
+from facesvc.api.problems import problem_responses
 from facesvc.api.schemas import (
     LiveResponse,
     ModelStatus,
@@ -19,6 +19,7 @@ from facesvc.api.schemas import (
     WorkerStatus,
 )
 from facesvc.db.engine import ping
+from facesvc.errors import NotReadyError, PathNotFoundError, problem_type
 from facesvc.inference.devices import worker_index, worker_plan
 
 router = APIRouter(tags=["health"])
@@ -39,15 +40,11 @@ async def readyz(state: StateDep) -> ReadyResponse:
     models = [ModelStatus(**vars(m)) for m in state.registry.info()]
     if not state.registry.ready:
         detail = state.models_error or "models are still loading"
-        raise ProblemError(
-            "not-ready",
-            503,
-            detail,
-            headers={"Retry-After": "5"},
-            models=[m.model_dump() for m in models],
+        raise NotReadyError(
+            detail, headers={"Retry-After": "5"}, models=[m.model_dump() for m in models]
         )
     if not await ping(state.engine):
-        raise ProblemError("not-ready", 503, "the database is not reachable")
+        raise NotReadyError("the database is not reachable")
     return ReadyResponse(
         status="ready",
         database="ok",
@@ -81,7 +78,9 @@ async def describe_problem(
     ],
     request: Request,
 ) -> JSONResponse:
-    if slug not in PROBLEM_TYPES:
-        raise ProblemError("not-found", 404, f"no problem type {slug!r}")
-    title, description = PROBLEM_TYPES[slug]
-    return JSONResponse({"type": f"/problems/{slug}", "title": title, "description": description})
+    problem = problem_type(slug)
+    if problem is None:
+        raise PathNotFoundError(f"no problem type {slug!r}")
+    return JSONResponse(
+        {"type": f"/problems/{slug}", "title": problem.title, "description": problem.description}
+    )

@@ -17,9 +17,10 @@ from facesvc.api.deps import (
     read_upload,
     require_enrol,
 )
-from facesvc.api.errors import ProblemError, problem_responses
+from facesvc.api.problems import problem_responses
 from facesvc.api.schemas import JobOut, JobPage
 from facesvc.db.models import Job
+from facesvc.errors import InvalidRequestError, NotReadyError
 from facesvc.services.jobs import FINAL_STATES, MAX_JOB_IMAGES, JobService
 
 router = APIRouter(
@@ -68,14 +69,12 @@ JobServiceDep = Annotated[JobService, Depends(get_jobs)]
 async def models_not_failed(state: StateDep) -> None:
     """Jobs are accepted while the models load (they wait), not when loading failed."""
     if state.models_error:
-        raise ProblemError("not-ready", 503, f"start-up failed: {state.models_error}")
+        raise NotReadyError(f"start-up failed: {state.models_error}")
 
 
 async def read_images(state: StateDep, images: Images) -> list[bytes]:
     if not 1 <= len(images) <= MAX_JOB_IMAGES:
-        raise ProblemError(
-            "validation-error", 422, f"send 1 to {MAX_JOB_IMAGES} images, not {len(images)}"
-        )
+        raise InvalidRequestError(f"send 1 to {MAX_JOB_IMAGES} images, not {len(images)}")
     return [await read_upload(upload, state) for upload in images]
 
 

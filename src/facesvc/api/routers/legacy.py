@@ -20,7 +20,7 @@ from facesvc.api.deps import (
     UserServiceDep,
     current_caller,
 )
-from facesvc.api.errors import ProblemError, problem_responses
+from facesvc.api.problems import problem_responses
 from facesvc.api.schemas import (
     DetectResponse,
     LandmarksResponse,
@@ -28,6 +28,7 @@ from facesvc.api.schemas import (
     LegacyRegisterResponse,
     storable_text,
 )
+from facesvc.errors import UploadsOnlyError
 
 router = APIRouter(
     tags=["legacy"],
@@ -48,9 +49,7 @@ LEGACY_PATHS = ("/face_detect", "/face_landmark", "/face_register", "/face_login
 
 async def uploads_only() -> None:
     """The tutorial's ``GET /face_detect?url=<server path>``: answered with what to do."""
-    raise ProblemError(
-        "uploads-only",
-        410,
+    raise UploadsOnlyError(
         "facesvc never reads images from server paths: POST the photo as the multipart field "
         "`image` (or `file`)",
     )

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Path, UploadFile, status
 
 from facesvc.api.deps import BINARY_FILES, LivenessDep, StateDep, read_upload, require_verify
-from facesvc.api.errors import problem_responses
+from facesvc.api.problems import problem_responses
 from facesvc.api.schemas import LivenessSessionOut
 
 router = APIRouter(

@@ -15,7 +15,7 @@ from facesvc.api.deps import (
     read_upload,
     require_verify,
 )
-from facesvc.api.errors import problem_responses
+from facesvc.api.problems import problem_responses
 from facesvc.api.schemas import BoxOut, Candidate, CompareResponse, IdentifyResponse, VerifyResponse
 
 Far = Annotated[

@@ -18,7 +18,7 @@ from facesvc.api.deps import (
     read_upload,
     require_enrol,
 )
-from facesvc.api.errors import ProblemError, problem_of, problem_responses
+from facesvc.api.problems import problem_of, problem_responses
 from facesvc.api.schemas import (
     BulkEnrolItem,
     BulkEnrolResponse,
@@ -29,6 +29,7 @@ from facesvc.api.schemas import (
     UserPage,
 )
 from facesvc.db.models import Face
+from facesvc.errors import InvalidRequestError
 
 router = APIRouter(
     prefix="/v1/users",
@@ -166,9 +167,7 @@ async def enrol_faces_bulk(
     consent: Consent,
 ) -> BulkEnrolResponse:
     if not 1 <= len(images) <= MAX_BULK_IMAGES:
-        raise ProblemError(
-            "validation-error", 422, f"send 1 to {MAX_BULK_IMAGES} images, not {len(images)}"
-        )
+        raise InvalidRequestError(f"send 1 to {MAX_BULK_IMAGES} images, not {len(images)}")
     data = [await read_upload(upload, state) for upload in images]
     outcomes = await enrolment.enrol_many(user_id, data, consent=consent)
     items = [

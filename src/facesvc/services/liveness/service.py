@@ -19,12 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import session_scope
 from facesvc.db.models import LivenessSession, utcnow
-from facesvc.inference.pipeline import FacePipeline
-from facesvc.repositories.liveness import LivenessRepository
-from facesvc.security.crypto import EmbeddingCipher
-from facesvc.security.keys import Caller
-from facesvc.services.audit import AuditTrail
-from facesvc.services.errors import (
+from facesvc.errors import (
     LivenessFaceMismatchError,
     LivenessNotPassedError,
     LivenessSessionBusyError,
@@ -34,6 +29,11 @@ from facesvc.services.errors import (
     LivenessSessionUsedError,
     TooManyFramesError,
 )
+from facesvc.inference.pipeline import FacePipeline
+from facesvc.repositories.liveness import LivenessRepository
+from facesvc.security.crypto import EmbeddingCipher
+from facesvc.security.keys import Caller
+from facesvc.services.audit import AuditTrail
 from facesvc.services.liveness.checker import (
     CHALLENGES,
     Challenge,
