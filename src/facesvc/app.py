@@ -6,7 +6,6 @@ Models load in the background once the server is up, so /livez answers at once a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,7 +29,6 @@ from facesvc.api.routers import (
     recognition,
     users,
 )
-from facesvc.api.schemas import JobResultsJSON
 from facesvc.container import build_state
 from facesvc.observability.metrics import metrics_of
 from facesvc.observability.middleware import install_observability
@@ -75,27 +73,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = build_state(settings)  # refuses unsafe settings (no encryption key)
-        engine, registry = state.engine, state.registry
-        await state.store_bootstrap_key()
-        metrics_of(app).observe_models(registry)
+        metrics_of(app).observe_models(state.registry)
         metrics_of(app).set_gallery_size_provider(lambda: len(state.gallery.index))
-        if settings.startup_wait_for_models:
-            await state.load_models()  # this worker takes no connection before it is ready
-        else:
-            state._loader = asyncio.create_task(state.load_models(), name="load-models")
+        await state.start()  # models load in the background; the job runner waits for them
         app.state.facesvc = state
-        state.start_job_runner(JobResultsJSON())  # waits for the models, then runs jobs
         try:
             yield
         finally:
-            if state.job_runner is not None:
-                await state.job_runner.stop()  # hands its job back before the engine closes
-            if state._loader and not state._loader.done():
-                state._loader.cancel()
-            if state._loader is not None:
-                await asyncio.gather(state._loader, return_exceptions=True)
-            await registry.aclose()
-            await engine.dispose()
+            await state.stop()
 
     app = FastAPI(
         title="facesvc",

@@ -1,4 +1,8 @@
-"""The application's state, built by the lifespan and read by the dependencies."""
+"""The container: everything the service runs on (engine, models, services) and the
+background tasks that go with them (model loading, the job runner).
+
+The app's lifespan builds it with ``build_state(settings)``, then calls ``start()`` and
+``stop()``; the dependencies (api/deps.py) read it."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from facesvc.api.schemas import JobResultsJSON
 from facesvc.db.engine import session_scope
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.quality import DEFAULT_THRESHOLDS
@@ -19,7 +24,7 @@ from facesvc.services.gallery import GallerySync
 from facesvc.services.keys import CallerCache, KeyChangeStamp
 from facesvc.services.liveness.service import LivenessPolicy
 from facesvc.settings import Settings
-from facesvc.workers.job_runner import JobResults, JobRunner
+from facesvc.workers.job_runner import JobRunner
 
 log = logging.getLogger("facesvc")
 
@@ -42,9 +47,33 @@ class AppState:
     _loader: asyncio.Task[None] | None = None
     job_runner: JobRunner | None = None
 
-    def start_job_runner(self, results: JobResults) -> None:
+    async def start(self) -> None:
+        """Store the bootstrap key, load the models (in the background, so the server answers
+        /livez at once, unless FACESVC_STARTUP_WAIT_FOR_MODELS) and start the job runner,
+        which waits for them."""
+        await self.store_bootstrap_key()
+        if self.settings.startup_wait_for_models:
+            await self.load_models()  # this worker takes no connection before it is ready
+        else:
+            self._loader = asyncio.create_task(self.load_models(), name="load-models")
+        self._start_job_runner()
+
+    async def stop(self) -> None:
+        """Stop the job runner (it hands its job back before the engine closes) and a model
+        loading still under way, then close the models and the engine."""
+        if self.job_runner is not None:
+            await self.job_runner.stop()
+        if self._loader is not None:
+            if not self._loader.done():
+                self._loader.cancel()
+            await asyncio.gather(self._loader, return_exceptions=True)
+        await self.registry.aclose()
+        await self.engine.dispose()
+
+    def _start_job_runner(self) -> None:
         """Run queued jobs in this worker once the models are ready (unless
-        FACESVC_JOB_RUNNER_ENABLED=false: this worker then only accepts jobs)."""
+        FACESVC_JOB_RUNNER_ENABLED=false: this worker then only accepts jobs). Each photo's
+        outcome is stored as the JSON the API answers for it."""
         if not self.settings.job_runner_enabled:
             return
         self.job_runner = JobRunner(
@@ -52,7 +81,7 @@ class AppState:
             self.analysis,
             self.gallery,
             self.cipher,
-            results,
+            JobResultsJSON(),
             poll_interval_s=self.settings.job_poll_interval_s,
             enrolment=self.enrolment_options,
         )
