@@ -10,7 +10,7 @@ import pytest
 
 from facesvc.errors import NotCalibratedError
 from facesvc.inference.calibration import ScoreCalibration
-from facesvc.services.recognition.service import DecisionPolicy
+from facesvc.services.recognition.decisions import DecisionPolicy
 
 COMMITTED = Path(__file__).resolve().parents[2] / "models" / "calibration" / "facenet.json"
 

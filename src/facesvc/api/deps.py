@@ -25,8 +25,8 @@ from facesvc.services.audit import AuditTrail
 from facesvc.services.enrolment import EnrolmentService
 from facesvc.services.keys import ApiKeyService
 from facesvc.services.liveness.service import LivenessService
+from facesvc.services.recognition.decisions import DecisionPolicy
 from facesvc.services.recognition.service import (
-    DecisionPolicy,
     LockoutGuard,
     LockoutPolicy,
     RecognitionService,

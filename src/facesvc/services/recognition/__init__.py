@@ -1,1 +1,2 @@
-"""Verification (1:1), identification (1:N with "unknown") and comparison of two photos."""
+"""Verification (1:1), identification (1:N with "unknown") and comparison of two photos:
+the service and its results (service.py), and the thresholds it decides with (decisions.py)."""

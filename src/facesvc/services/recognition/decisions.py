@@ -1,0 +1,58 @@
+"""Match decisions: the thresholds for 1:1 and 1:N, and what a score means."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from facesvc.errors import NotCalibratedError
+from facesvc.inference.calibration import ScoreCalibration
+
+
+@dataclass(frozen=True)
+class DecisionPolicy:
+    """Thresholds, match probabilities and expected false-match rates, from the embedder's
+    score calibration (``facesvc eval calibrate`` on LFW) when the manifest has one.
+
+    1:1 uses ``threshold`` (manifest or FACESVC_MATCH_THRESHOLD) unless the request asks for a
+    false-accept rate. 1:N against N faces needs a higher threshold for the same risk (any of
+    N impostors may pass): it is the calibrated threshold for ``identify_far`` at the tenant's
+    gallery size, never below the 1:1 one."""
+
+    threshold: float
+    calibration: ScoreCalibration | None = None
+    identify_far: float = 0.01
+
+    def _calibrated(self) -> ScoreCalibration:
+        if self.calibration is None:
+            raise NotCalibratedError(
+                "this embedder has no score calibration in the manifest, so a `far` target "
+                "cannot be turned into a threshold"
+            )
+        return self.calibration
+
+    def one_to_one(self, far: float | None) -> float:
+        """A request's ``far`` can only make the decision stricter than the configured one."""
+        if far is None:
+            return self.threshold
+        return max(self.threshold, self._calibrated().threshold_for_far(far))
+
+    def one_to_many(self, gallery_faces: int, far: float | None) -> float:
+        if far is not None:
+            calibrated = self._calibrated().identification_threshold(max(1, gallery_faces), far)
+            return max(self.one_to_many(gallery_faces, None), calibrated)
+        if self.calibration is None:
+            return self.threshold
+        calibrated = self.calibration.identification_threshold(
+            max(1, gallery_faces), self.identify_far
+        )
+        return max(self.threshold, calibrated)
+
+    def probability(self, similarity: float | None) -> float | None:
+        if similarity is None or self.calibration is None:
+            return None
+        return self.calibration.probability(similarity)
+
+    def false_match_rate(self, threshold: float, gallery_faces: int = 1) -> float | None:
+        if self.calibration is None:
+            return None
+        return self.calibration.expected_false_match_rate(threshold, max(1, gallery_faces))
