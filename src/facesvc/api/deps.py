@@ -20,17 +20,14 @@ from facesvc.errors import (
     UnauthorizedError,
 )
 from facesvc.security.keys import Caller
+from facesvc.security.lockout import LockoutGuard, LockoutPolicy
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.audit import AuditTrail
 from facesvc.services.enrolment import EnrolmentService
 from facesvc.services.keys import ApiKeyService
 from facesvc.services.liveness.service import LivenessService
 from facesvc.services.recognition.decisions import DecisionPolicy
-from facesvc.services.recognition.service import (
-    LockoutGuard,
-    LockoutPolicy,
-    RecognitionService,
-)
+from facesvc.services.recognition.service import RecognitionService
 from facesvc.services.tenants import TenantService
 from facesvc.services.users import UserService
 

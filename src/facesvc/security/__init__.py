@@ -1,1 +1,2 @@
-"""API keys and scopes, and the encryption of embeddings at rest."""
+"""API keys and scopes, the encryption of embeddings at rest, and the lockout after failed
+verifications."""
