@@ -18,11 +18,14 @@ from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.quality import DEFAULT_THRESHOLDS
 from facesvc.inference.registry import ModelRegistry
 from facesvc.security.crypto import EmbeddingCipher
+from facesvc.security.lockout import LockoutPolicy
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.enrolment import EnrolmentOptions
 from facesvc.services.gallery import GallerySync
 from facesvc.services.keys import CallerCache, KeyChangeStamp
 from facesvc.services.liveness.service import LivenessPolicy
+from facesvc.services.recognition.decisions import DecisionPolicy
+from facesvc.services.recognition.service import RecognitionPolicy
 from facesvc.settings import Settings
 from facesvc.workers.job_runner import JobRunner
 
@@ -93,6 +96,22 @@ class AppState:
         return EnrolmentOptions(
             quality=DEFAULT_THRESHOLDS if settings.enrol_quality_gate else None,
             keep_crops=settings.store_face_crops,
+        )
+
+    @property
+    def recognition_policy(self) -> RecognitionPolicy:
+        """The thresholds come from the loaded embedder (and its calibration)."""
+        settings = self.settings
+        return RecognitionPolicy(
+            DecisionPolicy(
+                self.registry.threshold, self.registry.calibration, settings.identify_far
+            ),
+            LockoutPolicy(
+                settings.lockout_max_failures,
+                settings.lockout_base_delay_s,
+                settings.lockout_max_delay_s,
+            ),
+            reveal_failed_scores=settings.verify_reveal_failed_scores,
         )
 
     async def _models_usable(self) -> bool:

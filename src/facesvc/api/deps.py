@@ -20,13 +20,11 @@ from facesvc.errors import (
     UnauthorizedError,
 )
 from facesvc.security.keys import Caller
-from facesvc.security.lockout import LockoutGuard, LockoutPolicy
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.audit import AuditTrail
 from facesvc.services.enrolment import EnrolmentService
 from facesvc.services.keys import ApiKeyService
 from facesvc.services.liveness.service import LivenessService
-from facesvc.services.recognition.decisions import DecisionPolicy
 from facesvc.services.recognition.service import RecognitionService
 from facesvc.services.tenants import TenantService
 from facesvc.services.users import UserService
@@ -179,23 +177,13 @@ async def get_recognition(
     caller: VerifyCaller,
     liveness: LivenessDep,
 ) -> RecognitionService:
-    settings = state.settings
     return RecognitionService(
         session,
         state.sessionmaker,
         analysis,
         state.gallery,
-        DecisionPolicy(state.registry.threshold, state.registry.calibration, settings.identify_far),
         caller,
-        lockout=LockoutGuard(
-            state.sessionmaker,
-            LockoutPolicy(
-                settings.lockout_max_failures,
-                settings.lockout_base_delay_s,
-                settings.lockout_max_delay_s,
-            ),
-        ),
-        reveal_failed_scores=settings.verify_reveal_failed_scores,
+        state.recognition_policy,
         liveness=liveness,
     )
 

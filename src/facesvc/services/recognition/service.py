@@ -10,7 +10,7 @@ import asyncio
 import math
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.keys import TenantRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.keys import Caller
-from facesvc.security.lockout import LockoutGuard
+from facesvc.security.lockout import LockoutGuard, LockoutPolicy
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.audit import AuditTrail
 from facesvc.services.gallery import GallerySync
@@ -110,8 +110,22 @@ class Comparison:
         return distance_from_similarity(self.similarity)
 
 
+@dataclass(frozen=True)
+class RecognitionPolicy:
+    """How recognition decides and what it tells: the thresholds, the lockout after failed
+    verifications, and whether a failed verification shows its score."""
+
+    decisions: DecisionPolicy
+    lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
+    reveal_failed_scores: bool = False
+
+
 class RecognitionService:
-    """1:1 and 1:N within the caller's tenant."""
+    """1:1 and 1:N within the caller's tenant.
+
+    ``session`` is the request's (the audit row and a cleared lockout commit with the
+    answer); ``sessionmaker`` gives the short sessions of reads that overlap inference, so
+    no connection waits on a model."""
 
     def __init__(
         self,
@@ -119,10 +133,8 @@ class RecognitionService:
         sessionmaker: async_sessionmaker[AsyncSession],
         analysis: FaceAnalysisService,
         gallery: GallerySync,
-        decisions: DecisionPolicy,
         caller: Caller,
-        lockout: LockoutGuard,
-        reveal_failed_scores: bool = False,
+        policy: RecognitionPolicy,
         liveness: LivenessService | None = None,
     ) -> None:
         self.session = session
@@ -132,9 +144,9 @@ class RecognitionService:
         self.faces = FaceRepository(session, gallery.cipher)
         self.audit = AuditTrail(session, caller)
         self.analysis = analysis
-        self.decisions = decisions
-        self.lockout = lockout
-        self.reveal_failed_scores = reveal_failed_scores
+        self.decisions = policy.decisions
+        self.lockout = LockoutGuard(sessionmaker, policy.lockout)
+        self.reveal_failed_scores = policy.reveal_failed_scores
         self.liveness = liveness
 
     @property
