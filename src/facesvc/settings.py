@@ -237,9 +237,10 @@ class Settings(BaseSettings):
         " and does not tell unknown users from wrong faces)",
     )
     liveness_challenges: str = Field(
-        default="turn_left,turn_right,blink,open_mouth",
+        default="turn_left,turn_right,open_mouth",
         description="Challenges a liveness session may ask for (comma-separated, drawn at "
-        "random): turn_left, turn_right, blink, open_mouth",
+        "random): turn_left, turn_right, open_mouth, and blink (off by default: the face mesh "
+        "reads shut eyes only a little lower than open ones, docs/eval/liveness.md)",
     )
     liveness_challenge_count: int = Field(
         default=3, ge=1, le=4, description="Challenges per liveness session, in random order"
@@ -260,6 +261,14 @@ class Settings(BaseSettings):
         default=False,
         description="Every tenant's verify needs a passed liveness session (a tenant can also "
         "require it on its own: PATCH /v1/tenant)",
+    )
+    liveness_min_similarity: float = Field(
+        default=0.45,
+        gt=0.0,
+        lt=1.0,
+        description="Same person across a liveness session's frames: cosine similarity to the "
+        "first face at least this, and never below the 1:1 match threshold (frames are seconds "
+        "apart; docs/eval/liveness.md)",
     )
     liveness_eyes_closed_below: float | None = Field(
         default=None,

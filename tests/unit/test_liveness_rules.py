@@ -177,5 +177,25 @@ def test_policy_from_settings() -> None:
 def test_env_example_states_the_measured_thresholds() -> None:
     """The commented threshold lines of .env.example show the defaults the checker uses."""
     text = (Path(__file__).resolve().parents[2] / ".env.example").read_text(encoding="utf-8")
-    for name, value in re.findall(r"^# FACESVC_LIVENESS_([A-Z_]+)=(\S+)$", text, re.M):
+    found = re.findall(r"^# FACESVC_LIVENESS_([A-Z_]+)=(\S+)$", text, re.M)
+    measured = [(name, value) for name, value in found if name != "MIN_SIMILARITY"]
+    assert len(measured) == 7
+    for name, value in measured:
         assert float(value) == getattr(T, name.lower()), name
+
+
+def test_a_blink_must_drop_below_the_open_eyes_seen() -> None:
+    """A still photo whose eyes sit between the cuts jitters across both when re-encoded: the
+    drop from the most open eyes of the session must also be real."""
+    barely_open = T.eyes_open_above + 0.005
+    barely_shut = T.eyes_closed_below - 0.005
+    assert barely_open - barely_shut < T.blink_min_drop
+    result = run(["blink"], [frame(eyes=barely_open), frame(eyes=barely_shut)])
+    assert result.status == "in_progress"
+    result = run(["blink"], [frame(eyes=barely_open + 0.05), frame(eyes=barely_shut)])
+    assert result.status == "passed"
+
+
+def test_blink_is_offered_only_when_asked_for() -> None:
+    assert "blink" not in LivenessPolicy().challenges
+    assert "blink" not in LivenessPolicy.from_settings(Settings(_env_file=None)).challenges

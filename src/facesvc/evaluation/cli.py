@@ -647,6 +647,7 @@ def eval_liveness(
         measure_photos,
         run_sessions,
         signals_key,
+        similarity_sweep,
         write_session_set,
     )
     from facesvc.evaluation.progress import ProgressReporter
@@ -698,7 +699,9 @@ def eval_liveness(
             genuine = {s.id for s in sessions if s.kind == "genuine"}
             kept = set(sorted(genuine)[:limit])
             sessions = [s for s in sessions if (s.of or s.id) in kept]
-        checker = LivenessChecker(LivenessThresholds(), threshold, max_frames)
+        # as the service checks it: never below the 1:1 threshold
+        same_person = max(threshold, settings.liveness_min_similarity)
+        checker = LivenessChecker(LivenessThresholds(), same_person, max_frames)
         with ProgressReporter("liveness sessions", len(sessions)) as progress:
             outcomes, observer = await run_sessions(
                 pipeline, root, sessions, checker, progress=progress.advance
@@ -707,6 +710,7 @@ def eval_liveness(
             spreads = await challenge_photo_jitter(
                 root, sessions, observer, progress=progress.advance
             )
+        sweep = await similarity_sweep(pipeline, root, sessions, checker, observer)
         described = _describe(pipeline, "liveness")
         described["models"]["mesh_version"] = pipeline.registry.mesh_spec.version
         described["machine"].update(cpu_description())
@@ -716,6 +720,7 @@ def eval_liveness(
             "labels": _display_path(labels),
             "limit": limit,
             **liveness_report(photos, marks, sessions, outcomes, observer, checker, spreads),
+            "stricter_same_person": sweep,
             **described,
         }
 

@@ -21,7 +21,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -699,12 +699,13 @@ async def run_sessions(
     checker: LivenessChecker,
     *,
     progress: Callable[[int], None] | None = None,
+    observer: FrameObserver | None = None,
 ) -> tuple[list[SessionOutcome], FrameObserver]:
     """Genuine sessions first, each one's frames then known to the replay check as the
     service would know them; every other session is run on its own, as if the service had
     seen no other (its own rules must stop it), but replays, which run after the genuine
     sessions they replay."""
-    observe = FrameObserver(pipeline)
+    observe = observer or FrameObserver(pipeline)
     if not pipeline.registry.ready:
         await pipeline.registry.start()
     outcomes = []
@@ -721,6 +722,31 @@ async def run_sessions(
         if progress:
             progress(1)
     return outcomes, observe
+
+
+async def similarity_sweep(
+    pipeline: FacePipeline,
+    root: Path,
+    sessions: list[SessionSpec],
+    checker: LivenessChecker,
+    observer: FrameObserver,
+    levels: Sequence[float] = (0.4, 0.45, 0.5, 0.55, 0.6),
+) -> list[dict[str, Any]]:
+    """Genuine and other-person sessions again at other same-person thresholds
+    (FACESVC_LIVENESS_MIN_SIMILARITY), on the frames already observed. LFW's genuine frames
+    are photos taken years apart; a real session's frames are seconds apart, so this shows the
+    price on the harsher side."""
+    kept = [s for s in sessions if s.kind in ("genuine", "other_person")]
+    rows = []
+    for level in levels:
+        strict = LivenessChecker(checker.t, level, checker.max_frames)
+        outcomes, _ = await run_sessions(pipeline, root, kept, strict, observer=observer)
+        row: dict[str, Any] = {"min_similarity": level}
+        for kind in ("genuine", "other_person"):
+            mine = [o for o in outcomes if o.kind == kind]
+            row[kind] = _rate(sum(o.passed for o in mine), len(mine))
+        rows.append(row)
+    return rows
 
 
 # ---- the report ---------------------------------------------------------------------------

@@ -84,6 +84,12 @@ class LivenessThresholds:
     eyes_closed_below: float = 0.2
     # Rest: 87% of all photos are above.
     eyes_open_above: float = 0.23
+    # A blink must also drop this far below the most open eyes seen in the session: a still
+    # photo re-encoded, rescaled and shifted moves eye openness by up to 0.045 (20 copies of a
+    # challenge photo), more than the 0.03 between the two cuts above. Shut eyes read 0.66-0.88
+    # of the person's open ones (a drop of 0.03-0.09 from 0.26), so this mesh's blink is the
+    # weakest challenge: it is not in the default pool (FACESVC_LIVENESS_CHALLENGES).
+    blink_min_drop: float = 0.05
     # LFW's p95. 95% of the 287 photos seen with the jaw dropped are above, and 37% of the
     # 153 seen with it closed (smiles showing teeth read 0.2-0.45).
     mouth_open_above: float = 0.35
@@ -96,8 +102,10 @@ class LivenessThresholds:
     frontal_yaw_deg: float = 8.0
     # The face "moved" when some signal's range over the frames since the last movement
     # exceeds one of these; this many frames with a face and no movement: no-motion.
+    # Each clears what a held-still photo's signals jitter (max eyes 0.045, mouth 0.20 on open
+    # mouths, yaw 6.5 degrees over 20 re-encoded, rescaled, shifted copies).
     motion_eyes: float = 0.06
-    motion_mouth: float = 0.1
+    motion_mouth: float = 0.22
     motion_yaw_deg: float = 8.0
     still_frames: int = 20
     # With an operator's presentation-attack model (FACESVC_ANTISPOOF_MODEL): the mean live
@@ -148,6 +156,7 @@ class LivenessProgress:
     digests: list[str] = field(default_factory=list)
     live_sum: float = 0.0  # live probabilities of the frames the antispoof model scored
     live_frames: int = 0
+    eyes_open_max: float = 0.0  # the most open eyes seen (a blink is a drop from them)
 
     @property
     def current(self) -> Challenge | None:
@@ -171,6 +180,7 @@ class LivenessProgress:
             "digests": self.digests,
             "live_sum": self.live_sum,
             "live_frames": self.live_frames,
+            "eyes_open_max": self.eyes_open_max,
         }
 
     @classmethod
@@ -267,9 +277,12 @@ class LivenessChecker:
         self._track_motion(progress, vector)
         if progress.status != "in_progress":
             return reference
+        progress.eyes_open_max = max(progress.eyes_open_max, signals.eye_openness)
         current = progress.current
         if current is not None and self.active(current, signals):
-            if _SIGNAL[current] in progress.rest_seen:
+            if _SIGNAL[current] in progress.rest_seen and self._dropped_enough(
+                current, progress, signals
+            ):
                 result.completed = current
                 progress.done += 1
                 progress.moved = True
@@ -285,6 +298,13 @@ class LivenessChecker:
             return reference
         progress.rest_seen = sorted(set(progress.rest_seen) | self.rest_states(signals))
         return reference
+
+    def _dropped_enough(
+        self, challenge: Challenge, progress: LivenessProgress, signals: FaceSignals
+    ) -> bool:
+        if challenge != "blink":
+            return True
+        return signals.eye_openness <= progress.eyes_open_max - self.t.blink_min_drop
 
     def _finish(self, progress: LivenessProgress) -> None:
         """Every challenge done: passed, unless a presentation-attack model scored the

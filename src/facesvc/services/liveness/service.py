@@ -54,13 +54,14 @@ RETENTION = timedelta(days=7)
 class LivenessPolicy:
     """The operator's choices (FACESVC_LIVENESS_*)."""
 
-    challenges: tuple[Challenge, ...] = CHALLENGES
+    challenges: tuple[Challenge, ...] = ("turn_left", "turn_right", "open_mouth")
     count: int = 3
     ttl: timedelta = timedelta(seconds=180)
     max_frames: int = 60
     max_frames_per_request: int = 8
     thresholds: LivenessThresholds = field(default_factory=LivenessThresholds)
     required: bool = False
+    min_similarity: float = 0.45  # raised to the 1:1 threshold if that is higher
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LivenessPolicy:
@@ -99,6 +100,7 @@ class LivenessPolicy:
             max_frames_per_request=settings.liveness_max_frames_per_request,
             thresholds=LivenessThresholds(**overrides, min_live_score=settings.antispoof_min_live),
             required=settings.liveness_required,
+            min_similarity=settings.liveness_min_similarity,
         )
 
 
@@ -171,7 +173,9 @@ class LivenessService:
         self.cipher = cipher
         self.policy = policy
         self.caller = caller
-        self.checker = LivenessChecker(policy.thresholds, min_similarity, policy.max_frames)
+        # never below the 1:1 threshold the login itself uses
+        same_person = max(min_similarity, policy.min_similarity)
+        self.checker = LivenessChecker(policy.thresholds, same_person, policy.max_frames)
         self.repo = LivenessRepository(session, cipher)
 
     def draw_challenges(self) -> list[Challenge]:
