@@ -15,8 +15,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from facesvc import bench_cli
-from facesvc.cli import app
+from facesvc.cli import app, bench
 from facesvc.security.crypto import generate_data_key
 from facesvc.settings import ENV_FILE_VARIABLE, PROJECT_ROOT, Settings
 from tests.conftest import LFW, image_file, lfw_image, require_data
@@ -133,7 +132,7 @@ def test_bench_outside_a_source_checkout_exits_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As from an installed wheel: no bench/ beside the package.
-    monkeypatch.setattr(bench_cli, "PROJECT_ROOT", tmp_path)
+    monkeypatch.setattr(bench, "PROJECT_ROOT", tmp_path)
     for args in (["bench", "list"], ["bench", "run", "gallery_search"]):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2, result.output

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 
 import typer
 
-from facesvc.bench_cli import bench_app
-from facesvc.cli_support import fail, operator_session
-from facesvc.evaluation.cli import eval_app
-from facesvc.keys_cli import keys_app
+from facesvc.cli._support import fail, operator_session
+from facesvc.cli.bench import bench_app
+from facesvc.cli.eval import eval_app
+from facesvc.cli.keys import keys_app
 from facesvc.settings import Settings
 
 app = typer.Typer(
@@ -328,7 +328,3 @@ def openapi(
 
 def main() -> None:
     app()
-
-
-if __name__ == "__main__":
-    main()

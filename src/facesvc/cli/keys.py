@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from facesvc.cli_support import fail, operator_session
+from facesvc.cli._support import fail, operator_session
 from facesvc.settings import Settings
 
 keys_app = typer.Typer(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from facesvc.cli_support import fail
+from facesvc.cli._support import fail
 from facesvc.settings import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -882,7 +882,3 @@ def eval_attributes(
         f"{result['expression']['agreement']:.3f} ({result['expression']['faces_labelled']} "
         f"labelled), {timing['median']:.1f} ms per face (median) -> {output}"
     )
-
-
-if __name__ == "__main__":  # python -m facesvc.evaluation.cli ... (same as facesvc eval ...)
-    eval_app()
