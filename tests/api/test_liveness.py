@@ -213,9 +213,7 @@ async def test_a_passed_session_does_not_lend_its_pass_to_another_face(
     assert_problem(response, 409, "liveness-session-used")
 
 
-async def test_identify_with_a_passed_session(
-    client: httpx.AsyncClient, photos: Photos, bush: str
-) -> None:
+async def test_identify_with_a_passed_session(client: httpx.AsyncClient, photos: Photos) -> None:
     session = await passed_session(client, photos)
     response = await client.post(
         "/v1/identify",
@@ -223,7 +221,11 @@ async def test_identify_with_a_passed_session(
         files=image_file(lfw_image(PERSON, 3)),
     )
     assert response.status_code == 200, response.text
-    assert response.json()["match"] == bush
+    body = response.json()
+    # other tests of this tenant may have enrolled the same person too
+    best = body["candidates"][0]
+    assert body["match"] == best["user_id"]
+    assert "Bush" in best["name"]
 
 
 async def test_the_same_photo_sent_again_fails_as_no_motion(
