@@ -1,4 +1,5 @@
-"""What the console commands share: error exits, and a database session acting for a tenant.
+"""What the console commands share: error exits, a database session acting for a tenant, and
+the service's container running in-process.
 
 Imports stay inside the functions, so `facesvc --help` does not load SQLAlchemy.
 """
@@ -14,13 +15,50 @@ import typer
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from facesvc.container import AppState
+    from facesvc.security.crypto import EmbeddingCipher
     from facesvc.security.keys import Caller
+    from facesvc.settings import Settings
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``error: message`` in red on stderr; raise the returned Exit(code)."""
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code)
+
+
+def configured_cipher(settings: Settings) -> EmbeddingCipher:
+    """The data cipher the settings describe; exit 2 when they are unsafe or malformed."""
+    from facesvc.container import ConfigurationError, data_cipher
+
+    try:
+        return data_cipher(settings)
+    except ConfigurationError as exc:
+        raise fail(str(exc), 2) from exc
+
+
+@asynccontextmanager
+async def running_state(settings: Settings) -> AsyncIterator[AppState]:
+    """The service's container with its models loaded, closed on the way out.
+
+    Settings the container refuses (no or a malformed data key, a model not in the manifest,
+    unknown liveness challenges) exit 2 with one line; a missing model file exits 1."""
+    from facesvc.container import ConfigurationError, build_state
+    from facesvc.inference.registry import ModelFileError
+
+    try:
+        state = build_state(settings)
+    except (ConfigurationError, KeyError, ValueError) as exc:
+        raise fail(str(exc).strip("'\""), 2) from exc
+    try:
+        try:
+            await state.registry.start()
+        except ModelFileError as exc:
+            raise fail(str(exc)) from exc
+        yield state
+    finally:
+        await state.registry.aclose()
+        await state.engine.dispose()
 
 
 @asynccontextmanager
