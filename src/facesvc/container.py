@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from facesvc.api.schemas import JobResultsJSON
 from facesvc.db.engine import session_scope
+from facesvc.gallery.sync import GallerySync
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.quality import DEFAULT_THRESHOLDS
 from facesvc.inference.registry import ModelRegistry
@@ -21,7 +22,6 @@ from facesvc.security.crypto import EmbeddingCipher
 from facesvc.security.lockout import LockoutPolicy
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.enrolment import EnrolmentOptions
-from facesvc.services.gallery import GallerySync
 from facesvc.services.keys import CallerCache, KeyChangeStamp
 from facesvc.services.liveness.service import LivenessPolicy
 from facesvc.services.recognition.decisions import DecisionPolicy

@@ -16,10 +16,10 @@ from facesvc.db.migrate import upgrade_async
 from facesvc.db.models import DEFAULT_TENANT_ID as TENANT
 from facesvc.gallery.ann import ANNIndex
 from facesvc.gallery.index import GalleryIndex
+from facesvc.gallery.sync import GallerySync
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.crypto import EmbeddingCipher
-from facesvc.services.gallery import GallerySync
 
 CLEAR = EmbeddingCipher(None)
 

@@ -36,7 +36,7 @@ from facesvc.inference.quality import (
     sharpness,
 )
 from facesvc.inference.registry import ModelRegistry
-from facesvc.inference.types import Box, Face
+from facesvc.inference.types import AnalysedFace, Box
 from facesvc.settings import PROJECT_ROOT, Settings
 from tests.conftest import lfw_image
 
@@ -62,7 +62,7 @@ def decoded(name: str, number: int) -> np.ndarray:
     return decode_image(lfw_image(name, number), max_pixels=1_000_000)
 
 
-async def centre_face(pipeline: FacePipeline, image: np.ndarray) -> Face:
+async def centre_face(pipeline: FacePipeline, image: np.ndarray) -> AnalysedFace:
     """What enrolment hands to the gate: the face's box and five points, as found."""
     detections = await pipeline.detect(image)
     assert detections, "no face found"

@@ -11,20 +11,13 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 
+from facesvc.api.deps import request_key
 from facesvc.api.problems import problem_response
 from facesvc.errors import ForbiddenError, UnauthorizedError
 from facesvc.settings import Settings
 
 DOC_PATHS = frozenset({"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
 METRICS_PATHS = frozenset({"/metrics"})
-
-
-def _presented_key(request: Request) -> str | None:
-    key = request.headers.get("x-api-key")
-    if key:
-        return key
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 def install_private_paths(app: FastAPI, settings: Settings) -> None:
@@ -40,7 +33,7 @@ def install_private_paths(app: FastAPI, settings: Settings) -> None:
     ) -> Response:
         if request.url.path not in private:
             return await call_next(request)
-        key = _presented_key(request)
+        key = await request_key(request)
         caller = None
         if key:
             state = request.app.state.facesvc

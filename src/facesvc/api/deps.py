@@ -69,12 +69,28 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
+def refuse_if_start_up_failed(state: AppState) -> None:
+    if state.models_error:
+        raise NotReadyError(f"start-up failed: {state.models_error}")
+
+
 async def models_ready(state: StateDep) -> AppState:
     if not state.registry.ready:
-        if state.models_error:
-            raise NotReadyError(f"start-up failed: {state.models_error}")
+        refuse_if_start_up_failed(state)
         raise ModelsLoadingError("models are still loading")
     return state
+
+
+def presented_key(
+    header_key: str | None, bearer: HTTPAuthorizationCredentials | None
+) -> str | None:
+    """The API key of a request: `X-API-Key`, else `Authorization: Bearer`."""
+    return header_key or (bearer.credentials if bearer else None)
+
+
+async def request_key(request: Request) -> str | None:
+    """``presented_key`` read by the same security schemes outside a route (middleware)."""
+    return presented_key(await api_key_header(request), await bearer_token(request))
 
 
 async def current_caller(
@@ -88,7 +104,7 @@ async def current_caller(
     recently (``CallerCache``: revocations still reach every worker at once): the request's
     session then takes a database connection only when it first needs one (after the
     models, for most routes), so requests waiting on inference do not hold connections."""
-    presented = header_key or (bearer.credentials if bearer else None)
+    presented = presented_key(header_key, bearer)
     caller = None
     if presented:
         caller = await state.callers.authenticate(state.sessionmaker, presented)
@@ -218,6 +234,13 @@ async def read_upload(upload: UploadFile, state: AppState) -> bytes:
     if len(data) > limit:
         raise PayloadTooLargeError(f"the upload is larger than {limit} bytes")
     return data
+
+
+async def read_uploads(uploads: list[UploadFile], state: AppState, most: int) -> list[bytes]:
+    """1 to ``most`` uploads, each within FACESVC_MAX_UPLOAD_BYTES."""
+    if not 1 <= len(uploads) <= most:
+        raise InvalidRequestError(f"send 1 to {most} images, not {len(uploads)}")
+    return [await read_upload(upload, state) for upload in uploads]
 
 
 async def image_bytes(

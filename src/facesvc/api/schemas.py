@@ -20,7 +20,7 @@ from facesvc.api.problems import Problem, problem_of
 from facesvc.db import models as db
 from facesvc.errors import ImageError, ServiceError
 from facesvc.inference.attributes.models import FaceAttributes as EstimatedAttributes
-from facesvc.inference.types import FIVE_POINT_NAMES, Box, Face
+from facesvc.inference.types import FIVE_POINT_NAMES, AnalysedFace, Box
 from facesvc.services.analysis import AnalysedImage
 from facesvc.services.liveness.checker import REASON_TEXT
 from facesvc.services.liveness.service import LivenessView
@@ -76,7 +76,7 @@ class FoundFace(BaseModel):
     landmarks: FiveLandmarks
 
     @classmethod
-    def fields_of(cls, face: Face) -> dict[str, Any]:
+    def fields_of(cls, face: AnalysedFace) -> dict[str, Any]:
         points = {
             name: (round(float(x), 2), round(float(y), 2))
             for name, (x, y) in zip(FIVE_POINT_NAMES, face.points, strict=True)

@@ -31,7 +31,7 @@ from facesvc.inference.images import decode_image
 from facesvc.inference.landmarks.facemesh import five_points_from_mesh
 from facesvc.inference.landmarks.signals import head_pose
 from facesvc.inference.registry import ModelRegistry
-from facesvc.inference.types import Box, Detection, Face
+from facesvc.inference.types import AnalysedFace, Box, Detection
 
 
 class FacePipeline:
@@ -85,7 +85,7 @@ class FacePipeline:
 
     async def landmarks(
         self, image: np.ndarray, detections: list[Detection], *, dense: bool = False
-    ) -> list[Face]:
+    ) -> list[AnalysedFace]:
         """Five points per face (the detector's own, else from the mesh); mesh when dense."""
         if not detections:
             return []
@@ -101,10 +101,12 @@ class FacePipeline:
                 five = five_points_from_mesh(mesh)
             else:  # unreachable: need_mesh is set whenever the detector lacks the five points
                 raise RuntimeError("no five points for a face")
-            faces.append(Face(detection=detection, five_points=five, mesh=mesh if dense else None))
+            faces.append(
+                AnalysedFace(detection=detection, five_points=five, mesh=mesh if dense else None)
+            )
         return faces
 
-    async def embed(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
+    async def embed(self, image: np.ndarray, faces: list[AnalysedFace]) -> list[AnalysedFace]:
         """Adds an L2-normalised embedding to each face (one batched model call)."""
         if not faces:
             return faces
@@ -126,7 +128,7 @@ class FacePipeline:
         return frozenset(self.registry.attributes)
 
     async def attributes(
-        self, image: np.ndarray, faces: list[Face], wanted: Set[Attribute]
+        self, image: np.ndarray, faces: list[AnalysedFace], wanted: Set[Attribute]
     ) -> list[FaceAttributes]:
         """The ``wanted`` attributes of each face. Age, gender and pose read the face mesh
         (``landmarks(..., dense=True)``); each network runs once over all the faces."""
@@ -169,7 +171,7 @@ class FacePipeline:
                 result.pose = head_pose(mesh)
         return results
 
-    async def live_scores(self, image: np.ndarray, faces: list[Face]) -> list[float] | None:
+    async def live_scores(self, image: np.ndarray, faces: list[AnalysedFace]) -> list[float] | None:
         """The live probability of each face from the operator's presentation-attack model
         (FACESVC_ANTISPOOF_MODEL); None when none is loaded."""
         runner, spec = self.registry.antispoof, self.registry.antispoof_spec

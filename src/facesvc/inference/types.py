@@ -62,9 +62,10 @@ class Detection:
 
 
 @dataclass(slots=True)
-class Face:
-    """A detected face, with its five points once it went through the landmark stage
-    (recognition needs only the box and skips that model), optionally embedded."""
+class AnalysedFace:
+    """A face the pipeline found in a photo (a stored face is ``db.models.Face``): its
+    detection, its five points once it went through the landmark stage (recognition needs
+    only the box and skips that model), and optionally its mesh and embedding."""
 
     detection: Detection
     five_points: np.ndarray | None = None

@@ -20,7 +20,7 @@ from facesvc.inference.attributes.models import FaceAttributes
 from facesvc.inference.images import encode_jpeg
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.quality import FaceQuality, QualityThresholds, assess_face
-from facesvc.inference.types import Box, Face
+from facesvc.inference.types import AnalysedFace, Box
 
 # The crop kept for re-embedding (FACESVC_STORE_FACE_CROPS): the face box widened this much,
 # square, at most this many pixels a side, JPEG. Wide enough for a detector to find the face
@@ -49,7 +49,7 @@ def face_crop_jpeg(image: np.ndarray, box: Box) -> bytes:
 class AnalysedImage:
     width: int
     height: int
-    faces: list[Face]
+    faces: list[AnalysedFace]
     attributes: list[FaceAttributes] | None = None  # one per face, when asked for
 
 
@@ -59,7 +59,7 @@ class PrimaryFace:
 
     width: int
     height: int
-    face: Face
+    face: AnalysedFace
     faces_found: int
     quality: FaceQuality | None = None
     crop: bytes | None = None  # JPEG, when asked for (re-embedding)
@@ -131,7 +131,7 @@ class FaceAnalysisService:
                     "the largest: send a photo with one clear face",
                     faces=len(detections),
                 )
-        face = Face(detection=largest)  # recognition crops by the box: no landmark model
+        face = AnalysedFace(detection=largest)  # recognition crops by the box: no landmark model
         measured = None
         if quality is not None:  # the pose check needs the five points
             (face,) = await self.pipeline.landmarks(image, [largest])

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facesvc.inference.types import Face
+from facesvc.inference.types import AnalysedFace
 from facesvc.services.analysis import FaceAnalysisService
 
 # RGB; one colour per landmark in FIVE_POINT_NAMES order (eyes, nose, mouth corners).
@@ -39,7 +39,7 @@ class FaceAnnotationService:
         return AnnotatedImage(png=png, width=width, height=height, faces=len(faces))
 
 
-def draw_faces(image_rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
+def draw_faces(image_rgb: np.ndarray, faces: list[AnalysedFace]) -> np.ndarray:
     """A copy of the image with boxes, scores, five points and (when present) the mesh."""
     canvas = np.ascontiguousarray(image_rgb).copy()
     height, width = canvas.shape[:2]
@@ -69,7 +69,7 @@ def draw_faces(image_rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
     return canvas
 
 
-def render_png(image_rgb: np.ndarray, faces: list[Face]) -> bytes:
+def render_png(image_rgb: np.ndarray, faces: list[AnalysedFace]) -> bytes:
     drawn = draw_faces(image_rgb, faces)
     ok, buffer = cv2.imencode(".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
     if not ok:

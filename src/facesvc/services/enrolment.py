@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from facesvc.db.engine import erase_deleted_after_commit
-from facesvc.db.models import Face as FaceRow
+from facesvc.db.models import Face
 from facesvc.errors import (
     ConsentRequiredError,
     FaceNotFoundError,
@@ -17,13 +17,12 @@ from facesvc.errors import (
     ServiceError,
     UserNotFoundError,
 )
+from facesvc.gallery.sync import GallerySync
 from facesvc.inference.quality import DEFAULT_THRESHOLDS, QualityThresholds
-from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.keys import Caller
 from facesvc.services.analysis import FaceAnalysisService, PrimaryFace
 from facesvc.services.audit import AuditTrail
-from facesvc.services.gallery import GallerySync
 
 
 @dataclass(frozen=True)
@@ -33,6 +32,20 @@ class EnrolmentOptions:
 
     quality: QualityThresholds | None = DEFAULT_THRESHOLDS
     keep_crops: bool = False
+
+
+def require_consent(consent: bool) -> None:
+    """Faces are stored only with the person's recorded consent (enrolment, enrol jobs)."""
+    if consent is not True:
+        raise ConsentRequiredError(
+            "faces are biometric data: enrol only with the person's recorded consent "
+            "(send consent=true)"
+        )
+
+
+async def require_user(users: UserRepository, user_id: uuid.UUID) -> None:
+    if await users.get(user_id) is None:
+        raise UserNotFoundError(f"no user with id {user_id}")
 
 
 class EnrolmentService:
@@ -53,24 +66,16 @@ class EnrolmentService:
         self.gallery = gallery
         self.caller = caller
         self.users = UserRepository(session, caller.tenant_id)
-        self.faces = FaceRepository(session, gallery.cipher)
+        self.faces = gallery.faces(session)
         self.analysis = analysis
         self.audit = AuditTrail(session, caller)
 
     async def _require_user(self, user_id: uuid.UUID) -> None:
-        if await self.users.get(user_id) is None:
-            raise UserNotFoundError(f"no user with id {user_id}")
+        await require_user(self.users, user_id)
 
-    @staticmethod
-    def _require_consent(consent: bool) -> None:
-        if consent is not True:
-            raise ConsentRequiredError(
-                "faces are biometric data: enrol only with the person's recorded consent "
-                "(send consent=true)"
-            )
 
-    async def enrol(self, user_id: uuid.UUID, data: bytes, *, consent: bool) -> FaceRow:
-        self._require_consent(consent)
+    async def enrol(self, user_id: uuid.UUID, data: bytes, *, consent: bool) -> Face:
+        require_consent(consent)
         # the models first, the database after: no connection is held during inference
         primary = await self._analyse(data)
         await self._require_user(user_id)
@@ -81,7 +86,7 @@ class EnrolmentService:
             data, strict=True, quality=self.quality, keep_crop=self.keep_crops
         )
 
-    async def _store(self, user_id: uuid.UUID, primary: PrimaryFace) -> FaceRow:
+    async def _store(self, user_id: uuid.UUID, primary: PrimaryFace) -> Face:
         box = primary.face.box
         pipeline = self.analysis.pipeline
         face = await self.faces.add(
@@ -109,16 +114,16 @@ class EnrolmentService:
 
     async def enrol_many(
         self, user_id: uuid.UUID, images: list[bytes], *, consent: bool
-    ) -> list[FaceRow | ServiceError | ImageError]:
+    ) -> list[Face | ServiceError | ImageError]:
         """Several photos of one user: analysed concurrently (so the models batch them),
         stored in this one transaction; each photo succeeds or fails on its own."""
-        self._require_consent(consent)
+        require_consent(consent)
         analysed = await asyncio.gather(
             *(self._analyse(data) for data in images),
             return_exceptions=True,
         )
         await self._require_user(user_id)  # after the models (no connection held meanwhile)
-        results: list[FaceRow | ServiceError | ImageError] = []
+        results: list[Face | ServiceError | ImageError] = []
         for outcome in analysed:
             if isinstance(outcome, ServiceError | ImageError):
                 results.append(outcome)
@@ -128,7 +133,7 @@ class EnrolmentService:
                 results.append(await self._store(user_id, outcome))
         return results
 
-    async def list_faces(self, user_id: uuid.UUID) -> list[FaceRow]:
+    async def list_faces(self, user_id: uuid.UUID) -> list[Face]:
         await self._require_user(user_id)
         return await self.faces.list_for_user(user_id)
 

@@ -12,11 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from facesvc.db.engine import session_scope
 from facesvc.db.models import Face
 from facesvc.errors import ServiceError
+from facesvc.gallery.sync import GallerySync
 from facesvc.repositories.users import UserRepository
 from facesvc.security.keys import Caller
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.enrolment import EnrolmentOptions, EnrolmentService
-from facesvc.services.gallery import GallerySync
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 

@@ -15,16 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from facesvc.db.engine import after_commit, erase_deleted_after_commit
 from facesvc.db.models import Job, JobItem, utcnow
 from facesvc.errors import (
-    ConsentRequiredError,
     JobFinishedError,
     JobNotFoundError,
-    UserNotFoundError,
 )
 from facesvc.observability.request_id import current_request_id
 from facesvc.repositories.jobs import JobRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.crypto import EmbeddingCipher
 from facesvc.security.keys import Caller
+from facesvc.services.enrolment import require_consent, require_user
 
 MAX_JOB_IMAGES = 500
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
@@ -57,13 +56,8 @@ class JobService:
     async def create_enrol(
         self, user_id: uuid.UUID, images: Sequence[bytes], *, consent: bool
     ) -> Job:
-        if consent is not True:
-            raise ConsentRequiredError(
-                "faces are biometric data: enrol only with the person's recorded consent "
-                "(send consent=true)"
-            )
-        if await UserRepository(self.session, self.caller.tenant_id).get(user_id) is None:
-            raise UserNotFoundError(f"no user with id {user_id}")
+        require_consent(consent)
+        await require_user(UserRepository(self.session, self.caller.tenant_id), user_id)
         return await self._create("enrol", images, user_id)
 
     async def _create(

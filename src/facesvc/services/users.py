@@ -10,11 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from facesvc.db.engine import erase_deleted_after_commit
 from facesvc.db.models import User
 from facesvc.errors import UserNotFoundError
+from facesvc.gallery.sync import GallerySync
 from facesvc.repositories.attempts import LoginAttemptRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.keys import Caller
 from facesvc.services.audit import AuditTrail
-from facesvc.services.gallery import GallerySync
 
 
 class UserService:

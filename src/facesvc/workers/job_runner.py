@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from facesvc.db.engine import erase_deleted_after_commit, session_scope
 from facesvc.db.models import Face, Job, JobItem, utcnow
 from facesvc.errors import ImageError, QueueFullError, ServiceError
+from facesvc.gallery.sync import GallerySync
 from facesvc.observability.request_id import bind_request_id, unbind_request_id
 from facesvc.repositories.jobs import JobRepository
 from facesvc.repositories.keys import ApiKeyRepository
@@ -36,7 +37,6 @@ from facesvc.security.crypto import EmbeddingCipher
 from facesvc.security.keys import Caller
 from facesvc.services.analysis import AnalysedImage, FaceAnalysisService
 from facesvc.services.enrolment import EnrolmentOptions, EnrolmentService
-from facesvc.services.gallery import GallerySync
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ from facesvc.api.deps import (
     SessionDep,
     StateDep,
     current_caller,
-    read_upload,
+    read_uploads,
+    refuse_if_start_up_failed,
     require_enrol,
 )
 from facesvc.api.problems import problem_responses
 from facesvc.api.schemas import JobOut, JobPage
 from facesvc.db.models import Job
-from facesvc.errors import InvalidRequestError, NotReadyError
 from facesvc.services.jobs import FINAL_STATES, MAX_JOB_IMAGES, JobService
 
 router = APIRouter(
@@ -68,14 +68,11 @@ JobServiceDep = Annotated[JobService, Depends(get_jobs)]
 
 async def models_not_failed(state: StateDep) -> None:
     """Jobs are accepted while the models load (they wait), not when loading failed."""
-    if state.models_error:
-        raise NotReadyError(f"start-up failed: {state.models_error}")
+    refuse_if_start_up_failed(state)
 
 
 async def read_images(state: StateDep, images: Images) -> list[bytes]:
-    if not 1 <= len(images) <= MAX_JOB_IMAGES:
-        raise InvalidRequestError(f"send 1 to {MAX_JOB_IMAGES} images, not {len(images)}")
-    return [await read_upload(upload, state) for upload in images]
+    return await read_uploads(images, state, MAX_JOB_IMAGES)
 
 
 ImagesBytes = Annotated[list[bytes], Depends(read_images)]

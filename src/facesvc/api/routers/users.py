@@ -15,7 +15,7 @@ from facesvc.api.deps import (
     ModelsReady,
     StateDep,
     UserServiceDep,
-    read_upload,
+    read_uploads,
     require_enrol,
 )
 from facesvc.api.problems import problem_of, problem_responses
@@ -29,7 +29,6 @@ from facesvc.api.schemas import (
     UserPage,
 )
 from facesvc.db.models import Face
-from facesvc.errors import InvalidRequestError
 
 router = APIRouter(
     prefix="/v1/users",
@@ -166,9 +165,7 @@ async def enrol_faces_bulk(
     ],
     consent: Consent,
 ) -> BulkEnrolResponse:
-    if not 1 <= len(images) <= MAX_BULK_IMAGES:
-        raise InvalidRequestError(f"send 1 to {MAX_BULK_IMAGES} images, not {len(images)}")
-    data = [await read_upload(upload, state) for upload in images]
+    data = await read_uploads(images, state, MAX_BULK_IMAGES)
     outcomes = await enrolment.enrol_many(user_id, data, consent=consent)
     items = [
         BulkEnrolItem(index=i, face=FaceOut.of(o))

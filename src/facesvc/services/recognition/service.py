@@ -20,16 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from facesvc.db.engine import session_scope
 from facesvc.errors import LivenessRequiredError
 from facesvc.gallery.index import GalleryIndex
+from facesvc.gallery.sync import GallerySync
 from facesvc.inference.types import Box
 from facesvc.repositories.attempts import LoginAttemptRepository
-from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.keys import TenantRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.keys import Caller
 from facesvc.security.lockout import LockoutGuard, LockoutPolicy
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.audit import AuditTrail
-from facesvc.services.gallery import GallerySync
 from facesvc.services.liveness.service import LivenessService
 from facesvc.services.recognition.decisions import DecisionPolicy
 
@@ -77,7 +76,10 @@ class Verification:
 
 
 @dataclass(frozen=True)
-class Candidate:
+class RankedCandidate:
+    """One user an identification found, with their best face's score (the API's
+    ``schemas.Candidate`` is what it answers)."""
+
     user_id: uuid.UUID
     name: str
     similarity: float
@@ -89,7 +91,7 @@ class Candidate:
 class Identification:
     match: uuid.UUID | None
     threshold: float
-    candidates: list[Candidate]
+    candidates: list[RankedCandidate]
     box: Box
     gallery_faces: int = 0
     false_match_rate: float | None = None
@@ -141,7 +143,7 @@ class RecognitionService:
         self.sessionmaker = sessionmaker
         self.gallery = gallery
         self.caller = caller
-        self.faces = FaceRepository(session, gallery.cipher)
+        self.faces = gallery.faces(session)
         self.audit = AuditTrail(session, caller)
         self.analysis = analysis
         self.decisions = policy.decisions
@@ -236,7 +238,7 @@ class RecognitionService:
                     "this tenant requires a passed liveness session for verification: send "
                     "its id as `liveness_session`"
                 )
-            faces = FaceRepository(session, self.gallery.cipher)
+            faces = self.gallery.faces(session)
             return await faces.tenant_user_embeddings(
                 self.caller.tenant_id, user_id, self.model_name
             )
@@ -283,7 +285,7 @@ class RecognitionService:
         threshold = self.decisions.one_to_many(gallery_faces, far)
         names = await self.faces.names_for(hit.user_id for hit in hits)
         candidates = [
-            Candidate(
+            RankedCandidate(
                 user_id=hit.user_id,
                 name=names.get(hit.user_id, ""),
                 similarity=hit.similarity,

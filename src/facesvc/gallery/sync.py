@@ -1,4 +1,5 @@
-"""Keeping the in-memory 1:N index in step with SQL (see facesvc.gallery.index)."""
+"""Keeping the in-memory 1:N index in step with SQL (see facesvc.gallery.index), and the one
+way services reach the faces table (through the data key the gallery decrypts with)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,11 @@ from facesvc.security.crypto import EmbeddingCipher
 class GallerySync:
     def __init__(self, index: GalleryIndex, cipher: EmbeddingCipher) -> None:
         self.index = index
-        self.cipher = cipher
+        self._cipher = cipher
+
+    def faces(self, session: AsyncSession) -> FaceRepository:
+        """The faces table in ``session``, embeddings sealed and opened with the data key."""
+        return FaceRepository(session, self._cipher)
 
     async def ensure_current(self, session: AsyncSession) -> GalleryIndex:
         """Reload the index if the database's gallery version moved past it. ``session`` must
@@ -34,7 +39,7 @@ class GallerySync:
         async with index.lock:
             version = await state.version()
             if version != index.version:
-                faces = FaceRepository(session, self.cipher)
+                faces = self.faces(session)
                 face_ids, user_ids, tenant_ids, matrix = await faces.all_embeddings(
                     index.model_name
                 )
