@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from facesvc.container import AppState
     from facesvc.security.crypto import EmbeddingCipher
@@ -62,24 +62,32 @@ async def running_state(settings: Settings) -> AsyncIterator[AppState]:
 
 
 @asynccontextmanager
+async def database(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the configured database; the engine is disposed of on the way out."""
+    from facesvc.db.engine import create_engine, create_sessionmaker
+
+    engine = create_engine(settings.database_url)
+    try:
+        yield create_sessionmaker(engine)
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
 async def operator_session(
     tenant: str, *, create: bool = False
 ) -> AsyncIterator[tuple[AsyncSession, Caller]]:
     """A session on the configured database (committed when the block succeeds) and the
     operator acting in tenant ``tenant``; exit 2 when it does not exist (unless ``create``)."""
-    from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
+    from facesvc.db.engine import session_scope
     from facesvc.security.keys import Caller
     from facesvc.services.keys import tenant_named, tenant_named_or_new
     from facesvc.settings import Settings
 
-    engine = create_engine(Settings().database_url)
-    try:
-        async with session_scope(create_sessionmaker(engine)) as session:
-            found = await (
-                tenant_named_or_new(session, tenant) if create else tenant_named(session, tenant)
-            )
-            if found is None:
-                raise fail(f"no tenant named {tenant!r}", 2)
-            yield session, Caller.operator(found.id)
-    finally:
-        await engine.dispose()
+    async with database(Settings()) as sessions, session_scope(sessions) as session:
+        found = await (
+            tenant_named_or_new(session, tenant) if create else tenant_named(session, tenant)
+        )
+        if found is None:
+            raise fail(f"no tenant named {tenant!r}", 2)
+        yield session, Caller.operator(found.id)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from facesvc.cli._support import fail, operator_session
+from facesvc.cli._support import configured_cipher, database, fail, operator_session
 from facesvc.settings import Settings
 
 keys_app = typer.Typer(
@@ -117,57 +117,29 @@ def rotate_data(
     FACESVC_ENCRYPTION_KEY; rows already under it are left alone. Safe to re-run."""
     from rich.progress import Progress
 
-    from facesvc.container import ConfigurationError, data_cipher
-    from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
-    from facesvc.repositories.faces import FaceRepository
-    from facesvc.repositories.jobs import JobRepository
-    from facesvc.repositories.keys import TenantRepository
-    from facesvc.security.keys import Caller
-    from facesvc.services.audit import AuditTrail
+    from facesvc.services.data_keys import DataKeyRotation, rotate_data_keys
 
     settings = Settings()
-    try:
-        cipher = data_cipher(settings)
-    except ConfigurationError as exc:
-        raise fail(str(exc), 2) from exc
+    cipher = configured_cipher(settings)
     if cipher.active_key_id is None:
         raise fail("FACESVC_ENCRYPTION_KEY is not set: nothing to encrypt with", 2)
 
-    async def run() -> dict[str | None, int]:
-        engine = create_engine(settings.database_url)
-        sessions = create_sessionmaker(engine)
-        try:
-            async with session_scope(sessions) as session:
-                before = await FaceRepository(session, cipher).key_id_counts()
-            changed, after = 0, None
+    async def run() -> DataKeyRotation:
+        async with database(settings) as sessions:
             with Progress() as bar:
-                task = bar.add_task("re-encrypting", total=sum(before.values()))
-                while True:
-                    async with session_scope(sessions) as session:
-                        n, after = await FaceRepository(session, cipher).reencrypt_batch(
-                            after, batch
-                        )
-                    changed += n
-                    bar.advance(task, batch if after else sum(before.values()))
-                    if after is None:
-                        break
-            async with session_scope(sessions) as session:
-                photos = await JobRepository(session).reencrypt_pending_images(cipher)
-            if photos:
-                typer.echo(f"re-encrypted {photos} photos waiting in jobs")
-            async with session_scope(sessions) as session:
-                for tenant in await TenantRepository(session).list_all():
-                    await AuditTrail(session, Caller.operator(tenant.id)).record(
-                        "data.rotate", f"ok:{cipher.active_key_id}"
-                    )
-                counts = await FaceRepository(session, cipher).key_id_counts()
-            typer.echo(f"re-encrypted {changed} faces under key {cipher.active_key_id!r}")
-            return counts
-        finally:
-            await engine.dispose()
+                task = bar.add_task("re-encrypting", total=None)
+                return await rotate_data_keys(
+                    sessions,
+                    cipher,
+                    batch=batch,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )
 
-    counts = asyncio.run(run())
-    for key_id, n in sorted(counts.items(), key=lambda kv: str(kv[0])):
+    done = asyncio.run(run())
+    if done.photos:
+        typer.echo(f"re-encrypted {done.photos} photos waiting in jobs")
+    typer.echo(f"re-encrypted {done.faces} faces under key {done.key_id!r}")
+    for key_id, n in sorted(done.faces_by_key.items(), key=lambda kv: str(kv[0])):
         typer.echo(f"  {key_id or '(clear)'}: {n} faces")
 
 
