@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from facesvc.evaluation.boxes import best_overlap, iou
-from facesvc.evaluation.landmarks import nme, point_errors, read_cuhk, summarise_errors
+from facesvc.evaluation.landmarks import nme, point_errors, summarise_errors
+from facesvc.inference.cuhk import read_cuhk
 from facesvc.inference.types import Box
 
 TRUTH = np.array([[100, 100], [140, 100], [120, 120], [105, 140], [135, 140]], dtype=float)

@@ -530,8 +530,9 @@ def eval_landmarks(
     concurrency: ConcurrencyOption = 4,
 ) -> None:
     """Five-point landmark error on cuhk_5pt: NME (inter-ocular), median, failures (> 0.1)."""
-    from facesvc.evaluation.landmarks import read_cuhk, run_landmarks
+    from facesvc.evaluation.landmarks import run_landmarks
     from facesvc.evaluation.progress import ProgressReporter
+    from facesvc.inference.cuhk import read_cuhk
 
     settings = _settings(detector)
     root = settings.data_dir / "cuhk_5pt"

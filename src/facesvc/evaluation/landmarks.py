@@ -12,44 +12,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from facesvc.evaluation.boxes import best_overlap
+from facesvc.inference.cuhk import LandmarkSample
 from facesvc.inference.pipeline import FacePipeline
-from facesvc.inference.types import FIVE_POINT_NAMES, Box
+from facesvc.inference.types import FIVE_POINT_NAMES
 
 FAILURE_NME = 0.1
-
-
-@dataclass(frozen=True)
-class LandmarkSample:
-    image: str  # relative to the data folder, with forward slashes
-    box: Box
-    points: np.ndarray  # (5, 2) in FIVE_POINT_NAMES order
-
-
-def read_cuhk(path: Path) -> list[LandmarkSample]:
-    """Parse ``testImageList.txt`` (Windows paths allowed)."""
-    samples = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 15:
-            raise ValueError(f"{path}: expected 15 fields, got {len(fields)}: {line!r}")
-        left, right, top, bottom = (float(v) for v in fields[1:5])
-        points = np.array([float(v) for v in fields[5:]], dtype=np.float64).reshape(5, 2)
-        samples.append(
-            LandmarkSample(
-                image=fields[0].replace("\\", "/"),
-                box=Box(left, top, right - left, bottom - top),
-                points=points,
-            )
-        )
-    return samples
 
 
 def point_errors(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:

@@ -114,7 +114,7 @@ def cuhk_calibration_faces(data_dir: str, count: int, input_size: int = 160) -> 
     by their labelled box as the service cuts a detected face: (N, S, S, 3) uint8 RGB."""
     import numpy as np
 
-    from facesvc.evaluation.landmarks import read_cuhk
+    from facesvc.inference.cuhk import read_cuhk
     from facesvc.inference.geometry import CropPolicy, face_crop
     from facesvc.inference.images import decode_image
 
