@@ -1,21 +1,20 @@
 """``facesvc eval ...``: evaluations on public data through the service's own pipeline.
 
 Every command loads the configured models exactly as the service does (``--detector`` picks
-another manifest detector), writes a JSON report (and for LFW a ROC plot and the raw scores)
-and prints a one-line summary. Heavy imports happen inside the commands.
+another manifest detector), runs its evaluation (evaluation/reports.py), writes the JSON report
+(plots and raw scores beside it) and prints a one-line summary. Heavy imports happen inside the
+commands.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import os
-import platform
 import shlex
 import sys
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,11 +22,10 @@ from facesvc.cli._support import fail
 from facesvc.settings import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
-    from facesvc.evaluation.cache import EmbeddingCache
     from facesvc.inference.calibration import ScoreCalibration
     from facesvc.inference.pipeline import FacePipeline
 
-T = TypeVar("T")
+Report = dict[str, Any]
 
 eval_app = typer.Typer(
     help="Evaluate on public data through the service's pipeline.", no_args_is_help=True
@@ -106,50 +104,51 @@ def _load_calibration(settings: Settings, path: Path | None) -> ScoreCalibration
     return calibration
 
 
-def _display_path(path: Path) -> str:
-    """``path`` relative to the project when inside it (reports stay machine-independent)."""
-    try:
-        return str(path.resolve().relative_to(PROJECT_ROOT))
-    except ValueError:
-        return str(path)
-
-
 def _require(path: Path, what: str, settings: Settings) -> None:
     if not path.exists():
         raise fail(f"{what} not found at {path} (set FACESVC_DATA_DIR; now {settings.data_dir})", 2)
 
 
-def _with_pipeline(
-    settings: Settings, work: Callable[[FacePipeline], Awaitable[T]], *, load: bool = True
-) -> T:
-    """Load, warm and close the models around ``work`` (the service's registry and pipeline).
+def _need_matplotlib(what: str) -> None:
+    """Fail now, not after the images are embedded."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise fail(f"{what} needs matplotlib: pip install matplotlib", 2) from exc
 
-    With ``load=False`` the models load only when ``work`` needs them (the embedding cache
-    answers everything on a rerun)."""
+
+def _with_pipeline(
+    settings: Settings,
+    evaluation: Callable[[FacePipeline], Awaitable[Report]],
+    *,
+    load: bool = True,
+) -> Report:
+    """Load, warm and close the models around ``evaluation`` (the service's registry and
+    pipeline); an input it cannot use exits 2, a missing model file 1.
+
+    With ``load=False`` the models load only when ``evaluation`` needs them (the embedding
+    cache answers everything on a rerun)."""
     import asyncio
 
+    from facesvc.evaluation.reports import EvaluationError
     from facesvc.inference.pipeline import FacePipeline
     from facesvc.inference.registry import ModelFileError, ModelRegistry
 
-    async def main() -> T:
+    async def main() -> Report:
         registry = ModelRegistry(settings)
         try:
             if load:
                 await registry.start()
-            return await work(FacePipeline(registry))
+            return await evaluation(FacePipeline(registry))
         finally:
             registry.close()
 
     try:
         return asyncio.run(main())
+    except EvaluationError as exc:
+        raise fail(str(exc), 2) from exc
     except ModelFileError as exc:
         raise fail(str(exc)) from exc
-
-
-def _open_cache(pipeline: FacePipeline, cache_dir: Path, no_cache: bool) -> EmbeddingCache | None:
-    from facesvc.evaluation.cache import EmbeddingCache
-
-    return None if no_cache else EmbeddingCache.for_pipeline(cache_dir, pipeline)
 
 
 def _command(name: str) -> str:
@@ -159,42 +158,11 @@ def _command(name: str) -> str:
     return shlex.join(["facesvc", "eval", name, *rest])
 
 
-def _describe(pipeline: FacePipeline, name: str) -> dict[str, Any]:
-    """What produced the figures: models, settings that matter, machine, command, date."""
-    import importlib.metadata
-
-    registry = pipeline.registry
-    settings = registry.settings
-    return {
-        "command": _command(name),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "models": {
-            "detector": registry.detector_spec.name,
-            "detector_version": registry.detector_spec.version,
-            "mesh": registry.mesh_spec.name,
-            "embedder": registry.embedder_spec.name,
-            "embedder_version": registry.embedder_spec.version,
-            "crop": {
-                "square": registry.crop_policy.square,
-                "scale": registry.crop_policy.scale,
-            },
-            "device": settings.device,
-            "detection_min_score": settings.detection_min_score,
-            "detection_max_side": settings.detection_max_side,
-        },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "tensorflow": importlib.metadata.version("tensorflow"),
-            "facesvc": importlib.metadata.version("facesvc"),
-        },
-    }
-
-
-def _write_json(path: Path, result: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+def _report(output: Path, result: Report, line: str, *, written: str | None = None) -> None:
+    """Write ``result`` to ``output``; print ``line -> `` what was written (default: output)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    typer.echo(f"{line} -> {written or output}")
 
 
 @eval_app.command("lfw")
@@ -217,109 +185,23 @@ def eval_lfw(
 
     Beside OUTPUT: STEM_roc.png (ROC) and STEM_scores.npz (per-pair scores, pairs.txt order).
     """
-    import numpy as np
+    from facesvc.evaluation.reports import evaluate_lfw, lfw_summary_line
 
-    from facesvc.evaluation.curves import CurveMark, plot_roc
-    from facesvc.evaluation.lfw import rates_at, read_pairs, run_lfw, select_pairs
-    from facesvc.evaluation.progress import ProgressReporter
-
-    try:  # fail now, not after the images are embedded
-        import matplotlib  # noqa: F401
-    except ImportError as exc:
-        raise fail("the ROC plot needs matplotlib: pip install matplotlib", 2) from exc
+    _need_matplotlib("the ROC plot")
     settings = _settings(detector, embedder)
-    pairs_file = settings.data_dir / "lfw" / "pairs.txt"
-    _require(pairs_file, "LFW", settings)
-    pairs = select_pairs(read_pairs(pairs_file), folds, limit)
-    total = len({p.a for p in pairs} | {p.b for p in pairs})
-
-    async def work(pipeline: FacePipeline) -> dict[str, Any]:
-        cache = _open_cache(pipeline, cache_dir, no_cache)
-        try:
-            with ProgressReporter("embedding LFW images", total) as progress:
-                run = await run_lfw(
-                    pipeline,
-                    settings.data_dir,
-                    folds,
-                    progress.advance,
-                    limit=limit,
-                    cache=cache,
-                    concurrency=concurrency,
-                    skipped=progress.skip,
-                )
-        finally:
-            if cache is not None:
-                cache.close()
-        plot = output.with_name(f"{output.stem}_roc.png")
-        scores_file = output.with_name(f"{output.stem}_scores.npz")
-        result: dict[str, Any] = run.result
-        same = run.same
-        threshold = float(result["threshold"])
-        chosen = rates_at(run.scores, same, threshold)
-        marks = [
-            CurveMark(
-                f"TAR {result[f'tar_at_far_{far:g}']:.4f} at FAR {far:g}",
-                far=float(np.mean(run.scores[~same] >= result[f"threshold_at_far_{far:g}"])),
-                tar=float(result[f"tar_at_far_{far:g}"]),
-            )
-            for far in (1e-2, 1e-3)
-        ]
-        marks.append(
-            CurveMark(
-                f"best threshold {threshold:.3f}: TAR {chosen['tar']:.4f}, FAR {chosen['far']:.4f}",
-                far=chosen["far"],
-                tar=chosen["tar"],
-            )
-        )
-        manifest = result.get("at_manifest_threshold")
-        if isinstance(manifest, dict) and abs(manifest["threshold"] - threshold) > 5e-4:
-            marks.append(
-                CurveMark(
-                    f"manifest threshold {manifest['threshold']:.3f}: TAR {manifest['tar']:.4f}, "
-                    f"FAR {manifest['far']:.4f}",
-                    far=manifest["far"],
-                    tar=manifest["tar"],
-                )
-            )
-        models = _describe(pipeline, "lfw")
-        plot_roc(
-            plot,
-            run.scores,
-            same,
-            marks,
-            title=(
-                f"LFW {len(run.pairs)} pairs, {models['models']['detector']} + "
-                f"{models['models']['embedder']}: accuracy {result['accuracy_mean']:.4f} "
-                f"\u00b1 {result['accuracy_std']:.4f}, AUC {result['roc_auc']:.4f}"
-            ),
-        )
-        scores_file.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            scores_file,
-            scores=run.scores.astype(np.float32),
-            same=same,
-            fold=run.folds,
-            genuine=run.scores[same].astype(np.float32),
-            impostor=run.scores[~same].astype(np.float32),
-        )
-        return {
-            **result,
-            "roc_plot": plot.name,
-            "scores_file": scores_file.name,
-            "scores_file_note": "arrays scores, same, fold in pairs.txt order (after --folds "
-            "and --limit), genuine and impostor; failed pairs score "
-            f"{result['scores']['failed_pair_score']}",
-            **models,
-        }
-
-    result = _with_pipeline(settings, work, load=False)
-    _write_json(output, result)
-    typer.echo(
-        f"accuracy {result['accuracy_mean']:.4f} +- {result['accuracy_std']:.4f}, "
-        f"AUC {result['roc_auc']:.4f}, TAR {result['tar_at_far_0.01']:.4f} at FAR 1e-2, "
-        f"{result['tar_at_far_0.001']:.4f} at FAR 1e-3, best threshold {result['threshold']:.4f}, "
-        f"failures to detect {result['failures_to_detect']} of {result['images']} -> {output}"
+    _require(settings.data_dir / "lfw" / "pairs.txt", "LFW", settings)
+    evaluation = partial(
+        evaluate_lfw,
+        data_dir=settings.data_dir,
+        folds=folds,
+        limit=limit,
+        output=output,
+        cache_dir=None if no_cache else cache_dir,
+        concurrency=concurrency,
+        command=_command("lfw"),
     )
+    result = _with_pipeline(settings, evaluation, load=False)
+    _report(output, result, lfw_summary_line(result))
 
 
 @eval_app.command("identify")
@@ -345,52 +227,21 @@ def eval_identify(
     With a score calibration (the embedder's, from the manifest), also DIR and the measured FAR
     of unknowns at the calibrated identification threshold for this gallery and FAR 1e-2.
     """
-    from facesvc.evaluation.identify import lfw_people, run_identify, select_people
-    from facesvc.evaluation.lfw import manifest_threshold
-    from facesvc.evaluation.progress import ProgressReporter
+    from facesvc.evaluation.reports import evaluate_identification, identification_summary_line
 
     settings = _settings(detector, embedder)
-    root = settings.data_dir / "lfw" / "lfw-deepfunneled"
-    _require(root, "LFW", settings)
-    people = select_people(lfw_people(root), limit_people)
-    total = sum(len(images) for images in people.values())
-    calibration = _load_calibration(settings, calibration_file)
-
-    async def work(pipeline: FacePipeline) -> dict[str, Any]:
-        cache = _open_cache(pipeline, cache_dir, no_cache)
-        try:
-            with ProgressReporter("embedding LFW images", total) as progress:
-                report = await run_identify(
-                    pipeline,
-                    root,
-                    people,
-                    manifest_threshold(pipeline),
-                    progress.advance,
-                    cache=cache,
-                    concurrency=concurrency,
-                    skipped=progress.skip,
-                    calibration=calibration,
-                )
-        finally:
-            if cache is not None:
-                cache.close()
-        return {**report, "limit_people": limit_people, **_describe(pipeline, "identify")}
-
-    result = _with_pipeline(settings, work, load=False)
-    _write_json(output, result)
-    parts = [f"rank-1 {result['rank_1']:.4f}"]
-    at = result.get("at_threshold")
-    if isinstance(at, dict):
-        parts.append(f"DIR {at['dir']:.4f} at FAR {at['far']:.4f} (threshold {at['threshold']})")
-    parts += [f"DIR {row['dir']:.4f} at FAR {row['far_target']:g}" for row in result["at_far"]]
-    calibrated = result.get("at_calibrated_threshold")
-    if isinstance(calibrated, dict):
-        parts.append(
-            f"calibrated threshold {calibrated['threshold']:.4f} (N {calibrated['gallery_faces']}, "
-            f"FAR {calibrated['far_target']:g}): DIR {calibrated['dir']:.4f}, FAR of unknowns "
-            f"{calibrated['far']:.4f} measured vs {calibrated['predicted_far']:.4f} predicted"
-        )
-    typer.echo(", ".join(parts) + f" -> {output}")
+    _require(settings.data_dir / "lfw" / "lfw-deepfunneled", "LFW", settings)
+    evaluation = partial(
+        evaluate_identification,
+        data_dir=settings.data_dir,
+        limit_people=limit_people,
+        calibration=_load_calibration(settings, calibration_file),
+        cache_dir=None if no_cache else cache_dir,
+        concurrency=concurrency,
+        command=_command("identify"),
+    )
+    result = _with_pipeline(settings, evaluation, load=False)
+    _report(output, result, identification_summary_line(result))
 
 
 @eval_app.command("calibrate")
@@ -419,99 +270,27 @@ def eval_calibrate(
     people), writes the calibration file, a summary (thresholds at FAR 1e-2..1e-7,
     identification thresholds by gallery size) and STEM.png (score histograms, FAR/TAR).
     """
-    from facesvc.evaluation.cache import pipeline_keys
-    from facesvc.evaluation.calibrate import (
-        calibrate_embedded,
-        calibration_summary,
-        pair_count,
-        plot_calibration,
-    )
-    from facesvc.evaluation.identify import lfw_people
-    from facesvc.evaluation.lfw import embed_faces, manifest_threshold
-    from facesvc.evaluation.progress import ProgressReporter
+    from facesvc.evaluation.reports import calibration_summary_line, evaluate_calibration
     from facesvc.inference.manifest import Manifest
 
-    try:  # fail now, not after the images are embedded
-        import matplotlib  # noqa: F401
-    except ImportError as exc:
-        raise fail("the plot needs matplotlib: pip install matplotlib", 2) from exc
+    _need_matplotlib("the plot")
     settings = _settings(detector, embedder)
-    root = settings.data_dir / "lfw" / "lfw-deepfunneled"
-    _require(root, "LFW", settings)
-    names = [image for images in lfw_people(root).values() for image in images]
-    total = len(names)
+    _require(settings.data_dir / "lfw" / "lfw-deepfunneled", "LFW", settings)
     spec = Manifest.load(settings.manifest_path).get(settings.embedder, "embedder")
     target = output or spec.calibration_path(settings.models_dir)
     target = target or settings.models_dir / "calibration" / f"{spec.embedding_space}.json"
-    plot = summary.with_name(f"{summary.stem}.png")
-
-    async def work(pipeline: FacePipeline) -> dict[str, Any]:
-        cache = _open_cache(pipeline, cache_dir, no_cache)
-        try:
-            with ProgressReporter("embedding LFW images", total) as progress:
-                embedded = await embed_faces(
-                    pipeline,
-                    root,
-                    names,
-                    progress.advance,
-                    concurrency,
-                    cache=cache,
-                    skipped=progress.skip,
-                )
-        finally:
-            if cache is not None:
-                cache.close()
-        described = _describe(pipeline, "calibrate")
-        detector_key, embedder_key = pipeline_keys(pipeline)
-        provenance = {
-            "command": described["command"],
-            "date": described["date"],
-            "models": described["models"],
-            "pipeline": {"detector": detector_key, "embedder": embedder_key},
-        }
-        pairs = pair_count(sum(embedded.faces[name].embedding is not None for name in names))
-        with ProgressReporter("scoring all pairs", pairs) as progress:
-            run = calibrate_embedded(
-                embedded,
-                names,
-                progress.advance,
-                space=spec.embedding_space,
-                provenance=provenance,
-            )
-        threshold = manifest_threshold(pipeline)
-        models = described["models"]
-        plot_calibration(
-            plot,
-            run.calibration,
-            run.histograms,
-            manifest_threshold=threshold,
-            title=(
-                f"LFW all pairs ({run.calibration.n_genuine:,} genuine, "
-                f"{run.calibration.n_impostor:,} impostor), {models['detector']} + "
-                f"{models['embedder']}"
-            ),
-        )
-        run.calibration.save(target)
-        return {
-            "calibration_file": _display_path(target),
-            "plot": plot.name,
-            **calibration_summary(run, manifest_threshold=threshold),
-            **{key: value for key, value in run.report.items() if key != "models"},
-            **described,
-        }
-
-    result = _with_pipeline(settings, work, load=False)
-    _write_json(summary, result)
-    rows = {row["far"]: row for row in result["at_far"]}
-    ident = {row["gallery_faces"]: row for row in result["identification_at_far"]}
-    typer.echo(
-        f"{result['n_genuine']:,} genuine and {result['n_impostor']:,} impostor pairs; threshold "
-        f"{rows[1e-3]['threshold']:.4f} at FAR 1e-3, {rows[1e-4]['threshold']:.4f} at 1e-4, "
-        f"{rows[1e-5]['threshold']:.4f} at 1e-5; 1:N at FAR 1% "
-        + ", ".join(f"N={n:,}: {row['threshold']:.4f}" for n, row in ident.items())
-        + f"; P(same) = 1/(1+exp(-({result['logistic']['a']:.2f} s "
-        f"{result['logistic']['b']:+.2f}))) -> {target}, {summary}"
+    evaluation = partial(
+        evaluate_calibration,
+        data_dir=settings.data_dir,
+        space=spec.embedding_space,
+        target=target,
+        plot=summary.with_name(f"{summary.stem}.png"),
+        cache_dir=None if no_cache else cache_dir,
+        concurrency=concurrency,
+        command=_command("calibrate"),
     )
+    result = _with_pipeline(settings, evaluation, load=False)
+    _report(summary, result, calibration_summary_line(result), written=f"{target}, {summary}")
 
 
 @eval_app.command("landmarks")
@@ -530,35 +309,22 @@ def eval_landmarks(
     concurrency: ConcurrencyOption = 4,
 ) -> None:
     """Five-point landmark error on cuhk_5pt: NME (inter-ocular), median, failures (> 0.1)."""
-    from facesvc.evaluation.landmarks import run_landmarks
-    from facesvc.evaluation.progress import ProgressReporter
+    from facesvc.evaluation.reports import evaluate_landmarks, landmarks_summary_line
     from facesvc.inference.cuhk import read_cuhk
 
     settings = _settings(detector)
     root = settings.data_dir / "cuhk_5pt"
     _require(root / "testImageList.txt", "cuhk_5pt", settings)
-    samples = read_cuhk(root / "testImageList.txt")[:limit]
-
-    async def work(pipeline: FacePipeline) -> dict[str, Any]:
-        with ProgressReporter("cuhk_5pt landmarks", len(samples)) as progress:
-            report = await run_landmarks(
-                pipeline,
-                root,
-                samples,
-                progress.advance,
-                min_iou=min_iou,
-                concurrency=concurrency,
-            )
-        five_points = "detector" if pipeline.registry.detector_gives_five_points else "face mesh"
-        return {**report, "five_points_from": five_points, **_describe(pipeline, "landmarks")}
-
-    result = _with_pipeline(settings, work)
-    _write_json(output, result)
-    typer.echo(
-        f"NME mean {result['nme_mean']:.4f}, median {result['nme_median']:.4f}, "
-        f"failures (> {result['failure_threshold']}) {result['failure_rate']:.2%}, "
-        f"detection misses {result['detection_misses']} of {result['images']} -> {output}"
+    evaluation = partial(
+        evaluate_landmarks,
+        root=root,
+        samples=read_cuhk(root / "testImageList.txt")[:limit],
+        min_iou=min_iou,
+        concurrency=concurrency,
+        command=_command("landmarks"),
     )
+    result = _with_pipeline(settings, evaluation)
+    _report(output, result, landmarks_summary_line(result))
 
 
 @eval_app.command("detect")
@@ -568,35 +334,26 @@ def eval_detect(
     output: Annotated[Path, typer.Option("--output", "-o")] = Path("docs/eval/detect.json"),
 ) -> None:
     """Detection recall and precision at IoU >= 0.5 on dlib's labelled photos; dogs.jpg: 0."""
-    from facesvc.evaluation.detection import parse_imglab, run_detection
-    from facesvc.evaluation.progress import ProgressReporter
+    from facesvc.evaluation.reports import (
+        detection_summary_line,
+        evaluate_detection,
+        read_dlib_faces,
+    )
 
     settings = _settings(detector)
     root = settings.data_dir / "dlib_faces"
     _require(root / "training.xml", "dlib_faces", settings)
-    labelled = [
-        image
-        for name in ("training.xml", "testing.xml")
-        for image in parse_imglab((root / name).read_text(encoding="iso-8859-1"))
-    ]
-    known = {image.file for image in labelled}
-    unlabelled = sorted(p.name for p in root.glob("*.jpg") if p.name not in known)
-
-    async def work(pipeline: FacePipeline) -> dict[str, Any]:
-        with ProgressReporter("dlib photos", len(labelled) + len(unlabelled)) as progress:
-            report = await run_detection(
-                pipeline, root, labelled, unlabelled, progress.advance, min_iou=min_iou
-            )
-        return {**report, **_describe(pipeline, "detect")}
-
-    result = _with_pipeline(settings, work)
-    _write_json(output, result)
-    typer.echo(
-        f"recall {result['recall']:.4f}, precision {result['precision']:.4f} "
-        f"({result['true_positives']} of {result['labelled_faces']} faces, "
-        f"{result['false_positives']} false), dogs.jpg faces: "
-        f"{result['no_face_images'].get('dogs.jpg')} -> {output}"
+    labelled, unlabelled = read_dlib_faces(root)
+    evaluation = partial(
+        evaluate_detection,
+        root=root,
+        labelled=labelled,
+        unlabelled=unlabelled,
+        min_iou=min_iou,
+        command=_command("detect"),
     )
+    result = _with_pipeline(settings, evaluation)
+    _report(output, result, detection_summary_line(result))
 
 
 @eval_app.command("liveness")
@@ -636,104 +393,32 @@ def eval_liveness(
     then runs each session of the set frame by frame through the service's own frame
     analysis and rules: genuine pass rate, attack pass rate per kind, with reasons.
     """
-    from facesvc.evaluation.identify import lfw_people
-    from facesvc.evaluation.liveness import (
-        Labels,
-        SessionSpec,
-        SignalCache,
-        build_session_set,
-        challenge_photo_jitter,
-        cpu_description,
-        liveness_report,
-        measure_photos,
-        run_sessions,
-        signals_key,
-        similarity_sweep,
-        write_session_set,
-    )
-    from facesvc.evaluation.progress import ProgressReporter
-    from facesvc.services.liveness.checker import LivenessChecker, LivenessThresholds
+    from facesvc.evaluation.liveness import Labels
+    from facesvc.evaluation.reports import evaluate_liveness, liveness_summary_line
 
     settings = _settings(detector, embedder)
-    root = settings.data_dir / "lfw" / "lfw-deepfunneled"
-    _require(root, "LFW", settings)
-    names = [image for images in lfw_people(root).values() for image in images]
+    _require(settings.data_dir / "lfw" / "lfw-deepfunneled", "LFW", settings)
     try:
         marks = Labels.load(labels)
     except (OSError, KeyError, ValueError) as exc:
         raise fail(f"{labels}: {exc}", 2) from exc
-
-    async def work(pipeline: FacePipeline) -> dict[str, Any]:
-        from facesvc.evaluation.lfw import manifest_threshold
-
-        threshold = manifest_threshold(pipeline)
-        if threshold is None:
-            raise fail("the embedder has no match threshold (set FACESVC_MATCH_THRESHOLD)", 2)
-        cache = None
-        if not no_cache:
-            cache = SignalCache(cache_dir / "face_signals.sqlite", signals_key(pipeline))
-        try:
-            with ProgressReporter("measuring LFW faces", len(names)) as progress:
-                photos = await measure_photos(
-                    pipeline,
-                    root,
-                    names,
-                    cache,
-                    progress=progress.advance,
-                    skipped=progress.skip,
-                    concurrency=concurrency,
-                )
-        finally:
-            if cache is not None:
-                cache.close()
-        if rebuild_set:
-            built = build_session_set(photos, marks, seed=seed, draws=draws, max_frames=max_frames)
-            write_session_set(session_set, {"labels": _display_path(labels), **built})
-        raw = json.loads(session_set.read_text(encoding="utf-8"))
-        sessions = [SessionSpec.from_json(s) for s in raw["sessions"]]
-        missing = sorted(
-            {f.file for s in sessions for f in s.frames if not (root / f.file).is_file()}
-        )
-        if missing:
-            raise fail(f"{len(missing)} photos of the set are not in {root}: {missing[:3]}", 2)
-        if limit is not None:
-            genuine = {s.id for s in sessions if s.kind == "genuine"}
-            kept = set(sorted(genuine)[:limit])
-            sessions = [s for s in sessions if (s.of or s.id) in kept]
-        # as the service checks it: never below the 1:1 threshold
-        same_person = max(threshold, settings.liveness_min_similarity)
-        checker = LivenessChecker(LivenessThresholds(), same_person, max_frames)
-        with ProgressReporter("liveness sessions", len(sessions)) as progress:
-            outcomes, observer = await run_sessions(
-                pipeline, root, sessions, checker, progress=progress.advance
-            )
-        with ProgressReporter("still copies of challenge photos", 60) as progress:
-            spreads = await challenge_photo_jitter(
-                root, sessions, observer, progress=progress.advance
-            )
-        sweep = await similarity_sweep(pipeline, root, sessions, checker, observer)
-        described = _describe(pipeline, "liveness")
-        described["models"]["mesh_version"] = pipeline.registry.mesh_spec.version
-        described["machine"].update(cpu_description())
-        described["machine"]["inference_threads"] = settings.inference_threads
-        return {
-            "set": _display_path(session_set),
-            "labels": _display_path(labels),
-            "limit": limit,
-            **liveness_report(photos, marks, sessions, outcomes, observer, checker, spreads),
-            "stricter_same_person": sweep,
-            **described,
-        }
-
-    result = _with_pipeline(settings, work, load=False)
-    _write_json(output, result)
-    genuine, attacks = result["genuine"], result["attacks"]
-    typer.echo(
-        f"genuine {genuine['passed']}/{genuine['sessions']} passed ({genuine['pass_rate']:.1%}); "
-        "attacks passed: "
-        + ", ".join(f"{kind} {row['passed']}/{row['sessions']}" for kind, row in attacks.items())
-        + f"; {result['timing']['ms_per_frame_median']} ms per frame (median) -> {output}"
+    evaluation = partial(
+        evaluate_liveness,
+        data_dir=settings.data_dir,
+        labels=marks,
+        labels_file=labels,
+        session_set=session_set,
+        rebuild_set=rebuild_set,
+        seed=seed,
+        draws=draws,
+        limit=limit,
+        max_frames=max_frames,
+        cache_dir=None if no_cache else cache_dir,
+        concurrency=concurrency,
+        command=_command("liveness"),
     )
+    result = _with_pipeline(settings, evaluation, load=False)
+    _report(output, result, liveness_summary_line(result))
 
 
 @eval_app.command("quality")
@@ -759,71 +444,23 @@ def eval_quality(
     where it falls below --target. Beside OUTPUT: STEM.png (the curves, thresholds marked)
     and STEM.npz (every comparison).
     """
-    import numpy as np
+    from facesvc.evaluation.reports import evaluate_quality, quality_summary_line
 
-    from facesvc.evaluation.lfw import manifest_threshold
-    from facesvc.evaluation.progress import ProgressReporter
-    from facesvc.evaluation.quality import (
-        images_to_measure,
-        plot_quality,
-        quality_report,
-        run_quality,
-    )
-
-    try:  # fail now, not after the images are measured
-        import matplotlib  # noqa: F401
-    except ImportError as exc:
-        raise fail("the plot needs matplotlib: pip install matplotlib", 2) from exc
+    _need_matplotlib("the plot")
     settings = _settings(detector, embedder)
     _require(settings.data_dir / "lfw" / "pairs.txt", "LFW", settings)
-    total = images_to_measure(pairs_per_fold, pose_folds, settings.data_dir)
-
-    async def work(pipeline: FacePipeline) -> dict[str, Any]:
-        threshold = manifest_threshold(pipeline)
-        if threshold is None:
-            raise fail("the embedder has no match threshold (set FACESVC_MATCH_THRESHOLD)", 2)
-        with ProgressReporter("measuring LFW faces", total) as progress:
-            run = await run_quality(
-                pipeline,
-                settings.data_dir,
-                threshold,
-                per_fold=pairs_per_fold,
-                pose_folds=pose_folds,
-                progress=progress.advance,
-                concurrency=concurrency,
-            )
-        report = quality_report(run, target)
-        models = _describe(pipeline, "quality")
-        plot = output.with_suffix(".png")
-        samples_file = output.with_suffix(".npz")
-        plot_quality(
-            plot,
-            report,
-            title=(
-                f"Enrolment quality, {models['models']['detector']} + "
-                f"{models['models']['embedder']}: LFW genuine pairs, TAR at cosine >= "
-                f"{threshold:g}; thresholds where TAR < {target:.0%}"
-            ),
-        )
-        arrays: dict[str, Any] = {**run.samples.arrays(), **run.pose.arrays()}
-        np.savez_compressed(samples_file, **arrays)
-        return {
-            **report,
-            "plot": plot.name,
-            "samples_file": samples_file.name,
-            "timing": {"seconds": round(run.seconds, 1), "photos_measured": total},
-            **models,
-        }
-
-    result = _with_pipeline(settings, work)
-    _write_json(output, result)
-    chosen = result["thresholds"]
-    typer.echo(
-        f"face >= {chosen['min_face_size_px']:g} px, sharpness >= {chosen['min_sharpness']:g}, "
-        f"|yaw| <= {chosen['max_yaw_deg']:g} deg, |pitch| <= {chosen['max_pitch_deg']:g} deg "
-        f"(TAR at {result['match_threshold']:g} >= {target:g}); LFW originals rejected "
-        f"{result['gate_on_lfw_originals']['rejected']:.2%} -> {output}"
+    evaluation = partial(
+        evaluate_quality,
+        data_dir=settings.data_dir,
+        pairs_per_fold=pairs_per_fold,
+        pose_folds=pose_folds,
+        target=target,
+        output=output,
+        concurrency=concurrency,
+        command=_command("quality"),
     )
+    result = _with_pipeline(settings, evaluation)
+    _report(output, result, quality_summary_line(result, target))
 
 
 @eval_app.command("attributes")
@@ -840,13 +477,8 @@ def eval_attributes(
 ) -> None:
     """Age, gender and expression on labelled LFW photos: gender accuracy, age error by age
     band, expression agreement with hand labels, ms per face."""
-    from facesvc.evaluation.attributes import (
-        attributes_report,
-        cpu_description,
-        predict_all,
-        read_attribute_set,
-    )
-    from facesvc.evaluation.progress import ProgressReporter
+    from facesvc.evaluation.attributes import read_attribute_set
+    from facesvc.evaluation.reports import attributes_summary_line, evaluate_attributes
 
     settings = _settings(detector).model_copy(update={"attributes": True})
     root = settings.data_dir / "lfw"
@@ -857,29 +489,13 @@ def eval_attributes(
         samples = read_attribute_set(labels)[:limit]
     except (KeyError, ValueError) as exc:
         raise fail(f"{labels}: {exc}", 2) from exc
-
-    async def work(pipeline: FacePipeline) -> dict[str, Any]:
-        with ProgressReporter("LFW attributes", len(samples)) as progress:
-            predictions = await predict_all(pipeline, root, samples, progress.advance)
-        described = _describe(pipeline, "attributes")
-        described["models"]["attributes"] = {
-            task: spec.version for task, spec in pipeline.registry.attribute_specs.items()
-        }
-        described["machine"].update(cpu_description())
-        return {
-            "labels": _display_path(labels),
-            "limit": limit,
-            "age_labels": "2003 minus the birth year (LFW's news photos are of about 2002-2004)",
-            **attributes_report(pipeline, predictions),
-            **described,
-        }
-
-    result = _with_pipeline(settings, work)
-    _write_json(output, result)
-    timing = result["timing"]["attribute_stage_ms_per_face"]
-    typer.echo(
-        f"gender accuracy {result['gender']['accuracy']:.4f} ({result['gender']['faces']} "
-        f"faces), age MAE {result['age']['mae']:.1f} years, expression agreement "
-        f"{result['expression']['agreement']:.3f} ({result['expression']['faces_labelled']} "
-        f"labelled), {timing['median']:.1f} ms per face (median) -> {output}"
+    evaluation = partial(
+        evaluate_attributes,
+        root=root,
+        samples=samples,
+        labels_file=labels,
+        limit=limit,
+        command=_command("attributes"),
     )
+    result = _with_pipeline(settings, evaluation)
+    _report(output, result, attributes_summary_line(result))

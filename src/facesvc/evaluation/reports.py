@@ -1,0 +1,625 @@
+"""One report per ``facesvc eval`` command: run the evaluation through the service's pipeline,
+write its plots and raw arrays beside the report, and return the report (a JSON document) with
+what produced it. ``*_summary_line`` turns a report into the command's one line.
+
+Every function takes the command line that reproduces the run (``command``); an input the
+evaluation cannot use raises EvaluationError.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facesvc.evaluation.attributes import AttributeSample, attributes_report, predict_all
+from facesvc.evaluation.attributes import cpu_description as attributes_cpu
+from facesvc.evaluation.cache import EmbeddingCache, pipeline_keys
+from facesvc.evaluation.calibrate import (
+    CalibrationRun,
+    calibrate_embedded,
+    calibration_summary,
+    pair_count,
+    plot_calibration,
+)
+from facesvc.evaluation.curves import CurveMark, plot_roc
+from facesvc.evaluation.detection import LabelledImage, parse_imglab, run_detection
+from facesvc.evaluation.identify import lfw_people, run_identify, select_people
+from facesvc.evaluation.landmarks import run_landmarks
+from facesvc.evaluation.lfw import (
+    LFWRun,
+    embed_faces,
+    manifest_threshold,
+    rates_at,
+    read_pairs,
+    run_lfw,
+    select_pairs,
+)
+from facesvc.evaluation.liveness import (
+    Labels,
+    PhotoSignals,
+    SessionSpec,
+    SignalCache,
+    build_session_set,
+    challenge_photo_jitter,
+    liveness_report,
+    measure_photos,
+    run_sessions,
+    signals_key,
+    similarity_sweep,
+    write_session_set,
+)
+from facesvc.evaluation.liveness import cpu_description as liveness_cpu
+from facesvc.evaluation.progress import ProgressReporter
+from facesvc.evaluation.provenance import describe, display_path
+from facesvc.evaluation.quality import (
+    QualityRun,
+    images_to_measure,
+    plot_quality,
+    quality_report,
+    run_quality,
+)
+from facesvc.inference.calibration import ScoreCalibration
+from facesvc.inference.cuhk import LandmarkSample
+from facesvc.inference.pipeline import FacePipeline
+from facesvc.services.liveness.checker import LivenessChecker, LivenessThresholds
+
+
+class EvaluationError(Exception):
+    """An input the evaluation needs is missing or unusable (the command line exits 2)."""
+
+
+def _embedding_cache(
+    pipeline: FacePipeline, cache_dir: Path | None
+) -> AbstractContextManager[EmbeddingCache | None]:
+    """The embedding cache in ``cache_dir`` (closed on the way out); None: no cache."""
+    if cache_dir is None:
+        return nullcontext()
+    return EmbeddingCache.for_pipeline(cache_dir, pipeline)
+
+
+def _match_threshold(pipeline: FacePipeline) -> float:
+    threshold = manifest_threshold(pipeline)
+    if threshold is None:
+        raise EvaluationError("the embedder has no match threshold (set FACESVC_MATCH_THRESHOLD)")
+    return threshold
+
+
+def lfw_images(data_dir: Path) -> list[str]:
+    """Every LFW image name (``Person/Person_0001.jpg``), by person."""
+    people = lfw_people(data_dir / "lfw" / "lfw-deepfunneled")
+    return [image for images in people.values() for image in images]
+
+
+# ---- facesvc eval lfw ------------------------------------------------------------------
+
+
+async def evaluate_lfw(
+    pipeline: FacePipeline,
+    data_dir: Path,
+    *,
+    folds: int,
+    limit: int | None,
+    output: Path,
+    cache_dir: Path | None,
+    concurrency: int,
+    command: str,
+) -> dict[str, Any]:
+    """LFW 10-fold verification; beside ``output``: STEM_roc.png and STEM_scores.npz."""
+    pairs = select_pairs(read_pairs(data_dir / "lfw" / "pairs.txt"), folds, limit)
+    total = len({p.a for p in pairs} | {p.b for p in pairs})
+    with (
+        _embedding_cache(pipeline, cache_dir) as cache,
+        ProgressReporter("embedding LFW images", total) as progress,
+    ):
+        run = await run_lfw(
+            pipeline,
+            data_dir,
+            folds,
+            progress.advance,
+            limit=limit,
+            cache=cache,
+            concurrency=concurrency,
+            skipped=progress.skip,
+        )
+    plot = output.with_name(f"{output.stem}_roc.png")
+    scores_file = output.with_name(f"{output.stem}_scores.npz")
+    result: dict[str, Any] = run.result
+    models = describe(pipeline, command)
+    plot_roc(
+        plot,
+        run.scores,
+        run.same,
+        _roc_marks(run),
+        title=(
+            f"LFW {len(run.pairs)} pairs, {models['models']['detector']} + "
+            f"{models['models']['embedder']}: accuracy {result['accuracy_mean']:.4f} "
+            f"\u00b1 {result['accuracy_std']:.4f}, AUC {result['roc_auc']:.4f}"
+        ),
+    )
+    _save_pair_scores(scores_file, run)
+    return {
+        **result,
+        "roc_plot": plot.name,
+        "scores_file": scores_file.name,
+        "scores_file_note": "arrays scores, same, fold in pairs.txt order (after --folds "
+        "and --limit), genuine and impostor; failed pairs score "
+        f"{result['scores']['failed_pair_score']}",
+        **models,
+    }
+
+
+def _roc_marks(run: LFWRun) -> list[CurveMark]:
+    """TAR at FAR 1e-2 and 1e-3, the best threshold, and the manifest's when it differs."""
+    result: dict[str, Any] = run.result
+    same = run.same
+    threshold = float(result["threshold"])
+    chosen = rates_at(run.scores, same, threshold)
+    marks = [
+        CurveMark(
+            f"TAR {result[f'tar_at_far_{far:g}']:.4f} at FAR {far:g}",
+            far=float(np.mean(run.scores[~same] >= result[f"threshold_at_far_{far:g}"])),
+            tar=float(result[f"tar_at_far_{far:g}"]),
+        )
+        for far in (1e-2, 1e-3)
+    ]
+    marks.append(
+        CurveMark(
+            f"best threshold {threshold:.3f}: TAR {chosen['tar']:.4f}, FAR {chosen['far']:.4f}",
+            far=chosen["far"],
+            tar=chosen["tar"],
+        )
+    )
+    manifest = result.get("at_manifest_threshold")
+    if isinstance(manifest, dict) and abs(manifest["threshold"] - threshold) > 5e-4:
+        marks.append(
+            CurveMark(
+                f"manifest threshold {manifest['threshold']:.3f}: TAR {manifest['tar']:.4f}, "
+                f"FAR {manifest['far']:.4f}",
+                far=manifest["far"],
+                tar=manifest["tar"],
+            )
+        )
+    return marks
+
+
+def _save_pair_scores(path: Path, run: LFWRun) -> None:
+    same = run.same
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path,
+        scores=run.scores.astype(np.float32),
+        same=same,
+        fold=run.folds,
+        genuine=run.scores[same].astype(np.float32),
+        impostor=run.scores[~same].astype(np.float32),
+    )
+
+
+def lfw_summary_line(result: dict[str, Any]) -> str:
+    return (
+        f"accuracy {result['accuracy_mean']:.4f} +- {result['accuracy_std']:.4f}, "
+        f"AUC {result['roc_auc']:.4f}, TAR {result['tar_at_far_0.01']:.4f} at FAR 1e-2, "
+        f"{result['tar_at_far_0.001']:.4f} at FAR 1e-3, best threshold {result['threshold']:.4f}, "
+        f"failures to detect {result['failures_to_detect']} of {result['images']}"
+    )
+
+
+# ---- facesvc eval identify -------------------------------------------------------------
+
+
+async def evaluate_identification(
+    pipeline: FacePipeline,
+    data_dir: Path,
+    *,
+    limit_people: int | None,
+    calibration: ScoreCalibration | None,
+    cache_dir: Path | None,
+    concurrency: int,
+    command: str,
+) -> dict[str, Any]:
+    """Open-set 1:N on LFW (everyone with >= 2 images enrolled, the others distractors)."""
+    root = data_dir / "lfw" / "lfw-deepfunneled"
+    people = select_people(lfw_people(root), limit_people)
+    total = sum(len(images) for images in people.values())
+    with (
+        _embedding_cache(pipeline, cache_dir) as cache,
+        ProgressReporter("embedding LFW images", total) as progress,
+    ):
+        report = await run_identify(
+            pipeline,
+            root,
+            people,
+            manifest_threshold(pipeline),
+            progress.advance,
+            cache=cache,
+            concurrency=concurrency,
+            skipped=progress.skip,
+            calibration=calibration,
+        )
+    return {**report, "limit_people": limit_people, **describe(pipeline, command)}
+
+
+def identification_summary_line(result: dict[str, Any]) -> str:
+    parts = [f"rank-1 {result['rank_1']:.4f}"]
+    at = result.get("at_threshold")
+    if isinstance(at, dict):
+        parts.append(f"DIR {at['dir']:.4f} at FAR {at['far']:.4f} (threshold {at['threshold']})")
+    parts += [f"DIR {row['dir']:.4f} at FAR {row['far_target']:g}" for row in result["at_far"]]
+    calibrated = result.get("at_calibrated_threshold")
+    if isinstance(calibrated, dict):
+        parts.append(
+            f"calibrated threshold {calibrated['threshold']:.4f} (N {calibrated['gallery_faces']}, "
+            f"FAR {calibrated['far_target']:g}): DIR {calibrated['dir']:.4f}, FAR of unknowns "
+            f"{calibrated['far']:.4f} measured vs {calibrated['predicted_far']:.4f} predicted"
+        )
+    return ", ".join(parts)
+
+
+# ---- facesvc eval calibrate ------------------------------------------------------------
+
+
+async def evaluate_calibration(
+    pipeline: FacePipeline,
+    data_dir: Path,
+    *,
+    space: str,
+    target: Path,
+    plot: Path,
+    cache_dir: Path | None,
+    concurrency: int,
+    command: str,
+) -> dict[str, Any]:
+    """Score calibration from all pairs of LFW images, saved to ``target`` (the file the
+    service loads for embedding space ``space``); histograms and FAR/TAR plotted to ``plot``."""
+    names = lfw_images(data_dir)
+    with (
+        _embedding_cache(pipeline, cache_dir) as cache,
+        ProgressReporter("embedding LFW images", len(names)) as progress,
+    ):
+        embedded = await embed_faces(
+            pipeline,
+            data_dir / "lfw" / "lfw-deepfunneled",
+            names,
+            progress.advance,
+            concurrency,
+            cache=cache,
+            skipped=progress.skip,
+        )
+    described = describe(pipeline, command)
+    detector_key, embedder_key = pipeline_keys(pipeline)
+    provenance = {
+        "command": described["command"],
+        "date": described["date"],
+        "models": described["models"],
+        "pipeline": {"detector": detector_key, "embedder": embedder_key},
+    }
+    pairs = pair_count(sum(embedded.faces[name].embedding is not None for name in names))
+    with ProgressReporter("scoring all pairs", pairs) as progress:
+        run = calibrate_embedded(
+            embedded, names, progress.advance, space=space, provenance=provenance
+        )
+    threshold = manifest_threshold(pipeline)
+    _plot_calibration(plot, run, threshold, described["models"])
+    run.calibration.save(target)
+    return {
+        "calibration_file": display_path(target),
+        "plot": plot.name,
+        **calibration_summary(run, manifest_threshold=threshold),
+        **{key: value for key, value in run.report.items() if key != "models"},
+        **described,
+    }
+
+
+def _plot_calibration(
+    plot: Path, run: CalibrationRun, threshold: float | None, models: dict[str, Any]
+) -> None:
+    plot_calibration(
+        plot,
+        run.calibration,
+        run.histograms,
+        manifest_threshold=threshold,
+        title=(
+            f"LFW all pairs ({run.calibration.n_genuine:,} genuine, "
+            f"{run.calibration.n_impostor:,} impostor), {models['detector']} + "
+            f"{models['embedder']}"
+        ),
+    )
+
+
+def calibration_summary_line(result: dict[str, Any]) -> str:
+    rows = {row["far"]: row for row in result["at_far"]}
+    ident = {row["gallery_faces"]: row for row in result["identification_at_far"]}
+    return (
+        f"{result['n_genuine']:,} genuine and {result['n_impostor']:,} impostor pairs; threshold "
+        f"{rows[1e-3]['threshold']:.4f} at FAR 1e-3, {rows[1e-4]['threshold']:.4f} at 1e-4, "
+        f"{rows[1e-5]['threshold']:.4f} at 1e-5; 1:N at FAR 1% "
+        + ", ".join(f"N={n:,}: {row['threshold']:.4f}" for n, row in ident.items())
+        + f"; P(same) = 1/(1+exp(-({result['logistic']['a']:.2f} s "
+        f"{result['logistic']['b']:+.2f})))"
+    )
+
+
+# ---- facesvc eval landmarks ------------------------------------------------------------
+
+
+async def evaluate_landmarks(
+    pipeline: FacePipeline,
+    root: Path,
+    samples: Sequence[LandmarkSample],
+    *,
+    min_iou: float,
+    concurrency: int,
+    command: str,
+) -> dict[str, Any]:
+    """Five-point landmark error on cuhk_5pt (``root``)."""
+    with ProgressReporter("cuhk_5pt landmarks", len(samples)) as progress:
+        report = await run_landmarks(
+            pipeline, root, samples, progress.advance, min_iou=min_iou, concurrency=concurrency
+        )
+    five_points = "detector" if pipeline.registry.detector_gives_five_points else "face mesh"
+    return {**report, "five_points_from": five_points, **describe(pipeline, command)}
+
+
+def landmarks_summary_line(result: dict[str, Any]) -> str:
+    return (
+        f"NME mean {result['nme_mean']:.4f}, median {result['nme_median']:.4f}, "
+        f"failures (> {result['failure_threshold']}) {result['failure_rate']:.2%}, "
+        f"detection misses {result['detection_misses']} of {result['images']}"
+    )
+
+
+# ---- facesvc eval detect ---------------------------------------------------------------
+
+
+def read_dlib_faces(root: Path) -> tuple[list[LabelledImage], list[str]]:
+    """dlib's labelled photos (training.xml and testing.xml) and the unlabelled ones."""
+    labelled = [
+        image
+        for name in ("training.xml", "testing.xml")
+        for image in parse_imglab((root / name).read_text(encoding="iso-8859-1"))
+    ]
+    known = {image.file for image in labelled}
+    return labelled, sorted(p.name for p in root.glob("*.jpg") if p.name not in known)
+
+
+async def evaluate_detection(
+    pipeline: FacePipeline,
+    root: Path,
+    labelled: Sequence[LabelledImage],
+    unlabelled: Sequence[str],
+    *,
+    min_iou: float,
+    command: str,
+) -> dict[str, Any]:
+    """Detection recall and precision on dlib's photos (``root``)."""
+    with ProgressReporter("dlib photos", len(labelled) + len(unlabelled)) as progress:
+        report = await run_detection(
+            pipeline, root, labelled, unlabelled, progress.advance, min_iou=min_iou
+        )
+    return {**report, **describe(pipeline, command)}
+
+
+def detection_summary_line(result: dict[str, Any]) -> str:
+    return (
+        f"recall {result['recall']:.4f}, precision {result['precision']:.4f} "
+        f"({result['true_positives']} of {result['labelled_faces']} faces, "
+        f"{result['false_positives']} false), dogs.jpg faces: "
+        f"{result['no_face_images'].get('dogs.jpg')}"
+    )
+
+
+# ---- facesvc eval liveness -------------------------------------------------------------
+
+
+async def evaluate_liveness(
+    pipeline: FacePipeline,
+    data_dir: Path,
+    *,
+    labels: Labels,
+    labels_file: Path,
+    session_set: Path,
+    rebuild_set: bool,
+    seed: int,
+    draws: int,
+    limit: int | None,
+    max_frames: int,
+    cache_dir: Path | None,
+    concurrency: int,
+    command: str,
+) -> dict[str, Any]:
+    """Active liveness on LFW: every photo's mesh signals (cached in ``cache_dir``), then the
+    sessions of ``session_set`` (with ``rebuild_set``, first built again from the labels,
+    ``seed`` and ``draws``) frame by frame through the service's checker."""
+    settings = pipeline.registry.settings
+    # as the service checks it: never below the 1:1 threshold
+    same_person = max(_match_threshold(pipeline), settings.liveness_min_similarity)
+    root = data_dir / "lfw" / "lfw-deepfunneled"
+    photos = await _measured_photos(pipeline, data_dir, cache_dir, concurrency)
+    if rebuild_set:
+        built = build_session_set(photos, labels, seed=seed, draws=draws, max_frames=max_frames)
+        write_session_set(session_set, {"labels": display_path(labels_file), **built})
+    sessions = _sessions(session_set, root, limit)
+    checker = LivenessChecker(LivenessThresholds(), same_person, max_frames)
+    with ProgressReporter("liveness sessions", len(sessions)) as progress:
+        outcomes, observer = await run_sessions(
+            pipeline, root, sessions, checker, progress=progress.advance
+        )
+    with ProgressReporter("still copies of challenge photos", 60) as progress:
+        spreads = await challenge_photo_jitter(root, sessions, observer, progress=progress.advance)
+    sweep = await similarity_sweep(pipeline, root, sessions, checker, observer)
+    described = describe(pipeline, command)
+    described["models"]["mesh_version"] = pipeline.registry.mesh_spec.version
+    described["machine"].update(liveness_cpu())
+    described["machine"]["inference_threads"] = settings.inference_threads
+    return {
+        "set": display_path(session_set),
+        "labels": display_path(labels_file),
+        "limit": limit,
+        **liveness_report(photos, labels, sessions, outcomes, observer, checker, spreads),
+        "stricter_same_person": sweep,
+        **described,
+    }
+
+
+async def _measured_photos(
+    pipeline: FacePipeline, data_dir: Path, cache_dir: Path | None, concurrency: int
+) -> dict[str, PhotoSignals]:
+    """Every LFW photo's centre face: eye and mouth openness, yaw, embedding."""
+    names = lfw_images(data_dir)
+    cache = None
+    if cache_dir is not None:
+        cache = SignalCache(cache_dir / "face_signals.sqlite", signals_key(pipeline))
+    try:
+        with ProgressReporter("measuring LFW faces", len(names)) as progress:
+            return await measure_photos(
+                pipeline,
+                data_dir / "lfw" / "lfw-deepfunneled",
+                names,
+                cache,
+                progress=progress.advance,
+                skipped=progress.skip,
+                concurrency=concurrency,
+            )
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+def _sessions(session_set: Path, root: Path, limit: int | None) -> list[SessionSpec]:
+    """The set's sessions; with ``limit``, the first genuine ones and the attacks on them."""
+    raw = json.loads(session_set.read_text(encoding="utf-8"))
+    sessions = [SessionSpec.from_json(s) for s in raw["sessions"]]
+    missing = sorted({f.file for s in sessions for f in s.frames if not (root / f.file).is_file()})
+    if missing:
+        raise EvaluationError(f"{len(missing)} photos of the set are not in {root}: {missing[:3]}")
+    if limit is not None:
+        genuine = {s.id for s in sessions if s.kind == "genuine"}
+        kept = set(sorted(genuine)[:limit])
+        sessions = [s for s in sessions if (s.of or s.id) in kept]
+    return sessions
+
+
+def liveness_summary_line(result: dict[str, Any]) -> str:
+    genuine, attacks = result["genuine"], result["attacks"]
+    return (
+        f"genuine {genuine['passed']}/{genuine['sessions']} passed ({genuine['pass_rate']:.1%}); "
+        "attacks passed: "
+        + ", ".join(f"{kind} {row['passed']}/{row['sessions']}" for kind, row in attacks.items())
+        + f"; {result['timing']['ms_per_frame_median']} ms per frame (median)"
+    )
+
+
+# ---- facesvc eval quality --------------------------------------------------------------
+
+
+async def evaluate_quality(
+    pipeline: FacePipeline,
+    data_dir: Path,
+    *,
+    pairs_per_fold: int,
+    pose_folds: int,
+    target: float,
+    output: Path,
+    concurrency: int,
+    command: str,
+) -> dict[str, Any]:
+    """Enrolment quality thresholds from LFW genuine pairs; beside ``output``: STEM.png (the
+    curves, thresholds marked) and STEM.npz (every comparison)."""
+    threshold = _match_threshold(pipeline)
+    total = images_to_measure(pairs_per_fold, pose_folds, data_dir)
+    with ProgressReporter("measuring LFW faces", total) as progress:
+        run = await run_quality(
+            pipeline,
+            data_dir,
+            threshold,
+            per_fold=pairs_per_fold,
+            pose_folds=pose_folds,
+            progress=progress.advance,
+            concurrency=concurrency,
+        )
+    report = quality_report(run, target)
+    models = describe(pipeline, command)
+    plot, samples_file = output.with_suffix(".png"), output.with_suffix(".npz")
+    _save_quality(plot, samples_file, run, report, models["models"], threshold, target)
+    return {
+        **report,
+        "plot": plot.name,
+        "samples_file": samples_file.name,
+        "timing": {"seconds": round(run.seconds, 1), "photos_measured": total},
+        **models,
+    }
+
+
+def _save_quality(
+    plot: Path,
+    samples_file: Path,
+    run: QualityRun,
+    report: dict[str, Any],
+    models: dict[str, Any],
+    threshold: float,
+    target: float,
+) -> None:
+    plot_quality(
+        plot,
+        report,
+        title=(
+            f"Enrolment quality, {models['detector']} + {models['embedder']}: LFW genuine "
+            f"pairs, TAR at cosine >= {threshold:g}; thresholds where TAR < {target:.0%}"
+        ),
+    )
+    arrays: dict[str, Any] = {**run.samples.arrays(), **run.pose.arrays()}
+    np.savez_compressed(samples_file, **arrays)
+
+
+def quality_summary_line(result: dict[str, Any], target: float) -> str:
+    chosen = result["thresholds"]
+    return (
+        f"face >= {chosen['min_face_size_px']:g} px, sharpness >= {chosen['min_sharpness']:g}, "
+        f"|yaw| <= {chosen['max_yaw_deg']:g} deg, |pitch| <= {chosen['max_pitch_deg']:g} deg "
+        f"(TAR at {result['match_threshold']:g} >= {target:g}); LFW originals rejected "
+        f"{result['gate_on_lfw_originals']['rejected']:.2%}"
+    )
+
+
+# ---- facesvc eval attributes -----------------------------------------------------------
+
+
+async def evaluate_attributes(
+    pipeline: FacePipeline,
+    root: Path,
+    samples: Sequence[AttributeSample],
+    *,
+    labels_file: Path,
+    limit: int | None,
+    command: str,
+) -> dict[str, Any]:
+    """Age, gender and expression of labelled LFW photos (``root``: the LFW folder)."""
+    with ProgressReporter("LFW attributes", len(samples)) as progress:
+        predictions = await predict_all(pipeline, root, samples, progress.advance)
+    described = describe(pipeline, command)
+    described["models"]["attributes"] = {
+        task: spec.version for task, spec in pipeline.registry.attribute_specs.items()
+    }
+    described["machine"].update(attributes_cpu())
+    return {
+        "labels": display_path(labels_file),
+        "limit": limit,
+        "age_labels": "2003 minus the birth year (LFW's news photos are of about 2002-2004)",
+        **attributes_report(pipeline, predictions),
+        **described,
+    }
+
+
+def attributes_summary_line(result: dict[str, Any]) -> str:
+    timing = result["timing"]["attribute_stage_ms_per_face"]
+    return (
+        f"gender accuracy {result['gender']['accuracy']:.4f} ({result['gender']['faces']} "
+        f"faces), age MAE {result['age']['mae']:.1f} years, expression agreement "
+        f"{result['expression']['agreement']:.3f} ({result['expression']['faces_labelled']} "
+        f"labelled), {timing['median']:.1f} ms per face (median)"
+    )
