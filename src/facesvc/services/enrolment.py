@@ -73,7 +73,6 @@ class EnrolmentService:
     async def _require_user(self, user_id: uuid.UUID) -> None:
         await require_user(self.users, user_id)
 
-
     async def enrol(self, user_id: uuid.UUID, data: bytes, *, consent: bool) -> Face:
         require_consent(consent)
         # the models first, the database after: no connection is held during inference
