@@ -133,6 +133,17 @@ async def passed_session(client: httpx.AsyncClient, photos: Photos) -> dict[str,
     return body
 
 
+async def expire(app: FastAPI, session_id: object) -> None:
+    """Move the session's expiry into the past, as the clock would."""
+    state: AppState = app.state.facesvc
+    async with session_scope(state.sessionmaker) as db:
+        await db.execute(
+            update(LivenessSession)
+            .where(LivenessSession.id == uuid.UUID(str(session_id)))
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+
+
 @pytest.fixture(scope="module")
 async def bush(client: httpx.AsyncClient) -> str:
     user_id = await create_user(client, "George W Bush (liveness)")
@@ -323,13 +334,7 @@ async def test_login_needs_a_passed_unexpired_session(
     )
     assert_problem(response, 404, "liveness-session-not-found")
 
-    state: AppState = app.state.facesvc
-    async with session_scope(state.sessionmaker) as db:
-        await db.execute(
-            update(LivenessSession)
-            .where(LivenessSession.id == uuid.UUID(str(session["id"])))
-            .values(expires_at=utcnow() - timedelta(seconds=1))
-        )
+    await expire(app, session["id"])
     body = (await client.get(f"/v1/liveness/sessions/{session['id']}")).json()
     assert body["status"] == "expired"
     assert body["reason"] == "expired"
@@ -386,13 +391,7 @@ async def test_a_pass_not_used_in_time_expires(
     app: FastAPI, client: httpx.AsyncClient, photos: Photos
 ) -> None:
     session = await passed_session(client, photos)
-    state: AppState = app.state.facesvc
-    async with session_scope(state.sessionmaker) as db:
-        await db.execute(
-            update(LivenessSession)
-            .where(LivenessSession.id == uuid.UUID(str(session["id"])))
-            .values(expires_at=utcnow() - timedelta(seconds=1))
-        )
+    await expire(app, session["id"])
     assert (await client.get(f"/v1/liveness/sessions/{session['id']}")).json()["status"] == (
         "expired"
     )

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import numpy as np
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from facesvc.db import create_engine, create_sessionmaker, session_scope
-from facesvc.db.migrate import upgrade_async
+from facesvc.db import session_scope
 from facesvc.db.models import DEFAULT_TENANT_ID, AuditEvent
 from facesvc.repositories import FaceRepository, UserRepository
 from facesvc.security.crypto import EmbeddingCipher, generate_data_key
 from facesvc.services.data_keys import rotate_data_keys
-
-
-@pytest.fixture
-async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'facesvc.db'}"
-    await upgrade_async(url)
-    engine = create_engine(url)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
 
 
 async def test_rotation_moves_every_face_to_the_active_key_and_is_audited(

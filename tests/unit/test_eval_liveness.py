@@ -9,7 +9,6 @@ passes in docs/eval/liveness.json; its attacks are the set's same_photo-0001 ...
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -30,24 +29,13 @@ from facesvc.evaluation.liveness import (
     transformed,
 )
 from facesvc.inference.pipeline import FacePipeline
-from facesvc.inference.registry import ModelRegistry
 from facesvc.services.liveness.checker import LivenessChecker, LivenessThresholds
 from facesvc.services.liveness.frames import observe_frame
-from facesvc.settings import PROJECT_ROOT, Settings
+from facesvc.settings import PROJECT_ROOT
 
 SET_FILE = PROJECT_ROOT / "docs" / "eval" / "liveness_set.json"
 LABELS_FILE = PROJECT_ROOT / "docs" / "eval" / "liveness_labels.json"
 SESSION = "0001"
-
-
-@pytest.fixture(scope="module")
-async def pipeline(data_dir: Path) -> AsyncIterator[FacePipeline]:
-    registry = ModelRegistry(Settings(data_dir=data_dir))
-    await registry.start()
-    try:
-        yield FacePipeline(registry)
-    finally:
-        registry.close()
 
 
 @pytest.fixture(scope="module")

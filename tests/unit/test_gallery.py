@@ -4,15 +4,12 @@ across several workers (two indexes on one database)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
-from facesvc.db.migrate import upgrade_async
+from facesvc.db.engine import session_scope
 from facesvc.db.models import DEFAULT_TENANT_ID as TENANT
 from facesvc.gallery.ann import ANNIndex
 from facesvc.gallery.index import GalleryIndex
@@ -76,15 +73,6 @@ def test_incremental_changes_and_stale_versions() -> None:
     assert index.version == 5
     index.apply(7, ("add", uuid.uuid4(), bob, vb))  # version 6 was missed: must reload
     assert index.version == -1
-
-
-@pytest.fixture
-async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"
-    await upgrade_async(url)
-    engine = create_engine(url)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
 
 
 async def enrol(

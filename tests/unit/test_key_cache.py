@@ -4,7 +4,7 @@ tests/e2e/test_workers.py checks the same across real worker processes)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,8 +12,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
-from facesvc.db.migrate import upgrade_async
+from facesvc.db.engine import session_scope
 from facesvc.inference.devices import (
     DEFAULT_MAX_WORKERS,
     WorkerPlan,
@@ -23,20 +22,6 @@ from facesvc.inference.devices import (
 from facesvc.security.keys import Caller
 from facesvc.services import keys as key_service
 from facesvc.services.keys import ApiKeyService, CallerCache, KeyChangeStamp, tenant_named_or_new
-
-
-@pytest.fixture
-async def engine(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AsyncEngine]:
-    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'facesvc.db'}"
-    await upgrade_async(url)
-    engine = create_engine(url)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return create_sessionmaker(engine)
 
 
 @contextmanager

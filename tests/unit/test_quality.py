@@ -10,8 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -35,26 +33,13 @@ from facesvc.inference.quality import (
     pose_angles,
     sharpness,
 )
-from facesvc.inference.registry import ModelRegistry
 from facesvc.inference.types import AnalysedFace, Box
-from facesvc.settings import PROJECT_ROOT, Settings
+from facesvc.settings import PROJECT_ROOT
 from tests.conftest import lfw_image
 
 FRONTAL = ("Brian_Wells", 2)
 TURNED = ("Tom_Daschle", 21)
 GATE = QualityThresholds()
-
-
-@pytest.fixture(scope="session")
-async def pipeline(data_dir: Path) -> AsyncIterator[FacePipeline]:
-    """The service's detector, mesh and embedder, loaded once for these tests (no database:
-    the gate needs only the models)."""
-    registry = ModelRegistry(Settings(data_dir=data_dir))
-    await registry.start()
-    try:
-        yield FacePipeline(registry)
-    finally:
-        registry.close()
 
 
 def decoded(name: str, number: int) -> np.ndarray:
