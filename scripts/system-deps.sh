@@ -14,13 +14,18 @@ command -v npm > /dev/null || missing+=(nodejs npm)
 command -v podman > /dev/null || missing+=(podman)
 command -v runc > /dev/null || missing+=(runc)
 command -v debootstrap > /dev/null || missing+=(debootstrap)
+# netavark + aardvark-dns: compose service names (db, api) resolve on the stack's internal
+# network; podman 4.3's other backend (CNI + dnsname) gives an internal network no DNS at all
+[ -x /usr/lib/podman/netavark ] || missing+=(netavark aardvark-dns)
 configure_podman() {
-  # runc, and no default ulimits (setrlimit is refused in this VM): only when nobody
-  # configured podman on this machine before
-  if command -v podman > /dev/null && [ "$(id -u)" = "0" ] && [ ! -e /etc/containers/containers.conf ]; then
+  # runc, no default ulimits (setrlimit is refused in this VM) and the netavark network
+  # backend: only when nobody configured podman on this machine before (or we did)
+  local conf=/etc/containers/containers.conf marker="# written by facesvc scripts/system-deps.sh"
+  if command -v podman > /dev/null && [ "$(id -u)" = "0" ] \
+    && { [ ! -e "$conf" ] || grep -qF "$marker" "$conf"; }; then
     mkdir -p /etc/containers
-    printf '[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = "runc"\n' \
-      > /etc/containers/containers.conf
+    printf '%s\n[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = "runc"\n\n[network]\nnetwork_backend = "netavark"\n' \
+      "$marker" > "$conf"
   fi
 }
 if [ ${#missing[@]} -eq 0 ]; then configure_podman; exit 0; fi

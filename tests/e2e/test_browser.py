@@ -175,6 +175,18 @@ def test_swagger_ui_authorize_and_try_detect(
     curl = browser.find_element(By.CSS_SELECTOR, f"{block} .curl-command").text
     assert f"X-API-Key: {live_server.api_key}" in curl, "the authorised key was not sent"
 
+    # POST /v1/liveness/sessions: a session with its challenges, from Swagger too.
+    live = "#operations-liveness-create_liveness_session"
+    clickable(browser, f"{live} .opblock-summary-control")
+    clickable(browser, f"{live} button.try-out__btn")
+    clickable(browser, f"{live} button.execute")
+    status = visible(browser, f"{live} .live-responses-table tbody .response-col_status")
+    wait(browser, lambda _: status.text.strip() == "201", "a 201 response")
+    body = visible(browser, f"{live} .live-responses-table tbody .response-col_description pre")
+    assert '"challenges"' in body.text
+    assert '"in_progress"' in body.text
+    clickable(browser, f"{live} .opblock-summary-control")  # folded again for the screenshot
+
     for url in loaded_urls(browser):
         assert url.startswith(base), f"/docs loaded {url}: it must work offline"
     assert console_errors(browser) == []

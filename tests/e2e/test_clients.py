@@ -175,11 +175,11 @@ def test_generated_python_client_runs_the_main_flow(
     assert set(sent_keys) == {live_server.api_key}, "the ApiKey scheme was not sent as X-API-Key"
 
 
-def test_generated_python_client_runs_a_liveness_session(
+def test_generated_python_client_runs_a_liveness_session_and_attributes(
     python_client: Any, live_server: ServerProcess
 ) -> None:
     """Start a session, send it frames (a still photo: it fails as no-motion), read it, and
-    see a login with it refused with the schema's Problem."""
+    see a login with it refused with the schema's Problem; then detect with attributes."""
     models = submodule("models")
     file_type = submodule("types").File
     create = submodule("api.liveness.create_liveness_session")
@@ -229,6 +229,19 @@ def test_generated_python_client_runs_a_liveness_session(
         assert refused.status_code == 409
         assert isinstance(refused.parsed, models.Problem), refused.content
         assert refused.parsed.type_ == "/problems/liveness-not-passed"
+
+        # face attributes through the same client: only what is asked is computed
+        detect_faces = submodule("api.analysis.detect_faces")
+        found = detect_faces.sync(
+            client=client,
+            body=models.BodyDetectFaces(image=frame()),
+            attributes="gender,pose",
+        )
+        assert isinstance(found, models.DetectResponse), found
+        (face,) = found.faces
+        assert face.attributes.gender.value.value == "male"  # Tony Blair
+        assert abs(face.attributes.pose.yaw) < 30
+        assert face.attributes.age is None
 
 
 # --- TypeScript -------------------------------------------------------------------------------

@@ -89,6 +89,14 @@ def run(args: list[str], timeout: float = 600, check: bool = True, **kwargs: Any
     return done.stdout
 
 
+def container_logs(name: str, tail: int = 40) -> str:
+    """A container's output: podman gives its stderr on stderr, its stdout on stdout."""
+    done = subprocess.run(
+        ["podman", "logs", "--tail", str(tail), name], capture_output=True, text=True, check=False
+    )
+    return done.stdout + done.stderr
+
+
 @dataclass
 class Stack:
     compose_cmd: list[str]
@@ -129,7 +137,7 @@ class Stack:
                 if done.returncode == 0:
                     pending.discard(name)
             if pending and time.monotonic() - started > timeout:
-                logs = {n: run(["podman", "logs", "--tail", "40", n], check=False) for n in pending}
+                logs = {n: container_logs(n) for n in pending}
                 raise AssertionError(f"{service} not healthy after {timeout} s: {logs}")
             if pending:
                 time.sleep(2)
@@ -142,7 +150,7 @@ class Stack:
         self.wait_healthy("db")
         self.compose("up", "-d", "--no-deps", "--no-build", "migrate")
         (migrate,) = self.containers("migrate")
-        assert run(["podman", "wait", migrate]).strip() == "0", run(["podman", "logs", migrate])
+        assert run(["podman", "wait", migrate]).strip() == "0", container_logs(migrate)
         self.compose("up", "-d", "--no-deps", "--no-build", "api")
         assert len(self.containers("api")) == 2, "the compose file runs two api replicas"
         self.wait_healthy("api")
