@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from facesvc.inference.runtimes import cpu_model, speed_flags
 from facesvc.settings import Settings
 
 # Shared with the e2e tests, so kept with them in tests/support/ (not in the package); this
@@ -137,8 +138,8 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
         "processor": platform.processor() or platform.machine(),
-        "cpu_model": _cpu_model(),
-        "cpu_flags": cpu_flags(),
+        "cpu_model": cpu_model(),
+        "cpu_flags": speed_flags(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "tensorflow": importlib.metadata.version("tensorflow"),
@@ -146,29 +147,6 @@ def machine_info() -> dict[str, Any]:
         # other work on the machine shows here; compare runs only at a similar load
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }
-
-
-# The flags that decide model speed here (XNNPACK and oneDNN pick kernels by them).
-_SPEED_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512", "amx", "vnni", "bf16", "fp16")
-
-
-def cpu_flags() -> list[str]:
-    """The SIMD/matrix flags that decide model speed (AVX2, AVX-512, VNNI, BF16, AMX): machines
-    here differ in them, so every result records them. Read by the service's own reader, the
-    one FACESVC_CPU_RUNTIME decides with."""
-    from facesvc.inference.runtimes import cpu_flags as all_flags
-
-    return sorted(f for f in all_flags() if f.startswith(_SPEED_FLAGS) or "vnni" in f)
-
-
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 def print_table(result: dict[str, Any]) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -31,7 +30,6 @@ from facesvc.inference.attributes import ATTRIBUTES
 from facesvc.inference.attributes.models import EXPRESSION_LABELS, FaceAttributes
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.runner import ModelRunner
-from facesvc.inference.runtimes import cpu_flags
 
 AGE_BANDS = ((0, 20), (20, 30), (30, 40), (40, 50), (50, 60), (60, 70), (70, 200))
 
@@ -252,26 +250,6 @@ def timing_report(pipeline: FacePipeline, scored: Sequence[Prediction]) -> dict[
         "model_ms_per_face": models,
         "model_note": "each runner's own time in its model calls over the faces it ran, one "
         "face per call (mesh: also run for plain detection with BlazeFace)",
-    }
-
-
-def cpu_description() -> dict[str, Any]:
-    """The CPU's model, its SIMD/matrix flags (which decide model speed), and the load."""
-    model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    speed = ("avx", "avx2", "fma", "f16c", "avx512", "amx", "vnni", "bf16", "fp16")
-    flags = sorted(f for f in cpu_flags() if f.startswith(speed) or "vnni" in f)
-    return {
-        "cpu_model": model,
-        "cpu_flags": flags,
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 

@@ -17,7 +17,6 @@ import asyncio
 import hashlib
 import json
 import math
-import os
 import random
 import sqlite3
 import time
@@ -36,7 +35,6 @@ from facesvc.evaluation.lfw import nearest_centre
 from facesvc.inference.landmarks.signals import face_signals
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.quality import YAW_GAIN
-from facesvc.inference.runtimes import cpu_flags
 from facesvc.inference.types import Detection
 from facesvc.services.liveness.checker import (
     CHALLENGES,
@@ -1024,20 +1022,3 @@ def liveness_report(
             "how": "observe_frame per frame, one frame at a time (decode, detect, mesh, embed)",
         },
     }
-
-
-_SPEED_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512", "amx", "vnni", "bf16", "fp16")
-
-
-def cpu_description() -> dict[str, Any]:
-    """The CPU's model and the SIMD/matrix flags that decide model speed."""
-    model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    flags = sorted(f for f in cpu_flags() if f.startswith(_SPEED_FLAGS) or "vnni" in f)
-    return {"cpu_model": model, "cpu_flags": flags, "load_average_1m": round(os.getloadavg()[0], 2)}

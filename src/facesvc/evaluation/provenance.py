@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from facesvc.inference.pipeline import FacePipeline
+from facesvc.inference.runtimes import cpu_model, speed_flags
 from facesvc.settings import PROJECT_ROOT
 
 
@@ -42,6 +43,16 @@ def describe(pipeline: FacePipeline, command: str) -> dict[str, Any]:
             "tensorflow": importlib.metadata.version("tensorflow"),
             "facesvc": importlib.metadata.version("facesvc"),
         },
+    }
+
+
+def cpu_description() -> dict[str, Any]:
+    """The CPU's model, the flags that decide model speed, the usable cores and the load."""
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_flags": speed_flags(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from facesvc.evaluation.attributes import AttributeSample, attributes_report, predict_all
-from facesvc.evaluation.attributes import cpu_description as attributes_cpu
 from facesvc.evaluation.cache import EmbeddingCache, pipeline_keys
 from facesvc.evaluation.calibrate import (
     CalibrationRun,
@@ -53,9 +52,8 @@ from facesvc.evaluation.liveness import (
     similarity_sweep,
     write_session_set,
 )
-from facesvc.evaluation.liveness import cpu_description as liveness_cpu
 from facesvc.evaluation.progress import ProgressReporter
-from facesvc.evaluation.provenance import describe, display_path
+from facesvc.evaluation.provenance import cpu_description, describe, display_path
 from facesvc.evaluation.quality import (
     QualityRun,
     images_to_measure,
@@ -454,7 +452,7 @@ async def evaluate_liveness(
     sweep = await similarity_sweep(pipeline, root, sessions, checker, observer)
     described = describe(pipeline, command)
     described["models"]["mesh_version"] = pipeline.registry.mesh_spec.version
-    described["machine"].update(liveness_cpu())
+    described["machine"].update(cpu_description())
     described["machine"]["inference_threads"] = settings.inference_threads
     return {
         "set": display_path(session_set),
@@ -605,7 +603,7 @@ async def evaluate_attributes(
     described["models"]["attributes"] = {
         task: spec.version for task, spec in pipeline.registry.attribute_specs.items()
     }
-    described["machine"].update(attributes_cpu())
+    described["machine"].update(cpu_description())
     return {
         "labels": display_path(labels_file),
         "limit": limit,

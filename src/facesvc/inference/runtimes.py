@@ -35,6 +35,29 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+# The flags that decide model speed (XNNPACK and oneDNN pick kernels by them): machines here
+# differ in them, so every benchmark and evaluation result records them.
+_SPEED_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512", "amx", "vnni", "bf16", "fp16")
+
+
+def speed_flags() -> list[str]:
+    """This CPU's SIMD/matrix flags (AVX2, AVX-512, VNNI, BF16, AMX), sorted."""
+    return sorted(f for f in cpu_flags() if f.startswith(_SPEED_FLAGS) or "vnni" in f)
+
+
+@functools.cache
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux /proc/cpuinfo; None where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
 def runtime_available(runtime: Runtime) -> bool:
     if runtime == "openvino":
         from facesvc.inference.openvino_rt import openvino_available
