@@ -500,7 +500,10 @@ def liveness_audit(server: ServerProcess) -> list[str]:
 def test_demo_page_logs_in_with_liveness_at_a_fake_camera(
     liveness_server: ServerProcess, poses: Poses, bush: str, tmp_path: Path
 ) -> None:
-    video = write_y4m(tmp_path / "turn_left.y4m", [poses.rest, poses.turned_left], seed=1)
+    # Three rest/turn cycles of distinct frames: Chromium loops the file, and a frame sent
+    # twice fails the session (no-motion), so even a machine several times slower, whose
+    # session spans more than one cycle, never sends a looped frame.
+    video = write_y4m(tmp_path / "turn_left.y4m", [poses.rest, poses.turned_left] * 3, seed=1)
     with chromium(tmp_path / "profile", *fake_camera(video)) as driver:
         start_liveness_login(driver, liveness_server, bush)
         wait(
