@@ -12,7 +12,7 @@ from collections.abc import Set
 
 import numpy as np
 
-from facesvc.inference.antispoof import AntispoofContract, antispoof_crop
+from facesvc.inference.antispoof import antispoof_crop
 from facesvc.inference.attributes import Attribute
 from facesvc.inference.attributes.chips import (
     dlib_face_chip,
@@ -174,10 +174,9 @@ class FacePipeline:
     async def live_scores(self, image: np.ndarray, faces: list[AnalysedFace]) -> list[float] | None:
         """The live probability of each face from the operator's presentation-attack model
         (FACESVC_ANTISPOOF_MODEL); None when none is loaded."""
-        runner, spec = self.registry.antispoof, self.registry.antispoof_spec
-        if runner is None or spec is None or not faces:
+        runner, contract = self.registry.antispoof, self.registry.antispoof_contract
+        if runner is None or contract is None or not faces:
             return None
-        contract = AntispoofContract.from_options(spec.options)
 
         def crops() -> np.ndarray:
             return np.stack([antispoof_crop(image, f.box, contract) for f in faces])

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from facesvc.inference.antispoof import AntispoofContract
 from facesvc.inference.batching import ArrayBatching, BatchPolicy, ListBatching
 from facesvc.inference.calibration import ScoreCalibration
 from facesvc.inference.devices import configure_tensorflow, worker_plan
@@ -288,8 +289,10 @@ class ModelRegistry:
         # An operator's presentation-attack model (FACESVC_ANTISPOOF_MODEL), off by default.
         self.antispoof_spec: ModelSpec | None = None
         self.antispoof: AttributeRunner | None = None
+        self.antispoof_contract: AntispoofContract | None = None
         if settings.antispoof_model:
             self.antispoof_spec = self.manifest.get(settings.antispoof_model, "antispoof")
+            self.antispoof_contract = AntispoofContract.from_options(self.antispoof_spec.options)
             self.antispoof = ModelRunner(
                 self.antispoof_spec.name, "/CPU:0", ArrayBatching(), policy
             )

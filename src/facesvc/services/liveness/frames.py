@@ -11,15 +11,9 @@ import hashlib
 
 import numpy as np
 
-from facesvc.inference.images import decode_image
 from facesvc.inference.landmarks.signals import face_signals
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.services.liveness.checker import FrameObservation
-
-
-def frame_digest(data: bytes) -> str:
-    """``image_digest`` of an encoded frame (what ``observe_frame`` records for it)."""
-    return image_digest(decode_image(data, max_pixels=1 << 62))
 
 
 def image_digest(image: np.ndarray) -> str:

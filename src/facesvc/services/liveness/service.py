@@ -8,6 +8,7 @@ version: what a session shows is always a whole request's outcome.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from dataclasses import dataclass, field, replace
@@ -229,7 +230,8 @@ class LivenessService:
             )
         async with session_scope(self.sessionmaker) as short:  # no connection held below
             await self._open_row(LivenessRepository(short, self.cipher), session_id)
-        observed = [await observe_frame(self.pipeline, data) for data in frames]
+        # all at once: the runners batch the frames' model calls; gather keeps their order
+        observed = await asyncio.gather(*(observe_frame(self.pipeline, data) for data in frames))
 
         row = await self._open_row(self.repo, session_id)
         progress = LivenessProgress.from_json(row.progress)
