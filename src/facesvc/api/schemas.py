@@ -854,16 +854,7 @@ class LivenessSessionOut(BaseModel):
             created_at=view.created_at,
             expires_at=view.expires_at,
             frame_results=[
-                LivenessFrameOut(
-                    faces=r.faces,
-                    completed=r.completed,
-                    eye_openness=r.eye_openness,
-                    mouth_openness=r.mouth_openness,
-                    yaw_deg=r.yaw_deg,
-                    similarity=r.similarity,
-                    live_score=r.live_score,
-                )
-                for r in view.frame_results
+                LivenessFrameOut.model_validate(r, from_attributes=True) for r in view.frame_results
             ]
             if with_frames
             else None,
