@@ -214,7 +214,9 @@ def stack() -> Iterator[Stack]:
     image = f"localhost/facesvc:{tag}"
     started = time.monotonic()
     if subprocess.run(["podman", "image", "exists", image], check=False).returncode != 0:
-        build = ["podman", "build", "--format", "docker", "--build-arg"]
+        # host network for the build's pip: with netavark (which the stack's internal
+        # network needs for DNS) this VM's bridge gives a build container no name lookup
+        build = ["podman", "build", "--network", "host", "--format", "docker", "--build-arg"]
         build += [f"PYTHON_IMAGE={IMAGES['PYTHON_IMAGE']}", "-t", image]
         if Path(CA_BUNDLE).exists():  # the host's CAs, for pip behind a TLS-inspecting proxy
             build += ["-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"]
