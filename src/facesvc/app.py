@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = build_state(settings)  # refuses unsafe settings (no encryption key)
         metrics_of(app).observe_models(state.registry)
-        metrics_of(app).set_gallery_size_provider(lambda: len(state.gallery.index))
+        metrics_of(app).set_gallery_size_provider(state.gallery.size)
         await state.start()  # models load in the background; the job runner waits for them
         app.state.facesvc = state
         try:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from facesvc.api.schemas import JobResultsJSON
 from facesvc.db.engine import session_scope
-from facesvc.gallery.sync import GallerySync
+from facesvc.gallery.backend import Gallery
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.quality import DEFAULT_THRESHOLDS
 from facesvc.inference.registry import ModelRegistry
@@ -40,7 +40,7 @@ class AppState:
     registry: ModelRegistry
     pipeline: FacePipeline
     analysis: FaceAnalysisService
-    gallery: GallerySync
+    gallery: Gallery
     cipher: EmbeddingCipher
     callers: CallerCache = field(default_factory=lambda: CallerCache(None))
     liveness: LivenessPolicy = field(default_factory=LivenessPolicy)
@@ -166,10 +166,8 @@ class AppState:
             calibration = self.registry.calibration  # a missing or bad file fails start-up
             log.info("score calibration: %s", calibration.space if calibration else "none")
             await self._check_embedding_space()
-            self.gallery.index.use_dimension(self.registry.embedding_dim)
-            async with session_scope(self.sessionmaker) as session:
-                index = await self.gallery.ensure_current(session)
-            log.info("gallery loaded: %d faces of %d users", len(index), index.users)
+            stats = await self.gallery.start(self.registry.embedding_dim)
+            log.info("%s", stats.describe())
         except Exception as exc:  # reported by /readyz and the log, never swallowed
             self.models_error = f"{type(exc).__name__}: {exc}"
             log.exception("model loading failed")
@@ -217,6 +215,7 @@ def build_state(settings: Settings) -> AppState:
     from facesvc.db.engine import create_engine, create_sessionmaker
     from facesvc.gallery.ann import ANNIndex, HNSWIndex, IVFIndex
     from facesvc.gallery.index import GalleryIndex
+    from facesvc.gallery.sync import GallerySync
 
     engine = create_engine(
         settings.database_url,
@@ -235,14 +234,15 @@ def build_state(settings: Settings) -> AppState:
         ann=ann,
         ann_min_size=settings.gallery_ann_min_size,
     )
+    sessionmaker = create_sessionmaker(engine)
     return AppState(
         settings=settings,
         engine=engine,
-        sessionmaker=create_sessionmaker(engine),
+        sessionmaker=sessionmaker,
         registry=registry,
         pipeline=pipeline,
         analysis=FaceAnalysisService(pipeline, settings.enrol_second_face_ratio),
-        gallery=GallerySync(index, cipher),
+        gallery=GallerySync(index, cipher, sessionmaker, settings.gallery_backend),
         cipher=cipher,
         callers=CallerCache(KeyChangeStamp.for_database(settings.database_url)),
         liveness=liveness,

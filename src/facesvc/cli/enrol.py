@@ -46,8 +46,7 @@ def enrol(
             async with session_scope(state.sessionmaker) as session:
                 found = await tenant_named_or_new(session, tenant)
                 caller = Caller.operator(found.id, "cli enrol")
-            async with session_scope(state.sessionmaker) as session:
-                await state.gallery.ensure_current(session)
+            await state.gallery.refresh()
             with Progress() as bar:
                 task = bar.add_task(
                     f"enrolling {len(people)} people", total=sum(len(p) for _, p in people)

@@ -13,21 +13,16 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
 from facesvc.gallery.ann import ANNIndex
+from facesvc.gallery.backend import Hit
+
+__all__ = ["GalleryChange", "GalleryIndex", "Hit"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Hit:
-    user_id: uuid.UUID
-    face_id: uuid.UUID
-    similarity: float
 
 
 class GalleryChange(NamedTuple):

@@ -1,5 +1,6 @@
-"""Keeping the in-memory 1:N index in step with SQL (see facesvc.gallery.index), and the one
-way services reach the faces table (through the data key the gallery decrypts with)."""
+"""The in-process gallery backend (``exact``, ``ivf``, ``hnsw``): keeping each worker's 1:N index
+in step with SQL (see facesvc.gallery.index), and the one way services reach the faces table
+(through the data key the gallery decrypts with)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import asyncio
 import uuid
 
 import numpy as np
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from facesvc.db.engine import after_commit
+from facesvc.db.engine import after_commit, session_scope
+from facesvc.gallery.backend import GallerySearch, GalleryStats
 from facesvc.gallery.index import GalleryChange, GalleryIndex
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.gallery import GalleryStateRepository
@@ -17,9 +19,42 @@ from facesvc.security.crypto import EmbeddingCipher
 
 
 class GallerySync:
-    def __init__(self, index: GalleryIndex, cipher: EmbeddingCipher) -> None:
+    """A facesvc.gallery.backend.Gallery holding every face in this process."""
+
+    def __init__(
+        self,
+        index: GalleryIndex,
+        cipher: EmbeddingCipher,
+        sessionmaker: async_sessionmaker[AsyncSession] | None = None,
+        name: str = "exact",
+    ) -> None:
         self.index = index
+        self.name = name
         self._cipher = cipher
+        self._sessionmaker = sessionmaker
+
+    def _sessions(self) -> async_sessionmaker[AsyncSession]:
+        if self._sessionmaker is None:
+            raise RuntimeError("GallerySync was built without a sessionmaker")
+        return self._sessionmaker
+
+    async def start(self, dim: int) -> GalleryStats:
+        self.index.use_dimension(dim)
+        await self.refresh()
+        return GalleryStats(self.name, len(self.index), self.index.users)
+
+    async def refresh(self) -> None:
+        async with session_scope(self._sessions()) as session:
+            await self.ensure_current(session)
+
+    async def search(self, query: np.ndarray, top_k: int, tenant_id: uuid.UUID) -> GallerySearch:
+        index = self.index
+        if index.version < 0:  # a change this worker could not apply: reload first
+            await self.refresh()
+        return GallerySearch(index.search(query, top_k, tenant_id), index.faces_of(tenant_id))
+
+    def size(self) -> int | None:
+        return len(self.index)
 
     def faces(self, session: AsyncSession) -> FaceRepository:
         """The faces table in ``session``, embeddings sealed and opened with the data key."""

@@ -77,7 +77,7 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self._models: ModelRegistry | None = None
-        self._gallery_size: Callable[[], int] | None = None
+        self._gallery_size: Callable[[], int | None] | None = None
         self.registry.register(_ScrapeTimeCollector(self))
         # process_cpu_seconds_total, memory, open files: this worker's, beside its models'
         ProcessCollector(registry=self.registry)
@@ -100,8 +100,9 @@ class ServiceMetrics:
         for runner in models.runners:
             runner.on_call = self.observe_model_call
 
-    def set_gallery_size_provider(self, provider: Callable[[], int] | None) -> None:
-        """``provider()`` is called at each scrape for ``facesvc_gallery_size``."""
+    def set_gallery_size_provider(self, provider: Callable[[], int | None] | None) -> None:
+        """``provider()`` is called at each scrape for ``facesvc_gallery_size`` (None: this
+        worker holds no gallery copy, e.g. pgvector: no gauge)."""
         self._gallery_size = provider
 
     def exposition(self) -> bytes:
@@ -135,12 +136,13 @@ class _ScrapeTimeCollector(Collector):
         for runner in models.runners if models is not None else ():
             queued.add_metric((runner.name,), float(runner.queued_items))
         yield queued
-        gallery_size = self._metrics._gallery_size
-        if gallery_size is not None:
+        provider = self._metrics._gallery_size
+        size = provider() if provider is not None else None
+        if size is not None:
             yield GaugeMetricFamily(
                 "facesvc_gallery_size",
                 "Faces in the in-memory gallery used for identification",
-                value=float(gallery_size()),
+                value=float(size),
             )
 
 

@@ -17,7 +17,7 @@ from facesvc.errors import (
     ServiceError,
     UserNotFoundError,
 )
-from facesvc.gallery.sync import GallerySync
+from facesvc.gallery.backend import Gallery
 from facesvc.inference.quality import DEFAULT_THRESHOLDS, QualityThresholds
 from facesvc.repositories.users import UserRepository
 from facesvc.security.keys import Caller
@@ -55,7 +55,7 @@ class EnrolmentService:
         self,
         session: AsyncSession,
         analysis: FaceAnalysisService,
-        gallery: GallerySync,
+        gallery: Gallery,
         caller: Caller,
         options: EnrolmentOptions | None = None,
     ) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from facesvc.db.engine import session_scope
 from facesvc.db.models import Face
 from facesvc.errors import ServiceError
-from facesvc.gallery.sync import GallerySync
+from facesvc.gallery.backend import Gallery
 from facesvc.repositories.users import UserRepository
 from facesvc.security.keys import Caller
 from facesvc.services.analysis import FaceAnalysisService
@@ -43,7 +43,7 @@ async def enrol_folder(
     root: Path,
     sessionmaker: async_sessionmaker[AsyncSession],
     analysis: FaceAnalysisService,
-    gallery: GallerySync,
+    gallery: Gallery,
     caller: Caller,
     *,
     consent: bool,

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from facesvc.db.engine import erase_deleted_after_commit
 from facesvc.db.models import User
 from facesvc.errors import UserNotFoundError
-from facesvc.gallery.sync import GallerySync
+from facesvc.gallery.backend import Gallery
 from facesvc.repositories.attempts import LoginAttemptRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.keys import Caller
@@ -20,7 +20,7 @@ from facesvc.services.audit import AuditTrail
 class UserService:
     """Users of the caller's tenant."""
 
-    def __init__(self, session: AsyncSession, gallery: GallerySync, caller: Caller) -> None:
+    def __init__(self, session: AsyncSession, gallery: Gallery, caller: Caller) -> None:
         self.session = session
         self.caller = caller
         self.users = UserRepository(session, caller.tenant_id)

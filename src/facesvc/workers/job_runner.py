@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from facesvc.db.engine import erase_deleted_after_commit, session_scope
 from facesvc.db.models import Face, Job, JobItem, utcnow
 from facesvc.errors import ImageError, QueueFullError, ServiceError
-from facesvc.gallery.sync import GallerySync
+from facesvc.gallery.backend import Gallery
 from facesvc.observability.request_id import bind_request_id, unbind_request_id
 from facesvc.repositories.jobs import JobRepository
 from facesvc.repositories.keys import ApiKeyRepository
@@ -89,7 +89,7 @@ class JobRunner:
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
         analysis: FaceAnalysisService,
-        gallery: GallerySync,
+        gallery: Gallery,
         cipher: EmbeddingCipher,
         results: JobResults,
         *,

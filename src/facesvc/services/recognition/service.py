@@ -19,8 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import session_scope
 from facesvc.errors import LivenessRequiredError
-from facesvc.gallery.index import GalleryIndex
-from facesvc.gallery.sync import GallerySync
+from facesvc.gallery.backend import Gallery
 from facesvc.inference.types import Box
 from facesvc.repositories.attempts import LoginAttemptRepository
 from facesvc.repositories.keys import TenantRepository
@@ -134,7 +133,7 @@ class RecognitionService:
         session: AsyncSession,
         sessionmaker: async_sessionmaker[AsyncSession],
         analysis: FaceAnalysisService,
-        gallery: GallerySync,
+        gallery: Gallery,
         caller: Caller,
         policy: RecognitionPolicy,
         liveness: LivenessService | None = None,
@@ -269,19 +268,19 @@ class RecognitionService:
         far: float | None = None,
         liveness_session: uuid.UUID | None = None,
     ) -> Identification:
-        # The index is brought up to date (a short session of its own) while the photo is
-        # analysed.
+        # A local gallery copy is brought up to date (a short session of its own) while the
+        # photo is analysed.
         analysed = asyncio.ensure_future(self.analysis.primary_face(data))
-        current = asyncio.ensure_future(self._current_index())
+        current = asyncio.ensure_future(self.gallery.refresh())
         try:
             probe = await analysed
-            index = await asyncio.shield(current)
+            await asyncio.shield(current)
         finally:
             await _settle(analysed, current)
         if liveness_session is not None:
             await self._use_liveness(liveness_session, probe.embedding)
-        hits = index.search(probe.embedding, top_k, self.caller.tenant_id)
-        gallery_faces = index.faces_of(self.caller.tenant_id)
+        found = await self.gallery.search(probe.embedding, top_k, self.caller.tenant_id)
+        hits, gallery_faces = found.hits, found.tenant_faces
         threshold = self.decisions.one_to_many(gallery_faces, far)
         names = await self.faces.names_for(hit.user_id for hit in hits)
         candidates = [
@@ -312,10 +311,6 @@ class RecognitionService:
             gallery_faces=gallery_faces,
             false_match_rate=self.decisions.false_match_rate(threshold, gallery_faces),
         )
-
-    async def _current_index(self) -> GalleryIndex:
-        async with session_scope(self.sessionmaker) as session:
-            return await self.gallery.ensure_current(session)
 
     async def compare(self, data_a: bytes, data_b: bytes, far: float | None = None) -> Comparison:
         a, b = await asyncio.gather(
