@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test compose-test install models migrate lint typecheck check openapi clean system-deps
+.PHONY: run test screenshots fresh-root-check compose-test install models migrate lint typecheck check openapi clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ system-deps:
 test: models system-deps
 	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+# README's screenshots, refreshed on purpose (the suite writes its own to .cache/screenshots)
+screenshots: models system-deps
+	FACESVC_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/e2e/test_browser.py $(PYTEST_ARGS)
 
 # The image built and the compose stack run on podman, through nginx only (also part of `test`).
 compose-test: install system-deps

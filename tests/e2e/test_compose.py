@@ -209,6 +209,17 @@ def stack() -> Iterator[Stack]:
     started = time.monotonic()
     run(["bash", str(PROJECT_ROOT / "scripts" / "local-base-images.sh")], timeout=900)
     figures["base_images_s"] = round(time.monotonic() - started, 1)
+    # seconds, before a 5-minute build: the stack's networks (bridge + internal, service
+    # names through aardvark-dns) work, else one line naming the missing package
+    check = subprocess.run(
+        ["bash", str(PROJECT_ROOT / "scripts/check-container-network.sh"), IMAGES["PYTHON_IMAGE"]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if check.returncode != 0:
+        pytest.fail(check.stderr.strip(), pytrace=False)
 
     tag = f"compose-{source_hash()}"
     image = f"localhost/facesvc:{tag}"
