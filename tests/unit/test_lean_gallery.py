@@ -272,3 +272,33 @@ async def test_two_workers_share_one_snapshot_and_stay_in_step(
     assert second.exists()  # b still maps it
     b.close()
     assert not list(folder.glob(f"{prefix}*")), os.listdir(folder)
+
+
+@needs_shm
+async def test_a_version_bumped_without_a_logged_change_rebuilds_once(
+    sessions: async_sessionmaker[AsyncSession], database_url: str
+) -> None:
+    """`facesvc reembed` bumps the version without logging what changed: a worker cannot replay
+    that, so it builds a snapshot at the new version, once (not on every later search)."""
+    from facesvc.repositories.gallery import GalleryStateRepository
+
+    cipher = EmbeddingCipher(None)
+    path = database_url.split("///", 1)[1]
+    gallery = LeanGallery(LeanIndex("m"), cipher, sessions, sqlite_path=path, shared_dir=SHM)
+    async with session_scope(sessions) as session:
+        ada = await UserRepository(session, TENANT).add("Ada")
+    await enrol(sessions, gallery, cipher, ada.id, unit(1)[0])
+    await gallery.start(128)
+    assert gallery.index.reloads == 1
+    async with session_scope(sessions) as session:
+        await GalleryStateRepository(session).bump()  # as reembed does: nothing logged
+    await gallery.refresh()
+    assert (gallery.index.reloads, gallery.index.version) == (2, 2)
+    (v,) = unit(1)
+    face = await enrol(sessions, gallery, cipher, ada.id, v)
+    await gallery.refresh()
+    await gallery.refresh()
+    assert gallery.index.reloads == 2  # the log is whole again: no more loads
+    assert len(gallery.index) == 2
+    assert gallery.index.search(v, 1, TENANT)[0].face_id == face
+    gallery.close()

@@ -447,15 +447,27 @@ class LeanGallery:
         await session.commit()
         async with index.lock:
             version = await state.version()
-            if index.version >= 0 and not index.wants_new_snapshot:
-                if version == index.version and not index.stale:
-                    return index
-                if await self._catch_up(session, version) and not index.wants_new_snapshot:
-                    await session.commit()
-                    return index
+            # the oldest snapshot worth attaching: one the change log can bring up to date
+            reuse_from = version - CHANGES_KEPT // 2
+            if index.version >= 0:
+                if not index.wants_new_snapshot:
+                    if version == index.version and not index.stale:
+                        return index
+                    caught_up = await self._catch_up(session, version)
+                    if caught_up and not index.wants_new_snapshot:
+                        await session.commit()
+                        return index
+                else:
+                    caught_up = True
+                # a gap in the log (a bump without a logged change, e.g. `facesvc reembed`):
+                # only a snapshot newer than this index helps; a big delta: any newer one
+                reuse_from = index.snapshot.data.version + 1 if caught_up else index.version + 1
             await session.commit()
-            await self._load(session)
-            await self._catch_up(session, await state.version())
+            await self._load(session, reuse_from)
+            if not await self._catch_up(session, await state.version()):
+                await session.commit()
+                await self._load(session, None)  # build one at the current version
+                await self._catch_up(session, await state.version())
             await session.commit()
         return index
 
@@ -488,9 +500,10 @@ class LeanGallery:
         index.stale = False
         return True
 
-    async def _load(self, session: AsyncSession) -> None:
-        """Attach the newest snapshot of this gallery that the change log can bring up to date
-        (another worker's), else build one: under the machine's lock, off the event loop."""
+    async def _load(self, session: AsyncSession, reuse_from: int | None) -> None:
+        """Attach the newest snapshot of this gallery if its version is ``reuse_from`` or later
+        (another worker's; None: never), else build one: under the machine's lock, off the
+        event loop."""
         state = GalleryStateRepository(session)
         instance = await state.instance()
         current = await state.version()
@@ -498,7 +511,6 @@ class LeanGallery:
         if self._store is None and self._shared_dir is not None and instance is not None:
             self._store = SnapshotStore(self._shared_dir, instance, self.index.model_name)
         store = self._store
-        reusable_after = max(self.index.version, current - CHANGES_KEPT // 2)
         if store is None:
             rows = await self._read_rows(session)
             data = await asyncio.to_thread(self._build, rows)
@@ -508,7 +520,8 @@ class LeanGallery:
         await asyncio.to_thread(lock.__enter__)
         try:
             newest = store.versions()
-            if newest and newest[-1][0] >= reusable_after and newest[-1][0] <= current:
+            reusable = newest and reuse_from is not None and reuse_from <= newest[-1][0]
+            if reusable and newest[-1][0] <= current:
                 snapshot = await asyncio.to_thread(attach_snapshot, newest[-1][1])
             else:
                 rows = await self._read_rows(session)

@@ -104,6 +104,8 @@ def spherical_kmeans(
 def assign_cells(
     vectors: npt.NDArray[np.float32], centroids: npt.NDArray[np.float32]
 ) -> npt.NDArray[np.int32]:
+    """Each vector's nearest centroid (exact: a two-step assignment through groups of
+    centroids was 1.7x faster at 1e6 but cost 0.04 of recall@1 at nprobe 64)."""
     out = np.empty(len(vectors), np.int32)
     for start in range(0, len(vectors), _FETCH):
         out[start : start + _FETCH] = np.argmax(vectors[start : start + _FETCH] @ centroids.T, 1)
