@@ -48,7 +48,7 @@ MODEL = "facenet"
 VERSION = "1"
 DIM = 128
 
-HEAD = "0006"  # the newest migration
+HEAD = "0007"  # the newest migration
 TENANT = DEFAULT_TENANT_ID
 CLEAR = EmbeddingCipher(None)  # dev mode: blobs stored as they are (encryption: below)
 
@@ -133,6 +133,7 @@ async def test_migrations_create_the_schema_on_an_empty_database(database_url: s
         "users",
         "faces",
         "gallery_state",
+        "gallery_changes",
         "tenants",
         "api_keys",
         "login_attempts",

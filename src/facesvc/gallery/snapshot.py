@@ -78,13 +78,14 @@ def cells_for(count: int) -> int:
 
 
 def spherical_kmeans(
-    vectors: npt.NDArray[np.float32], cells: int, iterations: int = 6
+    vectors: npt.NDArray[np.float32], cells: int, iterations: int = 10
 ) -> npt.NDArray[np.float32]:
-    """``cells`` unit centroids trained on a fixed-seed sample of up to 32 faces per cell."""
+    """``cells`` unit centroids trained on a fixed-seed sample of up to 64 faces per cell (at
+    1e6 faces: 32 faces and 6 rounds gave recall@1 0.99 at nprobe 64, these 0.995, 1.2 s more)."""
     rng = np.random.default_rng(0)
     sample = vectors
-    if len(vectors) > 32 * cells:
-        sample = vectors[np.sort(rng.choice(len(vectors), 32 * cells, replace=False))]
+    if len(vectors) > 64 * cells:
+        sample = vectors[np.sort(rng.choice(len(vectors), 64 * cells, replace=False))]
     centroids = sample[rng.choice(len(sample), cells, replace=False)].copy()
     for _ in range(iterations):
         assign = assign_cells(sample, centroids)
@@ -424,11 +425,22 @@ def read_sqlite(path: str, model: str, dim: int | None, cipher: EmbeddingCipher)
         version = int(
             connection.execute("SELECT version FROM gallery_state WHERE id = 1").fetchone()[0]
         )
-        cursor = connection.execute(
-            "SELECT f.id, f.user_id, u.tenant_id, f.embedding, f.key_id, f.embedding_dim "
-            "FROM faces f JOIN users u ON u.id = f.user_id WHERE f.model_name = ?",
-            (model,),
-        )
+        # One tenant (the usual case): no join. "+f.model_name" keeps SQLite on a plain scan of
+        # the table (through the (model_name, user_id) index every row is a random read: 1.7x
+        # slower); the join itself doubles the time again, so it runs only with several tenants.
+        tenants = [row[0] for row in connection.execute("SELECT DISTINCT tenant_id FROM users")]
+        if len(tenants) <= 1:
+            cursor = connection.execute(
+                "SELECT f.id, f.user_id, ?, f.embedding, f.key_id, f.embedding_dim "
+                "FROM faces f WHERE +f.model_name = ?",
+                (tenants[0] if tenants else "", model),
+            )
+        else:
+            cursor = connection.execute(
+                "SELECT f.id, f.user_id, u.tenant_id, f.embedding, f.key_id, f.embedding_dim "
+                "FROM faces f JOIN users u ON u.id = f.user_id WHERE +f.model_name = ?",
+                (model,),
+            )
         codes: dict[str, int] = {}
         face_parts, user_parts, tenant_parts, vector_parts = [], [], [], []
         while rows := cursor.fetchmany(_FETCH):
