@@ -183,9 +183,9 @@ def test_snapshot_file_round_trip_and_clean_up() -> None:
     assert data.row_of(uuid.uuid4()) is None
     with pytest.raises(ValueError, match="read-only"):
         data.vectors[0, 0] = 1.0
-    assert [v for v, _ in store.versions()] == [6, 7]
+    assert [v for v, _, _ in store.versions()] == [6, 7]
     assert store.remove_unused() == 1  # version 6: nobody holds it; 7 is attached
-    assert [v for v, _ in store.versions()] == [7]
+    assert [v for v, _, _ in store.versions()] == [7]
     del data  # the arrays map the file: once they are gone, close() unmaps it
     attached.close()
     assert store.remove_unused() == 1
@@ -301,4 +301,40 @@ async def test_a_version_bumped_without_a_logged_change_rebuilds_once(
     assert gallery.index.reloads == 2  # the log is whole again: no more loads
     assert len(gallery.index) == 2
     assert gallery.index.search(v, 1, TENANT)[0].face_id == face
+    gallery.close()
+
+
+@pytest.mark.parametrize("shared", [True, False])
+async def test_ivf_cells_follow_the_snapshot_and_searches_stay_right_meanwhile(
+    sessions: async_sessionmaker[AsyncSession], database_url: str, shared: bool
+) -> None:
+    """A gallery past ann_min_size is served from a snapshot without cells at once (exact
+    search), its IVF version is built in the background and attached at the next refresh; a
+    face enrolled in between is replayed on top of it."""
+    if shared and not on_ram(SHM):
+        pytest.skip("no RAM-backed /dev/shm here")
+    cipher = EmbeddingCipher(None)
+    path = database_url.split("///", 1)[1]
+    vectors = unit(600)
+    async with session_scope(sessions) as session:
+        ada = await UserRepository(session, TENANT).add("Ada")
+    index = LeanIndex("m", ann_min_size=300, nprobe=24)
+    gallery = LeanGallery(
+        index, cipher, sessions, sqlite_path=path, shared_dir=SHM if shared else None
+    )
+    faces = [await enrol(sessions, gallery, cipher, ada.id, v) for v in vectors]
+    await gallery.start(128)
+    assert index.snapshot.data.cells == 1
+    assert index.search(vectors[7], 1, TENANT)[0].face_id == faces[7]
+    assert gallery._cells_task is not None
+    await gallery._cells_task
+    (extra,) = unit(1)
+    late = await enrol(sessions, gallery, cipher, ada.id, extra)
+    await gallery.refresh()
+    assert index.snapshot.data.cells > 1
+    assert index.snapshot.shared == shared
+    assert len(index) == 601
+    for row in range(0, 600, 37):
+        assert index.search(vectors[row], 1, TENANT)[0].face_id == faces[row]
+    assert index.search(extra, 1, TENANT)[0].face_id == late
     gallery.close()

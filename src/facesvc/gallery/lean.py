@@ -41,6 +41,7 @@ from facesvc.gallery.snapshot import (
     on_ram,
     read_sqlite,
     uuid_words,
+    with_cells,
     words_uuid,
 )
 from facesvc.repositories.faces import FaceRepository
@@ -382,6 +383,10 @@ class LeanGallery:
         self._sqlite_path = sqlite_path
         self._shared_dir = shared_dir
         self._store: SnapshotStore | None = None
+        # IVF cells are built after the snapshot is in use (the service is ready meanwhile,
+        # searching exactly): the task, and its result where nothing is shared
+        self._cells_task: asyncio.Task[None] | None = None
+        self._pending: Snapshot | None = None
         if shared_dir is not None and not on_ram(shared_dir):
             log.warning(
                 "FACESVC_GALLERY_SHARED_DIR=%s is not RAM-backed (tmpfs): the gallery is not "
@@ -430,6 +435,8 @@ class LeanGallery:
     def close(self) -> None:
         """Detach the snapshot and delete those no worker holds (the last worker's stop
         leaves none in RAM)."""
+        if self._cells_task is not None:
+            self._cells_task.cancel()  # its thread finishes its build; nothing is written after
         self.index.close()
         if self._store is not None:
             self._store.remove_unused()
@@ -442,14 +449,16 @@ class LeanGallery:
         index = self.index
         state = GalleryStateRepository(session)
         current = index.version >= 0 and not index.stale and not index.wants_new_snapshot
-        if current and await state.version() == index.version:
+        if current and not self._cells_ready() and await state.version() == index.version:
             return index
         await session.commit()
         async with index.lock:
             version = await state.version()
             # the oldest snapshot worth attaching: one the change log can bring up to date
             reuse_from = version - CHANGES_KEPT // 2
-            if index.version >= 0:
+            if index.version >= 0 and self._cells_ready():
+                reuse_from = index.snapshot.data.version  # the same faces, with IVF cells
+            elif index.version >= 0:
                 if not index.wants_new_snapshot:
                     if version == index.version and not index.stale:
                         return index
@@ -470,6 +479,48 @@ class LeanGallery:
                 await self._catch_up(session, await state.version())
             await session.commit()
         return index
+
+    def _cells_ready(self) -> bool:
+        """Whether IVF cells were built for this worker's snapshot, which has none yet."""
+        data = self.index.snapshot.data
+        if data.cells > 1 or data.count < self.index.ann_min_size:
+            return False
+        if self._pending is not None:
+            return True
+        store = self._store
+        return store is not None and any(
+            cells and version >= data.version for version, cells, _ in store.versions()
+        )
+
+    def _build_cells_later(self, snapshot: Snapshot) -> None:
+        data = snapshot.data
+        if data.cells == 1 and data.count >= max(self.index.ann_min_size, 256):
+            self._cells_task = asyncio.create_task(self._build_cells(data), name="gallery-ivf")
+
+    async def _build_cells(self, data: SnapshotData) -> None:
+        """Build the IVF snapshot of ``data``'s version (once per machine: under the lock,
+        skipped when another worker did); workers attach it at their next refresh."""
+        started = asyncio.get_running_loop().time()
+        store = self._store
+        if store is None:
+            fresh = await asyncio.to_thread(with_cells, data, self.index.ann_min_size)
+            self._pending = Snapshot(fresh)
+        else:
+            lock = store.locked()
+            await asyncio.to_thread(lock.__enter__)
+            try:
+                if any(v == data.version and c for v, c, _ in store.versions()):
+                    return
+                fresh = await asyncio.to_thread(with_cells, data, self.index.ann_min_size)
+                await asyncio.to_thread(_write, store.path_for(data.version, ivf=True), fresh)
+            finally:
+                lock.__exit__(None, None, None)
+        log.info(
+            "gallery IVF cells: %d for %d faces, built in %.1f s after the snapshot",
+            fresh.cells,
+            fresh.count,
+            asyncio.get_running_loop().time() - started,
+        )
 
     async def _catch_up(self, session: AsyncSession, version: int) -> bool:
         """Replay the logged changes after this index's version; False if the log has a gap."""
@@ -512,17 +563,30 @@ class LeanGallery:
             self._store = SnapshotStore(self._shared_dir, instance, self.index.model_name)
         store = self._store
         if store is None:
+            pending, self._pending = self._pending, None
+            if (
+                pending is not None
+                and reuse_from is not None
+                and reuse_from <= pending.data.version <= current
+            ):
+                self.index.attach(pending)
+                return
             rows = await self._read_rows(session)
-            data = await asyncio.to_thread(self._build, rows)
-            self.index.attach(Snapshot(data))
+            snapshot = Snapshot(await asyncio.to_thread(self._build, rows))
+            self.index.attach(snapshot)
+            self._build_cells_later(snapshot)
             return
         lock = store.locked()
         await asyncio.to_thread(lock.__enter__)
         try:
-            newest = store.versions()
-            reusable = newest and reuse_from is not None and reuse_from <= newest[-1][0]
-            if reusable and newest[-1][0] <= current:
-                snapshot = await asyncio.to_thread(attach_snapshot, newest[-1][1])
+            usable = [
+                (version, cells, path)
+                for version, cells, path in store.versions()
+                if reuse_from is not None and reuse_from <= version <= current
+            ]
+            built = False
+            if usable:  # the newest; at one version, the one with cells
+                snapshot = await asyncio.to_thread(attach_snapshot, usable[-1][2])
             else:
                 rows = await self._read_rows(session)
                 data = await asyncio.to_thread(self._build, rows)
@@ -530,10 +594,13 @@ class LeanGallery:
                 if not path.exists():
                     await asyncio.to_thread(_write, path, data)
                 snapshot = await asyncio.to_thread(attach_snapshot, path)
+                built = True
             self.index.attach(snapshot)
         finally:
             lock.__exit__(None, None, None)
         await asyncio.to_thread(store.remove_unused, snapshot.path)
+        if built:
+            self._build_cells_later(snapshot)
 
     async def _read_rows(self, session: AsyncSession) -> GalleryRows:
         index = self.index
@@ -555,6 +622,8 @@ class LeanGallery:
         return rows_from_lists(version, face_ids, user_ids, tenant_ids, matrix)
 
     def _build(self, rows: GalleryRows) -> SnapshotData:
+        """The snapshot without IVF cells (k-means and the assignment of every face, 2/3 of a
+        build at 1e6 faces, follow in the background: _build_cells_later)."""
         index = self.index
         dim = rows.vectors.shape[1] if len(rows.vectors) else index.dim
         return build_snapshot(
@@ -566,7 +635,7 @@ class LeanGallery:
             rows.tenant_of_row,
             rows.tenants,
             rows.vectors,
-            index.ann_min_size,
+            ivf_min_size=2**62,
         )
 
     async def _record(self, session: AsyncSession, change: GalleryChange) -> None:

@@ -204,6 +204,24 @@ def build_snapshot(
     )
 
 
+def with_cells(data: SnapshotData, ivf_min_size: int) -> SnapshotData:
+    """``data`` (one cell, rows by tenant) rebuilt with IVF cells: the slow half of a build,
+    run after the service is ready (blocking: run it in a thread)."""
+    sizes = data.offsets[:, -1] - data.offsets[:, 0]
+    tenant_of_row = np.repeat(np.arange(len(data.tenants), dtype=np.int32), sizes)
+    return build_snapshot(
+        data.version,
+        data.model,
+        data.dim,
+        np.array(data.face_ids),
+        np.array(data.user_ids),
+        tenant_of_row,
+        data.tenants,
+        np.array(data.vectors),
+        ivf_min_size,
+    )
+
+
 class Snapshot:
     """A snapshot in use by this worker: mapped from a shared file, or private arrays."""
 
@@ -349,17 +367,19 @@ class SnapshotStore:
         self.directory = private_folder(directory)
         safe_model = re.sub(r"[^A-Za-z0-9_.-]", "_", model)[:40]
         self.prefix = f"facesvc-gallery-{instance}-{safe_model}"
-        self._pattern = re.compile(re.escape(self.prefix) + r"-v(\d+)\.bin$")
+        self._pattern = re.compile(re.escape(self.prefix) + r"-v(\d+)(-ivf)?\.bin$")
 
-    def path_for(self, version: int) -> Path:
-        return self.directory / f"{self.prefix}-v{version}.bin"
+    def path_for(self, version: int, ivf: bool = False) -> Path:
+        return self.directory / f"{self.prefix}-v{version}{'-ivf' if ivf else ''}.bin"
 
-    def versions(self) -> list[tuple[int, Path]]:
+    def versions(self) -> list[tuple[int, bool, Path]]:
+        """(version, with IVF cells, path) of each snapshot, oldest first (at one version, the
+        one without cells first)."""
         found = []
         for entry in self.directory.glob(f"{self.prefix}-v*.bin"):
             match = self._pattern.search(entry.name)
             if match:
-                found.append((int(match.group(1)), entry))
+                found.append((int(match.group(1)), match.group(2) is not None, entry))
         return sorted(found)
 
     @contextlib.contextmanager
@@ -382,7 +402,7 @@ class SnapshotStore:
     def remove_unused(self, keep: Path | None = None) -> int:
         """Delete this gallery's snapshots no worker holds (other than ``keep``)."""
         removed = 0
-        for _, path in self.versions():
+        for _, _, path in self.versions():
             if path == keep:
                 continue
             try:
