@@ -5,7 +5,9 @@ each), encrypted under the data key exactly like enrolled rows (bulk insert), be
 really enrolled through the API with 3 LFW photos; then ``facesvc serve`` with its defaults
 (one worker per core) on 127.0.0.1. Measured:
 
-- fill: seconds to write the N rows; ready: seconds from spawn to /readyz 200;
+- fill: seconds to write the N rows; ready: seconds from spawn to /readyz 200 (embedded: it
+  searches exactly until its IVF cells are built in the background: how long that took after
+  ready is recorded, and the measurements below start once they are);
 - memory of the server tree (server and workers) once ready and after the load below: summed
   RSS (counts a page shared by two workers twice) and summed PSS (/proc/PID/smaps_rollup: a
   shared page split between the processes mapping it), and the gallery snapshot in /dev/shm;
@@ -155,6 +157,19 @@ def shm_snapshots() -> dict[str, Any]:
     folder = Path("/dev/shm") / f"facesvc-{os.getuid()}"  # noqa: S108 - only read
     files = list(folder.glob("facesvc-gallery-*.bin")) if folder.is_dir() else []
     return {"files": len(files), "mib": round(sum(f.stat().st_size for f in files) / 2**20)}
+
+
+def wait_for_cells(n: int, settle: float, timeout: float = 300) -> float | None:
+    """Seconds after ready until the IVF snapshot exists (None below the IVF size)."""
+    if n < Settings().gallery_ann_min_size:
+        return None
+    folder = Path("/dev/shm") / f"facesvc-{os.getuid()}"  # noqa: S108 - only read
+    ready = time.perf_counter()
+    while time.perf_counter() - ready < timeout:
+        if list(folder.glob("facesvc-gallery-*-ivf.bin")):
+            return round(time.perf_counter() - ready, 1)
+        time.sleep(0.2)
+    return None
 
 
 def pct(values: list[float], q: float) -> float:
@@ -363,6 +378,8 @@ def run_one(backend: str, n: int, workdir: Path, seconds: float) -> dict[str, An
         time.sleep(1)  # the workers' last start-up allocations settle
         result["memory_ready"] = tree_memory(server.pid)
         result["shm_ready"] = shm_snapshots()
+        if backend == "embedded":  # the IVF cells follow the snapshot: wait for them
+            result["ivf_cells_after_ready_s"] = wait_for_cells(n, settle=server.started_at)
         result.update(asyncio.run(measure_server(server, vectors, users, seconds)))
     finally:
         result["exit_code"] = server.stop()
