@@ -159,7 +159,7 @@ def shm_snapshots() -> dict[str, Any]:
     return {"files": len(files), "mib": round(sum(f.stat().st_size for f in files) / 2**20)}
 
 
-def wait_for_cells(n: int, settle: float, timeout: float = 300) -> float | None:
+def wait_for_cells(n: int, timeout: float = 300) -> float | None:
     """Seconds after ready until the IVF snapshot exists (None below the IVF size)."""
     if n < Settings().gallery_ann_min_size:
         return None
@@ -379,11 +379,16 @@ def run_one(backend: str, n: int, workdir: Path, seconds: float) -> dict[str, An
         result["memory_ready"] = tree_memory(server.pid)
         result["shm_ready"] = shm_snapshots()
         if backend == "embedded":  # the IVF cells follow the snapshot: wait for them
-            result["ivf_cells_after_ready_s"] = wait_for_cells(n, settle=server.started_at)
+            result["ivf_cells_after_ready_s"] = wait_for_cells(n)
         result.update(asyncio.run(measure_server(server, vectors, users, seconds)))
     finally:
         result["exit_code"] = server.stop()
     result["shm_after_stop"] = shm_snapshots()
+    result["gallery_log"] = [  # the server's own account of its start-up (build timings)
+        json.loads(line)["message"]
+        for line in server.stderr_path.read_text(errors="replace").splitlines()
+        if line.startswith("{") and "gallery" in line and '"message"' in line
+    ]
     if backend == "embedded" and run.sqlite_path is not None:
         del vectors
         result["in_process"] = in_process(run.sqlite_path, cipher, spec.embedding_space)

@@ -588,13 +588,28 @@ class LeanGallery:
             if usable:  # the newest; at one version, the one with cells
                 snapshot = await asyncio.to_thread(attach_snapshot, usable[-1][2])
             else:
+                clock = asyncio.get_running_loop().time
+                began = clock()
                 rows = await self._read_rows(session)
+                read = clock()
                 data = await asyncio.to_thread(self._build, rows)
+                del rows
+                ordered = clock()
                 path = store.path_for(data.version)
                 if not path.exists():
                     await asyncio.to_thread(_write, path, data)
                 snapshot = await asyncio.to_thread(attach_snapshot, path)
                 built = True
+                log.info(
+                    "gallery snapshot v%d of %d faces built: read and decrypted in %.1f s, "
+                    "ordered in %.1f s, written in %.1f s",
+                    data.version,
+                    data.count,
+                    read - began,
+                    ordered - read,
+                    clock() - ordered,
+                )
+                del data
             self.index.attach(snapshot)
         finally:
             lock.__exit__(None, None, None)

@@ -178,9 +178,10 @@ def build_snapshot(
         centroids = np.zeros((1, dim), np.float32)
         cell = np.zeros(n, np.int32)
     cells = len(centroids)
-    order = np.lexsort((cell, tenant_of_row))
-    vectors, face_ids, user_ids = vectors[order], face_ids[order], user_ids[order]
-    tenant_of_row, cell = tenant_of_row[order], cell[order]
+    if cells > 1 or len(tenants) > 1:  # one tenant and no cells: the rows are in order already
+        order = np.lexsort((cell, tenant_of_row))
+        vectors, face_ids, user_ids = vectors[order], face_ids[order], user_ids[order]
+        tenant_of_row, cell = tenant_of_row[order], cell[order]
     counts = np.bincount(
         tenant_of_row.astype(np.int64) * cells + cell, minlength=len(tenants) * cells
     )
