@@ -439,7 +439,7 @@ class LeanGallery:
             self._cells_task.cancel()  # its thread finishes its build; nothing is written after
         self.index.close()
         if self._store is not None:
-            self._store.remove_unused()
+            self._store.remove_unused(newest=False)  # the last worker leaves nothing behind
             self._store.remove_lock_if_idle()
 
     async def ensure_current(self, session: AsyncSession) -> LeanIndex:

@@ -400,11 +400,15 @@ class SnapshotStore:
             with contextlib.suppress(FileNotFoundError):
                 (self.directory / f"{self.prefix}.lock").unlink()
 
-    def remove_unused(self, keep: Path | None = None) -> int:
-        """Delete this gallery's snapshots no worker holds (other than ``keep``)."""
+    def remove_unused(self, keep: Path | None = None, newest: bool = True) -> int:
+        """Delete this gallery's snapshots no worker holds (other than ``keep``, and unless
+        ``newest`` is false, those of the newest version: its IVF file may just have been
+        written, before any worker attached it)."""
         removed = 0
-        for _, _, path in self.versions():
-            if path == keep:
+        found = self.versions()
+        top = found[-1][0] if found and newest else None
+        for version, _, path in found:
+            if path == keep or version == top:
                 continue
             try:
                 fd = os.open(path, os.O_RDONLY)
