@@ -33,7 +33,8 @@ def upgrade() -> None:
         "gallery_changes",
         sa.Column("version", sa.BigInteger(), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
-        sa.Column("key", sa.Uuid(), nullable=False),
+        sa.Column("sealed_key", sa.LargeBinary(), nullable=False),
+        sa.Column("key_id", sa.String(length=64), nullable=True),
         sa.PrimaryKeyConstraint("version", name="pk_gallery_changes"),
     )
 

@@ -229,8 +229,8 @@ class GalleryState(Base):
 
 
 class GalleryChange(Base):
-    """What gallery version ``version`` changed: ``add`` or ``remove_face`` (``key``: the
-    face) or ``remove_user`` (``key``: the user). Written in the transaction that bumps the
+    """What gallery version ``version`` changed: ``add`` or ``remove_face`` (the key: the
+    face) or ``remove_user`` (the key: the user). Written in the transaction that bumps the
     version, so a worker behind replays the changes since its own version (an added face's
     vector is read from its row) instead of reloading every face. Old rows are pruned; a
     worker further behind than the log reloads."""
@@ -239,7 +239,10 @@ class GalleryChange(Base):
 
     version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     kind: Mapped[str] = mapped_column(String(16), nullable=False)
-    key: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    # the face or user id, sealed with the data key like an embedding (the version as
+    # associated data): an erased face's id is not left readable in the log
+    sealed_key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class LoginAttempts(Base):

@@ -46,7 +46,7 @@ from facesvc.gallery.snapshot import (
 )
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.gallery import CHANGES_KEPT, GalleryStateRepository
-from facesvc.security.crypto import EmbeddingCipher
+from facesvc.security.crypto import DecryptionError, EmbeddingCipher, EncryptionKeyError
 
 log = logging.getLogger(__name__)
 
@@ -303,11 +303,12 @@ class LeanIndex:
             return []
         pool = min(total, max(top_k * 8, 32))
         while True:
+            # equal scores (the same photo enrolled twice): the later row, the newer face, first
             if pool < total:
                 picked = np.argpartition(-scores, pool - 1)[:pool]
-                picked = picked[np.argsort(-scores[picked], kind="stable")]
+                picked = picked[np.lexsort((-rows[picked], -scores[picked]))]
             else:
-                picked = np.argsort(-scores, kind="stable")
+                picked = np.lexsort((-rows, -scores))
             best: dict[uuid.UUID, Hit] = {}
             for i in picked:
                 score = float(scores[i])
@@ -527,7 +528,10 @@ class LeanGallery:
         index = self.index
         state = GalleryStateRepository(session)
         while index.version < version:
-            changes = await state.changes_since(index.version)
+            try:
+                changes = await state.changes_since(index.version, self._cipher)
+            except (DecryptionError, EncryptionKeyError):  # sealed under a retired key
+                return False
             if not changes or changes[0][0] != index.version + 1:
                 return False
             added = [key for _, kind, key in changes if kind == "add"]
@@ -656,7 +660,7 @@ class LeanGallery:
     async def _record(self, session: AsyncSession, change: GalleryChange) -> None:
         state = GalleryStateRepository(session)
         version = await state.bump()
-        await state.log_change(version, change.kind, change.key)
+        await state.log_change(version, change.kind, change.key, self._cipher)
         after_commit(session, lambda: self.index.apply(version, change))
 
     async def face_added(

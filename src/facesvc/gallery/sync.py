@@ -87,7 +87,7 @@ class GallerySync:
         state = GalleryStateRepository(session)
         version = await state.bump()
         # logged for the embedded backend's workers (a switch of backend keeps the log whole)
-        await state.log_change(version, change.kind, change.key)
+        await state.log_change(version, change.kind, change.key, self._cipher)
         after_commit(session, lambda: self.index.apply(version, change))
 
     async def face_added(
