@@ -112,6 +112,7 @@ class AppState:
                 settings.lockout_max_delay_s,
             ),
             reveal_failed_scores=settings.verify_reveal_failed_scores,
+            identify_mode=settings.identify_mode,
         )
 
     async def _models_usable(self) -> bool:

@@ -114,6 +114,12 @@ class Settings(BaseSettings):
         description="Default chance that an unknown person is matched by identify; the 1:N "
         "threshold follows the tenant's gallery size from the embedder's calibration",
     )
+    identify_mode: Literal["decide", "review"] = Field(
+        default="decide",
+        description="identify's default when a request names no `mode`: `decide` (match or "
+        "unknown at the calibrated 1:N threshold) or `review` (ranked candidates for a person "
+        "to review, no automatic decision: for large galleries, see README)",
+    )
     detection_min_score: float = Field(default=0.5, ge=0.0, le=1.0)
     detection_max_side: int = Field(
         default=1024, ge=128, description="Images are downscaled to this longest side to detect"
