@@ -49,7 +49,7 @@ PROJECT = "facesvc-compose-test"
 STANDIN = "localhost/facesvc-standin"
 IMAGES = {
     "PYTHON_IMAGE": f"{STANDIN}/debian:bookworm",
-    "POSTGRES_IMAGE": f"{STANDIN}/postgres:15",
+    "POSTGRES_IMAGE": f"{STANDIN}/postgres:17-pgvector",
     "NGINX_IMAGE": f"{STANDIN}/nginx:1.22",
 }
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
