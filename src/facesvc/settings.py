@@ -157,7 +157,7 @@ class Settings(BaseSettings):
         "search is one SQL query, so workers and replicas keep no gallery",
     )
     gallery_pgvector_ef_search: int = Field(
-        default=100,
+        default=200,
         ge=10,
         le=1000,
         description="pgvector backend: HNSW candidate list per search (hnsw.ef_search; at "

@@ -680,3 +680,32 @@ def _uuid_param(url: str, value: uuid.UUID, name: str = "id") -> object:
     from sqlalchemy import bindparam
 
     return bindparam(name, value.hex if url.startswith("sqlite") else value)
+
+
+async def test_0007_without_the_right_to_create_the_extension_is_a_no_op(
+    pgvector_url: str,  # noqa: F811
+) -> None:
+    """pgvector is not a trusted extension: a database owner who is not a superuser cannot
+    create it, so 0007 leaves the schema alone; once a superuser has created it, re-running
+    0007 (downgrade to 0006, upgrade) adds the column."""
+    role = f"owner_{uuid.uuid4().hex[:8]}"
+    database = pgvector_url.rsplit("/", 1)[1]
+    admin = create_engine(pgvector_url)
+    try:
+        async with admin.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(f"CREATE ROLE {role} LOGIN NOSUPERUSER"))
+            await conn.execute(text(f"ALTER DATABASE {database} OWNER TO {role}"))
+            await conn.execute(text(f"GRANT ALL ON SCHEMA public TO {role}"))
+        owner_url = pgvector_url.replace("://postgres@", f"://{role}@")
+        await upgrade_async(owner_url)
+        assert await current_async(owner_url) == HEAD
+        assert (await _vector_column(owner_url))[1] is None
+        async with admin.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text("CREATE EXTENSION vector"))
+        await downgrade_async(owner_url, "0006")
+        await upgrade_async(owner_url)
+        assert (await _vector_column(owner_url))[1:] == (128, True)
+    finally:
+        await admin.dispose()

@@ -28,7 +28,7 @@ POOL_PER_RESULT = 8
 MIN_POOL = 32
 # Counting a tenant's faces scans them: from this many on, a count is reused for a few
 # seconds (the 1:N threshold moves with log N, a few seconds' enrolments do not change it).
-COUNT_CACHE_FROM = 10_000
+COUNT_CACHE_FROM = 1_000
 COUNT_CACHE_S = 5.0
 FILL_HINT = "`facesvc gallery pgvector-fill`"
 
@@ -44,7 +44,7 @@ class PgVectorGallery:
         sessionmaker: async_sessionmaker[AsyncSession],
         database_url: str,
         model_name: str,
-        ef_search: int = 100,
+        ef_search: int = 200,
     ) -> None:
         self._cipher = cipher
         self._sessionmaker = sessionmaker

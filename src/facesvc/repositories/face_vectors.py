@@ -137,6 +137,9 @@ class FaceVectors:
             )
         )
 
+    async def analyze(self) -> None:
+        await self._session.execute(text("ANALYZE faces, users"))
+
     async def resize(self, dim: int) -> None:
         """The column as vector(dim), every vector cleared (refill afterwards), no index."""
         await self.drop_index()
@@ -167,8 +170,13 @@ class FaceVectors:
         scan keeps walking the graph until ``pool`` rows pass the tenant filter (relaxed
         order: the materialised pool is sorted again by its exact distances)."""
         session = self._session
-        await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-        await session.execute(text(f"SET LOCAL hnsw.ef_search = {int(ef_search)}"))
+        # SET LOCAL of both, in one round trip
+        await session.execute(
+            text(
+                "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                "set_config('hnsw.ef_search', :ef, true)"
+            ).bindparams(ef=str(int(ef_search)))
+        )
         # The distance is computed from the stored float32 vector (full precision, equal to
         # the encrypted one): -(v <#> q) is the exact cosine similarity of unit vectors.
         stmt = text(

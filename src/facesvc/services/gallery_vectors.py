@@ -76,8 +76,12 @@ async def fill_vectors(
         report.filled = done
         if progress is not None:
             progress(done, total)
-    if not indexed:
-        async with session_scope(sessionmaker) as session:
-            await FaceVectors(session).create_index()
-        report.index_built = True
+    async with session_scope(sessionmaker) as session:
+        vectors = FaceVectors(session)
+        if not indexed:
+            await vectors.create_index()
+            report.index_built = True
+        # fresh statistics: the planner walks the HNSW index for a large tenant and sorts a
+        # small tenant's faces exactly; with none (after a bulk fill) it misjudges both
+        await vectors.analyze()
     return report
