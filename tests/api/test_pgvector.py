@@ -5,7 +5,10 @@ configuration is a clear start-up error (/readyz 503, one log line)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -27,6 +30,20 @@ from facesvc.settings import Settings
 from tests.api.test_errors import assert_problem
 from tests.conftest import ADMIN_KEY, DATA_DIR, DATA_KEY, image_file, lfw_image, running_app
 from tests.support.pg import pgvector_url  # noqa: F401  (fixture)
+from tests.support.server_process import facesvc_command
+
+
+async def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``facesvc ARGS`` in a process of its own (off the event loop: it loads the models)."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [*facesvc_command(), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def pgvector_settings(url: str, backend: str = "pgvector") -> Settings:
@@ -114,15 +131,26 @@ async def test_column_of_another_size_is_a_start_up_error_until_resized(
 
     engine = create_engine(pgvector_url)
     try:
-        sessions = create_sessionmaker(engine)
-        cipher = EmbeddingCipher.from_setting(DATA_KEY)
         with pytest.raises(VectorColumnError, match="--resize"):
-            await fill_vectors(sessions, cipher, "facenet", 128)
-        report = await fill_vectors(sessions, cipher, "facenet", 128, resize=True)
-        assert report.resized
-        assert report.index_built
+            await fill_vectors(
+                create_sessionmaker(engine), EmbeddingCipher.from_setting(DATA_KEY), "facenet", 128
+            )
     finally:
         await engine.dispose()
+    # the command the start-up error names, as an operator runs it
+    env = {
+        **os.environ,
+        "FACESVC_DATABASE_URL": pgvector_url,
+        "FACESVC_ENCRYPTION_KEY": DATA_KEY,
+        "FACESVC_DATA_DIR": str(DATA_DIR),
+    }
+    refused = await cli(["gallery", "pgvector-fill"], env)
+    assert refused.returncode == 2, refused.stderr
+    assert "pass --resize" in refused.stderr
+    resized = await cli(["gallery", "pgvector-fill", "--resize"], env)
+    assert resized.returncode == 0, resized.stderr
+    assert "128-d, resized" in resized.stdout
+    assert "HNSW index built" in resized.stdout
     async with running_app(pgvector_settings(pgvector_url)) as app:
         assert app.state.facesvc.gallery.name == "pgvector"
 
