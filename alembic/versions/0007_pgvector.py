@@ -29,6 +29,9 @@ log = logging.getLogger("alembic.runtime.migration")
 
 COLUMN = "vector"
 INDEX = "ix_faces_vector_hnsw"
+# The faces still without a vector (a backfill's to-do list, counted at each start-up): tiny once
+# the column is filled, so neither needs a scan of the whole table.
+MISSING_INDEX = "ix_faces_vector_missing"
 DEFAULT_DIM = 128
 
 
@@ -65,6 +68,7 @@ def upgrade() -> None:
         return
     op.execute(f"ALTER TABLE faces ADD COLUMN {COLUMN} vector({_dimension()})")
     op.execute(f"CREATE INDEX {INDEX} ON faces USING hnsw ({COLUMN} vector_ip_ops)")
+    op.execute(f"CREATE INDEX {MISSING_INDEX} ON faces (model_name, id) WHERE {COLUMN} IS NULL")
 
 
 def downgrade() -> None:
@@ -72,5 +76,6 @@ def downgrade() -> None:
     if bind.dialect.name != "postgresql":
         return
     # The extension stays: other tables may use it, and dropping it needs more rights.
+    op.execute(f"DROP INDEX IF EXISTS {MISSING_INDEX}")
     op.execute(f"DROP INDEX IF EXISTS {INDEX}")
     op.execute(f"ALTER TABLE faces DROP COLUMN IF EXISTS {COLUMN}")

@@ -385,6 +385,7 @@ class LivenessFrame(Base):
 # (facesvc.repositories.face_vectors), so it is not mapped: the ORM works without it.
 PGVECTOR_COLUMN = "vector"
 PGVECTOR_INDEX = "ix_faces_vector_hnsw"
+PGVECTOR_MISSING_INDEX = "ix_faces_vector_missing"  # partial: faces with no vector yet
 
 
 def include_in_autogenerate(
@@ -394,4 +395,4 @@ def include_in_autogenerate(
     its index, which only some databases have."""
     if type_ == "column" and name == PGVECTOR_COLUMN:
         return getattr(getattr(obj, "table", None), "name", None) != "faces"
-    return not (type_ == "index" and name == PGVECTOR_INDEX)
+    return not (type_ == "index" and name in (PGVECTOR_INDEX, PGVECTOR_MISSING_INDEX))

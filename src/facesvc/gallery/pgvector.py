@@ -26,10 +26,10 @@ from facesvc.security.crypto import EmbeddingCipher
 # The candidate pool one search asks the index for (best face per user is taken from it).
 POOL_PER_RESULT = 8
 MIN_POOL = 32
-# Counting a tenant's faces scans them: from this many on, a count is reused for a few
-# seconds (the 1:N threshold moves with log N, a few seconds' enrolments do not change it).
+# Counting a tenant's faces scans them: from this many on, a count is reused for half a
+# minute (the 1:N threshold moves with log N: half a minute's enrolments do not change it).
 COUNT_CACHE_FROM = 1_000
-COUNT_CACHE_S = 5.0
+COUNT_CACHE_S = 30.0
 FILL_HINT = "`facesvc gallery pgvector-fill`"
 
 
