@@ -2,7 +2,7 @@
 identify latency and recall@1 against exact search, and throughput at concurrency 8.
 
     .venv/bin/python bench/gallery_pgvector.py [--sizes 10000 100000] [--queries 200]
-        [--ef-search 100 200 400] [--url postgresql+asyncpg://...]
+        [--ef-search 100 200 400] [--serve-workers 2] [--url postgresql+asyncpg://...]
         [--out bench/results/gallery_pgvector.json]
 
 Without ``--url`` it starts a throwaway PostgreSQL with pgvector the way the tests do
@@ -16,7 +16,8 @@ code) with the index dropped, then the HNSW index is built once (timed apart). T
 90% and 10% of the faces, so the small tenant's searches show what the filter costs. Queries go
 through ``PgVectorGallery.search`` as identify calls it (one SQL query + the tenant's count);
 probes are noisy copies (cosine ~0.87) of enrolled vectors; recall@1 is measured against exact
-search over the same tenant (numpy) and against the probe's true user.
+search over the same tenant (numpy) and against the probe's true user. Then ``facesvc serve``
+(2 workers) starts on the filled database: ready time and RSS, which must not grow with N.
 """
 
 from __future__ import annotations
@@ -55,9 +56,9 @@ def unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
-async def fill(url: str, size: int, rng: np.random.Generator) -> dict[str, Any]:
+async def fill(url: str, size: int, rng: np.random.Generator, data_key: str) -> dict[str, Any]:
     """Users, sealed faces (as enrolment stores them), then faces.vector and its index."""
-    cipher = EmbeddingCipher.from_setting(generate_data_key("bench"))
+    cipher = EmbeddingCipher.from_setting(data_key)
     vectors = unit(rng.normal(size=(size, DIM)).astype(np.float32))
     users = [uuid.uuid4() for _ in range(size // 2)]
     user_of = np.repeat(np.arange(len(users)), 2)[:size]
@@ -208,19 +209,41 @@ async def search(
     return result
 
 
+def serve(url: str, data_key: str, workers: int) -> dict[str, Any]:
+    """``facesvc serve --workers N`` with the pgvector backend on the filled database: seconds
+    from spawn to the first /readyz 200, and the RSS of the whole process tree then."""
+    import tempfile
+
+    from tests.support.procfs import process_tree_rss_kib
+    from tests.support.server_process import ServerProcess
+
+    env = {"FACESVC_GALLERY_BACKEND": "pgvector", "FACESVC_ENCRYPTION_KEY": data_key}
+    with (
+        tempfile.TemporaryDirectory() as logs,
+        ServerProcess(url, Path(logs), env=env, workers=workers) as server,
+    ):
+        ready_s = time.perf_counter() - server.started_at
+        time.sleep(5)  # every worker past its start-up, not only the one that answered
+        rss = process_tree_rss_kib(server.pid)
+    return {"workers": workers, "ready_s": ready_s, "rss_mib": rss / 1024}
+
+
 async def measure(
-    url_for: Any, sizes: list[int], queries: int, ef_values: list[int]
+    url_for: Any, sizes: list[int], queries: int, ef_values: list[int], workers: int
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng(0)
+    data_key = generate_data_key("bench")
     out = []
     for size in sizes:
         url = url_for()
         await upgrade_async(url)
-        filled = await fill(url, size, rng)
+        filled = await fill(url, size, rng, data_key)
         data = filled.pop("_data")
         row = {"faces": size, **filled}
         for ef in ef_values:
             row[f"ef_search_{ef}"] = await search(url, data, queries, rng, ef)
+        if workers:
+            row["serve"] = await asyncio.to_thread(serve, url, data_key, workers)
         print(json.dumps(row, indent=1), flush=True)
         out.append(row)
     return out
@@ -231,6 +254,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--ef-search", type=int, nargs="+", default=[100, 200, 400])
+    parser.add_argument(
+        "--serve-workers",
+        type=int,
+        default=2,
+        help="also start `facesvc serve` with this many workers on each filled database and "
+        "record its ready time and RSS (0: skip)",
+    )
     parser.add_argument("--url", help="an empty PostgreSQL database with pgvector available")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/gallery_pgvector.json")
     args = parser.parse_args()
@@ -240,7 +270,11 @@ def main() -> None:
     info["cpu_model"] = cpu_model()
     info["cpu_flags_all"] = sorted(cpu_flags())
     if args.url:
-        rows = asyncio.run(measure(lambda: args.url, args.sizes[:1], args.queries, args.ef_search))
+        rows = asyncio.run(
+            measure(
+                lambda: args.url, args.sizes[:1], args.queries, args.ef_search, args.serve_workers
+            )
+        )
         server = "given"
     else:
         from tests.support.pg import find_pgvector_bin, running_server
@@ -255,6 +289,7 @@ def main() -> None:
                     args.sizes,
                     args.queries,
                     args.ef_search,
+                    args.serve_workers,
                 )
             )
         server = str(bin_dir)
