@@ -117,7 +117,7 @@ class AppState:
 
     async def _models_usable(self) -> bool:
         await self.models_ready.wait()
-        return self.registry.ready
+        return self.models_error is None and self.registry.ready
 
     async def store_bootstrap_key(self) -> None:
         """FACESVC_BOOTSTRAP_API_KEY becomes the first admin key when there is none yet."""
@@ -236,6 +236,19 @@ def build_state(settings: Settings) -> AppState:
         ann_min_size=settings.gallery_ann_min_size,
     )
     sessionmaker = create_sessionmaker(engine)
+    gallery: Gallery
+    if settings.gallery_backend == "pgvector":
+        from facesvc.gallery.pgvector import PgVectorGallery
+
+        gallery = PgVectorGallery(
+            cipher,
+            sessionmaker,
+            settings.database_url,
+            registry.embedder_spec.embedding_space,
+            ef_search=settings.gallery_pgvector_ef_search,
+        )
+    else:
+        gallery = GallerySync(index, cipher, sessionmaker, settings.gallery_backend)
     return AppState(
         settings=settings,
         engine=engine,
@@ -243,7 +256,7 @@ def build_state(settings: Settings) -> AppState:
         registry=registry,
         pipeline=pipeline,
         analysis=FaceAnalysisService(pipeline, settings.enrol_second_face_ratio),
-        gallery=GallerySync(index, cipher, sessionmaker, settings.gallery_backend),
+        gallery=gallery,
         cipher=cipher,
         callers=CallerCache(KeyChangeStamp.for_database(settings.database_url)),
         liveness=liveness,

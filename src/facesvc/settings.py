@@ -154,11 +154,20 @@ class Settings(BaseSettings):
     queue_max_items: int = Field(
         default=256, ge=1, description="Items queued per model before requests get 503"
     )
-    gallery_backend: Literal["exact", "ivf", "hnsw"] = Field(
+    gallery_backend: Literal["exact", "ivf", "hnsw", "pgvector"] = Field(
         default="exact",
         description="1:N search: exact matrix product, or FAISS IVF-Flat or HNSW candidates "
         "rescored exactly (needs facesvc[ann]; used from gallery_ann_min_size faces; ivf for "
-        "large galleries: builds in seconds at 1e6 faces)",
+        "large galleries: builds in seconds at 1e6 faces); or pgvector: the vectors stay in "
+        "PostgreSQL (faces.vector, migration 0007, needs the pgvector extension) and each "
+        "search is one SQL query, so workers and replicas keep no gallery",
+    )
+    gallery_pgvector_ef_search: int = Field(
+        default=200,
+        ge=10,
+        le=1000,
+        description="pgvector backend: HNSW candidate list per search (hnsw.ef_search; at "
+        "least the candidate pool of 8 per result asked): more is slower and closer to exact",
     )
     gallery_ivf_nprobe: int = Field(
         default=64,

@@ -38,7 +38,8 @@ async def livez() -> LiveResponse:
 )
 async def readyz(state: StateDep) -> ReadyResponse:
     models = [ModelStatus(**vars(m)) for m in state.registry.info()]
-    if not state.registry.ready:
+    # models_error: a start-up step after the models failed too (e.g. the gallery's check)
+    if state.models_error or not state.registry.ready:
         detail = state.models_error or "models are still loading"
         raise NotReadyError(
             detail, headers={"Retry-After": "5"}, models=[m.model_dump() for m in models]
