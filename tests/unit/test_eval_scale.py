@@ -40,9 +40,7 @@ def test_rates_match_a_simulation_of_galleries() -> None:
 
 def test_larger_galleries_raise_the_bar_until_the_data_runs_out() -> None:
     calibration, _, _ = synthetic()
-    rows = identification_at_scale(calibration, 0.3, sizes=(10, 1_000, 100_000, 10_000_000))[
-        "rows"
-    ]
+    rows = identification_at_scale(calibration, 0.3, sizes=(10, 1_000, 100_000, 10_000_000))["rows"]
     thresholds = [r["threshold"] for r in rows]
     assert thresholds == sorted(thresholds)
     for row in rows:

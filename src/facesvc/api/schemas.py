@@ -559,6 +559,17 @@ class ReadyResponse(BaseModel):
         "until `facesvc reembed` recomputes them",
         examples=[0],
     )
+    gallery_backend: str = Field(
+        default="exact",
+        description="Where 1:N searches run (FACESVC_GALLERY_BACKEND): in this process "
+        "(exact, ivf, hnsw) or in PostgreSQL (pgvector)",
+        examples=["pgvector"],
+    )
+    gallery_faces: int | None = Field(
+        default=None,
+        description="Faces this worker holds for 1:N (null: the database holds them)",
+        examples=[1000],
+    )
 
 
 class LiveResponse(BaseModel):

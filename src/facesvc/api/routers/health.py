@@ -51,6 +51,8 @@ async def readyz(state: StateDep) -> ReadyResponse:
         database="ok",
         models=models,
         faces_needing_reembed=sum(state.stale_faces.values()),
+        gallery_backend=state.gallery.name,
+        gallery_faces=state.gallery.size(),
         worker=_worker_status(state.settings.workers, state.settings.inference_threads),
     )
 
