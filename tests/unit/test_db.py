@@ -38,27 +38,35 @@ from facesvc.db.migrate import (
     upgrade,
     upgrade_async,
 )
-from facesvc.db.models import DEFAULT_TENANT_ID, Face
+from facesvc.db.models import DEFAULT_TENANT_ID, Face, include_in_autogenerate
 from facesvc.errors import DuplicateExternalIdError
 from facesvc.repositories import FaceRepository, UserRepository
 from facesvc.security.crypto import EmbeddingCipher
-from tests.support.pg import postgres_server, postgres_url  # noqa: F401  (fixtures)
+from tests.support.pg import (  # noqa: F401  (fixtures)
+    pgvector_server,
+    pgvector_url,
+    postgres_server,
+    postgres_url,
+)
 
 MODEL = "facenet"
 VERSION = "1"
 DIM = 128
 
-HEAD = "0007"  # the newest migration
+HEAD = "0008"  # the newest migration
 TENANT = DEFAULT_TENANT_ID
 CLEAR = EmbeddingCipher(None)  # dev mode: blobs stored as they are (encryption: below)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "pgvector"])
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """An empty database; the SQLite file sits in a folder that does not exist yet."""
+    """An empty database; the SQLite file sits in a folder that does not exist yet. PostgreSQL
+    twice: Debian's server (no pgvector on Debian 12) and one with pgvector (migration 0007
+    adds faces.vector there)."""
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'var' / 'facesvc.db'}"
-    url: str = request.getfixturevalue("postgres_url")
+    fixture = "postgres_url" if request.param == "postgresql" else "pgvector_url"
+    url: str = request.getfixturevalue(fixture)
     return url
 
 
@@ -140,7 +148,10 @@ async def test_migrations_create_the_schema_on_an_empty_database(database_url: s
         "audit_events",
         "alembic_version",
     } <= schema.tables
-    assert schema.indexes == {
+    indexes = dict(schema.indexes)
+    for name in ("ix_faces_vector_hnsw", "ix_faces_vector_missing"):  # pgvector only (below)
+        indexes.pop(name, None)
+    assert indexes == {
         "ix_faces_user_id": ["user_id"],
         "ix_faces_model_name_user_id": ["model_name", "user_id"],
     }
@@ -172,11 +183,49 @@ async def test_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
 
 async def test_migrations_match_the_models(engine: AsyncEngine) -> None:
     def diff(conn: Connection) -> list[object]:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        ctx = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_object": include_in_autogenerate}
+        )
         return list(compare_metadata(ctx, Base.metadata))
 
     async with engine.connect() as conn:
         assert await conn.run_sync(diff) == []
+
+
+async def _vector_column(url: str) -> tuple[bool, int | None, bool]:
+    """(pgvector available to this database, faces.vector's size or None, index present)."""
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            if conn.dialect.name != "postgresql":
+                columns = await conn.run_sync(lambda c: inspect(c).get_columns("faces"))
+                assert "vector" not in {c["name"] for c in columns}
+                return False, None, False
+            available = await conn.scalar(
+                text("SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'")
+            )
+            dim = await conn.scalar(
+                text(
+                    "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'faces'::regclass "
+                    "AND attname = 'vector' AND NOT attisdropped"
+                )
+            )
+            indexed = await conn.scalar(text("SELECT to_regclass('ix_faces_vector_hnsw')"))
+            return bool(available), dim, indexed is not None
+    finally:
+        await engine.dispose()
+
+
+async def test_0007_adds_the_vector_column_only_where_pgvector_is(database_url: str) -> None:
+    """SQLite and PostgreSQL without pgvector: 0007 and its downgrade change nothing. With
+    pgvector: faces.vector (128-d by default) and its HNSW index, gone after a downgrade."""
+    await upgrade_async(database_url)
+    available, dim, indexed = await _vector_column(database_url)
+    assert (dim, indexed) == ((128, True) if available else (None, False))
+    await downgrade_async(database_url, "0006")
+    assert (await _vector_column(database_url))[1:] == (None, False)
+    await upgrade_async(database_url)
+    assert (await _vector_column(database_url))[1] == (128 if available else None)
 
 
 def test_sync_upgrade_runs_outside_an_event_loop(sqlite_url: str) -> None:
@@ -633,3 +682,32 @@ def _uuid_param(url: str, value: uuid.UUID, name: str = "id") -> object:
     from sqlalchemy import bindparam
 
     return bindparam(name, value.hex if url.startswith("sqlite") else value)
+
+
+async def test_0007_without_the_right_to_create_the_extension_is_a_no_op(
+    pgvector_url: str,  # noqa: F811
+) -> None:
+    """pgvector is not a trusted extension: a database owner who is not a superuser cannot
+    create it, so 0007 leaves the schema alone; once a superuser has created it, re-running
+    0007 (downgrade to 0006, upgrade) adds the column."""
+    role = f"owner_{uuid.uuid4().hex[:8]}"
+    database = pgvector_url.rsplit("/", 1)[1]
+    admin = create_engine(pgvector_url)
+    try:
+        async with admin.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(f"CREATE ROLE {role} LOGIN NOSUPERUSER"))
+            await conn.execute(text(f"ALTER DATABASE {database} OWNER TO {role}"))
+            await conn.execute(text(f"GRANT ALL ON SCHEMA public TO {role}"))
+        owner_url = pgvector_url.replace("://postgres@", f"://{role}@")
+        await upgrade_async(owner_url)
+        assert await current_async(owner_url) == HEAD
+        assert (await _vector_column(owner_url))[1] is None
+        async with admin.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text("CREATE EXTENSION vector"))
+        await downgrade_async(owner_url, "0006")
+        await upgrade_async(owner_url)
+        assert (await _vector_column(owner_url))[1:] == (128, True)
+    finally:
+        await admin.dispose()

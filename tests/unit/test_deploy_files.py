@@ -410,7 +410,7 @@ def test_compose_services(compose: dict[str, Any]) -> None:
 
 def test_compose_db(compose: dict[str, Any]) -> None:
     db = service(compose, "db")
-    assert db["image"] == "${POSTGRES_IMAGE:-postgres:16-alpine}"  # official unless told
+    assert db["image"] == "${POSTGRES_IMAGE:-pgvector/pgvector:pg17}"  # official unless told
     assert "pg_isready" in " ".join(db["healthcheck"]["test"])
     volumes = [v.split(":")[0] for v in db["volumes"]]
     assert volumes, "the database needs a volume"

@@ -75,8 +75,9 @@ def refuse_if_start_up_failed(state: AppState) -> None:
 
 
 async def models_ready(state: StateDep) -> AppState:
+    # a step after the models can fail too (the gallery backend's check): no model routes then
+    refuse_if_start_up_failed(state)
     if not state.registry.ready:
-        refuse_if_start_up_failed(state)
         raise ModelsLoadingError("models are still loading")
     return state
 

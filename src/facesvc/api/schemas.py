@@ -455,6 +455,13 @@ class Candidate(BaseModel):
     probability: float | None = Field(
         default=None, description="Calibrated probability of the same person", examples=[0.99]
     )
+    false_match_rate: float | None = Field(
+        default=None,
+        description="Expected chance that an unknown person scores at least this similarity "
+        "against a gallery of this size (from the calibration): what accepting this candidate "
+        "would risk",
+        examples=[0.0004],
+    )
 
 
 class IdentifyResponse(BaseModel):
@@ -477,6 +484,11 @@ class IdentifyResponse(BaseModel):
     )
     candidates: list[Candidate] = Field(description="One entry per user, best first")
     box: BoxOut
+    mode: Literal["decide", "review"] = Field(
+        default="decide",
+        description="`decide`: `match` is the automatic decision; `review`: candidates ranked "
+        "for a person to review, no automatic decision (`match` is always null)",
+    )
 
 
 class CompareResponse(MatchScore):
@@ -546,6 +558,17 @@ class ReadyResponse(BaseModel):
         description="Stored faces embedded by another model (a model change): not matched "
         "until `facesvc reembed` recomputes them",
         examples=[0],
+    )
+    gallery_backend: str = Field(
+        default="exact",
+        description="Where 1:N searches run (FACESVC_GALLERY_BACKEND): in this process "
+        "(exact, ivf, hnsw) or in PostgreSQL (pgvector)",
+        examples=["pgvector"],
+    )
+    gallery_faces: int | None = Field(
+        default=None,
+        description="Faces this worker holds for 1:N (null: the database holds them)",
+        examples=[1000],
     )
 
 

@@ -27,6 +27,22 @@ def db_upgrade(
     typer.echo(f"database at revision {current(settings.database_url)}")
 
 
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision (e.g. 0006)")],
+) -> None:
+    """Undo migrations down to REVISION (e.g. `0006`, then `upgrade` to re-run 0007 once
+    pgvector is installed)."""
+    from facesvc.db.migrate import current, downgrade
+
+    settings = Settings()
+    try:
+        downgrade(settings.database_url, revision)
+    except Exception as exc:
+        raise fail(f"downgrade failed: {exc}") from exc
+    typer.echo(f"database at revision {current(settings.database_url)}")
+
+
 @db_app.command("current")
 def db_current() -> None:
     """Print the database's current revision."""

@@ -293,6 +293,36 @@ def eval_calibrate(
     _report(summary, result, calibration_summary_line(result), written=f"{target}, {summary}")
 
 
+@eval_app.command("scale")
+def eval_scale(
+    embedder: EmbedderOption = None,
+    far: Annotated[
+        float, typer.Option(min=1e-6, max=0.5, help="FPIR target (FACESVC_IDENTIFY_FAR)")
+    ] = 0.01,
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("docs/eval/identify_scale.json"),
+    calibration_file: CalibrationOption = None,
+) -> None:
+    """1:N by gallery size (1e3..1e7 faces) from the embedder's score calibration: the
+    threshold that keeps FPIR at FAR, the FPIR actually kept, expected DIR, rank-1 and rank-10.
+
+    No model is loaded: the LFW score distributions in the calibration answer it.
+    """
+    from facesvc.evaluation.scale import identification_at_scale, scale_summary_line
+    from facesvc.inference.manifest import Manifest
+
+    settings = _settings(None, embedder)
+    calibration = _load_calibration(settings, calibration_file)
+    if calibration is None:
+        raise fail("no score calibration: run `facesvc eval calibrate` first", 2)
+    spec = Manifest.load(settings.manifest_path).get(settings.embedder, "embedder")
+    threshold = settings.match_threshold
+    if threshold is None:
+        threshold = spec.threshold if spec.threshold is not None else -1.0
+    result = identification_at_scale(calibration, threshold, far)
+    result["command"] = _command("scale")
+    _report(output, result, scale_summary_line(result))
+
+
 @eval_app.command("landmarks")
 def eval_landmarks(
     limit: Annotated[

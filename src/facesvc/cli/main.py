@@ -12,6 +12,7 @@ from facesvc.cli.bench import bench_app
 from facesvc.cli.db import db_app
 from facesvc.cli.enrol import enrol, reembed
 from facesvc.cli.eval import eval_app
+from facesvc.cli.gallery import gallery_app
 from facesvc.cli.keys import keys_app
 from facesvc.cli.models import models_app
 from facesvc.cli.serve import openapi, serve
@@ -28,6 +29,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")  # API keys, data keys, rotate-data
+app.add_typer(gallery_app, name="gallery")  # pgvector-fill
 app.add_typer(eval_app, name="eval")  # facesvc eval lfw | identify | landmarks | detect | ...
 app.add_typer(bench_app, name="bench")  # facesvc bench list | run NAME [-- ARGS]
 

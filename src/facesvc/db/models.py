@@ -224,7 +224,7 @@ class GalleryState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
-    # random, set by migration 0007: names this database's shared gallery snapshots
+    # random, set by migration 0008: names this database's shared gallery snapshots
     instance: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
@@ -397,3 +397,21 @@ class LivenessFrame(Base):
     session_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("liveness_sessions.id", ondelete="CASCADE"), nullable=False, index=True
     )
+
+
+# faces.vector (migration 0007, PostgreSQL with pgvector only): the plaintext embedding for
+# FACESVC_GALLERY_BACKEND=pgvector, written and searched with SQL of its own
+# (facesvc.repositories.face_vectors), so it is not mapped: the ORM works without it.
+PGVECTOR_COLUMN = "vector"
+PGVECTOR_INDEX = "ix_faces_vector_hnsw"
+PGVECTOR_MISSING_INDEX = "ix_faces_vector_missing"  # partial: faces with no vector yet
+
+
+def include_in_autogenerate(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """Alembic's comparison of the models with a database leaves out the pgvector column and
+    its index, which only some databases have."""
+    if type_ == "column" and name == PGVECTOR_COLUMN:
+        return getattr(getattr(obj, "table", None), "name", None) != "faces"
+    return not (type_ == "index" and name in (PGVECTOR_INDEX, PGVECTOR_MISSING_INDEX))

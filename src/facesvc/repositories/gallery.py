@@ -26,7 +26,7 @@ class GalleryStateRepository:
         return int(value or 0)
 
     async def instance(self) -> str | None:
-        """This database's random gallery name (migration 0007)."""
+        """This database's random gallery name (migration 0008)."""
         value = await self._session.scalar(
             select(GalleryState.instance).where(GalleryState.id == 1)
         )

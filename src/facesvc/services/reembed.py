@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import session_scope
 from facesvc.errors import ImageError, ServiceError
+from facesvc.repositories.face_vectors import FaceVectors
 from facesvc.repositories.faces import StaleFaces
 from facesvc.repositories.gallery import GalleryStateRepository
 from facesvc.security.crypto import EmbeddingCipher
@@ -57,6 +58,7 @@ async def reembed_stale_faces(
         stale = StaleFaces(session, cipher)
         report.before = await stale.counts(space)
         report.without_crop = await stale.without_crop(space)
+        vector_dim = await _vector_column_dim(session)
     after: uuid.UUID | None = None
     failed_ids: set[uuid.UUID] = set()
     while True:
@@ -80,6 +82,11 @@ async def reembed_stale_faces(
                     await stale.replace_embedding(
                         face_id, outcome.embedding, model_name=space, model_version=version
                     )
+                    if vector_dim is not None:  # faces.vector follows the encrypted column
+                        if vector_dim == outcome.embedding.shape[0]:
+                            await FaceVectors(session).put(face_id, outcome.embedding)
+                        else:  # another size: `facesvc gallery pgvector-fill --resize`
+                            await FaceVectors(session).clear(face_id)
                     report.reembedded += 1
             await GalleryStateRepository(session).bump()
         if progress:
@@ -87,3 +94,11 @@ async def reembed_stale_faces(
     if failed_ids:
         log.warning("%d faces could not be re-embedded from their crops", len(failed_ids))
     return report
+
+
+async def _vector_column_dim(session: AsyncSession) -> int | None:
+    """The size of faces.vector (PostgreSQL with pgvector, migration 0007), None without it."""
+    bind = session.bind
+    if bind is None or bind.dialect.name != "postgresql":
+        return None
+    return (await FaceVectors(session).column()).dimension

@@ -38,7 +38,8 @@ async def livez() -> LiveResponse:
 )
 async def readyz(state: StateDep) -> ReadyResponse:
     models = [ModelStatus(**vars(m)) for m in state.registry.info()]
-    if not state.registry.ready:
+    # models_error: a start-up step after the models failed too (e.g. the gallery's check)
+    if state.models_error or not state.registry.ready:
         detail = state.models_error or "models are still loading"
         raise NotReadyError(
             detail, headers={"Retry-After": "5"}, models=[m.model_dump() for m in models]
@@ -50,6 +51,8 @@ async def readyz(state: StateDep) -> ReadyResponse:
         database="ok",
         models=models,
         faces_needing_reembed=sum(state.stale_faces.values()),
+        gallery_backend=state.gallery.name,
+        gallery_faces=state.gallery.size(),
         worker=_worker_status(state.settings.workers, state.settings.inference_threads),
     )
 

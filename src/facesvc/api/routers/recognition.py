@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Path, Query, UploadFile
 
@@ -99,11 +99,24 @@ async def identify_face(
     top_k: Annotated[int, Query(ge=1, le=100, description="Candidates to return")] = 5,
     far: Far = None,
     liveness_session: LivenessSession = None,
+    mode: Annotated[
+        Literal["decide", "review"] | None,
+        Query(
+            description="`decide` (default: FACESVC_IDENTIFY_MODE): `match` is the automatic "
+            "decision at the calibrated 1:N threshold. `review`: candidates ranked for a person "
+            "to review, each with the false-match risk of accepting it, and no automatic "
+            "decision (`match` null) — for large galleries, where the threshold that keeps "
+            "unknown people out also rejects most genuine probes"
+        ),
+    ] = None,
 ) -> IdentifyResponse:
     """Searches every enrolled user: `match` is the best user's id when their similarity
     clears the threshold, else `null` (an unknown person); `candidates` are best first."""
-    result = await recognition.identify(image, top_k, far, liveness_session)
+    result = await recognition.identify(
+        image, top_k, far, liveness_session, mode or recognition.default_identify_mode
+    )
     return IdentifyResponse(
+        mode=result.mode,
         match=result.match,
         threshold=result.threshold,
         gallery_faces=result.gallery_faces,
@@ -114,6 +127,7 @@ async def identify_face(
                 name=c.name,
                 similarity=round(c.similarity, 6),
                 probability=_rounded(c.probability),
+                false_match_rate=c.false_match_rate,
             )
             for c in result.candidates
         ],

@@ -11,7 +11,7 @@ import math
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -84,6 +84,11 @@ class RankedCandidate:
     similarity: float
     face_id: uuid.UUID
     probability: float | None = None
+    # chance that an unknown person scores this high against a gallery of this size
+    false_match_rate: float | None = None
+
+
+IdentifyMode = Literal["decide", "review"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class Identification:
     box: Box
     gallery_faces: int = 0
     false_match_rate: float | None = None
+    mode: IdentifyMode = "decide"
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,7 @@ class RecognitionPolicy:
     decisions: DecisionPolicy
     lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
     reveal_failed_scores: bool = False
+    identify_mode: IdentifyMode = "decide"
 
 
 class RecognitionService:
@@ -148,6 +155,7 @@ class RecognitionService:
         self.decisions = policy.decisions
         self.lockout = LockoutGuard(sessionmaker, policy.lockout)
         self.reveal_failed_scores = policy.reveal_failed_scores
+        self.default_identify_mode: IdentifyMode = policy.identify_mode
         self.liveness = liveness
 
     @property
@@ -267,7 +275,11 @@ class RecognitionService:
         top_k: int,
         far: float | None = None,
         liveness_session: uuid.UUID | None = None,
+        mode: IdentifyMode = "decide",
     ) -> Identification:
+        """1:N. ``mode="review"`` ranks candidates for a person to review and decides nothing
+        (``match`` stays None): for galleries where the calibrated threshold leaves few genuine
+        probes above it (README: identification at scale)."""
         # A local gallery copy is brought up to date (a short session of its own) while the
         # photo is analysed.
         analysed = asyncio.ensure_future(self.analysis.primary_face(data))
@@ -290,16 +302,16 @@ class RecognitionService:
                 similarity=hit.similarity,
                 face_id=hit.face_id,
                 probability=self.decisions.probability(hit.similarity),
+                false_match_rate=self.decisions.false_match_rate(hit.similarity, gallery_faces),
             )
             for hit in hits
             if hit.user_id in names  # deleted by a transaction the index has not seen yet
         ]
-        match = (
-            candidates[0].user_id if candidates and candidates[0].similarity >= threshold else None
-        )
+        cleared = bool(candidates) and candidates[0].similarity >= threshold
+        match = candidates[0].user_id if cleared and mode == "decide" else None
         await self.audit.record(
             "identify",
-            "match" if match else "unknown",
+            "review" if mode == "review" else ("match" if match else "unknown"),
             user_id=match,
             similarity=candidates[0].similarity if candidates else None,
         )
@@ -310,6 +322,7 @@ class RecognitionService:
             box=probe.face.box,
             gallery_faces=gallery_faces,
             false_match_rate=self.decisions.false_match_rate(threshold, gallery_faces),
+            mode=mode,
         )
 
     async def compare(self, data_a: bytes, data_b: bytes, far: float | None = None) -> Comparison:
