@@ -71,6 +71,9 @@ class AppState:
                 self._loader.cancel()
             await asyncio.gather(self._loader, return_exceptions=True)
         await self.registry.aclose()
+        close_gallery = getattr(self.gallery, "close", None)  # a shared snapshot to let go of
+        if close_gallery is not None:
+            close_gallery()
         await self.engine.dispose()
 
     def _start_job_runner(self) -> None:
@@ -163,7 +166,14 @@ class AppState:
 
     async def load_models(self) -> None:
         try:
-            await self.registry.start()
+            # a gallery that can load without the model (the embedded one) loads meanwhile
+            prepare = getattr(self.gallery, "prepare", None)
+            preparing = asyncio.create_task(prepare(), name="gallery") if prepare else None
+            try:
+                await self.registry.start()
+            finally:
+                if preparing is not None:
+                    await preparing
             calibration = self.registry.calibration  # a missing or bad file fails start-up
             log.info("score calibration: %s", calibration.space if calibration else "none")
             await self._check_embedding_space()
@@ -225,19 +235,31 @@ def build_state(settings: Settings) -> AppState:
     )
     registry = ModelRegistry(settings)
     pipeline = FacePipeline(registry)
-    ann: ANNIndex | None = None
-    if settings.gallery_backend == "hnsw":
-        ann = HNSWIndex(128)  # the embedder's own size once loaded (GalleryIndex.use_dimension)
-    elif settings.gallery_backend == "ivf":
-        ann = IVFIndex(128, nprobe=settings.gallery_ivf_nprobe)
-    index = GalleryIndex(
-        registry.embedder_spec.embedding_space,
-        ann=ann,
-        ann_min_size=settings.gallery_ann_min_size,
-    )
     sessionmaker = create_sessionmaker(engine)
     gallery: Gallery
-    if settings.gallery_backend == "pgvector":
+    if settings.gallery_backend == "embedded":
+        from sqlalchemy.engine import make_url
+
+        from facesvc.db.engine import is_sqlite
+        from facesvc.gallery.lean import LeanGallery, LeanIndex
+
+        url = make_url(settings.database_url)
+        sqlite_path = (
+            url.database if is_sqlite(url) and url.database not in (None, "", ":memory:") else None
+        )
+        gallery = LeanGallery(
+            LeanIndex(
+                registry.embedder_spec.embedding_space,
+                ann_min_size=settings.gallery_ann_min_size,
+                nprobe=settings.gallery_ivf_nprobe,
+            ),
+            cipher,
+            sessionmaker,
+            sqlite_path=sqlite_path,
+            # an in-memory database is private to its process: nothing to share
+            shared_dir=settings.gallery_shared_dir if sqlite_path or not is_sqlite(url) else None,
+        )
+    elif settings.gallery_backend == "pgvector":
         from facesvc.gallery.pgvector import PgVectorGallery
 
         gallery = PgVectorGallery(
@@ -248,6 +270,16 @@ def build_state(settings: Settings) -> AppState:
             ef_search=settings.gallery_pgvector_ef_search,
         )
     else:
+        ann: ANNIndex | None = None
+        if settings.gallery_backend == "hnsw":
+            ann = HNSWIndex(128)  # the embedder's size once loaded (GalleryIndex.use_dimension)
+        elif settings.gallery_backend == "ivf":
+            ann = IVFIndex(128, nprobe=settings.gallery_ivf_nprobe)
+        index = GalleryIndex(
+            registry.embedder_spec.embedding_space,
+            ann=ann,
+            ann_min_size=settings.gallery_ann_min_size,
+        )
         gallery = GallerySync(index, cipher, sessionmaker, settings.gallery_backend)
     return AppState(
         settings=settings,

@@ -154,13 +154,14 @@ class Settings(BaseSettings):
     queue_max_items: int = Field(
         default=256, ge=1, description="Items queued per model before requests get 503"
     )
-    gallery_backend: Literal["exact", "ivf", "hnsw", "pgvector"] = Field(
-        default="exact",
-        description="1:N search: exact matrix product, or FAISS IVF-Flat or HNSW candidates "
-        "rescored exactly (needs facesvc[ann]; used from gallery_ann_min_size faces; ivf for "
-        "large galleries: builds in seconds at 1e6 faces); or pgvector: the vectors stay in "
-        "PostgreSQL (faces.vector, migration 0007, needs the pgvector extension) and each "
-        "search is one SQL query, so workers and replicas keep no gallery",
+    gallery_backend: Literal["embedded", "exact", "ivf", "hnsw", "pgvector"] = Field(
+        default="embedded",
+        description="1:N search: embedded (one snapshot per machine shared by the workers, IVF "
+        "from gallery_ann_min_size faces of a tenant, scores exact), or a copy per worker: "
+        "exact matrix product, or FAISS IVF-Flat or HNSW candidates rescored exactly (needs "
+        "facesvc[ann]); or pgvector: the vectors stay in PostgreSQL (faces.vector, migration "
+        "0007, needs the pgvector extension) and each search is one SQL query, so workers and "
+        "replicas keep no gallery",
     )
     gallery_pgvector_ef_search: int = Field(
         default=200,
@@ -176,7 +177,16 @@ class Settings(BaseSettings):
         "closer to exact",
     )
     gallery_ann_min_size: int = Field(
-        default=20_000, ge=0, description="Gallery size from which the ANN backend is used"
+        default=20_000,
+        ge=0,
+        description="Gallery size (embedded: a tenant's faces) from which IVF/ANN is used",
+    )
+    gallery_shared_dir: Path | None = Field(
+        # a private 0700 folder is made inside it (facesvc.gallery.snapshot.private_folder)
+        default=Path("/dev/shm"),  # noqa: S108
+        description="RAM-backed (tmpfs) directory where the embedded gallery's snapshot is "
+        "shared by the workers of a machine (plaintext vectors: never a disk; removed when "
+        "the last worker stops); unset or not tmpfs: each worker keeps its own",
     )
     sqlite_writer_turns: bool = Field(
         default=False,

@@ -53,7 +53,7 @@ MODEL = "facenet"
 VERSION = "1"
 DIM = 128
 
-HEAD = "0007"  # the newest migration
+HEAD = "0008"  # the newest migration
 TENANT = DEFAULT_TENANT_ID
 CLEAR = EmbeddingCipher(None)  # dev mode: blobs stored as they are (encryption: below)
 
@@ -141,6 +141,7 @@ async def test_migrations_create_the_schema_on_an_empty_database(database_url: s
         "users",
         "faces",
         "gallery_state",
+        "gallery_changes",
         "tenants",
         "api_keys",
         "login_attempts",

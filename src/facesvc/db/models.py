@@ -224,6 +224,25 @@ class GalleryState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    # random, set by migration 0008: names this database's shared gallery snapshots
+    instance: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class GalleryChange(Base):
+    """What gallery version ``version`` changed: ``add`` or ``remove_face`` (the key: the
+    face) or ``remove_user`` (the key: the user). Written in the transaction that bumps the
+    version, so a worker behind replays the changes since its own version (an added face's
+    vector is read from its row) instead of reloading every face. Old rows are pruned; a
+    worker further behind than the log reloads."""
+
+    __tablename__ = "gallery_changes"
+
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    # the face or user id, sealed with the data key like an embedding (the version as
+    # associated data): an erased face's id is not left readable in the log
+    sealed_key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class LoginAttempts(Base):

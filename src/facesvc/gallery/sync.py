@@ -84,7 +84,10 @@ class GallerySync:
         return index
 
     async def _record(self, session: AsyncSession, change: GalleryChange) -> None:
-        version = await GalleryStateRepository(session).bump()
+        state = GalleryStateRepository(session)
+        version = await state.bump()
+        # logged for the embedded backend's workers (a switch of backend keeps the log whole)
+        await state.log_change(version, change.kind, change.key, self._cipher)
         after_commit(session, lambda: self.index.apply(version, change))
 
     async def face_added(

@@ -151,6 +151,33 @@ class FaceRepository:
         matrix = _stack(blobs, [row[4] for row in rows])
         return [row[0] for row in rows], [row[1] for row in rows], [row[2] for row in rows], matrix
 
+    async def embeddings_by_id(
+        self, face_ids: Sequence[uuid.UUID], model_name: str
+    ) -> list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, npt.NDArray[np.float32]]]:
+        """(face id, user id, tenant id, embedding) of those of ``face_ids`` that still exist
+        and come from ``model_name`` (a worker catching up on another worker's enrolments)."""
+        found = []
+        for start in range(0, len(face_ids), _IN_CHUNK):
+            stmt = (
+                select(
+                    Face.id,
+                    Face.user_id,
+                    User.tenant_id,
+                    Face.embedding,
+                    Face.embedding_dim,
+                    Face.key_id,
+                )
+                .join(User, User.id == Face.user_id)
+                .where(Face.id.in_(face_ids[start : start + _IN_CHUNK]))
+                .where(Face.model_name == model_name)
+            )
+            for face_id, user_id, tenant_id, blob, dim, key_id in (
+                await self._session.execute(stmt)
+            ).all():
+                plain = self._cipher.decrypt(blob, key_id, face_id)
+                found.append((face_id, user_id, tenant_id, decode_embeddings([plain], dim)[0]))
+        return found
+
     async def reencrypt_batch(
         self, after: uuid.UUID | None, limit: int
     ) -> tuple[int, uuid.UUID | None]:

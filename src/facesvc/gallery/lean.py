@@ -1,0 +1,688 @@
+"""The ``embedded`` gallery backend (the default): one read-only snapshot per machine that every
+worker maps (facesvc.gallery.snapshot), plus a small private delta per worker.
+
+- Memory: the snapshot holds each face as its vector plus fixed-size ids (about 560 bytes per
+  128-d face, once per machine, in /dev/shm); a worker adds only the changes since that
+  snapshot (its delta: faces added, in chunks of 1,024 rows, and a tombstone per removed face).
+- Growth: an enrolment appends a row to the delta (O(1), no copy of the gallery). When the
+  delta outgrows 5% of the snapshot (at least 20,000 changes), the next refresh builds a new
+  snapshot (or attaches the one another worker built) and the delta starts empty.
+- Workers in step: every change bumps ``gallery_state.version`` and logs what it changed
+  (``gallery_changes``) in its own transaction; a worker behind replays the logged changes
+  (reading the added faces' vectors from their rows) instead of reloading the gallery.
+- Search: one tenant's rows are contiguous in the snapshot. A tenant with fewer than
+  ``ann_min_size`` faces is scored exactly; a larger one through IVF (scan the ``nprobe``
+  cells nearest the probe, of about sqrt(n)). Scores are always exact float32 inner
+  products of the stored vectors (IVF only chooses which rows are scored); best face per user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from facesvc.db.engine import after_commit, session_scope
+from facesvc.gallery.backend import GallerySearch, GalleryStats, Hit
+from facesvc.gallery.index import GalleryChange
+from facesvc.gallery.snapshot import (
+    GalleryRows,
+    Snapshot,
+    SnapshotData,
+    SnapshotStore,
+    attach_snapshot,
+    build_snapshot,
+    on_ram,
+    read_sqlite,
+    uuid_words,
+    with_cells,
+    words_uuid,
+)
+from facesvc.repositories.faces import FaceRepository
+from facesvc.repositories.gallery import CHANGES_KEPT, GalleryStateRepository
+from facesvc.security.crypto import DecryptionError, EmbeddingCipher, EncryptionKeyError
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1_024  # delta rows per chunk: growth never copies what is there
+_NO_TENANT = -1  # a removed delta row's tenant code: no search matches it
+
+
+class LeanIndex:
+    """A snapshot (shared or private) plus this worker's changes since it."""
+
+    def __init__(
+        self,
+        model_name: str,
+        dim: int = 128,
+        ann_min_size: int = 20_000,
+        nprobe: int = 32,
+        compact_after: int = 20_000,
+    ) -> None:
+        self.model_name = model_name
+        self.dim_known = False  # until use_dimension(): a snapshot may tell it (prepare())
+        # private changes before a new snapshot is wanted (and 5% of the snapshot's faces)
+        self.compact_after = compact_after
+        self.dim = dim
+        self.ann_min_size = ann_min_size
+        self.nprobe = nprobe
+        self.snapshot = Snapshot(_empty_data(model_name, dim))
+        self.version = -1  # the gallery version this index reflects; -1: not loaded
+        self.stale = False  # a change arrived out of order: catch up before searching
+        self.reloads = 0
+        self.lock = asyncio.Lock()
+        self._reset_delta()
+
+    def _reset_delta(self) -> None:
+        base = self.snapshot.data
+        self._code_of: dict[uuid.UUID | None, int] = {t: i for i, t in enumerate(base.tenants)}
+        self._dead: npt.NDArray[np.bool_] | None = None  # removed snapshot rows (lazily)
+        self._dead_count = 0
+        self._chunks: list[npt.NDArray[np.float32]] = []
+        self._delta_codes = np.zeros(0, np.int32)
+        self._delta_faces: list[uuid.UUID] = []
+        self._delta_users: list[uuid.UUID] = []
+        self._delta_row: dict[uuid.UUID, int] = {}
+        self._delta_live = 0
+        self._adjust: Counter[int] = Counter()  # faces per tenant code beyond the snapshot's
+
+    # --- state ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.snapshot.data.count - self._dead_count + self._delta_live
+
+    @property
+    def users(self) -> int:
+        return self.snapshot.data.users + len(set(self._delta_users))
+
+    @property
+    def changes(self) -> int:
+        """Changes held privately since the snapshot (adds and removals)."""
+        return len(self._delta_faces) + self._dead_count
+
+    @property
+    def wants_new_snapshot(self) -> bool:
+        return self.changes > max(self.compact_after, self.snapshot.data.count // 20)
+
+    def use_dimension(self, dim: int) -> None:
+        """The loaded embedder's size: from now on every face must have it."""
+        self.dim_known = True
+        if dim <= 0 or dim == self.dim:
+            return
+        if len(self):
+            raise ValueError(f"the gallery holds {self.dim}-d faces; the embedder gives {dim}-d")
+        self.dim = dim
+        self.snapshot.close()
+        self.snapshot = Snapshot(_empty_data(self.model_name, dim))
+        self._reset_delta()
+
+    def attach(self, snapshot: Snapshot) -> None:
+        """Use ``snapshot`` (its version becomes this index's); the delta starts empty."""
+        if not self.dim_known and snapshot.data.count:
+            self.dim = snapshot.data.dim
+        old, self.snapshot = self.snapshot, snapshot
+        if old is not snapshot:
+            old.close()
+        self.version = snapshot.data.version
+        self.stale = False
+        self.reloads += 1
+        self._reset_delta()
+
+    def close(self) -> None:
+        self.snapshot.close()
+
+    # --- changes --------------------------------------------------------------------------
+    def _code(self, tenant_id: uuid.UUID | None) -> int:
+        return self._code_of.setdefault(tenant_id, len(self._code_of))
+
+    def apply(self, version: int, change: tuple[object, ...]) -> None:
+        """Apply one committed change if it is the next version; otherwise catch up first."""
+        if version <= self.version:
+            return  # already seen (a catch-up read it from the log)
+        if version != self.version + 1:
+            self.stale = True
+            return
+        kind, key, user_id, vector, tenant_id = GalleryChange(*change)  # type: ignore[arg-type]
+        if kind == "add" and user_id is not None and vector is not None:
+            self._add(key, user_id, vector, tenant_id)
+        elif kind == "remove_face":
+            self._remove_face(key)
+        elif kind == "remove_user":
+            self._remove_user(key)
+        self.version = version
+
+    def _holds(self, face_id: uuid.UUID) -> bool:
+        if face_id in self._delta_row:
+            return True
+        row = self.snapshot.data.row_of(face_id)
+        return row is not None and not (self._dead is not None and self._dead[row])
+
+    def _add(
+        self,
+        face_id: uuid.UUID,
+        user_id: uuid.UUID,
+        vector: np.ndarray,
+        tenant_id: uuid.UUID | None,
+    ) -> None:
+        if self._holds(face_id):  # a reload that already saw this commit: idempotent
+            return
+        row = len(self._delta_faces)
+        if row == len(self._chunks) * _CHUNK:
+            self._chunks.append(np.zeros((_CHUNK, self.dim), np.float32))
+        if row == len(self._delta_codes):  # small (the delta is bounded): doubling is cheap
+            codes = np.full(max(_CHUNK, 2 * row), _NO_TENANT, np.int32)
+            codes[:row] = self._delta_codes
+            self._delta_codes = codes
+        self._chunks[row // _CHUNK][row % _CHUNK] = vector
+        code = self._code(tenant_id)
+        self._delta_codes[row] = code
+        self._delta_faces.append(face_id)
+        self._delta_users.append(user_id)
+        self._delta_row[face_id] = row
+        self._delta_live += 1
+        self._adjust[code] += 1
+
+    def _remove_delta_row(self, row: int) -> None:
+        code = int(self._delta_codes[row])
+        if code == _NO_TENANT:
+            return
+        self._delta_codes[row] = _NO_TENANT
+        self._delta_live -= 1
+        self._adjust[code] -= 1
+        del self._delta_row[self._delta_faces[row]]
+
+    def _kill_snapshot_rows(self, rows: npt.NDArray[np.intp]) -> None:
+        base = self.snapshot.data
+        if self._dead is None:
+            self._dead = np.zeros(base.count, np.bool_)
+        rows = rows[~self._dead[rows]]
+        if not len(rows):
+            return
+        self._dead[rows] = True
+        self._dead_count += len(rows)
+        for row in rows:  # the row's tenant: the offsets range holding it
+            code = int(np.searchsorted(base.offsets[:, -1], row, side="right"))
+            self._adjust[code] -= 1
+
+    def _remove_face(self, face_id: uuid.UUID) -> None:
+        row = self._delta_row.get(face_id)
+        if row is not None:
+            self._remove_delta_row(row)
+            return
+        base_row = self.snapshot.data.row_of(face_id)
+        if base_row is not None:
+            self._kill_snapshot_rows(np.array([base_row], np.intp))
+
+    def _remove_user(self, user_id: uuid.UUID) -> None:
+        self._kill_snapshot_rows(self.snapshot.data.rows_of_user(user_id))
+        for row, user in enumerate(self._delta_users):
+            if user == user_id:
+                self._remove_delta_row(row)
+
+    # --- search ---------------------------------------------------------------------------
+    def faces_of(self, tenant_id: uuid.UUID | None) -> int:
+        code = self._code_of.get(tenant_id)
+        if code is None:
+            return 0
+        base = self.snapshot.data
+        held = (
+            int(base.offsets[code, -1] - base.offsets[code, 0]) if code < len(base.tenants) else 0
+        )
+        return held + self._adjust[code]
+
+    def _snapshot_candidates(
+        self, base: SnapshotData, codes: list[int], query: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+        rows: list[npt.NDArray[np.intp]] = []
+        scores: list[npt.NDArray[np.float32]] = []
+        centre_scores = None
+        for code in codes:
+            offsets = base.offsets[code]
+            lo, hi = int(offsets[0]), int(offsets[-1])
+            if hi == lo:
+                continue
+            if base.cells == 1 or hi - lo < self.ann_min_size:
+                rows.append(np.arange(lo, hi))
+                scores.append(base.vectors[lo:hi] @ query)
+                continue
+            if centre_scores is None:
+                centre_scores = base.centroids @ query
+                probe = min(self.nprobe, base.cells)
+                cells = np.argpartition(-centre_scores, probe - 1)[:probe]
+            for cell in cells:
+                a, b = int(offsets[cell]), int(offsets[cell + 1])
+                if b > a:
+                    rows.append(np.arange(a, b))
+                    scores.append(base.vectors[a:b] @ query)
+        if not rows:
+            return np.zeros(0, np.intp), np.zeros(0, np.float32)
+        found_rows, found = np.concatenate(rows), np.concatenate(scores)
+        if self._dead is not None and self._dead_count:
+            found[self._dead[found_rows]] = -np.inf
+        return found_rows, found
+
+    def search(
+        self, query: np.ndarray, top_k: int, tenant_id: uuid.UUID | None = None
+    ) -> list[Hit]:
+        """The ``top_k`` users of one tenant by their best face's exact cosine similarity,
+        best first. ``tenant_id`` None searches every tenant (benchmarks and tools)."""
+        if tenant_id is None:
+            codes = list(self._code_of.values())
+        elif tenant_id in self._code_of:
+            codes = [self._code_of[tenant_id]]
+        else:
+            return []
+        query = np.asarray(query, np.float32).reshape(-1)
+        base = self.snapshot.data
+        rows, scores = self._snapshot_candidates(
+            base, [c for c in codes if c < len(base.tenants)], query
+        )
+        count = len(self._delta_faces)
+        if self._delta_live:
+            delta_rows = np.flatnonzero(np.isin(self._delta_codes[:count], codes))
+            if len(delta_rows):
+                delta_scores = np.concatenate([chunk @ query for chunk in self._chunks])
+                rows = np.concatenate([rows, base.count + delta_rows])
+                scores = np.concatenate([scores, delta_scores[delta_rows]])
+        return self._best_per_user(base, rows, scores, top_k)
+
+    def _best_per_user(
+        self,
+        base: SnapshotData,
+        rows: npt.NDArray[np.intp],
+        scores: npt.NDArray[np.float32],
+        top_k: int,
+    ) -> list[Hit]:
+        total = len(rows)
+        if total == 0 or top_k <= 0:
+            return []
+        pool = min(total, max(top_k * 8, 32))
+        while True:
+            # equal scores (the same photo enrolled twice): the later row, the newer face, first
+            if pool < total:
+                picked = np.argpartition(-scores, pool - 1)[:pool]
+                picked = picked[np.lexsort((-rows[picked], -scores[picked]))]
+            else:
+                picked = np.lexsort((-rows, -scores))
+            best: dict[uuid.UUID, Hit] = {}
+            for i in picked:
+                score = float(scores[i])
+                if not np.isfinite(score):
+                    break  # sorted: only removed rows are left
+                row = int(rows[i])
+                if row < base.count:
+                    user, face = words_uuid(base.user_ids[row]), words_uuid(base.face_ids[row])
+                else:
+                    user = self._delta_users[row - base.count]
+                    face = self._delta_faces[row - base.count]
+                if user not in best:
+                    best[user] = Hit(user, face, score)
+                    if len(best) == top_k:
+                        break
+            if len(best) == top_k or pool >= total:
+                return list(best.values())
+            pool = min(total, pool * 4)
+
+
+def _empty_data(model: str, dim: int) -> SnapshotData:
+    return build_snapshot(
+        0,
+        model,
+        dim,
+        np.zeros((0, 2), np.uint64),
+        np.zeros((0, 2), np.uint64),
+        np.zeros(0, np.int32),
+        [],
+        np.zeros((0, dim), np.float32),
+        1,
+    )
+
+
+def rows_from_lists(
+    version: int,
+    face_ids: list[uuid.UUID],
+    user_ids: list[uuid.UUID],
+    tenant_ids: list[uuid.UUID],
+    vectors: npt.NDArray[np.float32],
+) -> GalleryRows:
+    codes: dict[uuid.UUID, int] = {}
+    tenant_of_row = np.fromiter(
+        (codes.setdefault(t, len(codes)) for t in tenant_ids), np.int32, len(tenant_ids)
+    )
+    return GalleryRows(
+        version,
+        uuid_words(face_ids) if face_ids else np.zeros((0, 2), np.uint64),
+        uuid_words(user_ids) if user_ids else np.zeros((0, 2), np.uint64),
+        tenant_of_row,
+        list(codes),
+        vectors,
+    )
+
+
+class LeanGallery:
+    """The ``embedded`` facesvc.gallery.backend.Gallery (see the module docstring)."""
+
+    def __init__(
+        self,
+        index: LeanIndex,
+        cipher: EmbeddingCipher,
+        sessionmaker: async_sessionmaker[AsyncSession] | None = None,
+        *,
+        sqlite_path: str | None = None,
+        shared_dir: Path | None = None,
+        name: str = "embedded",
+    ) -> None:
+        self.index = index
+        self.name = name
+        self._cipher = cipher
+        self._sessionmaker = sessionmaker
+        self._sqlite_path = sqlite_path
+        self._shared_dir = shared_dir
+        self._store: SnapshotStore | None = None
+        # IVF cells are built after the snapshot is in use (the service is ready meanwhile,
+        # searching exactly): the task, and its result where nothing is shared
+        self._cells_task: asyncio.Task[None] | None = None
+        self._pending: Snapshot | None = None
+        if shared_dir is not None and not on_ram(shared_dir):
+            log.warning(
+                "FACESVC_GALLERY_SHARED_DIR=%s is not RAM-backed (tmpfs): the gallery is not "
+                "shared between workers (a plaintext snapshot must not reach a disk)",
+                shared_dir,
+            )
+            self._shared_dir = None
+
+    def _sessions(self) -> async_sessionmaker[AsyncSession]:
+        if self._sessionmaker is None:
+            raise RuntimeError("LeanGallery was built without a sessionmaker")
+        return self._sessionmaker
+
+    def faces(self, session: AsyncSession) -> FaceRepository:
+        return FaceRepository(session, self._cipher)
+
+    async def prepare(self) -> None:
+        """Load the gallery while the models load (start() then only checks the dimension and
+        catches up): at 1e6 faces the snapshot's build overlaps the model's warm-up."""
+        await self.refresh()
+
+    async def start(self, dim: int) -> GalleryStats:
+        self.index.use_dimension(dim)  # refuses a loaded gallery of another size
+        await self.refresh()
+        shared = self.index.snapshot.path
+        log.info(
+            "gallery snapshot: %s (%.0f MiB)",
+            shared if shared is not None else "private to this worker",
+            self.index.snapshot.data.nbytes() / 2**20,
+        )
+        return GalleryStats(self.name, len(self.index), self.index.users)
+
+    async def refresh(self) -> None:
+        async with session_scope(self._sessions()) as session:
+            await self.ensure_current(session)
+
+    async def search(self, query: np.ndarray, top_k: int, tenant_id: uuid.UUID) -> GallerySearch:
+        index = self.index
+        if index.version < 0 or index.stale:
+            await self.refresh()
+        return GallerySearch(index.search(query, top_k, tenant_id), index.faces_of(tenant_id))
+
+    def size(self) -> int | None:
+        return len(self.index)
+
+    def close(self) -> None:
+        """Detach the snapshot and delete those no worker holds (the last worker's stop
+        leaves none in RAM)."""
+        if self._cells_task is not None:
+            self._cells_task.cancel()  # its thread finishes its build; nothing is written after
+        self.index.close()
+        if self._store is not None:
+            self._store.remove_unused(newest=False)  # the last worker leaves nothing behind
+            self._store.remove_lock_if_idle()
+
+    async def ensure_current(self, session: AsyncSession) -> LeanIndex:
+        """Catch up with the database's gallery version: replay the logged changes, or load a
+        snapshot when there is none yet, the log does not reach back far enough, or the
+        private delta has grown too big. ``session`` is committed here."""
+        index = self.index
+        state = GalleryStateRepository(session)
+        current = index.version >= 0 and not index.stale and not index.wants_new_snapshot
+        if current and not self._cells_ready() and await state.version() == index.version:
+            return index
+        await session.commit()
+        async with index.lock:
+            version = await state.version()
+            # the oldest snapshot worth attaching: one the change log can bring up to date
+            reuse_from = version - CHANGES_KEPT // 2
+            if index.version >= 0 and self._cells_ready():
+                reuse_from = index.snapshot.data.version  # the same faces, with IVF cells
+            elif index.version >= 0:
+                if not index.wants_new_snapshot:
+                    if version == index.version and not index.stale:
+                        return index
+                    caught_up = await self._catch_up(session, version)
+                    if caught_up and not index.wants_new_snapshot:
+                        await session.commit()
+                        return index
+                else:
+                    caught_up = True
+                # a gap in the log (a bump without a logged change, e.g. `facesvc reembed`):
+                # only a snapshot newer than this index helps; a big delta: any newer one
+                reuse_from = index.snapshot.data.version + 1 if caught_up else index.version + 1
+            await session.commit()
+            await self._load(session, reuse_from)
+            if not await self._catch_up(session, await state.version()):
+                await session.commit()
+                await self._load(session, None)  # build one at the current version
+                await self._catch_up(session, await state.version())
+            await session.commit()
+        return index
+
+    def _cells_ready(self) -> bool:
+        """Whether IVF cells were built for this worker's snapshot, which has none yet."""
+        data = self.index.snapshot.data
+        if data.cells > 1 or data.count < self.index.ann_min_size:
+            return False
+        if self._pending is not None:
+            return True
+        store = self._store
+        return store is not None and any(
+            cells and version >= data.version for version, cells, _ in store.versions()
+        )
+
+    def _build_cells_later(self, snapshot: Snapshot) -> None:
+        data = snapshot.data
+        if data.cells == 1 and data.count >= max(self.index.ann_min_size, 256):
+            self._cells_task = asyncio.create_task(self._build_cells(data), name="gallery-ivf")
+
+    async def _build_cells(self, data: SnapshotData) -> None:
+        """Build the IVF snapshot of ``data``'s version (once per machine: under the lock,
+        skipped when another worker did); workers attach it at their next refresh."""
+        started = asyncio.get_running_loop().time()
+        store = self._store
+        if store is None:
+            fresh = await asyncio.to_thread(with_cells, data, self.index.ann_min_size)
+            self._pending = Snapshot(fresh)
+        else:
+            lock = store.locked()
+            await asyncio.to_thread(lock.__enter__)
+            try:
+                if any(v == data.version and c for v, c, _ in store.versions()):
+                    return
+                fresh = await asyncio.to_thread(with_cells, data, self.index.ann_min_size)
+                await asyncio.to_thread(_write, store.path_for(data.version, ivf=True), fresh)
+            finally:
+                lock.__exit__(None, None, None)
+        log.info(
+            "gallery IVF cells: %d for %d faces, built in %.1f s after the snapshot",
+            fresh.cells,
+            fresh.count,
+            asyncio.get_running_loop().time() - started,
+        )
+
+    async def _catch_up(self, session: AsyncSession, version: int) -> bool:
+        """Replay the logged changes after this index's version; False if the log has a gap."""
+        index = self.index
+        state = GalleryStateRepository(session)
+        while index.version < version:
+            try:
+                changes = await state.changes_since(index.version, self._cipher)
+            except (DecryptionError, EncryptionKeyError):  # sealed under a retired key
+                return False
+            if not changes or changes[0][0] != index.version + 1:
+                return False
+            added = [key for _, kind, key in changes if kind == "add"]
+            vectors = {
+                face_id: (user_id, tenant_id, vector)
+                for face_id, user_id, tenant_id, vector in await self.faces(
+                    session
+                ).embeddings_by_id(added, index.model_name)
+            }
+            for number, kind, key in changes:
+                if number != index.version + 1:
+                    return False
+                if kind == "add":
+                    if key in vectors:
+                        user_id, tenant_id, vector = vectors[key]
+                        index.apply(number, ("add", key, user_id, vector, tenant_id))
+                    else:  # deleted since, or another model's face: nothing to add
+                        index.version = number
+                else:
+                    index.apply(number, (kind, key))
+        index.stale = False
+        return True
+
+    async def _load(self, session: AsyncSession, reuse_from: int | None) -> None:
+        """Attach the newest snapshot of this gallery if its version is ``reuse_from`` or later
+        (another worker's; None: never), else build one: under the machine's lock, off the
+        event loop."""
+        state = GalleryStateRepository(session)
+        instance = await state.instance()
+        current = await state.version()
+        await session.commit()
+        if self._store is None and self._shared_dir is not None and instance is not None:
+            self._store = SnapshotStore(self._shared_dir, instance, self.index.model_name)
+        store = self._store
+        if store is None:
+            pending, self._pending = self._pending, None
+            if (
+                pending is not None
+                and reuse_from is not None
+                and reuse_from <= pending.data.version <= current
+            ):
+                self.index.attach(pending)
+                return
+            rows = await self._read_rows(session)
+            snapshot = Snapshot(await asyncio.to_thread(self._build, rows))
+            self.index.attach(snapshot)
+            self._build_cells_later(snapshot)
+            return
+        lock = store.locked()
+        await asyncio.to_thread(lock.__enter__)
+        try:
+            usable = [
+                (version, cells, path)
+                for version, cells, path in store.versions()
+                if reuse_from is not None and reuse_from <= version <= current
+            ]
+            built = False
+            if usable:  # the newest; at one version, the one with cells
+                snapshot = await asyncio.to_thread(attach_snapshot, usable[-1][2])
+            else:
+                clock = asyncio.get_running_loop().time
+                began = clock()
+                rows = await self._read_rows(session)
+                read = clock()
+                data = await asyncio.to_thread(self._build, rows)
+                del rows
+                ordered = clock()
+                path = store.path_for(data.version)
+                if not path.exists():
+                    await asyncio.to_thread(_write, path, data)
+                snapshot = await asyncio.to_thread(attach_snapshot, path)
+                built = True
+                log.info(
+                    "gallery snapshot v%d of %d faces built: read and decrypted in %.1f s, "
+                    "ordered in %.1f s, written in %.1f s",
+                    data.version,
+                    data.count,
+                    read - began,
+                    ordered - read,
+                    clock() - ordered,
+                )
+                del data
+            self.index.attach(snapshot)
+        finally:
+            lock.__exit__(None, None, None)
+        await asyncio.to_thread(store.remove_unused, snapshot.path)
+        if built:
+            self._build_cells_later(snapshot)
+
+    async def _read_rows(self, session: AsyncSession) -> GalleryRows:
+        index = self.index
+        if self._sqlite_path is not None:
+            dim = index.dim if index.dim_known else None
+            return await asyncio.to_thread(
+                read_sqlite, self._sqlite_path, index.model_name, dim, self._cipher
+            )
+        # another database: the ORM's read (row by row); the snapshot still saves the copies
+        version = await GalleryStateRepository(session).version()
+        face_ids, user_ids, tenant_ids, matrix = await self.faces(session).all_embeddings(
+            index.model_name
+        )
+        await session.commit()
+        if len(face_ids) and matrix.shape[1] != index.dim and index.dim_known:
+            raise ValueError(
+                f"the gallery holds {matrix.shape[1]}-d faces; the embedder gives {index.dim}-d"
+            )
+        return rows_from_lists(version, face_ids, user_ids, tenant_ids, matrix)
+
+    def _build(self, rows: GalleryRows) -> SnapshotData:
+        """The snapshot without IVF cells (k-means and the assignment of every face, 2/3 of a
+        build at 1e6 faces, follow in the background: _build_cells_later)."""
+        index = self.index
+        dim = rows.vectors.shape[1] if len(rows.vectors) else index.dim
+        return build_snapshot(
+            rows.version,
+            index.model_name,
+            dim,
+            rows.face_ids,
+            rows.user_ids,
+            rows.tenant_of_row,
+            rows.tenants,
+            rows.vectors,
+            ivf_min_size=2**62,
+        )
+
+    async def _record(self, session: AsyncSession, change: GalleryChange) -> None:
+        state = GalleryStateRepository(session)
+        version = await state.bump()
+        await state.log_change(version, change.kind, change.key, self._cipher)
+        after_commit(session, lambda: self.index.apply(version, change))
+
+    async def face_added(
+        self,
+        session: AsyncSession,
+        face_id: uuid.UUID,
+        user_id: uuid.UUID,
+        vector: np.ndarray,
+        model_name: str,
+        tenant_id: uuid.UUID,
+    ) -> None:
+        if model_name == self.index.model_name:
+            await self._record(session, GalleryChange("add", face_id, user_id, vector, tenant_id))
+
+    async def face_removed(self, session: AsyncSession, face_id: uuid.UUID) -> None:
+        await self._record(session, GalleryChange("remove_face", face_id))
+
+    async def user_removed(self, session: AsyncSession, user_id: uuid.UUID) -> None:
+        await self._record(session, GalleryChange("remove_user", user_id))
+
+
+def _write(path: Path, data: SnapshotData) -> None:
+    from facesvc.gallery.snapshot import write_snapshot
+
+    write_snapshot(path, data)
