@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from facesvc.db.engine import after_commit, session_scope
 from facesvc.gallery.backend import GallerySearch, GalleryStats, Hit
 from facesvc.gallery.index import GalleryChange
+from facesvc.gallery.sealed import SealedStore
 from facesvc.gallery.snapshot import (
     GalleryRows,
     Snapshot,
@@ -375,6 +376,7 @@ class LeanGallery:
         *,
         sqlite_path: str | None = None,
         shared_dir: Path | None = None,
+        cache_dir: Path | None = None,
         name: str = "embedded",
     ) -> None:
         self.index = index
@@ -384,6 +386,10 @@ class LeanGallery:
         self._sqlite_path = sqlite_path
         self._shared_dir = shared_dir
         self._store: SnapshotStore | None = None
+        # the snapshot sealed on disk (facesvc.gallery.sealed): a restart decrypts one file
+        self._cache_dir = cache_dir
+        self._sealed: SealedStore | None = None
+        self._seal_tasks: set[asyncio.Task[None]] = set()
         # IVF cells are built after the snapshot is in use (the service is ready meanwhile,
         # searching exactly): the task, and its result where nothing is shared
         self._cells_task: asyncio.Task[None] | None = None
@@ -395,6 +401,8 @@ class LeanGallery:
                 shared_dir,
             )
             self._shared_dir = None
+        if self._shared_dir is None:  # restored only into the RAM-backed shared folder
+            self._cache_dir = None
 
     def _sessions(self) -> async_sessionmaker[AsyncSession]:
         if self._sessionmaker is None:
@@ -513,9 +521,11 @@ class LeanGallery:
                 if any(v == data.version and c for v, c, _ in store.versions()):
                     return
                 fresh = await asyncio.to_thread(with_cells, data, self.index.ann_min_size)
-                await asyncio.to_thread(_write, store.path_for(data.version, ivf=True), fresh)
+                path = store.path_for(data.version, ivf=True)
+                await asyncio.to_thread(_write, path, fresh)
             finally:
                 lock.__exit__(None, None, None)
+            self._seal_later(path, fresh)
         log.info(
             "gallery IVF cells: %d for %d faces, built in %.1f s after the snapshot",
             fresh.cells,
@@ -552,6 +562,7 @@ class LeanGallery:
                         index.version = number
                 else:
                     index.apply(number, (kind, key))
+                    self._erase_sealed()
         index.stale = False
         return True
 
@@ -589,8 +600,15 @@ class LeanGallery:
                 if reuse_from is not None and reuse_from <= version <= current
             ]
             built = False
+            restored = None
+            sealed = self._sealed_store(instance)
+            if not usable and sealed is not None and reuse_from is not None:
+                restored = await self._restore(sealed, store, reuse_from, current)
             if usable:  # the newest; at one version, the one with cells
                 snapshot = await asyncio.to_thread(attach_snapshot, usable[-1][2])
+            elif restored is not None:
+                snapshot = await asyncio.to_thread(attach_snapshot, restored)
+                built = True  # its cells follow if it had none
             else:
                 clock = asyncio.get_running_loop().time
                 began = clock()
@@ -604,6 +622,7 @@ class LeanGallery:
                     await asyncio.to_thread(_write, path, data)
                 snapshot = await asyncio.to_thread(attach_snapshot, path)
                 built = True
+                self._seal_later(path, data)
                 log.info(
                     "gallery snapshot v%d of %d faces built: read and decrypted in %.1f s, "
                     "ordered in %.1f s, written in %.1f s",
@@ -620,6 +639,78 @@ class LeanGallery:
         await asyncio.to_thread(store.remove_unused, snapshot.path)
         if built:
             self._build_cells_later(snapshot)
+
+    def _sealed_store(self, instance: str | None) -> SealedStore | None:
+        """The sealed copy on disk (None: no folder, no shared snapshot, or dev mode)."""
+        if self._sealed is None and self._cache_dir is not None and instance is not None:
+            if self._cipher.active_key_id is None:
+                log.info(
+                    "no data key (dev mode): the gallery snapshot is not kept on disk "
+                    "(it would be plaintext); every start reads the faces table"
+                )
+                self._cache_dir = None
+                return None
+            self._sealed = SealedStore(
+                self._cache_dir,
+                instance,
+                self.index.model_name,
+                self._cipher,
+                self._sqlite_path,
+            )
+        return self._sealed
+
+    async def _restore(
+        self, sealed: SealedStore, store: SnapshotStore, reuse_from: int, current: int
+    ) -> Path | None:
+        """Decrypt the sealed snapshot into the shared folder (its path), if usable."""
+        header = await asyncio.to_thread(sealed.header)
+        if header is None:
+            return None
+        began = asyncio.get_running_loop().time()
+        # the name of the snapshot it was sealed from
+        target = store.path_for(header.version, ivf=header.cells > 1)
+        version = await asyncio.to_thread(
+            sealed.restore,
+            target,
+            self.index.dim if self.index.dim_known else None,
+            current,
+            reuse_from,
+        )
+        if version is None:
+            return None
+        log.info(
+            "gallery snapshot v%d restored from %s in %.1f s",
+            version,
+            sealed.path,
+            asyncio.get_running_loop().time() - began,
+        )
+        return target
+
+    def _seal_later(self, path: Path, data: SnapshotData) -> None:
+        """Seal the snapshot at ``path`` to disk in the background (the service is ready)."""
+        sealed = self._sealed
+        if sealed is None:
+            return
+        version, dim, cells = data.version, data.dim, data.cells
+
+        async def seal() -> None:
+            began = asyncio.get_running_loop().time()
+            try:
+                done = await asyncio.to_thread(sealed.write, path, version, dim, cells)
+            except OSError as exc:  # e.g. the snapshot was replaced meanwhile: next time
+                log.warning("gallery snapshot v%d not sealed to disk: %s", version, exc)
+                return
+            if done:
+                log.info(
+                    "gallery snapshot v%d sealed to %s in %.1f s",
+                    version,
+                    sealed.path,
+                    asyncio.get_running_loop().time() - began,
+                )
+
+        task = asyncio.create_task(seal(), name="gallery-seal")
+        self._seal_tasks.add(task)
+        task.add_done_callback(self._seal_tasks.discard)
 
     async def _read_rows(self, session: AsyncSession) -> GalleryRows:
         index = self.index
@@ -661,7 +752,18 @@ class LeanGallery:
         state = GalleryStateRepository(session)
         version = await state.bump()
         await state.log_change(version, change.kind, change.key, self._cipher)
-        after_commit(session, lambda: self.index.apply(version, change))
+        after_commit(session, lambda: self._applied(version, change))
+
+    def _applied(self, version: int, change: GalleryChange) -> None:
+        self.index.apply(version, change)
+        if change.kind != "add":
+            self._erase_sealed()
+
+    def _erase_sealed(self) -> None:
+        """A removal: the sealed file may hold the vector; delete it (and the cache folder's
+        file of this gallery even before this worker opened it)."""
+        if self._sealed is not None:
+            self._sealed.erase()
 
     async def face_added(
         self,
