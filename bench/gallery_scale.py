@@ -194,6 +194,7 @@ def gallery_log(server: ServerProcess) -> list[str]:
 def warm_restart(server: ServerProcess, n: int) -> dict[str, Any]:
     """Stop-then-start: ready from the sealed snapshot (decrypted in bulk, IVF cells with it,
     the enrolments of the run above replayed from the change log)."""
+    server.process = None  # stopped: the same database, port and folder again
     server.start()
     out: dict[str, Any] = {}
     try:

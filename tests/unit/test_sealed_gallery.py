@@ -200,11 +200,15 @@ def test_the_header_binds_model_dimension_and_version(tmp_path: Path) -> None:
 
 
 async def test_erasure_leaves_no_copy_in_the_cache_folder(
-    sessions: async_sessionmaker[AsyncSession], database_url: str, tmp_path: Path
+    sessions: async_sessionmaker[AsyncSession],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Deleting a face unlinks the sealed file at once (its commit); the next start, cold,
-    seals a snapshot without that face; a file written from an older snapshot after the
-    removal is not renamed into place."""
+    """Deleting a face unlinks the sealed file at its commit; the worker then seals its
+    snapshot minus that face (plus its delta) in the background, so the next restart is warm
+    and still without it; a file written from a snapshot older than the removal is refused."""
+    monkeypatch.setattr("facesvc.gallery.lean._RESEAL_DELAY_S", 0.0)
     cipher = EmbeddingCipher.from_setting(generate_data_key())
     path = database_url.split("///", 1)[1]
     cache = tmp_path / "cache"
@@ -214,30 +218,68 @@ async def test_erasure_leaves_no_copy_in_the_cache_folder(
     assert len(sealed_files(cache)) == 1
     old_snapshot = gallery.index.snapshot.path
     assert old_snapshot is not None
+    (extra,) = unit(1)
+    late = await enrol(sessions, gallery, cipher, ada, extra)  # in the delta, not the snapshot
     async with session_scope(sessions) as session:
         face = await FaceRepository(session, cipher).get(ada, faces[3])
         assert face is not None
         await FaceRepository(session, cipher).delete(face)
         await gallery.face_removed(session, faces[3])
-    assert sealed_files(cache) == []
+    assert sealed_files(cache) == []  # at once, before any rewrite
     assert_nowhere(cache, vectors[3], cipher)
     # a seal of the snapshot from before the removal (a slow writer): refused
     sealed = gallery._sealed
     assert sealed is not None
     data = gallery.index.snapshot.data
+    assert data.version < gallery.index.version
     assert not sealed.write(old_snapshot, data.version, data.dim, data.cells)
     del data  # the arrays map the snapshot (and hold its lock) until they are gone
     assert sealed_files(cache) == []
+    assert gallery._reseal_task is not None
+    await gallery._reseal_task
+    assert len(sealed_files(cache)) == 1  # rewritten without the face
+    assert_nowhere(cache, vectors[3], cipher)
+    with pytest.raises(AssertionError, match="decrypts to the vector"):
+        assert_nowhere(cache, vectors[4], cipher)  # the check finds a face still there
     gallery.close()
 
     gallery = worker(sessions, cipher, path, cache)
     await gallery.start(128)
-    assert len(gallery.index) == FACES - 1
-    await settle(gallery)
-    assert len(sealed_files(cache)) == 1
-    assert_nowhere(cache, vectors[3], cipher)
-    with pytest.raises(AssertionError, match="decrypts to the vector"):
-        assert_nowhere(cache, vectors[4], cipher)  # the check finds a face still there
+    index = gallery.index
+    assert index.snapshot.data.cells > 1  # warm: restored, cells kept
+    assert len(index) == FACES  # 400 - 1 + 1
+    assert index.search(extra, 1, TENANT)[0].face_id == late
+    assert all(h.face_id != faces[3] for h in index.search(vectors[3], 5, TENANT))
+    for row in range(0, FACES, 41):
+        if row != 3:
+            assert index.search(vectors[row], 1, TENANT)[0].face_id == faces[row]
+    gallery.close()
+
+
+async def test_deleting_a_user_erases_the_sealed_copy_of_each_face(
+    sessions: async_sessionmaker[AsyncSession],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("facesvc.gallery.lean._RESEAL_DELAY_S", 0.0)
+    cipher = EmbeddingCipher.from_setting(generate_data_key())
+    path = database_url.split("///", 1)[1]
+    cache = tmp_path / "cache"
+    ada, _, vectors = await seeded(sessions, cipher, path, cache)
+    gallery = worker(sessions, cipher, path, cache)
+    await gallery.start(128)
+    async with session_scope(sessions) as session:
+        user = await UserRepository(session, TENANT).get(ada)
+        assert user is not None
+        await UserRepository(session, TENANT).delete(user)
+        await gallery.user_removed(session, ada)
+    assert sealed_files(cache) == []
+    assert gallery._reseal_task is not None
+    await gallery._reseal_task
+    for v in vectors[::50]:
+        assert_nowhere(cache, v, cipher)
+    assert len(gallery.index) == 0
     gallery.close()
 
 

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +46,7 @@ from facesvc.gallery.snapshot import (
     read_sqlite,
     uuid_words,
     with_cells,
+    without_removed,
     words_uuid,
 )
 from facesvc.repositories.faces import FaceRepository
@@ -53,6 +57,7 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 1_024  # delta rows per chunk: growth never copies what is there
 _NO_TENANT = -1  # a removed delta row's tenant code: no search matches it
+_RESEAL_DELAY_S = 1.0  # after an erasure, before the sealed snapshot is rewritten
 
 
 class LeanIndex:
@@ -225,6 +230,44 @@ class LeanIndex:
             if user == user_id:
                 self._remove_delta_row(row)
 
+    def live(
+        self,
+    ) -> tuple[
+        SnapshotData,
+        npt.NDArray[np.bool_] | None,
+        list[uuid.UUID | None],
+        tuple[
+            npt.NDArray[np.uint64],
+            npt.NDArray[np.uint64],
+            npt.NDArray[np.int32],
+            npt.NDArray[np.float32],
+        ],
+    ]:
+        """What this index holds now, for facesvc.gallery.snapshot.without_removed: the
+        snapshot, its removed rows and the live delta (copies: small; cheap on the loop)."""
+        count = len(self._delta_faces)
+        live = np.flatnonzero(self._delta_codes[:count] != _NO_TENANT)
+        vectors = (
+            np.concatenate(self._chunks)[:count][live]
+            if count
+            else np.zeros((0, self.dim), np.float32)
+        )
+        faces = uuid_words([self._delta_faces[i] for i in live]) if len(live) else None
+        users = uuid_words([self._delta_users[i] for i in live]) if len(live) else None
+        empty = np.zeros((0, 2), np.uint64)
+        tenants = sorted(self._code_of, key=self._code_of.__getitem__)
+        return (
+            self.snapshot.data,
+            None if self._dead is None else self._dead.copy(),
+            tenants,
+            (
+                empty if faces is None else faces,
+                empty if users is None else users,
+                self._delta_codes[:count][live].copy(),
+                vectors,
+            ),
+        )
+
     # --- search ---------------------------------------------------------------------------
     def faces_of(self, tenant_id: uuid.UUID | None) -> int:
         code = self._code_of.get(tenant_id)
@@ -390,6 +433,8 @@ class LeanGallery:
         self._cache_dir = cache_dir
         self._sealed: SealedStore | None = None
         self._seal_tasks: set[asyncio.Task[None]] = set()
+        self._reseal_task: asyncio.Task[None] | None = None
+        self._reseal_again = False
         # IVF cells are built after the snapshot is in use (the service is ready meanwhile,
         # searching exactly): the task, and its result where nothing is shared
         self._cells_task: asyncio.Task[None] | None = None
@@ -758,6 +803,55 @@ class LeanGallery:
         self.index.apply(version, change)
         if change.kind != "add":
             self._erase_sealed()
+            self._reseal_later()
+
+    def _reseal_later(self) -> None:
+        """After an erasure (the file is gone): seal this worker's snapshot minus its removed
+        rows, plus its delta, in the background, so the next restart is warm again; a burst of
+        erasures makes one rewrite (and one more for those during it)."""
+        if self._sealed is None or self._store is None:
+            return
+        if self._reseal_task is not None and not self._reseal_task.done():
+            self._reseal_again = True
+            return
+        self._reseal_task = asyncio.create_task(self._reseal(), name="gallery-reseal")
+
+    async def _reseal(self) -> None:
+        sealed, store = self._sealed, self._store
+        if sealed is None or store is None:
+            return
+        self._reseal_again = True
+        while self._reseal_again:
+            self._reseal_again = False
+            await asyncio.sleep(_RESEAL_DELAY_S)  # lets a burst of erasures gather
+            index = self.index
+            if index.stale or index.version < 0:
+                return  # behind: the next snapshot build seals
+            version = index.version
+            data, dead, tenants, added = index.live()
+            if any(t is None for t in tenants):
+                return  # a change without a tenant (tools): nothing to seal it under
+            began = asyncio.get_running_loop().time()
+
+            try:
+                done = await asyncio.to_thread(
+                    _seal_live,
+                    sealed,
+                    store.directory
+                    / f"{store.prefix}-reseal-{os.getpid()}-{secrets.token_hex(4)}.tmp",
+                    without_removed,
+                    (data, dead, version, [t for t in tenants if t is not None], added),
+                )
+            except OSError as exc:
+                log.warning("gallery snapshot v%d not resealed: %s", version, exc)
+                return
+            del data, dead, added
+            if done:
+                log.info(
+                    "gallery snapshot v%d resealed after an erasure in %.1f s",
+                    version,
+                    asyncio.get_running_loop().time() - began,
+                )
 
     def _erase_sealed(self) -> None:
         """A removal: the sealed file may hold the vector; delete it (and the cache folder's
@@ -782,6 +876,21 @@ class LeanGallery:
 
     async def user_removed(self, session: AsyncSession, user_id: uuid.UUID) -> None:
         await self._record(session, GalleryChange("remove_user", user_id))
+
+
+def _seal_live(
+    sealed: SealedStore,
+    tmp: Path,
+    compact: Callable[..., SnapshotData],
+    args: tuple[object, ...],
+) -> bool:
+    """Build the snapshot ``compact(*args)``, write it to ``tmp`` (RAM) and seal it."""
+    fresh = compact(*args)
+    try:
+        _write(tmp, fresh)
+        return sealed.write(tmp, fresh.version, fresh.dim, fresh.cells)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write(path: Path, data: SnapshotData) -> None:

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -188,8 +189,9 @@ class SealedStore:
         header = SealedHeader(
             self.instance, self.model, dim, version, cells, key_id, chunks, plain_bytes, raw
         )
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # one name per writer: two seals of one process may overlap (after a build, a reseal)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as out, snapshot_file.open("rb") as source:
                 out.write(MAGIC + len(raw).to_bytes(8, "little") + raw)
@@ -256,7 +258,7 @@ class SealedStore:
             handle = self.path.open("rb")
         except FileNotFoundError:
             return None
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
             with handle:
                 header = _read_header(handle)
