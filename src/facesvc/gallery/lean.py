@@ -10,6 +10,10 @@ worker maps (facesvc.gallery.snapshot), plus a small private delta per worker.
 - Workers in step: every change bumps ``gallery_state.version`` and logs what it changed
   (``gallery_changes``) in its own transaction; a worker behind replays the logged changes
   (reading the added faces' vectors from their rows) instead of reloading the gallery.
+- Restarts: each snapshot built (and again with its IVF cells) is sealed to disk under the data
+  key (facesvc.gallery.sealed); a start restores it in bulk and replays the log from its version.
+  A removal unlinks that file at its commit; the removing worker then reseals its snapshot minus
+  the removed rows, plus its delta, in the background.
 - Search: one tenant's rows are contiguous in the snapshot. A tenant with fewer than
   ``ann_min_size`` faces is scored exactly; a larger one through IVF (scan the ``nprobe``
   cells nearest the probe, of about sqrt(n)). Scores are always exact float32 inner
