@@ -166,9 +166,7 @@ class SealedStore:
         key_id = self.cipher.active_key_id
         if key_id is None:
             return False
-        current = self.header()
-        newer = current is not None and (current.version, current.cells > 1) > (version, cells > 1)
-        if current is not None and current.key_id == key_id and newer:
+        if self._has_newer(key_id, version, cells):
             return False
         plain_bytes = snapshot_file.stat().st_size
         chunks = max(1, -(-plain_bytes // CHUNK_BYTES))
@@ -201,8 +199,8 @@ class SealedStore:
                     out.write(sealed)
                 out.flush()
                 os.fsync(out.fileno())
-            with self.locked():
-                if self._removed_since(version):
+            with self.locked():  # again: another seal may have finished meanwhile
+                if self._has_newer(key_id, version, cells) or self._removed_since(version):
                     tmp.unlink()
                     return False
                 os.replace(tmp, self.path)
@@ -216,6 +214,15 @@ class SealedStore:
                 tmp.unlink()
             raise
         return True
+
+    def _has_newer(self, key_id: str, version: int, cells: int) -> bool:
+        """Whether the file in place is newer (a later version, or the same with IVF cells)."""
+        current = self.header()
+        return (
+            current is not None
+            and current.key_id == key_id
+            and (current.version, current.cells > 1) > (version, cells > 1)
+        )
 
     def _removed_since(self, version: int) -> bool:
         """Whether a face or user removal may have been committed after ``version`` (True
