@@ -5,7 +5,11 @@ each), encrypted under the data key exactly like enrolled rows (bulk insert), be
 really enrolled through the API with 3 LFW photos; then ``facesvc serve`` with its defaults
 (one worker per core) on 127.0.0.1. Measured:
 
-- fill: seconds to write the N rows; ready: seconds from spawn to /readyz 200 (embedded: it
+- fill: seconds to write the N rows; ready: seconds from spawn to /readyz 200, for a COLD start
+  (no sealed snapshot on disk: every row read and decrypted) and, embedded, a WARM restart
+  (the same server stopped and started again: the snapshot sealed on disk by the first run
+  decrypted in bulk, its IVF cells with it, the run's enrolments replayed; ``warm_restart``);
+  embedded: it
   searches exactly until its IVF cells are built in the background: how long that took after
   ready is recorded, and the measurements below start once they are);
 - memory of the server tree (server and workers) once ready and after the load below: summed
@@ -170,6 +174,43 @@ def wait_for_cells(n: int, timeout: float = 300) -> float | None:
             return round(time.perf_counter() - ready, 1)
         time.sleep(0.2)
     return None
+
+
+def sealed_files(workdir: Path) -> dict[str, Any]:
+    """The snapshot sealed on disk (FACESVC_GALLERY_CACHE_DIR: gallery-cache beside the db)."""
+    files = list((workdir / "gallery-cache").glob("*.sealed"))
+    return {"files": len(files), "mib": round(sum(f.stat().st_size for f in files) / 2**20)}
+
+
+def gallery_log(server: ServerProcess) -> list[str]:
+    """The server's own account of its start-up (build, restore and seal timings)."""
+    return [
+        json.loads(line)["message"]
+        for line in server.stderr_path.read_text(errors="replace").splitlines()
+        if line.startswith("{") and "gallery" in line and '"message"' in line
+    ]
+
+
+def warm_restart(server: ServerProcess, n: int) -> dict[str, Any]:
+    """Stop-then-start: ready from the sealed snapshot (decrypted in bulk, IVF cells with it,
+    the enrolments of the run above replayed from the change log)."""
+    server.process = None  # stopped: the same database, port and folder again
+    server.start()
+    out: dict[str, Any] = {}
+    try:
+        server.wait_ready(timeout=600)
+        out["ready_s"] = round(time.perf_counter() - server.started_at, 1)
+        time.sleep(1)
+        out["memory_ready"] = tree_memory(server.pid)
+        out["shm_ready"] = shm_snapshots()
+        folder = Path("/dev/shm") / f"facesvc-{os.getuid()}"  # noqa: S108 - only read
+        out["ivf_at_ready"] = bool(list(folder.glob("facesvc-gallery-*-ivf.bin")))
+        if n >= Settings().gallery_ann_min_size and not out["ivf_at_ready"]:
+            out["ivf_cells_after_ready_s"] = wait_for_cells(n)
+    finally:
+        out["exit_code"] = server.stop()
+    out["gallery_log"] = gallery_log(server)
+    return out
 
 
 def pct(values: list[float], q: float) -> float:
@@ -381,14 +422,13 @@ def run_one(backend: str, n: int, workdir: Path, seconds: float) -> dict[str, An
         if backend == "embedded":  # the IVF cells follow the snapshot: wait for them
             result["ivf_cells_after_ready_s"] = wait_for_cells(n)
         result.update(asyncio.run(measure_server(server, vectors, users, seconds)))
+        result["sealed_before_stop"] = sealed_files(workdir)
     finally:
         result["exit_code"] = server.stop()
     result["shm_after_stop"] = shm_snapshots()
-    result["gallery_log"] = [  # the server's own account of its start-up (build timings)
-        json.loads(line)["message"]
-        for line in server.stderr_path.read_text(errors="replace").splitlines()
-        if line.startswith("{") and "gallery" in line and '"message"' in line
-    ]
+    result["gallery_log"] = gallery_log(server)
+    if backend == "embedded":
+        result["warm_restart"] = warm_restart(server, n)
     if backend == "embedded" and run.sqlite_path is not None:
         del vectors
         result["in_process"] = in_process(run.sqlite_path, cipher, spec.embedding_space)
@@ -415,6 +455,7 @@ def main() -> None:
             "python": platform.python_version(),
         },
         "conditions": args.note,
+        "load_average_at_start": list(os.getloadavg()),
         "runs": [],
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -427,6 +468,7 @@ def main() -> None:
             except Exception as exc:  # recorded; the next size still runs
                 result = {"backend": backend, "faces": n, "error": f"{type(exc).__name__}: {exc}"}
             result["wall_s"] = round(time.perf_counter() - began)
+            result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
             report["runs"].append(result)
             print(json.dumps(result), flush=True)
             RESULTS.write_text(json.dumps(report, indent=2) + "\n")

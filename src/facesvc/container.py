@@ -242,6 +242,7 @@ def build_state(settings: Settings) -> AppState:
 
         from facesvc.db.engine import is_sqlite
         from facesvc.gallery.lean import LeanGallery, LeanIndex
+        from facesvc.gallery.sealed import cache_folder
 
         url = make_url(settings.database_url)
         sqlite_path = (
@@ -258,6 +259,9 @@ def build_state(settings: Settings) -> AppState:
             sqlite_path=sqlite_path,
             # an in-memory database is private to its process: nothing to share
             shared_dir=settings.gallery_shared_dir if sqlite_path or not is_sqlite(url) else None,
+            cache_dir=cache_folder(settings.gallery_cache_dir, sqlite_path)
+            if sqlite_path
+            else None,
         )
     elif settings.gallery_backend == "pgvector":
         from facesvc.gallery.pgvector import PgVectorGallery

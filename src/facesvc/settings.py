@@ -188,6 +188,13 @@ class Settings(BaseSettings):
         "shared by the workers of a machine (plaintext vectors: never a disk; removed when "
         "the last worker stops); unset or not tmpfs: each worker keeps its own",
     )
+    gallery_cache_dir: Path | None = Field(
+        default=None,
+        description="Folder (made 0700) where the embedded gallery's snapshot is kept on disk "
+        "sealed under the active data key (AES-256-GCM), so a restart decrypts one file "
+        "instead of every face row; unset: gallery-cache beside the SQLite file. Nothing is "
+        "written without a data key (dev mode) or without a RAM-backed shared folder",
+    )
     sqlite_writer_turns: bool = Field(
         default=False,
         description="Experimental: SQLite writers take turns (a queue per process, a flock "

@@ -306,6 +306,31 @@ async def test_deleting_a_user_leaves_nothing_of_their_face(
         await asyncio.sleep(0.1)
     assert blob[:32] not in raw, "the erased embedding's ciphertext is still on disk"
     assert uuid.UUID(str(face_id)).hex.encode() not in raw  # nor the face's row
+    # nor in the embedded gallery's snapshot sealed on disk (FACESVC_GALLERY_CACHE_DIR)
+    plain = state.cipher.decrypt(blob, key_id, uuid.UUID(str(face_id)))
+    await assert_not_sealed(state, plain)
+
+
+async def assert_not_sealed(state: AppState, plain: bytes) -> None:
+    """No file of the embedded gallery's cache folder holds ``plain`` (an erased face's vector)
+    in the clear, nor decrypts to a snapshot that holds it."""
+    from facesvc.gallery.lean import LeanGallery
+
+    gallery = state.gallery
+    if not isinstance(gallery, LeanGallery) or gallery._sealed is None:
+        return
+    if gallery._reseal_task is not None:
+        await gallery._reseal_task  # the rewrite without the erased face
+    sealed = gallery._sealed
+    for entry in sealed.folder.iterdir():
+        if entry.is_file():
+            assert plain not in entry.read_bytes(), entry
+    target = Path("/dev/shm") / f"facesvc-test-{uuid.uuid4().hex}"
+    try:
+        if sealed.restore(target, None, 2**62, 0) is not None:
+            assert plain not in target.read_bytes(), "the erased vector is in the sealed file"
+    finally:
+        target.unlink(missing_ok=True)
 
 
 async def test_a_burst_of_guesses_gets_no_more_than_the_lockout_allows(

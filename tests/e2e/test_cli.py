@@ -188,6 +188,7 @@ def test_keys_cli_creates_lists_revokes_and_rotates(tmp_path: Path) -> None:
             assert enrolled.status_code == 201, enrolled.text
             assert client.get("/v1/keys").status_code == 403  # not an admin key
 
+    sealed = list((tmp_path / "gallery-cache").glob("*.sealed"))  # the gallery, sealed on disk
     new_key = generate_data_key("new")
     rotated = run(
         ["keys", "rotate-data"], {**env, "FACESVC_ENCRYPTION_KEY": f"{new_key},{old_key}"}
@@ -195,6 +196,8 @@ def test_keys_cli_creates_lists_revokes_and_rotates(tmp_path: Path) -> None:
     assert rotated.returncode == 0, rotated.stderr[-2000:]
     assert "re-encrypted 1 faces under key 'new'" in rotated.stdout
     assert "new: 1 faces" in rotated.stdout
+    assert not list((tmp_path / "gallery-cache").glob("*.sealed"))  # none left under "old"
+    assert ("removed" in rotated.stdout) == bool(sealed)
 
     assert run(["keys", "revoke", key_id, "--tenant", "acme"], env).returncode == 0
     with start_server(

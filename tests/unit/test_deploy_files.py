@@ -604,6 +604,14 @@ def test_env_example_loads_to_the_defaults(
     manifest = json.loads(default_settings().manifest_path.read_text(encoding="utf-8"))
     embedder = manifest["models"][default_settings().embedder]
     assert uncommented.match_threshold == embedder["threshold"]
+    from sqlalchemy.engine import make_url
+
+    from facesvc.gallery.sealed import cache_folder
+
+    beside = cache_folder(None, make_url(default_settings().database_url).database)
+    assert uncommented.gallery_cache_dir is not None
+    assert beside is not None
+    assert uncommented.gallery_cache_dir.resolve() == beside.resolve()
 
 
 def test_env_example_relative_sqlite_url_is_from_the_working_dir(

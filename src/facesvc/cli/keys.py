@@ -136,6 +136,18 @@ def rotate_data(
                 )
 
     done = asyncio.run(run())
+    # sealed gallery snapshots: a file under a retired key must not stay readable
+    from sqlalchemy.engine import make_url
+
+    from facesvc.gallery.sealed import cache_folder, remove_sealed
+
+    url = make_url(settings.database_url)
+    sqlite_path = url.database if url.get_backend_name() == "sqlite" else None
+    dropped = remove_sealed(
+        cache_folder(settings.gallery_cache_dir, sqlite_path if sqlite_path else None)
+    )
+    if dropped:
+        typer.echo(f"removed {dropped} sealed gallery snapshot(s); the next start rebuilds them")
     if done.photos:
         typer.echo(f"re-encrypted {done.photos} photos waiting in jobs")
     typer.echo(f"re-encrypted {done.faces} faces under key {done.key_id!r}")

@@ -10,6 +10,10 @@ worker maps (facesvc.gallery.snapshot), plus a small private delta per worker.
 - Workers in step: every change bumps ``gallery_state.version`` and logs what it changed
   (``gallery_changes``) in its own transaction; a worker behind replays the logged changes
   (reading the added faces' vectors from their rows) instead of reloading the gallery.
+- Restarts: each snapshot built (and again with its IVF cells) is sealed to disk under the data
+  key (facesvc.gallery.sealed); a start restores it in bulk and replays the log from its version.
+  A removal unlinks that file at its commit; the removing worker then reseals its snapshot minus
+  the removed rows, plus its delta, in the background.
 - Search: one tenant's rows are contiguous in the snapshot. A tenant with fewer than
   ``ann_min_size`` faces is scored exactly; a larger one through IVF (scan the ``nprobe``
   cells nearest the probe, of about sqrt(n)). Scores are always exact float32 inner
@@ -20,8 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from facesvc.db.engine import after_commit, session_scope
 from facesvc.gallery.backend import GallerySearch, GalleryStats, Hit
 from facesvc.gallery.index import GalleryChange
+from facesvc.gallery.sealed import SealedStore
 from facesvc.gallery.snapshot import (
     GalleryRows,
     Snapshot,
@@ -42,6 +50,7 @@ from facesvc.gallery.snapshot import (
     read_sqlite,
     uuid_words,
     with_cells,
+    without_removed,
     words_uuid,
 )
 from facesvc.repositories.faces import FaceRepository
@@ -52,6 +61,7 @@ log = logging.getLogger(__name__)
 
 _CHUNK = 1_024  # delta rows per chunk: growth never copies what is there
 _NO_TENANT = -1  # a removed delta row's tenant code: no search matches it
+_RESEAL_DELAY_S = 1.0  # after an erasure, before the sealed snapshot is rewritten
 
 
 class LeanIndex:
@@ -224,6 +234,44 @@ class LeanIndex:
             if user == user_id:
                 self._remove_delta_row(row)
 
+    def live(
+        self,
+    ) -> tuple[
+        SnapshotData,
+        npt.NDArray[np.bool_] | None,
+        list[uuid.UUID | None],
+        tuple[
+            npt.NDArray[np.uint64],
+            npt.NDArray[np.uint64],
+            npt.NDArray[np.int32],
+            npt.NDArray[np.float32],
+        ],
+    ]:
+        """What this index holds now, for facesvc.gallery.snapshot.without_removed: the
+        snapshot, its removed rows and the live delta (copies: small; cheap on the loop)."""
+        count = len(self._delta_faces)
+        live = np.flatnonzero(self._delta_codes[:count] != _NO_TENANT)
+        vectors = (
+            np.concatenate(self._chunks)[:count][live]
+            if count
+            else np.zeros((0, self.dim), np.float32)
+        )
+        faces = uuid_words([self._delta_faces[i] for i in live]) if len(live) else None
+        users = uuid_words([self._delta_users[i] for i in live]) if len(live) else None
+        empty = np.zeros((0, 2), np.uint64)
+        tenants = sorted(self._code_of, key=self._code_of.__getitem__)
+        return (
+            self.snapshot.data,
+            None if self._dead is None else self._dead.copy(),
+            tenants,
+            (
+                empty if faces is None else faces,
+                empty if users is None else users,
+                self._delta_codes[:count][live].copy(),
+                vectors,
+            ),
+        )
+
     # --- search ---------------------------------------------------------------------------
     def faces_of(self, tenant_id: uuid.UUID | None) -> int:
         code = self._code_of.get(tenant_id)
@@ -375,6 +423,7 @@ class LeanGallery:
         *,
         sqlite_path: str | None = None,
         shared_dir: Path | None = None,
+        cache_dir: Path | None = None,
         name: str = "embedded",
     ) -> None:
         self.index = index
@@ -384,6 +433,12 @@ class LeanGallery:
         self._sqlite_path = sqlite_path
         self._shared_dir = shared_dir
         self._store: SnapshotStore | None = None
+        # the snapshot sealed on disk (facesvc.gallery.sealed): a restart decrypts one file
+        self._cache_dir = cache_dir
+        self._sealed: SealedStore | None = None
+        self._seal_tasks: set[asyncio.Task[None]] = set()
+        self._reseal_task: asyncio.Task[None] | None = None
+        self._reseal_again = False
         # IVF cells are built after the snapshot is in use (the service is ready meanwhile,
         # searching exactly): the task, and its result where nothing is shared
         self._cells_task: asyncio.Task[None] | None = None
@@ -395,6 +450,8 @@ class LeanGallery:
                 shared_dir,
             )
             self._shared_dir = None
+        if self._shared_dir is None:  # restored only into the RAM-backed shared folder
+            self._cache_dir = None
 
     def _sessions(self) -> async_sessionmaker[AsyncSession]:
         if self._sessionmaker is None:
@@ -513,9 +570,11 @@ class LeanGallery:
                 if any(v == data.version and c for v, c, _ in store.versions()):
                     return
                 fresh = await asyncio.to_thread(with_cells, data, self.index.ann_min_size)
-                await asyncio.to_thread(_write, store.path_for(data.version, ivf=True), fresh)
+                path = store.path_for(data.version, ivf=True)
+                await asyncio.to_thread(_write, path, fresh)
             finally:
                 lock.__exit__(None, None, None)
+            self._seal_later(path, fresh)
         log.info(
             "gallery IVF cells: %d for %d faces, built in %.1f s after the snapshot",
             fresh.cells,
@@ -552,6 +611,7 @@ class LeanGallery:
                         index.version = number
                 else:
                     index.apply(number, (kind, key))
+                    self._erase_sealed()
         index.stale = False
         return True
 
@@ -589,8 +649,15 @@ class LeanGallery:
                 if reuse_from is not None and reuse_from <= version <= current
             ]
             built = False
+            restored = None
+            sealed = self._sealed_store(instance)
+            if not usable and sealed is not None and reuse_from is not None:
+                restored = await self._restore(sealed, store, reuse_from, current)
             if usable:  # the newest; at one version, the one with cells
                 snapshot = await asyncio.to_thread(attach_snapshot, usable[-1][2])
+            elif restored is not None:
+                snapshot = await asyncio.to_thread(attach_snapshot, restored)
+                built = True  # its cells follow if it had none
             else:
                 clock = asyncio.get_running_loop().time
                 began = clock()
@@ -604,6 +671,7 @@ class LeanGallery:
                     await asyncio.to_thread(_write, path, data)
                 snapshot = await asyncio.to_thread(attach_snapshot, path)
                 built = True
+                self._seal_later(path, data)
                 log.info(
                     "gallery snapshot v%d of %d faces built: read and decrypted in %.1f s, "
                     "ordered in %.1f s, written in %.1f s",
@@ -620,6 +688,78 @@ class LeanGallery:
         await asyncio.to_thread(store.remove_unused, snapshot.path)
         if built:
             self._build_cells_later(snapshot)
+
+    def _sealed_store(self, instance: str | None) -> SealedStore | None:
+        """The sealed copy on disk (None: no folder, no shared snapshot, or dev mode)."""
+        if self._sealed is None and self._cache_dir is not None and instance is not None:
+            if self._cipher.active_key_id is None:
+                log.info(
+                    "no data key (dev mode): the gallery snapshot is not kept on disk "
+                    "(it would be plaintext); every start reads the faces table"
+                )
+                self._cache_dir = None
+                return None
+            self._sealed = SealedStore(
+                self._cache_dir,
+                instance,
+                self.index.model_name,
+                self._cipher,
+                self._sqlite_path,
+            )
+        return self._sealed
+
+    async def _restore(
+        self, sealed: SealedStore, store: SnapshotStore, reuse_from: int, current: int
+    ) -> Path | None:
+        """Decrypt the sealed snapshot into the shared folder (its path), if usable."""
+        header = await asyncio.to_thread(sealed.header)
+        if header is None:
+            return None
+        began = asyncio.get_running_loop().time()
+        # the name of the snapshot it was sealed from
+        target = store.path_for(header.version, ivf=header.cells > 1)
+        version = await asyncio.to_thread(
+            sealed.restore,
+            target,
+            self.index.dim if self.index.dim_known else None,
+            current,
+            reuse_from,
+        )
+        if version is None:
+            return None
+        log.info(
+            "gallery snapshot v%d restored from %s in %.1f s",
+            version,
+            sealed.path,
+            asyncio.get_running_loop().time() - began,
+        )
+        return target
+
+    def _seal_later(self, path: Path, data: SnapshotData) -> None:
+        """Seal the snapshot at ``path`` to disk in the background (the service is ready)."""
+        sealed = self._sealed
+        if sealed is None:
+            return
+        version, dim, cells = data.version, data.dim, data.cells
+
+        async def seal() -> None:
+            began = asyncio.get_running_loop().time()
+            try:
+                done = await asyncio.to_thread(sealed.write, path, version, dim, cells)
+            except OSError as exc:  # e.g. the snapshot was replaced meanwhile: next time
+                log.warning("gallery snapshot v%d not sealed to disk: %s", version, exc)
+                return
+            if done:
+                log.info(
+                    "gallery snapshot v%d sealed to %s in %.1f s",
+                    version,
+                    sealed.path,
+                    asyncio.get_running_loop().time() - began,
+                )
+
+        task = asyncio.create_task(seal(), name="gallery-seal")
+        self._seal_tasks.add(task)
+        task.add_done_callback(self._seal_tasks.discard)
 
     async def _read_rows(self, session: AsyncSession) -> GalleryRows:
         index = self.index
@@ -661,7 +801,67 @@ class LeanGallery:
         state = GalleryStateRepository(session)
         version = await state.bump()
         await state.log_change(version, change.kind, change.key, self._cipher)
-        after_commit(session, lambda: self.index.apply(version, change))
+        after_commit(session, lambda: self._applied(version, change))
+
+    def _applied(self, version: int, change: GalleryChange) -> None:
+        self.index.apply(version, change)
+        if change.kind != "add":
+            self._erase_sealed()
+            self._reseal_later()
+
+    def _reseal_later(self) -> None:
+        """After an erasure (the file is gone): seal this worker's snapshot minus its removed
+        rows, plus its delta, in the background, so the next restart is warm again; a burst of
+        erasures makes one rewrite (and one more for those during it)."""
+        if self._sealed is None or self._store is None:
+            return
+        if self._reseal_task is not None and not self._reseal_task.done():
+            self._reseal_again = True
+            return
+        self._reseal_task = asyncio.create_task(self._reseal(), name="gallery-reseal")
+
+    async def _reseal(self) -> None:
+        sealed, store = self._sealed, self._store
+        if sealed is None or store is None:
+            return
+        self._reseal_again = True
+        while self._reseal_again:
+            self._reseal_again = False
+            await asyncio.sleep(_RESEAL_DELAY_S)  # lets a burst of erasures gather
+            index = self.index
+            if index.stale or index.version < 0:
+                return  # behind: the next snapshot build seals
+            version = index.version
+            data, dead, tenants, added = index.live()
+            if any(t is None for t in tenants):
+                return  # a change without a tenant (tools): nothing to seal it under
+            began = asyncio.get_running_loop().time()
+
+            try:
+                done = await asyncio.to_thread(
+                    _seal_live,
+                    sealed,
+                    store.directory
+                    / f"{store.prefix}-reseal-{os.getpid()}-{secrets.token_hex(4)}.tmp",
+                    without_removed,
+                    (data, dead, version, [t for t in tenants if t is not None], added),
+                )
+            except OSError as exc:
+                log.warning("gallery snapshot v%d not resealed: %s", version, exc)
+                return
+            del data, dead, added
+            if done:
+                log.info(
+                    "gallery snapshot v%d resealed after an erasure in %.1f s",
+                    version,
+                    asyncio.get_running_loop().time() - began,
+                )
+
+    def _erase_sealed(self) -> None:
+        """A removal: the sealed file may hold the vector; delete it (and the cache folder's
+        file of this gallery even before this worker opened it)."""
+        if self._sealed is not None:
+            self._sealed.erase()
 
     async def face_added(
         self,
@@ -680,6 +880,21 @@ class LeanGallery:
 
     async def user_removed(self, session: AsyncSession, user_id: uuid.UUID) -> None:
         await self._record(session, GalleryChange("remove_user", user_id))
+
+
+def _seal_live(
+    sealed: SealedStore,
+    tmp: Path,
+    compact: Callable[..., SnapshotData],
+    args: tuple[object, ...],
+) -> bool:
+    """Build the snapshot ``compact(*args)``, write it to ``tmp`` (RAM) and seal it."""
+    fresh = compact(*args)
+    try:
+        _write(tmp, fresh)
+        return sealed.write(tmp, fresh.version, fresh.dim, fresh.cells)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write(path: Path, data: SnapshotData) -> None:

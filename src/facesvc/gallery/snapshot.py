@@ -167,11 +167,15 @@ def build_snapshot(
     tenants: list[uuid.UUID],
     vectors: npt.NDArray[np.float32],
     ivf_min_size: int,
+    assigned: tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]] | None = None,
 ) -> SnapshotData:
-    """Order the rows by (tenant, cell), train the cells and index the face ids."""
+    """Order the rows by (tenant, cell), train the cells and index the face ids. ``assigned``:
+    cells known already (centroids, each row's cell): no training."""
     n = len(vectors)
     vectors = np.ascontiguousarray(vectors, np.float32).reshape(n, dim)
-    if n >= max(ivf_min_size, 256):
+    if assigned is not None:
+        centroids, cell = assigned
+    elif n >= max(ivf_min_size, 256):
         centroids = spherical_kmeans(vectors, cells_for(n))
         cell = assign_cells(vectors, centroids)
     else:
@@ -220,6 +224,48 @@ def with_cells(data: SnapshotData, ivf_min_size: int) -> SnapshotData:
         data.tenants,
         np.array(data.vectors),
         ivf_min_size,
+    )
+
+
+def without_removed(
+    data: SnapshotData,
+    dead: npt.NDArray[np.bool_] | None,
+    version: int,
+    tenants: list[uuid.UUID],
+    added: tuple[
+        npt.NDArray[np.uint64],
+        npt.NDArray[np.uint64],
+        npt.NDArray[np.int32],
+        npt.NDArray[np.float32],
+    ],
+) -> SnapshotData:
+    """``data`` minus its ``dead`` rows plus ``added`` (face ids, user ids, tenant codes into
+    ``tenants``, whose first entries are ``data``'s, and vectors) at ``version``: the cells stay,
+    the added rows go to their nearest (no training). Blocking: run it in a thread."""
+    sizes = np.diff(data.offsets, axis=1).ravel()
+    cells = data.cells
+    tenant_of_row = np.repeat(
+        np.arange(len(data.tenants), dtype=np.int32), sizes.reshape(-1, cells).sum(1)
+    )
+    cell = np.repeat(np.tile(np.arange(cells, dtype=np.int32), len(data.tenants)), sizes)
+    keep = ~dead if dead is not None else np.ones(data.count, np.bool_)
+    faces, users, codes, vectors = added
+    new_cells = (
+        assign_cells(vectors, np.asarray(data.centroids))
+        if cells > 1
+        else np.zeros(len(vectors), np.int32)
+    )
+    return build_snapshot(
+        version,
+        data.model,
+        data.dim,
+        np.concatenate([data.face_ids[keep], faces]),
+        np.concatenate([data.user_ids[keep], users]),
+        np.concatenate([tenant_of_row[keep], codes]),
+        tenants,
+        np.concatenate([data.vectors[keep], vectors]),
+        ivf_min_size=2**62,
+        assigned=(np.array(data.centroids), np.concatenate([cell[keep], new_cells])),
     )
 
 

@@ -109,6 +109,24 @@ class EmbeddingCipher:
         except InvalidTag as exc:
             raise DecryptionError(f"embedding of face {row_id} does not decrypt") from exc
 
+    def seal(self, plain: bytes, associated: bytes) -> bytes:
+        """``nonce + ciphertext + tag`` of ``plain`` under the active key (no dev-mode
+        pass-through: callers that must not write plaintext check ``active_key_id`` first)."""
+        if self.active_key_id is None:
+            raise EncryptionKeyError("no active data key: nothing to seal with")
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._aead[self.active_key_id].encrypt(nonce, plain, associated)
+
+    def unseal(self, stored: bytes, key_id: str, associated: bytes) -> bytes:
+        """The inverse of :meth:`seal` (DecryptionError if tampered or bound to other data)."""
+        aead = self._aead.get(key_id)
+        if aead is None:
+            raise EncryptionKeyError(f"key {key_id!r} is not in FACESVC_ENCRYPTION_KEY")
+        try:
+            return aead.decrypt(stored[:NONCE_BYTES], stored[NONCE_BYTES:], associated)
+        except InvalidTag as exc:
+            raise DecryptionError("a sealed blob does not decrypt") from exc
+
     def decrypt_rows(self, rows: list[tuple[bytes, str | None, bytes]]) -> list[bytes]:
         """Many ``(stored, key id, row id as 16 bytes)`` at once, as :meth:`decrypt` each (the
         bulk path of a gallery load: no uuid.UUID per row)."""
