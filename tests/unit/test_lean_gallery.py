@@ -194,6 +194,26 @@ def test_snapshot_file_round_trip_and_clean_up() -> None:
     assert not list(store.directory.glob(f"{store.prefix}*"))
 
 
+def test_the_newest_file_without_cells_goes_once_its_cells_file_is_attached() -> None:
+    vectors = unit(300)
+    faces = [uuid.uuid4() for _ in range(300)]
+    data = snapshot_of(faces, [uuid.uuid4() for _ in range(300)], vectors, version=3).data
+    store = SnapshotStore(SHM, uuid.uuid4().hex, "facenet/v1")
+    plain, cells = store.path_for(3), store.path_for(3, ivf=True)
+    write_snapshot(plain, data)
+    held = attach_snapshot(plain)
+    assert store.remove_unused() == 0  # the newest, and no file with cells yet
+    write_snapshot(cells, data)
+    assert store.remove_unused() == 0  # a worker still holds the plain one
+    held.close()
+    attached = attach_snapshot(cells)
+    assert store.remove_unused() == 1  # nobody holds the plain one: the workers moved on
+    assert [(v, ivf) for v, ivf, _ in store.versions()] == [(3, True)]
+    attached.close()
+    assert store.remove_unused(newest=False) == 1
+    store.remove_lock_if_idle()
+
+
 async def enrol(
     maker: async_sessionmaker[AsyncSession],
     gallery: LeanGallery,

@@ -449,12 +449,14 @@ class SnapshotStore:
     def remove_unused(self, keep: Path | None = None, newest: bool = True) -> int:
         """Delete this gallery's snapshots no worker holds (other than ``keep``, and unless
         ``newest`` is false, those of the newest version: its IVF file may just have been
-        written, before any worker attached it)."""
+        written, before any worker attached it). The newest version's file without IVF cells
+        goes once its file with cells exists and nobody holds it: the workers moved on."""
         removed = 0
         found = self.versions()
         top = found[-1][0] if found and newest else None
-        for version, _, path in found:
-            if path == keep or version == top:
+        top_has_cells = any(version == top and cells for version, cells, _ in found)
+        for version, cells, path in found:
+            if path == keep or (version == top and (cells or not top_has_cells)):
                 continue
             try:
                 fd = os.open(path, os.O_RDONLY)
