@@ -26,9 +26,11 @@ really enrolled through the API with 3 LFW photos; then ``facesvc serve`` with i
 
     python bench/gallery_scale.py                       # N = 1e3, 1e4, 1e5, 1e6, embedded
     python bench/gallery_scale.py --sizes 1000,10000 --backends embedded,exact
+    python bench/gallery_scale.py --sizes 10000,100000 --backends embedded,pgvector
 
-Results: bench/results/gallery_scale.json. Another backend (pgvector) plugs in through
-``BACKENDS``: a function giving the server's extra environment and database URL for a run.
+Results: bench/results/gallery_scale.json. ``--backends ...,pgvector`` adds the pgvector backend's
+figures to the same report (measured by bench/gallery_pgvector.py on a throwaway PostgreSQL with
+pgvector); another in-process backend plugs in through ``BACKENDS``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import os
 import platform
 import shutil
 import sqlite3
+import subprocess
 import sys
 import time
 import uuid
@@ -436,6 +439,24 @@ def run_one(backend: str, n: int, workdir: Path, seconds: float) -> dict[str, An
     return result
 
 
+def pgvector_runs(sizes: str) -> dict[str, Any]:
+    """The pgvector backend at these sizes, as bench/gallery_pgvector.py measures it (a
+    throwaway PostgreSQL with pgvector, fill + backfill, HNSW build and size, tenant-filtered
+    identify p50/p99 and recall@1 vs exact, QPS at concurrency 8, `facesvc serve` ready and
+    RSS), in this run's report."""
+    out = ROOT / ".cache" / "gallery_scale_pgvector.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    wanted = [str(int(float(s))) for s in sizes.split(",")]
+    script = Path(__file__).with_name("gallery_pgvector.py")
+    done = subprocess.run(
+        [sys.executable, str(script), "--sizes", *wanted, "--out", str(out)], check=False
+    )
+    if done.returncode != 0:
+        return {"error": f"bench/gallery_pgvector.py exited {done.returncode}"}
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,10000,100000,1000000")
@@ -443,6 +464,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="of the concurrency-8 load")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".cache" / "gallery_scale")
     parser.add_argument("--note", default="", help="conditions to record (e.g. other load)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     report: dict[str, Any] = {
         "command": "python bench/gallery_scale.py " + " ".join(sys.argv[1:]),
@@ -458,8 +480,12 @@ def main() -> None:
         "load_average_at_start": list(os.getloadavg()),
         "runs": [],
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for backend in args.backends.split(","):
+        if backend == "pgvector":  # PostgreSQL's own measurement: bench/gallery_pgvector.py
+            report["pgvector"] = pgvector_runs(args.sizes)
+            args.out.write_text(json.dumps(report, indent=2) + "\n")
+            continue
         for n in (int(float(s)) for s in args.sizes.split(",")):
             began = time.perf_counter()
             print(f"{backend} N={n} ...", flush=True)
@@ -471,8 +497,8 @@ def main() -> None:
             result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
             report["runs"].append(result)
             print(json.dumps(result), flush=True)
-            RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"saved {RESULTS}")
+            args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"saved {args.out}")
 
 
 if __name__ == "__main__":
