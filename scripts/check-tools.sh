@@ -5,7 +5,8 @@
 set -uo pipefail
 failed=()
 work="$(mktemp -d)" && chmod 755 "$work"
-trap 'rm -rf "$work"' EXIT
+# never recurse into the probe's bind mount of /usr, whatever interrupted the check
+trap 'umount "$work/probe/usr" 2> /dev/null; rm -rf --one-file-system "$work"' EXIT
 release="$(. /etc/os-release && echo "${VERSION_CODENAME:-?} (Debian $(cat /etc/debian_version))")"
 echo "check-tools on $release"
 
@@ -75,11 +76,14 @@ esac
 # this root's own /usr (no image registry needed)
 probe="$work/probe"
 mkdir -p "$probe"/{usr,etc,proc,sys,dev,tmp,run}
-mount --bind -o ro /usr "$probe/usr" 2> /dev/null || mount --bind /usr "$probe/usr"
-for link in bin sbin lib lib64; do [ -e "/usr/$link" ] && ln -s "usr/$link" "$probe/$link"; done
-cp /etc/nsswitch.conf /etc/passwd /etc/group "$probe/etc/"
-check container-net bash "$(dirname "$0")/check-container-network.sh" --rootfs "$probe"
-umount "$probe/usr" 2> /dev/null
+if mount --bind -o ro /usr "$probe/usr"; then # read-only, or no probe at all
+  for link in bin sbin lib lib64; do [ -e "/usr/$link" ] && ln -s "usr/$link" "$probe/$link"; done
+  cp /etc/nsswitch.conf /etc/passwd /etc/group "$probe/etc/"
+  check container-net bash "$(dirname "$0")/check-container-network.sh" --rootfs "$probe"
+  umount "$probe/usr"
+else
+  check container-net false
+fi
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "check-tools: FAILED: ${failed[*]}" >&2

@@ -16,7 +16,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 cache="$(cd "$here/.." && pwd)/.cache/fresh-root"
 mirror="${DEBIAN_MIRROR:-}"
 if [ -z "$mirror" ]; then
-  mirror="$(grep -hoE '^URIs: *\S+/debian$' /etc/apt/sources.list.d/*.sources 2> /dev/null | head -1 | awk '{print $2}')"
+  mirror="$(grep -hoE '^URIs: *\S+/debian$' /etc/apt/sources.list.d/*.sources 2> /dev/null | head -1 | awk '{print $2}' || true)"
   mirror="${mirror:-http://deb.debian.org/debian}"
 fi
 security="${DEBIAN_SECURITY_MIRROR:-${mirror%/debian}/debian-security}"

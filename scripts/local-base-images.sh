@@ -18,7 +18,7 @@ BASE="$PREFIX/debian:bookworm"
 BASE_TRIXIE="$PREFIX/debian:trixie"
 mirror="${DEBIAN_MIRROR:-}"
 if [ -z "$mirror" ]; then
-  mirror="$(grep -hoE '^URIs: *\S+/debian$' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1 | awk '{print $2}')"
+  mirror="$(grep -hoE '^URIs: *\S+/debian$' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1 | awk '{print $2}' || true)"
   mirror="${mirror:-http://deb.debian.org/debian}"
 fi
 

@@ -77,8 +77,11 @@ if [ "$(id -u)" = "0" ] && command -v apt-get > /dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   # policy-rc.d 101: never start the packaged services (the tests start their own)
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  # (only ours: an image that ships its own keeps it)
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
   configure_podman
   # say it now, in one line, not minutes later in a container start

@@ -206,6 +206,29 @@ def test_the_header_binds_model_dimension_and_version(tmp_path: Path) -> None:
         target.unlink(missing_ok=True)
 
 
+def test_replaying_a_removal_keeps_a_file_sealed_after_it(tmp_path: Path) -> None:
+    """Worker A removes a face at version 6 and re-seals without it at 6; worker B replaying
+    removal 6 later must not delete that file (only an older one may hold the vector)."""
+    cipher = EmbeddingCipher.from_setting(generate_data_key())
+    source = tmp_path / "snap.bin"
+    source.write_bytes(np.arange(64, dtype=np.float32).tobytes())
+    database = tmp_path / "state.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE gallery_state (id INTEGER, version INTEGER)")
+        connection.execute("INSERT INTO gallery_state VALUES (1, 6)")
+        connection.execute("CREATE TABLE gallery_changes (version INTEGER, kind TEXT)")
+    connection.close()
+    store = SealedStore(tmp_path / "cache", "inst", "m", cipher, str(database))
+    assert store.write(source, 6, 128, 1)
+    store.erase(before=6)  # sealed at the removal's version: cannot hold the vector
+    assert store.path.exists()
+    store.erase(before=7)  # a later removal: this file may hold it
+    assert not store.path.exists()
+    assert store.write(source, 6, 128, 1)
+    store.erase()  # no version given: always
+    assert not store.path.exists()
+
+
 async def test_erasure_leaves_no_copy_in_the_cache_folder(
     sessions: async_sessionmaker[AsyncSession],
     database_url: str,

@@ -591,7 +591,12 @@ class LeanGallery:
                 changes = await state.changes_since(index.version, self._cipher)
             except (DecryptionError, EncryptionKeyError):  # sealed under a retired key
                 return False
-            if not changes or changes[0][0] != index.version + 1:
+            if not changes:
+                return False  # a version with nothing logged (facesvc reembed): a gap
+            # this worker's own commits may have been applied meanwhile (after-commit hooks
+            # run while the log is read): skip what the index already has
+            changes = [change for change in changes if change[0] > index.version]
+            if changes and changes[0][0] != index.version + 1:
                 return False
             added = [key for _, kind, key in changes if kind == "add"]
             vectors = {
@@ -601,6 +606,8 @@ class LeanGallery:
                 ).embeddings_by_id(added, index.model_name)
             }
             for number, kind, key in changes:
+                if number <= index.version:
+                    continue
                 if number != index.version + 1:
                     return False
                 if kind == "add":
@@ -611,7 +618,7 @@ class LeanGallery:
                         index.version = number
                 else:
                     index.apply(number, (kind, key))
-                    self._erase_sealed()
+                    self._erase_sealed(before=number)
         index.stale = False
         return True
 
@@ -806,7 +813,7 @@ class LeanGallery:
     def _applied(self, version: int, change: GalleryChange) -> None:
         self.index.apply(version, change)
         if change.kind != "add":
-            self._erase_sealed()
+            self._erase_sealed(before=version)
             self._reseal_later()
 
     def _reseal_later(self) -> None:
@@ -857,11 +864,16 @@ class LeanGallery:
                     asyncio.get_running_loop().time() - began,
                 )
 
-    def _erase_sealed(self) -> None:
+    def _erase_sealed(self, before: int | None = None) -> None:
         """A removal: the sealed file may hold the vector; delete it (and the cache folder's
-        file of this gallery even before this worker opened it)."""
+        file of this gallery even before this worker opened it). ``before``: the removal's
+        version (a file sealed at it or later stays). Runs in after-commit hooks: a folder
+        that cannot be written is logged, never raised (the deletion did commit)."""
         if self._sealed is not None:
-            self._sealed.erase()
+            try:
+                self._sealed.erase(before)
+            except OSError as exc:
+                log.error("could not remove the sealed gallery snapshot after an erasure: %s", exc)
 
     async def face_added(
         self,

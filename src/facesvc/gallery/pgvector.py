@@ -74,6 +74,12 @@ class PgVectorGallery:
                     "&& facesvc db upgrade` adds faces.vector; CREATE EXTENSION needs the "
                     "rights to create it)"
                 )
+            if _version(column.extension) < (0, 8):
+                raise ConfigurationError(
+                    f"FACESVC_GALLERY_BACKEND=pgvector needs pgvector 0.8 or later (iterative "
+                    f"index scans keep a tenant's results whole), the database has "
+                    f"{column.extension}: upgrade the extension (ALTER EXTENSION vector UPDATE)"
+                )
             if column.dimension is None:
                 raise ConfigurationError(
                     "FACESVC_GALLERY_BACKEND=pgvector: faces.vector is missing (migration 0007 "
@@ -149,3 +155,14 @@ class PgVectorGallery:
 
     async def user_removed(self, session: AsyncSession, user_id: uuid.UUID) -> None:
         """The user's rows went (ON DELETE CASCADE), vectors with them."""
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """'0.8.2' -> (0, 8, 2); anything unreadable sorts first."""
+    parts = []
+    for part in text.split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts) or (0,)

@@ -145,9 +145,15 @@ class SealedStore:
         finally:
             os.close(fd)
 
-    def erase(self) -> None:
-        """Unlink the file (a face or user was removed: it may hold that vector)."""
+    def erase(self, before: int | None = None) -> None:
+        """Unlink the file (a face or user was removed: it may hold that vector). ``before``:
+        the removal's version; a file sealed at it or later (the remover's re-seal without the
+        row) cannot hold the vector and stays."""
         with self.locked(), contextlib.suppress(FileNotFoundError):
+            if before is not None:
+                header = self.header()
+                if header is not None and header.version >= before:
+                    return
             self.path.unlink()
             log.info("sealed gallery snapshot removed (a face or user was erased)")
 
