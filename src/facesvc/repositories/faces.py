@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import and_, func, select
+from sqlalchemy import Select, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import undefer
 
@@ -134,15 +134,7 @@ class FaceRepository:
         """Face ids, their user ids, their tenant ids and ``(n, dim)`` embeddings of every
         face from one model (all tenants: the gallery index filters per search)."""
         stmt = (
-            select(
-                Face.id,
-                Face.user_id,
-                User.tenant_id,
-                Face.embedding,
-                Face.embedding_dim,
-                Face.key_id,
-            )
-            .join(User, User.id == Face.user_id)
+            _sealed_rows()
             .where(Face.model_name == model_name)
             .order_by(Face.user_id, Face.created_at, Face.id)
         )
@@ -159,15 +151,7 @@ class FaceRepository:
         found = []
         for start in range(0, len(face_ids), _IN_CHUNK):
             stmt = (
-                select(
-                    Face.id,
-                    Face.user_id,
-                    User.tenant_id,
-                    Face.embedding,
-                    Face.embedding_dim,
-                    Face.key_id,
-                )
-                .join(User, User.id == Face.user_id)
+                _sealed_rows()
                 .where(Face.id.in_(face_ids[start : start + _IN_CHUNK]))
                 .where(Face.model_name == model_name)
             )
@@ -292,3 +276,11 @@ class StaleFaces:
         face.model_name = model_name
         face.model_version = model_version
         await self._session.flush()
+
+
+def _sealed_rows() -> Select[uuid.UUID, uuid.UUID, uuid.UUID, bytes, int, str | None]:
+    """Face id, user id, tenant id and the sealed embedding (blob, dimension, key id) of
+    faces: what the gallery loads and catches up from."""
+    return select(
+        Face.id, Face.user_id, User.tenant_id, Face.embedding, Face.embedding_dim, Face.key_id
+    ).join(User, User.id == Face.user_id)
