@@ -48,6 +48,7 @@ class AppState:
     stale_faces: dict[str, int] = field(default_factory=dict)  # other models' faces
     models_ready: asyncio.Event = field(default_factory=asyncio.Event)
     _loader: asyncio.Task[None] | None = None
+    _checks: asyncio.Task[None] | None = None
     job_runner: JobRunner | None = None
 
     async def start(self) -> None:
@@ -66,10 +67,11 @@ class AppState:
         loading still under way, then close the models and the engine."""
         if self.job_runner is not None:
             await self.job_runner.stop()
-        if self._loader is not None:
-            if not self._loader.done():
-                self._loader.cancel()
-            await asyncio.gather(self._loader, return_exceptions=True)
+        for task in (self._loader, self._checks):
+            if task is not None:
+                if not task.done():
+                    task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.registry.aclose()
         close_gallery = getattr(self.gallery, "close", None)  # a shared snapshot to let go of
         if close_gallery is not None:
@@ -141,18 +143,8 @@ class AppState:
         """A model change is detected here: faces embedded by another model are not
         comparable with the current one; they stay out of matching until `facesvc reembed`
         (or re-enrolment) recomputes them."""
-        from facesvc.repositories.faces import FaceRepository
         from facesvc.services.reembed import stale_face_counts
 
-        if self.cipher.active_key_id is not None:
-            async with session_scope(self.sessionmaker) as session:
-                clear = (await FaceRepository(session, self.cipher).key_id_counts()).get(None, 0)
-            if clear:
-                log.warning(
-                    "%d stored embeddings are not encrypted (written in dev mode or before "
-                    "migration 0003): run `facesvc keys rotate-data` to encrypt them",
-                    clear,
-                )
         space = self.pipeline.embedding_space
         self.stale_faces = await stale_face_counts(self.sessionmaker, self.cipher, space)
         if self.stale_faces:
@@ -162,6 +154,21 @@ class AppState:
                 sum(self.stale_faces.values()),
                 ", ".join(f"{name}: {n}" for name, n in sorted(self.stale_faces.items())),
                 space,
+            )
+
+    async def _check_clear_embeddings(self) -> None:
+        """Warn about embeddings stored in the clear while a data key is set."""
+        from facesvc.repositories.faces import FaceRepository
+
+        if self.cipher.active_key_id is None:
+            return
+        async with session_scope(self.sessionmaker) as session:
+            clear = (await FaceRepository(session, self.cipher).key_id_counts()).get(None, 0)
+        if clear:
+            log.warning(
+                "%d stored embeddings are not encrypted (written in dev mode or before "
+                "migration 0003): run `facesvc keys rotate-data` to encrypt them",
+                clear,
             )
 
     async def load_models(self) -> None:
@@ -179,6 +186,8 @@ class AppState:
             await self._check_embedding_space()
             stats = await self.gallery.start(self.registry.embedding_dim)
             log.info("%s", stats.describe())
+            # a scan of the faces table (a second at 1e6 faces) for a warning: after ready
+            self._checks = asyncio.create_task(self._check_clear_embeddings(), name="checks")
         except Exception as exc:  # reported by /readyz and the log, never swallowed
             self.models_error = f"{type(exc).__name__}: {exc}"
             log.exception("model loading failed")

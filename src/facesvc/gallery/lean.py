@@ -37,17 +37,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import after_commit, session_scope
 from facesvc.gallery.backend import GallerySearch, GalleryStats, Hit
+from facesvc.gallery.bulk_read import GalleryRows, read_sqlite
 from facesvc.gallery.index import GalleryChange
 from facesvc.gallery.sealed import SealedStore
 from facesvc.gallery.snapshot import (
-    GalleryRows,
     Snapshot,
     SnapshotData,
     SnapshotStore,
     attach_snapshot,
     build_snapshot,
     on_ram,
-    read_sqlite,
     uuid_words,
     with_cells,
     without_removed,
