@@ -171,7 +171,7 @@ class Settings(BaseSettings):
         "least the candidate pool of 8 per result asked): more is slower and closer to exact",
     )
     gallery_ivf_nprobe: int = Field(
-        default=64,
+        default=96,
         ge=1,
         description="IVF cells scanned per query (of about sqrt(faces)): more is slower and "
         "closer to exact",
