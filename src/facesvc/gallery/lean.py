@@ -47,6 +47,7 @@ from facesvc.gallery.snapshot import (
     attach_snapshot,
     build_snapshot,
     on_ram,
+    sweep_abandoned,
     uuid_words,
     with_cells,
     without_removed,
@@ -631,6 +632,7 @@ class LeanGallery:
         await session.commit()
         if self._store is None and self._shared_dir is not None and instance is not None:
             self._store = SnapshotStore(self._shared_dir, instance, self.index.model_name)
+            await asyncio.to_thread(self._sweep, self._store)
         store = self._store
         if store is None:
             pending, self._pending = self._pending, None
@@ -694,6 +696,20 @@ class LeanGallery:
         await asyncio.to_thread(store.remove_unused, snapshot.path)
         if built:
             self._build_cells_later(snapshot)
+
+    @staticmethod
+    def _sweep(store: SnapshotStore) -> None:
+        """Once per worker: delete other galleries' snapshots nobody uses (kill -9, a deleted
+        database) and dead processes' temp files; never fails a start."""
+        try:
+            removed = sweep_abandoned(store.directory, store.prefix)
+        except OSError as exc:
+            log.warning("gallery snapshot folder %s not swept: %s", store.directory, exc)
+            return
+        if removed:
+            log.info(
+                "gallery: %d abandoned snapshot file(s) removed from %s", removed, store.directory
+            )
 
     def _sealed_store(self, instance: str | None) -> SealedStore | None:
         """The sealed copy on disk (None: no folder, no shared snapshot, or dev mode)."""

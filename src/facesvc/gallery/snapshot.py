@@ -31,6 +31,7 @@ import math
 import mmap
 import os
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -478,3 +479,80 @@ class SnapshotStore:
             finally:
                 os.close(fd)
         return removed
+
+
+_SNAPSHOT_NAME = re.compile(r"^(facesvc-gallery-.+)-v\d+(?:-ivf)?\.bin$")
+_TEMP_PID = re.compile(r"(?:\.(\d+)(?:\.[0-9a-f]+)?|-reseal-(\d+)-[0-9a-f]+)\.tmp$")
+TEMP_GRACE_S = 3600.0  # a temp file younger than this may be another namespace's, mid-write
+
+
+def sweep_abandoned(folder: Path, keep_prefix: str | None = None) -> int:
+    """Delete what no running facesvc can use from the private snapshot ``folder``: every
+    snapshot of a gallery none of whose snapshots a worker holds and that nobody is building
+    (workers killed with -9, a database deleted or replaced, a test's throwaway database), and
+    the temp files of processes that are gone. These are plaintext vectors: they should not
+    wait for a reboot. ``keep_prefix``: this worker's own gallery (its store cleans it up).
+
+    Safe against a worker of such a gallery starting meanwhile: it takes the gallery's build
+    lock before it attaches or builds anything, and the sweep holds that lock."""
+    removed = 0
+    galleries: dict[str, list[Path]] = {}
+    now = time.time()
+    for entry in folder.iterdir():
+        match = _SNAPSHOT_NAME.match(entry.name)
+        if match and match.group(1) != keep_prefix:
+            galleries.setdefault(match.group(1), []).append(entry)
+            continue
+        temp = _TEMP_PID.search(entry.name)
+        if temp and entry.name.startswith("facesvc-gallery-"):
+            pid = int(temp.group(1) or temp.group(2))
+            with contextlib.suppress(FileNotFoundError):
+                if now - entry.stat().st_mtime > TEMP_GRACE_S and not _alive(pid):
+                    entry.unlink()
+                    removed += 1
+    for prefix, paths in galleries.items():
+        removed += _sweep_gallery(folder, prefix, paths)
+    return removed
+
+
+def _sweep_gallery(folder: Path, prefix: str, paths: list[Path]) -> int:
+    lock_path = folder / f"{prefix}.lock"
+    lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0  # being built or restored: alive
+        held: list[int] = []
+        try:
+            for path in paths:  # all of them unheld, or none is touched
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:
+                    continue
+                held.append(fd)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return 0  # a worker has it attached: alive
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                lock_path.unlink()
+            return len(held)
+        finally:
+            for fd in held:
+                os.close(fd)
+    finally:
+        os.close(lock)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
