@@ -171,9 +171,9 @@ class Settings(BaseSettings):
         "least the candidate pool of 8 per result asked): more is slower and closer to exact",
     )
     gallery_ivf_nprobe: int = Field(
-        default=96,
+        default=128,
         ge=1,
-        description="IVF cells scanned per query (of about sqrt(faces)): more is slower and "
+        description="IVF cells scanned per query (of about 2 sqrt(faces)): more is slower and "
         "closer to exact",
     )
     gallery_ann_min_size: int = Field(
