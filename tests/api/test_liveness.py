@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from facesvc.container import AppState
 from facesvc.db.engine import session_scope
@@ -385,6 +385,42 @@ async def test_a_tenant_can_require_liveness_for_verification(
     audit = (await admin.get("/v1/audit", params={"action": "tenant.update"})).json()
     assert audit["items"][0]["result"] == "require_liveness:true"
     assert_problem(await admin.patch("/v1/tenant", json={"nope": 1}), 422, "validation-error")
+
+
+async def test_verify_reads_no_tenant_row_for_a_cached_caller(
+    app: FastAPI, as_key: MakeClient
+) -> None:
+    """require_liveness travels with the cached caller (issue 24): a verification by a key
+    already seen issues no query on `tenants`; turning the setting on still takes effect on
+    the next call (the change empties the callers' cache). PostgreSQL has no cache: the key's
+    query reads the setting with it (a join), so no separate tenant query either."""
+    admin = as_key(await new_key(app, "liveness-cached", "admin"))
+    user_id = await create_user(admin, "Bush, cached caller")
+    await enrol(admin, user_id, PERSON, 1)
+    probe = image_file(lfw_image(PERSON, 2))
+    assert (await admin.post(f"/v1/users/{user_id}/verify", files=probe)).status_code == 200
+
+    state: AppState = app.state.facesvc
+    statements: list[str] = []
+
+    def seen(_c: object, _cur: object, statement: str, *_rest: object) -> None:
+        statements.append(statement)
+
+    event.listen(state.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        response = await admin.post(f"/v1/users/{user_id}/verify", files=probe)
+    finally:
+        event.remove(state.engine.sync_engine, "before_cursor_execute", seen)
+    assert response.status_code == 200, response.text
+    assert statements  # the listener saw the request's queries
+    tenant_reads = [s for s in statements if "FROM tenants" in s and "JOIN tenants" not in s]
+    assert tenant_reads == []
+
+    assert (await admin.patch("/v1/tenant", json={"require_liveness": True})).status_code == 200
+    response = await admin.post(f"/v1/users/{user_id}/verify", files=probe)
+    assert_problem(response, 422, "liveness-required")
+    assert (await admin.patch("/v1/tenant", json={"require_liveness": False})).status_code == 200
+    assert (await admin.post(f"/v1/users/{user_id}/verify", files=probe)).status_code == 200
 
 
 async def test_a_pass_not_used_in_time_expires(

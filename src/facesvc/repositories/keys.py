@@ -55,6 +55,16 @@ class ApiKeyRepository:
         stmt = select(ApiKey).where(ApiKey.secret_sha256 == secret_sha256)
         return (await self._session.scalars(stmt)).one_or_none()
 
+    async def by_hash_with_liveness(self, secret_sha256: str) -> tuple[ApiKey, bool] | None:
+        """The key and its tenant's ``require_liveness``, in one query."""
+        stmt = (
+            select(ApiKey, Tenant.require_liveness)
+            .join(Tenant, Tenant.id == ApiKey.tenant_id)
+            .where(ApiKey.secret_sha256 == secret_sha256)
+        )
+        row = (await self._session.execute(stmt)).one_or_none()
+        return None if row is None else (row[0], bool(row[1]))
+
     async def get(self, tenant_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey | None:
         stmt = select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id)
         return (await self._session.scalars(stmt)).one_or_none()

@@ -56,6 +56,10 @@ class Caller:
     key_id: uuid.UUID | None
     actor: str
     scopes: frozenset[str]
+    # the tenant's require_liveness when the caller was authenticated (cached with the key, so
+    # a verification reads no tenant row; a change empties every worker's cache); None: not
+    # known (the CLI, a job): read the tenant when it matters
+    require_liveness: bool | None = None
 
     def allows(self, scope: str) -> bool:
         return any(scope in _IMPLIED[granted] for granted in self.scopes if granted in _IMPLIED)

@@ -35,15 +35,25 @@ log = logging.getLogger(__name__)
 async def authenticate(session: AsyncSession, presented: str) -> Caller | None:
     """The caller a presented key stands for, or None (unknown or revoked key)."""
     digest = hash_api_key(presented)
-    key = await ApiKeyRepository(session).by_hash(digest)
-    if key is None or key.revoked_at is not None or not hashes_match(digest, key.secret_sha256):
+    found = await ApiKeyRepository(session).by_hash_with_liveness(digest)
+    if found is None:
         return None
-    return Caller(tenant_id=key.tenant_id, key_id=key.id, actor=key.name, scopes=key.scope_set)
+    key, require_liveness = found
+    if key.revoked_at is not None or not hashes_match(digest, key.secret_sha256):
+        return None
+    return Caller(
+        tenant_id=key.tenant_id,
+        key_id=key.id,
+        actor=key.name,
+        scopes=key.scope_set,
+        require_liveness=require_liveness,
+    )
 
 
 class KeyChangeStamp:
-    """A small file beside a SQLite database, replaced whenever a key is revoked: every
-    worker on the host notices with one read of 16 bytes (microseconds), without a query."""
+    """A small file beside a SQLite database, replaced whenever a key is revoked or a tenant
+    setting cached with its callers changes (``require_liveness``): every worker on the host
+    notices with one read of 16 bytes (microseconds), without a query."""
 
     SUFFIX = "-keys"
 
@@ -184,11 +194,17 @@ class ApiKeyService:
         if key.revoked_at is None:
             await self.keys.revoke(key, utcnow())
             await self.audit.record("key.revoke", "ok")
-            url = self.session.get_bind().engine.url
-            stamp = KeyChangeStamp.for_database(url.render_as_string(hide_password=True))
-            if stamp is not None:  # every worker's CallerCache drops its entries
-                after_commit(self.session, stamp.bump)
+            forget_cached_callers(self.session)
         return key
+
+
+def forget_cached_callers(session: AsyncSession) -> None:
+    """After this commit, every worker's CallerCache drops its entries (a revoked key, a
+    tenant's changed setting)."""
+    url = session.get_bind().engine.url
+    stamp = KeyChangeStamp.for_database(url.render_as_string(hide_password=True))
+    if stamp is not None:
+        after_commit(session, stamp.bump)
 
 
 async def tenant_named(session: AsyncSession, name: str) -> Tenant | None:

@@ -8,10 +8,12 @@ from facesvc.db.models import Tenant
 from facesvc.repositories.keys import TenantRepository
 from facesvc.security.keys import Caller
 from facesvc.services.audit import AuditTrail
+from facesvc.services.keys import forget_cached_callers
 
 
 class TenantService:
     def __init__(self, session: AsyncSession, caller: Caller) -> None:
+        self.session = session
         self.caller = caller
         self.tenants = TenantRepository(session)
         self.audit = AuditTrail(session, caller)
@@ -29,4 +31,5 @@ class TenantService:
             await self.audit.record(
                 "tenant.update", f"require_liveness:{str(require_liveness).lower()}"
             )
+            forget_cached_callers(self.session)  # callers carry it (Caller.require_liveness)
         return tenant

@@ -255,6 +255,8 @@ class RecognitionService:
     async def _liveness_required(self, session: AsyncSession) -> bool:
         if self.liveness is not None and self.liveness.policy.required:
             return True
+        if self.caller.require_liveness is not None:  # read with the caller's key
+            return self.caller.require_liveness
         tenant = await TenantRepository(session).get(self.caller.tenant_id)
         return tenant is not None and tenant.require_liveness
 
