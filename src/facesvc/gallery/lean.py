@@ -425,8 +425,14 @@ class LeanGallery:
         shared_dir: Path | None = None,
         cache_dir: Path | None = None,
         name: str = "embedded",
+        database: str | None = None,
     ) -> None:
         self.index = index
+        # which database this is (SQLite: the file's real path; else the URL without its
+        # password), part of the shared snapshots' names; None: the SQLite path, if any
+        self._database = database or (
+            os.path.realpath(sqlite_path) if sqlite_path is not None else None
+        )
         self.name = name
         self._cipher = cipher
         self._sessionmaker = sessionmaker
@@ -631,7 +637,9 @@ class LeanGallery:
         current = await state.version()
         await session.commit()
         if self._store is None and self._shared_dir is not None and instance is not None:
-            self._store = SnapshotStore(self._shared_dir, instance, self.index.model_name)
+            self._store = SnapshotStore(
+                self._shared_dir, instance, self.index.model_name, self._database
+            )
             await asyncio.to_thread(self._sweep, self._store)
         store = self._store
         if store is None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import math
@@ -419,10 +420,16 @@ class SnapshotStore:
     """Snapshots of one database's gallery (named by its random instance name and the model)
     in a RAM-backed directory, built under a file lock by the first worker that needs one."""
 
-    def __init__(self, directory: Path, instance: str, model: str) -> None:
+    def __init__(
+        self, directory: Path, instance: str, model: str, database: str | None = None
+    ) -> None:
         self.directory = private_folder(directory)
         safe_model = re.sub(r"[^A-Za-z0-9_.-]", "_", model)[:40]
-        self.prefix = f"facesvc-gallery-{instance}-{safe_model}"
+        # ``database`` (the SQLite file's real path, or the URL without its password) is part
+        # of the name: a copy of a database file keeps its gallery instance, and two copies
+        # served on one machine would otherwise attach each other's snapshots
+        where = f"-{hashlib.sha256(database.encode()).hexdigest()[:12]}" if database else ""
+        self.prefix = f"facesvc-gallery-{instance}{where}-{safe_model}"
         self._pattern = re.compile(re.escape(self.prefix) + r"-v(\d+)(-ivf)?\.bin$")
 
     def path_for(self, version: int, ivf: bool = False) -> Path:
