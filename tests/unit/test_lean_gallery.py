@@ -184,6 +184,8 @@ def test_snapshot_file_round_trip_and_clean_up() -> None:
     with pytest.raises(ValueError, match="read-only"):
         data.vectors[0, 0] = 1.0
     assert [v for v, _, _ in store.versions()] == [6, 7]
+    with store.locked():  # another worker is listing snapshots to attach one: hands off
+        assert store.remove_unused() == 0
     assert store.remove_unused() == 1  # version 6: nobody holds it; 7 is attached
     assert [v for v, _, _ in store.versions()] == [7]
     del data  # the arrays map the file: once they are gone, close() unmaps it

@@ -462,11 +462,31 @@ class SnapshotStore:
             with contextlib.suppress(FileNotFoundError):
                 (self.directory / f"{self.prefix}.lock").unlink()
 
+    @contextlib.contextmanager
+    def locked_if_free(self) -> Iterator[bool]:
+        """The build lock if nobody holds it (True), else False at once."""
+        fd = os.open(self.directory / f"{self.prefix}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
     def remove_unused(self, keep: Path | None = None, newest: bool = True) -> int:
         """Delete this gallery's snapshots no worker holds (other than ``keep``, and unless
         ``newest`` is false, those of the newest version: its IVF file may just have been
         written, before any worker attached it). The newest version's file without IVF cells
-        goes once its file with cells exists and nobody holds it: the workers moved on."""
+        goes once its file with cells exists and nobody holds it: the workers moved on.
+        Under the build lock, and skipped while another worker holds it (a worker listing the
+        snapshots to attach one must not see it vanish; that worker cleans up after itself)."""
+        with self.locked_if_free() as free:
+            return self._remove_unused(keep, newest) if free else 0
+
+    def _remove_unused(self, keep: Path | None, newest: bool) -> int:
         removed = 0
         found = self.versions()
         top = found[-1][0] if found and newest else None
