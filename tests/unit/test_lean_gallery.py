@@ -6,6 +6,8 @@ workers on one database kept in step by the version row and the change log."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -235,6 +237,38 @@ async def enrol(
         )
         await gallery.face_added(session, face.id, user_id, v, "m", TENANT)
         return face.id
+
+
+@needs_shm
+async def test_a_planted_shared_folder_leaves_the_gallery_private_and_working(
+    sessions: async_sessionmaker[AsyncSession], database_url: str
+) -> None:
+    """Another local user who made /dev/shm/facesvc-<uid> first (here: a file in its place)
+    cannot stop the service nor receive its vectors: the worker keeps a private copy."""
+    cipher = EmbeddingCipher.from_setting(generate_data_key())
+    path = database_url.split("///", 1)[1]
+    shared = Path(tempfile.mkdtemp(dir=SHM))
+    try:
+        (shared / f"facesvc-{os.getuid()}").write_bytes(b"planted")
+        async with session_scope(sessions) as session:
+            ada = await UserRepository(session, TENANT).add("Ada")
+        gallery = LeanGallery(
+            LeanIndex("m", ann_min_size=10**9),
+            cipher,
+            sessions,
+            sqlite_path=path,
+            shared_dir=shared,
+        )
+        (va,) = unit(1)
+        await enrol(sessions, gallery, cipher, ada.id, va)
+        await gallery.start(128)
+        assert gallery.index.snapshot.path is None  # private to this worker
+        hits = (await gallery.search(va, 1, TENANT)).hits
+        assert [h.user_id for h in hits] == [ada.id]
+        gallery.close()
+        assert (shared / f"facesvc-{os.getuid()}").read_bytes() == b"planted"
+    finally:
+        shutil.rmtree(shared)
 
 
 @needs_shm

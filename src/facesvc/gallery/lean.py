@@ -637,10 +637,17 @@ class LeanGallery:
         current = await state.version()
         await session.commit()
         if self._store is None and self._shared_dir is not None and instance is not None:
-            self._store = SnapshotStore(
-                self._shared_dir, instance, self.index.model_name, self._database
-            )
-            await asyncio.to_thread(self._sweep, self._store)
+            try:
+                self._store = SnapshotStore(
+                    self._shared_dir, instance, self.index.model_name, self._database
+                )
+            except PermissionError as exc:  # e.g. another user made facesvc-<uid> first
+                log.warning(
+                    "gallery snapshots not shared (%s): each worker keeps its own copy", exc
+                )
+                self._shared_dir = self._cache_dir = None
+            else:
+                await asyncio.to_thread(self._sweep, self._store)
         store = self._store
         if store is None:
             pending, self._pending = self._pending, None
