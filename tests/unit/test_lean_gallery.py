@@ -166,6 +166,42 @@ def test_ivf_agrees_with_exact_search() -> None:
 
 
 @needs_shm
+@needs_shm
+def test_an_erased_face_leaves_the_shared_file_at_once() -> None:
+    """Removing a face (or a user) zeroes its vector in the shared snapshot, which every
+    worker maps, instead of leaving the plaintext there until the next build; a private copy
+    is zeroed too. Searches stay right: the row is dead, and a zero vector matches nothing."""
+    vectors = unit(200)
+    faces = [uuid.uuid4() for _ in range(200)]
+    users = [uuid.uuid4() for _ in range(200)]
+    private = snapshot_of(faces, users, vectors, version=3, ivf_min_size=10**9)
+    store = SnapshotStore(SHM, uuid.uuid4().hex, "m")
+    path = store.path_for(3)
+    write_snapshot(path, private.data)
+    index = lean(attach_snapshot(path), ann_min_size=10**9)
+    other = lean(attach_snapshot(path), ann_min_size=10**9)  # another worker, not caught up
+    try:
+        gone, user_gone = vectors[17].tobytes(), vectors[42].tobytes()
+        assert gone in path.read_bytes()
+        index.apply(4, ("remove_face", faces[17]))
+        index.apply(5, ("remove_user", users[42]))
+        content = path.read_bytes()
+        assert gone not in content
+        assert user_gone not in content
+        assert vectors[18].tobytes() in content
+        assert index.search(vectors[17], 1, TENANT)[0].face_id != faces[17]
+        assert other.search(vectors[17], 1, TENANT)[0].face_id != faces[17]  # scores 0 there
+        assert other.search(vectors[18], 1, TENANT)[0].face_id == faces[18]
+        copy = lean(snapshot_of(faces, users, vectors, ivf_min_size=10**9), ann_min_size=10**9)
+        copy.apply(2, ("remove_face", faces[17]))
+        assert not copy.snapshot.data.vectors[copy.snapshot.data.row_of(faces[17])].any()
+    finally:
+        index.close()
+        other.close()
+        store.remove_unused(newest=False)
+        store.remove_lock_if_idle()
+
+
 def test_snapshot_file_round_trip_and_clean_up() -> None:
     vectors = unit(300)
     faces = [uuid.uuid4() for _ in range(300)]

@@ -215,6 +215,10 @@ class LeanIndex:
             return
         self._dead[rows] = True
         self._dead_count += len(rows)
+        try:
+            self.snapshot.erase_rows(rows)
+        except OSError as exc:  # the row stays dead here; the next build drops it
+            log.warning("an erased face's vector not zeroed in the shared snapshot: %s", exc)
         for row in rows:  # the row's tenant: the offsets range holding it
             code = int(np.searchsorted(base.offsets[:, -1], row, side="right"))
             self._adjust[code] -= 1

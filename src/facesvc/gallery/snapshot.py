@@ -283,12 +283,38 @@ class Snapshot:
     """A snapshot in use by this worker: mapped from a shared file, or private arrays."""
 
     def __init__(
-        self, data: SnapshotData, path: Path | None = None, handle: Any = None, fd: int = -1
+        self,
+        data: SnapshotData,
+        path: Path | None = None,
+        handle: Any = None,
+        fd: int = -1,
+        vectors_at: int = -1,
     ) -> None:
         self.data = data
         self.path = path
         self._map = handle
         self._fd = fd  # holds a shared flock while attached: the file is in use
+        self._vectors_at = vectors_at  # where the vectors start in the file
+
+    def erase_rows(self, rows: npt.NDArray[np.intp]) -> None:
+        """Overwrite these rows' vectors with zeros where they are kept (an erased face's
+        plaintext leaves RAM now, not at the next snapshot build): in the shared file, which
+        every worker's mapping sees at once (a zero vector matches nothing; the row is dead
+        in this worker's delta already), or in a private copy."""
+        if not len(rows):
+            return
+        if self.path is None:
+            if self.data.vectors.flags.writeable:
+                self.data.vectors[rows] = 0.0
+            return
+        width = self.data.dim * self.data.vectors.dtype.itemsize
+        zeros = bytes(width)
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            for row in rows:
+                os.pwrite(fd, zeros, self._vectors_at + int(row) * width)
+        finally:
+            os.close(fd)
 
     @property
     def shared(self) -> bool:
@@ -367,6 +393,7 @@ def attach_snapshot(path: Path) -> Snapshot:
         meta = json.loads(handle[16 : 16 + size])
         base = -(-(16 + size) // _ALIGN) * _ALIGN
         fields: dict[str, Any] = {}
+        vectors_at = base + int(meta["arrays"]["vectors"][0])
         for name in _ARRAYS:
             start, dtype, shape = meta["arrays"][name]
             count = int(np.prod(shape)) if shape else 1
@@ -384,7 +411,7 @@ def attach_snapshot(path: Path) -> Snapshot:
     except BaseException:
         os.close(fd)
         raise
-    return Snapshot(data, path, handle, fd)
+    return Snapshot(data, path, handle, fd, vectors_at)
 
 
 def on_ram(directory: Path) -> bool:
