@@ -297,15 +297,13 @@ class Snapshot:
         self._vectors_at = vectors_at  # where the vectors start in the file
 
     def erase_rows(self, rows: npt.NDArray[np.intp]) -> None:
-        """Overwrite these rows' vectors with zeros where they are kept (an erased face's
-        plaintext leaves RAM now, not at the next snapshot build): in the shared file, which
-        every worker's mapping sees at once (a zero vector matches nothing; the row is dead
-        in this worker's delta already), or in a private copy."""
-        if not len(rows):
-            return
-        if self.path is None:
-            if self.data.vectors.flags.writeable:
-                self.data.vectors[rows] = 0.0
+        """Overwrite these rows' vectors with zeros in the shared file (an erased face's
+        plaintext leaves /dev/shm now, not at the next snapshot build, and a tmpfs file
+        outlives the processes that wrote it); every worker's mapping sees it at once (a
+        zero vector matches nothing; the row is dead in this worker's delta already). A
+        private snapshot is this process's memory, gone with it, and may share its arrays
+        with the caller's: left as it is."""
+        if not len(rows) or self.path is None:
             return
         width = self.data.dim * self.data.vectors.dtype.itemsize
         zeros = bytes(width)
