@@ -271,6 +271,7 @@ def build_state(settings: Settings) -> AppState:
             cache_dir=cache_folder(settings.gallery_cache_dir, sqlite_path)
             if sqlite_path
             else None,
+            database=None if sqlite_path else url.render_as_string(hide_password=True),
         )
     elif settings.gallery_backend == "pgvector":
         from facesvc.gallery.pgvector import PgVectorGallery

@@ -95,7 +95,8 @@ class Settings(BaseSettings):
     cpu_runtime: Literal["auto", "tflite", "openvino"] = Field(
         default="auto",
         description="auto: at start-up, load the default detector/embedder's OpenVINO variant "
-        "instead only on CPUs where the manifest says it measured faster at LFW accuracy "
+        "instead only on CPU families (amx, avx512_vnni, avx2) where the manifest says it "
+        "measured faster at LFW accuracy "
         "within 0.1 point (bench/cpu_runtimes.py; a model other than the default is loaded "
         "as named); tflite: load exactly the named models; openvino: every model's OpenVINO "
         "variant where one exists",

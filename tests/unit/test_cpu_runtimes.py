@@ -15,11 +15,12 @@ from facesvc.inference.manifest import Manifest
 from facesvc.inference.openvino_rt import OpenVINOModel, read_model, save_ir_package
 from facesvc.inference.pull import pull_one
 from facesvc.inference.registry import ModelRegistry, model_factory
-from facesvc.inference.runtimes import choose_variant, cpu_flags
+from facesvc.inference.runtimes import CPU_FAMILIES, choose_variant, cpu_family, cpu_flags
 from facesvc.settings import Settings
 from tests.conftest import lfw_image, require_data
 
-AMX = frozenset({"avx2", "avx512_vnni", "amx_int8", "amx_bf16"})
+AMX = frozenset({"avx2", "fma", "avx512f", "avx512_vnni", "amx_int8", "amx_bf16", "amx_tile"})
+VNNI = frozenset({"avx2", "fma", "avx512f", "avx512_vnni"})
 AVX2 = frozenset({"avx2", "fma"})
 
 
@@ -41,6 +42,7 @@ def manifest_with(tmp_path: Path, prefer_on: list[str], pulled: bool = True) -> 
     [
         ("auto", AMX, True, "facenet-openvino-int8"),  # measured faster on this CPU kind
         ("auto", AVX2, True, "facenet-int8"),  # not measured faster here: the default stays
+        ("auto", VNNI, True, "facenet-int8"),  # AVX-512 VNNI without AMX: another family
         ("auto", AMX, False, "facenet-int8"),  # not pulled (no calibration faces): default
         ("tflite", AMX, True, "facenet-int8"),
         ("openvino", AVX2, True, "facenet-openvino-int8"),
@@ -50,7 +52,7 @@ def manifest_with(tmp_path: Path, prefer_on: list[str], pulled: bool = True) -> 
 def test_the_cpu_runtime_picks_a_variant_by_measured_flags(
     tmp_path: Path, mode: str, flags: frozenset[str], pulled: bool, expected: str
 ) -> None:
-    manifest = manifest_with(tmp_path, ["amx_int8"], pulled)
+    manifest = manifest_with(tmp_path, ["amx"], pulled)
     choice = choose_variant(manifest, "facenet-int8", mode, tmp_path, flags)  # type: ignore[arg-type]
     assert choice.name == expected
     if expected != "facenet-int8":
@@ -64,7 +66,7 @@ def test_the_cpu_runtime_picks_a_variant_by_measured_flags(
 def test_a_variant_never_crosses_its_family(tmp_path: Path) -> None:
     """An embedder is swapped only for one of its own embedding space; a detector only for
     the same network (full range stays full range)."""
-    manifest = manifest_with(tmp_path, ["amx_int8"])
+    manifest = manifest_with(tmp_path, ["amx"])
     assert choose_variant(manifest, "blazeface", "openvino", tmp_path, AMX).name == (
         "blazeface-openvino"
     )
@@ -79,7 +81,7 @@ def test_auto_swaps_only_the_default_model(tmp_path: Path) -> None:
     ``auto``; the default is swapped even when a .env restates it; ``tflite`` never swaps."""
     manifest_path = tmp_path / "manifest.json"
     data = json.loads(Settings(dev_mode=True).manifest_path.read_text())
-    data["models"]["facenet-openvino-int8"]["prefer_on"] = sorted(cpu_flags())[:1]
+    data["models"]["facenet-openvino-int8"]["prefer_on"] = [cpu_family()]
     manifest_path.write_text(json.dumps(data))
     base = Settings(dev_mode=True, model_manifest=manifest_path)
     named = ModelRegistry(base.model_copy(update={"embedder": "facenet-tflite"}))
@@ -91,6 +93,42 @@ def test_auto_swaps_only_the_default_model(tmp_path: Path) -> None:
     everywhere = ModelRegistry(base.model_copy(update={"cpu_runtime": "openvino"}))
     assert everywhere.detector_spec.name == "blazeface-openvino"
     assert everywhere.detector_spec.resolved_runtime == "openvino"
+
+
+@pytest.mark.parametrize(
+    ("flags", "family"),
+    [
+        (AMX, "amx"),
+        (VNNI, "avx512_vnni"),
+        (frozenset({"avx2", "fma", "avx512f"}), "avx2"),  # AVX-512 without VNNI
+        (AVX2, "avx2"),
+        (frozenset({"avx2"}), "baseline"),  # AVX2 without FMA
+        (frozenset(), "baseline"),
+    ],
+)
+def test_cpu_families(flags: frozenset[str], family: str) -> None:
+    assert cpu_family(flags) == family
+
+
+def test_a_variant_preferred_on_a_family_is_chosen_there_only(tmp_path: Path) -> None:
+    manifest = manifest_with(tmp_path, ["avx512_vnni"])
+    for flags, expected in [(VNNI, "facenet-openvino-int8"), (AMX, "facenet-int8")]:
+        choice = choose_variant(manifest, "facenet-int8", "auto", tmp_path, flags)
+        assert choice.name == expected
+    assert "avx512_vnni family" in (
+        choose_variant(manifest, "facenet-int8", "auto", tmp_path, VNNI).reason or ""
+    )
+
+
+def test_the_manifest_names_only_known_families(tmp_path: Path) -> None:
+    data = json.loads(Settings(dev_mode=True).manifest_path.read_text())
+    for spec in data["models"].values():
+        assert set(spec.get("prefer_on", [])) <= set(CPU_FAMILIES)
+    data["models"]["facenet-openvino-int8"]["prefer_on"] = ["amx_int8"]  # a flag, not a family
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="prefer_on"):
+        Manifest.load(path)
 
 
 def test_cpu_flags_are_read_from_this_machine() -> None:

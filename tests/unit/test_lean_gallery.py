@@ -6,6 +6,8 @@ workers on one database kept in step by the version row and the change log."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -164,6 +166,39 @@ def test_ivf_agrees_with_exact_search() -> None:
 
 
 @needs_shm
+@needs_shm
+def test_an_erased_face_leaves_the_shared_file_at_once() -> None:
+    """Removing a face (or a user) zeroes its vector in the shared snapshot, which every
+    worker maps, instead of leaving the plaintext there until the next build. Searches stay
+    right: the row is dead, and a zero vector matches nothing."""
+    vectors = unit(200)
+    faces = [uuid.uuid4() for _ in range(200)]
+    users = [uuid.uuid4() for _ in range(200)]
+    private = snapshot_of(faces, users, vectors, version=3, ivf_min_size=10**9)
+    store = SnapshotStore(SHM, uuid.uuid4().hex, "m")
+    path = store.path_for(3)
+    write_snapshot(path, private.data)
+    index = lean(attach_snapshot(path), ann_min_size=10**9)
+    other = lean(attach_snapshot(path), ann_min_size=10**9)  # another worker, not caught up
+    try:
+        gone, user_gone = vectors[17].tobytes(), vectors[42].tobytes()
+        assert gone in path.read_bytes()
+        index.apply(4, ("remove_face", faces[17]))
+        index.apply(5, ("remove_user", users[42]))
+        content = path.read_bytes()
+        assert gone not in content
+        assert user_gone not in content
+        assert vectors[18].tobytes() in content
+        assert index.search(vectors[17], 1, TENANT)[0].face_id != faces[17]
+        assert other.search(vectors[17], 1, TENANT)[0].face_id != faces[17]  # scores 0 there
+        assert other.search(vectors[18], 1, TENANT)[0].face_id == faces[18]
+    finally:
+        index.close()
+        other.close()
+        store.remove_unused(newest=False)
+        store.remove_lock_if_idle()
+
+
 def test_snapshot_file_round_trip_and_clean_up() -> None:
     vectors = unit(300)
     faces = [uuid.uuid4() for _ in range(300)]
@@ -184,6 +219,8 @@ def test_snapshot_file_round_trip_and_clean_up() -> None:
     with pytest.raises(ValueError, match="read-only"):
         data.vectors[0, 0] = 1.0
     assert [v for v, _, _ in store.versions()] == [6, 7]
+    with store.locked():  # another worker is listing snapshots to attach one: hands off
+        assert store.remove_unused() == 0
     assert store.remove_unused() == 1  # version 6: nobody holds it; 7 is attached
     assert [v for v, _, _ in store.versions()] == [7]
     del data  # the arrays map the file: once they are gone, close() unmaps it
@@ -233,6 +270,38 @@ async def enrol(
         )
         await gallery.face_added(session, face.id, user_id, v, "m", TENANT)
         return face.id
+
+
+@needs_shm
+async def test_a_planted_shared_folder_leaves_the_gallery_private_and_working(
+    sessions: async_sessionmaker[AsyncSession], database_url: str
+) -> None:
+    """Another local user who made /dev/shm/facesvc-<uid> first (here: a file in its place)
+    cannot stop the service nor receive its vectors: the worker keeps a private copy."""
+    cipher = EmbeddingCipher.from_setting(generate_data_key())
+    path = database_url.split("///", 1)[1]
+    shared = Path(tempfile.mkdtemp(dir=SHM))
+    try:
+        (shared / f"facesvc-{os.getuid()}").write_bytes(b"planted")
+        async with session_scope(sessions) as session:
+            ada = await UserRepository(session, TENANT).add("Ada")
+        gallery = LeanGallery(
+            LeanIndex("m", ann_min_size=10**9),
+            cipher,
+            sessions,
+            sqlite_path=path,
+            shared_dir=shared,
+        )
+        (va,) = unit(1)
+        await enrol(sessions, gallery, cipher, ada.id, va)
+        await gallery.start(128)
+        assert gallery.index.snapshot.path is None  # private to this worker
+        hits = (await gallery.search(va, 1, TENANT)).hits
+        assert [h.user_id for h in hits] == [ada.id]
+        gallery.close()
+        assert (shared / f"facesvc-{os.getuid()}").read_bytes() == b"planted"
+    finally:
+        shutil.rmtree(shared)
 
 
 @needs_shm

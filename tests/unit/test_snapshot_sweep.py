@@ -138,3 +138,14 @@ def test_a_lock_file_alone_is_untouched_while_held(tmp_path: Path) -> None:
         assert (store.directory / f"{store.prefix}.lock").exists()
     finally:
         os.close(fd)
+
+
+def test_copies_of_one_database_never_share_snapshots(tmp_path: Path) -> None:
+    """A copied database file keeps its gallery instance; its snapshots are named by where it
+    lives too, so two copies served on one machine never attach each other's."""
+    a = SnapshotStore(tmp_path, "same-instance", "m", str(tmp_path / "a.db"))
+    b = SnapshotStore(tmp_path, "same-instance", "m", str(tmp_path / "copy" / "a.db"))
+    again = SnapshotStore(tmp_path, "same-instance", "m", str(tmp_path / "a.db"))
+    assert a.prefix != b.prefix
+    assert a.prefix == again.prefix
+    assert a.path_for(3) != b.path_for(3)

@@ -215,6 +215,10 @@ class LeanIndex:
             return
         self._dead[rows] = True
         self._dead_count += len(rows)
+        try:
+            self.snapshot.erase_rows(rows)
+        except OSError as exc:  # the row stays dead here; the next build drops it
+            log.warning("an erased face's vector not zeroed in the shared snapshot: %s", exc)
         for row in rows:  # the row's tenant: the offsets range holding it
             code = int(np.searchsorted(base.offsets[:, -1], row, side="right"))
             self._adjust[code] -= 1
@@ -425,8 +429,14 @@ class LeanGallery:
         shared_dir: Path | None = None,
         cache_dir: Path | None = None,
         name: str = "embedded",
+        database: str | None = None,
     ) -> None:
         self.index = index
+        # which database this is (SQLite: the file's real path; else the URL without its
+        # password), part of the shared snapshots' names; None: the SQLite path, if any
+        self._database = database or (
+            os.path.realpath(sqlite_path) if sqlite_path is not None else None
+        )
         self.name = name
         self._cipher = cipher
         self._sessionmaker = sessionmaker
@@ -631,8 +641,17 @@ class LeanGallery:
         current = await state.version()
         await session.commit()
         if self._store is None and self._shared_dir is not None and instance is not None:
-            self._store = SnapshotStore(self._shared_dir, instance, self.index.model_name)
-            await asyncio.to_thread(self._sweep, self._store)
+            try:
+                self._store = SnapshotStore(
+                    self._shared_dir, instance, self.index.model_name, self._database
+                )
+            except PermissionError as exc:  # e.g. another user made facesvc-<uid> first
+                log.warning(
+                    "gallery snapshots not shared (%s): each worker keeps its own copy", exc
+                )
+                self._shared_dir = self._cache_dir = None
+            else:
+                await asyncio.to_thread(self._sweep, self._store)
         store = self._store
         if store is None:
             pending, self._pending = self._pending, None

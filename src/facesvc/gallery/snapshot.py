@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import math
@@ -282,12 +283,36 @@ class Snapshot:
     """A snapshot in use by this worker: mapped from a shared file, or private arrays."""
 
     def __init__(
-        self, data: SnapshotData, path: Path | None = None, handle: Any = None, fd: int = -1
+        self,
+        data: SnapshotData,
+        path: Path | None = None,
+        handle: Any = None,
+        fd: int = -1,
+        vectors_at: int = -1,
     ) -> None:
         self.data = data
         self.path = path
         self._map = handle
         self._fd = fd  # holds a shared flock while attached: the file is in use
+        self._vectors_at = vectors_at  # where the vectors start in the file
+
+    def erase_rows(self, rows: npt.NDArray[np.intp]) -> None:
+        """Overwrite these rows' vectors with zeros in the shared file (an erased face's
+        plaintext leaves /dev/shm now, not at the next snapshot build, and a tmpfs file
+        outlives the processes that wrote it); every worker's mapping sees it at once (a
+        zero vector matches nothing; the row is dead in this worker's delta already). A
+        private snapshot is this process's memory, gone with it, and may share its arrays
+        with the caller's: left as it is."""
+        if not len(rows) or self.path is None:
+            return
+        width = self.data.dim * self.data.vectors.dtype.itemsize
+        zeros = bytes(width)
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            for row in rows:
+                os.pwrite(fd, zeros, self._vectors_at + int(row) * width)
+        finally:
+            os.close(fd)
 
     @property
     def shared(self) -> bool:
@@ -366,6 +391,7 @@ def attach_snapshot(path: Path) -> Snapshot:
         meta = json.loads(handle[16 : 16 + size])
         base = -(-(16 + size) // _ALIGN) * _ALIGN
         fields: dict[str, Any] = {}
+        vectors_at = base + int(meta["arrays"]["vectors"][0])
         for name in _ARRAYS:
             start, dtype, shape = meta["arrays"][name]
             count = int(np.prod(shape)) if shape else 1
@@ -383,7 +409,7 @@ def attach_snapshot(path: Path) -> Snapshot:
     except BaseException:
         os.close(fd)
         raise
-    return Snapshot(data, path, handle, fd)
+    return Snapshot(data, path, handle, fd, vectors_at)
 
 
 def on_ram(directory: Path) -> bool:
@@ -419,10 +445,16 @@ class SnapshotStore:
     """Snapshots of one database's gallery (named by its random instance name and the model)
     in a RAM-backed directory, built under a file lock by the first worker that needs one."""
 
-    def __init__(self, directory: Path, instance: str, model: str) -> None:
+    def __init__(
+        self, directory: Path, instance: str, model: str, database: str | None = None
+    ) -> None:
         self.directory = private_folder(directory)
         safe_model = re.sub(r"[^A-Za-z0-9_.-]", "_", model)[:40]
-        self.prefix = f"facesvc-gallery-{instance}-{safe_model}"
+        # ``database`` (the SQLite file's real path, or the URL without its password) is part
+        # of the name: a copy of a database file keeps its gallery instance, and two copies
+        # served on one machine would otherwise attach each other's snapshots
+        where = f"-{hashlib.sha256(database.encode()).hexdigest()[:12]}" if database else ""
+        self.prefix = f"facesvc-gallery-{instance}{where}-{safe_model}"
         self._pattern = re.compile(re.escape(self.prefix) + r"-v(\d+)(-ivf)?\.bin$")
 
     def path_for(self, version: int, ivf: bool = False) -> Path:
@@ -455,11 +487,31 @@ class SnapshotStore:
             with contextlib.suppress(FileNotFoundError):
                 (self.directory / f"{self.prefix}.lock").unlink()
 
+    @contextlib.contextmanager
+    def locked_if_free(self) -> Iterator[bool]:
+        """The build lock if nobody holds it (True), else False at once."""
+        fd = os.open(self.directory / f"{self.prefix}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
     def remove_unused(self, keep: Path | None = None, newest: bool = True) -> int:
         """Delete this gallery's snapshots no worker holds (other than ``keep``, and unless
         ``newest`` is false, those of the newest version: its IVF file may just have been
         written, before any worker attached it). The newest version's file without IVF cells
-        goes once its file with cells exists and nobody holds it: the workers moved on."""
+        goes once its file with cells exists and nobody holds it: the workers moved on.
+        Under the build lock, and skipped while another worker holds it (a worker listing the
+        snapshots to attach one must not see it vanish; that worker cleans up after itself)."""
+        with self.locked_if_free() as free:
+            return self._remove_unused(keep, newest) if free else 0
+
+    def _remove_unused(self, keep: Path | None, newest: bool) -> int:
         removed = 0
         found = self.versions()
         top = found[-1][0] if found and newest else None

@@ -29,6 +29,8 @@ Architecture = Literal[
     "minifasnet",
 ]
 Runtime = Literal["tensorflow", "tflite", "openvino", "onnxruntime"]
+# CPU families a variant can be preferred on (facesvc.inference.runtimes.CPU_FAMILIES)
+CpuFamily = Literal["amx", "avx512_vnni", "avx2", "baseline"]
 
 
 class ModelSource(BaseModel):
@@ -78,11 +80,12 @@ class ModelSpec(BaseModel):
         description="What runs the file; default by its suffix: .pb TensorFlow, .tflite TFLite, "
         ".xml / .openvino.zip OpenVINO, .onnx ONNX Runtime",
     )
-    prefer_on: list[str] = Field(
+    prefer_on: list[CpuFamily] = Field(
         default_factory=list,
-        description="CPU flags (/proc/cpuinfo) on which FACESVC_CPU_RUNTIME=auto loads this "
+        description="CPU families (amx, avx512_vnni, avx2, baseline: "
+        "facesvc.inference.runtimes.CPU_FAMILIES) on which FACESVC_CPU_RUNTIME=auto loads this "
         "variant in place of the default model of its kind; set from bench/cpu_runtimes.py's "
-        "measurements (faster, LFW accuracy within 0.1 point)",
+        "run on a CPU of that family (faster, LFW accuracy within 0.1 point)",
     )
     source: ModelSource | None = None
     tensors: dict[str, str] = Field(

@@ -3,11 +3,18 @@
 The manifest lists variants of one model for several runtimes and precisions (TFLite fp32 and
 int8, OpenVINO fp32, bf16 and int8). ``auto`` (the default) loads a variant in place of the
 configured default only where the manifest says it measured faster at LFW accuracy within 0.1
-point on a CPU with these flags (``prefer_on``, set from ``bench/cpu_runtimes.py``), its
-runtime imports and its file was pulled; anything else keeps the default, and the start-up
-log says which and why. ``tflite`` never swaps; ``openvino`` takes the first OpenVINO variant
-of each model whose file is there. A model named explicitly (FACESVC_DETECTOR,
-FACESVC_EMBEDDER) is always loaded as named.
+point on this CPU's family (``prefer_on``: families, set from ``bench/cpu_runtimes.py``'s run
+on a CPU of that family), its runtime imports and its file was pulled; anything else keeps the
+default, and the start-up log says which and why.
+
+CPU families (``cpu_family``), by the instructions the runtimes' int8 and fp32 kernels pick:
+``amx`` (AMX tiles: Sapphire Rapids and later Xeons), ``avx512_vnni`` (AVX-512 with VNNI, no
+AMX: Ice Lake and Cascade Lake Xeons, AMD Zen 4/5), ``avx2`` (AVX2 + FMA only: older Xeons,
+AMD Zen 1-3), ``baseline`` (anything less). A family no run measured keeps the defaults.
+
+``tflite`` never swaps; ``openvino`` takes the first OpenVINO variant of each model whose file
+is there. A model named explicitly (FACESVC_DETECTOR, FACESVC_EMBEDDER) is always loaded as
+named.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from facesvc.inference.manifest import Manifest, ModelSpec, Runtime
+from facesvc.inference.manifest import CpuFamily, Manifest, ModelSpec, Runtime
 
 CpuRuntime = Literal["auto", "tflite", "openvino"]
 
@@ -58,6 +65,21 @@ def cpu_model() -> str | None:
     return None
 
 
+# in order: a CPU belongs to the first family whose flags it has all of
+CPU_FAMILIES: dict[CpuFamily, frozenset[str]] = {
+    "amx": frozenset({"amx_int8", "amx_tile"}),
+    "avx512_vnni": frozenset({"avx512f", "avx512_vnni"}),
+    "avx2": frozenset({"avx2", "fma"}),
+    "baseline": frozenset(),
+}
+
+
+def cpu_family(flags: frozenset[str] | None = None) -> CpuFamily:
+    """This CPU's family (see the module docstring) from its flags."""
+    flags = cpu_flags() if flags is None else flags
+    return next(name for name, needs in CPU_FAMILIES.items() if needs <= flags)
+
+
 def runtime_available(runtime: Runtime) -> bool:
     if runtime == "openvino":
         from facesvc.inference.openvino_rt import openvino_available
@@ -91,16 +113,16 @@ def choose_variant(
     if mode == "tflite":
         return Choice(default, None)
     flags = cpu_flags() if flags is None else flags
+    cpu = cpu_family(flags)
     family = _family(base)
     skipped: list[str] = []
     for spec in manifest.models.values():
         if spec.name == default or spec.task != base.task or _family(spec) != family:
             continue
         if mode == "auto":
-            missing_flags = [flag for flag in spec.prefer_on if flag not in flags]
-            if not spec.prefer_on or missing_flags:
+            if cpu not in spec.prefer_on:
                 continue
-            why = f"this CPU has {', '.join(spec.prefer_on)}"
+            why = f"this CPU is of the {cpu} family (measured faster there)"
         else:
             if spec.resolved_runtime != "openvino":
                 continue
