@@ -87,6 +87,11 @@ class ModelSpec(BaseModel):
         "variant in place of the default model of its kind; set from bench/cpu_runtimes.py's "
         "run on a CPU of that family (faster, LFW accuracy within 0.1 point)",
     )
+    measured_on: dict[CpuFamily, str] = Field(
+        default_factory=dict,
+        description="Per CPU family measured with bench/cpu_runtimes.py: the report and why "
+        "this variant is or is not in prefer_on there",
+    )
     source: ModelSource | None = None
     tensors: dict[str, str] = Field(
         default_factory=dict, description="Role -> tensor name for frozen graphs"
