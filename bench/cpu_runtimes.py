@@ -24,10 +24,12 @@ this CPU" only when its LFW accuracy is within 0.1 point of the fp32 reference (
 for the detector, the default's) AND, with one thread per model (the service's split on a
 machine with a worker per core), it is >= 1.1x faster at its largest batch (FaceNet: 8,
 requests batched under load; BlazeFace: 1, called one image at a time) and no slower than 0.9x
-at batch 1 (a lone request; 0.9-1.1 is this VM's noise). The
-verdict is what the manifest's ``prefer_on`` (FACESVC_CPU_RUNTIME=auto) is set from, for the
-run's CPU family (``facesvc.inference.runtimes.cpu_family``: amx, avx512_vnni, avx2; the
-report is saved per family, and README's table lists each family's run).
+at batch 1 (a lone request; 0.9-1.1 is this VM's noise). The verdict makes a candidate for the
+manifest's ``prefer_on`` (FACESVC_CPU_RUNTIME=auto) for the run's CPU family
+(``facesvc.inference.runtimes.cpu_family``: amx, avx512_vnni, avx2; the report is saved per
+family); ``bench/runtime_ab.py`` (both runtimes in service, in turns) confirms it before the
+manifest changes: on AVX-512 VNNI the int8 OpenVINO FaceNet passed here (1.18x at batch 8) and
+lost in service (0.95x verify/s: batches stay small).
 """
 
 from __future__ import annotations
