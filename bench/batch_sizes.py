@@ -8,7 +8,8 @@ core, micro-batching on), verify and identify driven at each concurrency in turn
 Per level and request kind: requests/s, p50/p95, server CPU per request, and per model the
 calls, items, mean batch and the share of calls of 1 / 2 / 3-4 / 5-8 / 9+ items
 (histogram deltas from /metrics, summed over the workers: each keeps its own registry, so
-``scrape_all`` opens connections until every worker has answered one scrape).
+``scrape_all`` opens connections until every worker has answered one scrape, told apart by
+the pid /readyz reports on the same connection).
 """
 
 from __future__ import annotations
@@ -49,21 +50,24 @@ def histogram(text: str) -> dict[str, dict[float, float]]:
 
 
 async def scrape_all(client: httpx.AsyncClient, workers: int) -> dict[str, dict[float, float]]:
-    """Every worker's histogram summed. Each worker has its own registry and a scrape is
-    answered by whichever worker accepts the connection, so new connections are opened until
-    ``workers`` different ones (told apart by their process_start_time_seconds) answered."""
-    seen: dict[str, dict[str, dict[float, float]]] = {}
-    for _ in range(200):
-        async with httpx.AsyncClient(base_url=str(client.base_url), headers=client.headers) as c:
-            text = (await c.get("/metrics")).text
-        started = next(
-            line.rsplit(" ", 1)[1]
-            for line in text.splitlines()
-            if line.startswith("process_start_time_seconds")
-        )
-        seen.setdefault(started, histogram(text))
+    """Every worker's histogram summed. Each worker has its own registry and a connection is
+    served by whichever worker accepted it, so new connections are opened until ``workers``
+    different ones answered: on each, /readyz says which worker (its pid), then /metrics on the
+    same connection."""
+    seen: dict[int, dict[str, dict[float, float]]] = {}
+    for _ in range(400):
+        async with httpx.AsyncClient(
+            base_url=str(client.base_url),
+            headers=client.headers,
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        ) as one:
+            pid = int((await one.get("/readyz")).json()["worker"]["pid"])
+            if pid not in seen:
+                seen[pid] = histogram((await one.get("/metrics")).text)
         if len(seen) >= workers:
             break
+    if len(seen) < workers:
+        raise RuntimeError(f"only {len(seen)} of {workers} workers answered a scrape")
     total: dict[str, dict[float, float]] = {}
     for per_worker in seen.values():
         for name, buckets in per_worker.items():
@@ -155,7 +159,7 @@ def main() -> None:
         server.migrate()
         with server:
             result = asyncio.run(run(server, args, args.workers))
-    payload = {"benchmark": "batch_sizes", "machine": machine_info(), "config": vars(args)}
+    payload = {"benchmark": "batch_sizes", "machine": machine_info(), "config": dict(vars(args))}
     payload["config"]["out"] = str(args.out)
     payload.update(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
