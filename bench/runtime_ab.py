@@ -1,7 +1,8 @@
 """In-service A/B of a serving choice, both servers up at once and driven in turns: by default
 the CPU runtime (facesvc as `make run` starts it, FACESVC_CPU_RUNTIME=auto, which loads the
 OpenVINO variants on CPUs the manifest prefers them on, against FACESVC_CPU_RUNTIME=tflite);
-``--compare workers``: a worker per core against one worker whose models use every core.
+``--compare workers``: a worker per core against one worker whose models use every core;
+``--compare batch-wait``: the default batching window (0 ms) against 3 ms.
 
     .venv/bin/python bench/runtime_ab.py [--compare runtime|workers] [--concurrency 8]
         [--seconds 10] [--rounds 4] [--out bench/results/<compare>_ab.json]
@@ -41,6 +42,8 @@ COMMON = {"FACESVC_LOG_LEVEL": "warning", "FACESVC_LOCKOUT_MAX_FAILURES": "10000
 COMPARISONS: dict[str, dict[str, dict[str, str]]] = {
     "runtime": {"auto": {}, "tflite": {"FACESVC_CPU_RUNTIME": "tflite"}},
     "workers": {"per-core": {}, "one": {"FACESVC_WORKERS": "1"}},
+    # issue 24: does a short batching window pay, given how rarely verifies coincide?
+    "batch-wait": {"wait-0ms": {}, "wait-3ms": {"FACESVC_BATCH_MAX_WAIT_MS": "3"}},
 }
 
 
