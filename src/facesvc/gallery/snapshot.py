@@ -487,19 +487,9 @@ class SnapshotStore:
             with contextlib.suppress(FileNotFoundError):
                 (self.directory / f"{self.prefix}.lock").unlink()
 
-    @contextlib.contextmanager
-    def locked_if_free(self) -> Iterator[bool]:
+    def locked_if_free(self) -> contextlib.AbstractContextManager[bool]:
         """The build lock if nobody holds it (True), else False at once."""
-        fd = os.open(self.directory / f"{self.prefix}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)
+        return _lock_if_free(self.directory / f"{self.prefix}.lock")
 
     def remove_unused(self, keep: Path | None = None, newest: bool = True) -> int:
         """Delete this gallery's snapshots no worker holds (other than ``keep``, and unless
@@ -570,13 +560,25 @@ def sweep_abandoned(folder: Path, keep_prefix: str | None = None) -> int:
     return removed
 
 
-def _sweep_gallery(folder: Path, prefix: str, paths: list[Path]) -> int:
-    lock_path = folder / f"{prefix}.lock"
-    lock = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+@contextlib.contextmanager
+def _lock_if_free(lock_path: Path) -> Iterator[bool]:
+    """A gallery's build lock if nobody holds it (True), else False at once."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _sweep_gallery(folder: Path, prefix: str, paths: list[Path]) -> int:
+    lock_path = folder / f"{prefix}.lock"
+    with _lock_if_free(lock_path) as free:
+        if not free:
             return 0  # being built or restored: alive
         held: list[int] = []
         try:
@@ -599,8 +601,6 @@ def _sweep_gallery(folder: Path, prefix: str, paths: list[Path]) -> int:
         finally:
             for fd in held:
                 os.close(fd)
-    finally:
-        os.close(lock)
 
 
 def _alive(pid: int) -> bool:

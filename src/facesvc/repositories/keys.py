@@ -51,10 +51,6 @@ class ApiKeyRepository:
         await self._session.flush()
         return key
 
-    async def by_hash(self, secret_sha256: str) -> ApiKey | None:
-        stmt = select(ApiKey).where(ApiKey.secret_sha256 == secret_sha256)
-        return (await self._session.scalars(stmt)).one_or_none()
-
     async def by_hash_with_liveness(self, secret_sha256: str) -> tuple[ApiKey, bool] | None:
         """The key and its tenant's ``require_liveness``, in one query."""
         stmt = (
