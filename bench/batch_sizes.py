@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 from core_latency import machine_info
-from http_load import drive, enrol_gallery, people
+from http_load import drive, enrol_senders, people
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.server_process import ServerProcess
@@ -112,20 +112,8 @@ async def run(server: ServerProcess, args: argparse.Namespace, workers: int) -> 
     async with httpx.AsyncClient(
         base_url=server.base_url, timeout=60, headers=server.headers, limits=limits
     ) as client:
-        users = await enrol_gallery(client, gallery)
-        probes = [
-            (uid, photo)
-            for uid, (_, photos) in zip(users, gallery, strict=True)
-            for photo in photos[2:]
-        ]
-
-        async def verify(probe: tuple[str, bytes]) -> int:
-            uid, photo = probe
-            answer = await client.post(f"/v1/users/{uid}/verify", files={"image": photo})
-            return answer.status_code
-
-        async def identify(probe: tuple[str, bytes]) -> int:
-            return (await client.post("/v1/identify", files={"image": probe[1]})).status_code
+        senders = await enrol_senders(client, gallery)
+        verify, identify, probes = senders.verify, senders.identify, senders.probes
 
         rows = []
         for kind, send in (("verify", verify), ("identify", identify)):
@@ -136,7 +124,9 @@ async def run(server: ServerProcess, args: argparse.Namespace, workers: int) -> 
                 row["models"] = shares(before, await scrape_all(client, workers))
                 row.update(kind=kind, concurrency=level)
                 rows.append(row)
-                embed = next((v for k, v in row["models"].items() if "facenet" in k), {})
+                embed: dict[str, Any] = next(
+                    (v for k, v in row["models"].items() if "facenet" in k), {}
+                )
                 print(
                     f"{kind:8} c{level:<3} {row['rps']:6.1f}/s  embedder mean batch "
                     f"{embed.get('mean_batch')} {embed.get('share_of_calls')}",
@@ -159,8 +149,9 @@ def main() -> None:
         server.migrate()
         with server:
             result = asyncio.run(run(server, args, args.workers))
-    payload = {"benchmark": "batch_sizes", "machine": machine_info(), "config": dict(vars(args))}
-    payload["config"]["out"] = str(args.out)
+    config: dict[str, Any] = {**vars(args), "out": str(args.out)}
+    payload: dict[str, Any] = {"benchmark": "batch_sizes", "machine": machine_info()}
+    payload["config"] = config
     payload.update(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

@@ -26,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,40 @@ async def enrol_gallery(
             )
         users.append(user["id"])
     return users
+
+
+Probe = tuple[str, bytes]  # (user id, photo)
+
+
+@dataclass
+class Senders:
+    """A gallery enrolled on one server: probes of its people's other photos, and one verify
+    and one identify request per probe (each returns the status code)."""
+
+    probes: list[Probe]
+    verify: Callable[[Probe], Awaitable[int]]
+    identify: Callable[[Probe], Awaitable[int]]
+
+
+async def enrol_senders(
+    client: httpx.AsyncClient, gallery: list[tuple[str, list[bytes]]]
+) -> Senders:
+    """``enrol_gallery``, then the probes (photos 3-6 of each person) and the requests."""
+    users = await enrol_gallery(client, gallery)
+    probes = [
+        (uid, photo)
+        for uid, (_, photos) in zip(users, gallery, strict=True)
+        for photo in photos[2:]
+    ]
+
+    async def verify(probe: Probe) -> int:
+        uid, photo = probe
+        return (await client.post(f"/v1/users/{uid}/verify", files={"image": photo})).status_code
+
+    async def identify(probe: Probe) -> int:
+        return (await client.post("/v1/identify", files={"image": probe[1]})).status_code
+
+    return Senders(probes, verify, identify)
 
 
 async def drive(
@@ -128,22 +164,8 @@ async def bench_facesvc(
     async with httpx.AsyncClient(
         base_url=base, timeout=60, limits=limits, headers=headers
     ) as client:
-        users = await enrol_gallery(client, gallery)
-        probes = [
-            (uid, photo)
-            for uid, (_, photos) in zip(users, gallery, strict=True)
-            for photo in photos[2:]
-        ]
-
-        async def verify(probe: tuple[str, bytes]) -> int:
-            uid, photo = probe
-            r = await client.post(f"/v1/users/{uid}/verify", files={"image": photo})
-            return r.status_code
-
-        async def identify(probe: tuple[str, bytes]) -> int:
-            r = await client.post("/v1/identify", files={"image": probe[1]})
-            return r.status_code
-
+        senders = await enrol_senders(client, gallery)
+        verify, identify, probes = senders.verify, senders.identify, senders.probes
         await drive(verify, probes, 2, 3)  # warm-up
         return {
             "verify": [await drive(verify, probes, c, seconds, pid) for c in levels],

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import numpy as np
 from core_latency import machine_info
-from http_load import drive, enrol_gallery, people
+from http_load import Senders, drive, enrol_senders, people
 
 # Shared with the e2e tests, so kept with them in tests/support/ (not in the package); this
 # script runs as `python bench/<name>.py`, so the repository root goes on the path first.
@@ -74,7 +74,7 @@ def per_item_ms(
 async def run(servers: dict[str, ServerProcess], args: argparse.Namespace) -> dict[str, Any]:
     gallery = people(20)
     clients: dict[str, httpx.AsyncClient] = {}
-    probes: dict[str, list[tuple[str, bytes]]] = {}
+    senders: dict[str, Senders] = {}
     rows: dict[str, list[dict[str, Any]]] = {label: [] for label in servers}
     try:
         for label, server in servers.items():
@@ -85,27 +85,15 @@ async def run(servers: dict[str, ServerProcess], args: argparse.Namespace) -> di
                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
             )
             clients[label] = client
-            users = await enrol_gallery(client, gallery)
-            probes[label] = [
-                (uid, photo)
-                for uid, (_, photos) in zip(users, gallery, strict=True)
-                for photo in photos[2:]
-            ]
+            senders[label] = await enrol_senders(client, gallery)
             rows[label].append({"models": (await client.get("/readyz")).json()["models"]})
         for round_ in range(args.rounds):
             for label, server in servers.items():
                 client = clients[label]
-
-                async def verify(
-                    probe: tuple[str, bytes], client: httpx.AsyncClient = client
-                ) -> int:
-                    uid, photo = probe
-                    answer = await client.post(f"/v1/users/{uid}/verify", files={"image": photo})
-                    return answer.status_code
-
-                await drive(verify, probes[label], 2, 1)  # warm-up
+                verify, probes = senders[label].verify, senders[label].probes
+                await drive(verify, probes, 2, 1)  # warm-up
                 before = model_counters((await client.get("/metrics")).text)
-                row = await drive(verify, probes[label], args.concurrency, args.seconds, server.pid)
+                row = await drive(verify, probes, args.concurrency, args.seconds, server.pid)
                 row["model_cpu_ms_per_item"] = per_item_ms(
                     before, model_counters((await client.get("/metrics")).text)
                 )
