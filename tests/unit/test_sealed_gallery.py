@@ -9,6 +9,7 @@ import asyncio
 import sqlite3
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -59,6 +60,34 @@ async def seeded(
     await settle(gallery)
     gallery.close()
     return ada.id, faces, vectors
+
+
+class Restarted(NamedTuple):
+    cipher: EmbeddingCipher
+    path: str
+    cache: Path
+    ada: uuid.UUID
+    faces: list[uuid.UUID]
+    vectors: np.ndarray
+    gallery: LeanGallery
+
+
+async def restarted(
+    sessions: async_sessionmaker[AsyncSession],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Restarted:
+    """A gallery sealed by a first start (``seeded``) and started again, warm, with reseals
+    written at once."""
+    monkeypatch.setattr("facesvc.gallery.lean._RESEAL_DELAY_S", 0.0)
+    cipher = EmbeddingCipher.from_setting(generate_data_key())
+    path = database_url.split("///", 1)[1]
+    cache = tmp_path / "cache"
+    ada, faces, vectors = await seeded(sessions, cipher, path, cache)
+    gallery = worker(sessions, cipher, path, cache)
+    await gallery.start(128)
+    return Restarted(cipher, path, cache, ada, faces, vectors, gallery)
 
 
 def sealed_files(cache: Path) -> list[Path]:
@@ -238,13 +267,9 @@ async def test_erasure_leaves_no_copy_in_the_cache_folder(
     """Deleting a face unlinks the sealed file at its commit; the worker then seals its
     snapshot minus that face (plus its delta) in the background, so the next restart is warm
     and still without it; a file written from a snapshot older than the removal is refused."""
-    monkeypatch.setattr("facesvc.gallery.lean._RESEAL_DELAY_S", 0.0)
-    cipher = EmbeddingCipher.from_setting(generate_data_key())
-    path = database_url.split("///", 1)[1]
-    cache = tmp_path / "cache"
-    ada, faces, vectors = await seeded(sessions, cipher, path, cache)
-    gallery = worker(sessions, cipher, path, cache)
-    await gallery.start(128)
+    cipher, path, cache, ada, faces, vectors, gallery = await restarted(
+        sessions, database_url, tmp_path, monkeypatch
+    )
     assert len(sealed_files(cache)) == 1
     old_snapshot = gallery.index.snapshot.path
     assert old_snapshot is not None
@@ -295,13 +320,9 @@ async def test_deleting_a_user_erases_the_sealed_copy_of_each_face(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("facesvc.gallery.lean._RESEAL_DELAY_S", 0.0)
-    cipher = EmbeddingCipher.from_setting(generate_data_key())
-    path = database_url.split("///", 1)[1]
-    cache = tmp_path / "cache"
-    ada, _, vectors = await seeded(sessions, cipher, path, cache)
-    gallery = worker(sessions, cipher, path, cache)
-    await gallery.start(128)
+    cipher, _, cache, ada, _, vectors, gallery = await restarted(
+        sessions, database_url, tmp_path, monkeypatch
+    )
     reseal = LeanGallery._reseal_later  # held back until the file's removal is checked
     monkeypatch.setattr(LeanGallery, "_reseal_later", lambda self: None)
     async with session_scope(sessions) as session:
