@@ -1,35 +1,39 @@
-"""Group commit: the small writes of many requests in one transaction (issue 24, first step).
+"""Small writes of many requests: one group-commit writer per process on SQLite, a
+transaction each on PostgreSQL (issue 24).
 
-SQLite has one write lock. When every verification opens two write transactions of its own
-(the attempt counted before comparing, then the audit row and the lockout reset), concurrent
+SQLite has one write lock. When every verification opens write transactions of its own (the
+attempt counted before comparing, then the audit row and the lockout reset), concurrent
 requests queue on that lock in SQLite's busy handler, which sleeps between tries: the p95 of a
-verify at concurrency 16 was 1.0 s on 2 cores (bench/results/batch_sizes.json). A
-``GroupWriter`` gives each process one writer task instead: requests hand it small write
-operations and wait; the task runs every operation that is waiting in one transaction, each
-in a SAVEPOINT of its own (one that fails is rolled back alone and fails only its caller), and
-commits once. Only then are the callers answered, so "committed before compare" and "an audit
-row for every 2xx" hold as before.
+verify at concurrency 16 was 0.8-1.2 s on 2 cores. A ``GroupWriter`` gives each process one
+writer task instead: requests hand it small write operations and wait; the task runs every
+operation that is waiting in one transaction, each in a SAVEPOINT of its own (one that fails
+is rolled back alone and fails only its caller), and commits once. Only then are the callers
+answered, so "committed before compare" and "an audit row for every 2xx" hold as before, and
+nothing acknowledged is lost on kill -9 (WAL, synchronous=NORMAL). Between the processes of
+one server the writers take a fair turn (``ProcessTurn``) around each transaction.
 
 Cancellation: a caller that goes away before its operation started leaves it unrun; once
 started, an operation finishes with its batch (its result is dropped). Only the writer task
-ever holds SQLite's lock, and it never awaits anything but the database while it does, so a
-cancelled request cannot keep the lock. A killed process loses its connection and with it the
-lock (SQLite releases it with the file's locks).
+ever holds the turn and SQLite's lock, and it is never cancelled mid-batch (``stop()`` lets
+the batch under way commit), so a cancelled request cannot keep either. A killed process
+loses its connection, flocks and with them the lock.
 
-Not wired into the services yet: the verify path and the job runner keep their own
-transactions until the bench shows this pays (see README, issue 24).
+PostgreSQL has row locks and no single write lock: ``DirectWriter`` runs each operation in a
+transaction of its own (the path it always had).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from facesvc.db.engine import AFTER_COMMIT
+from facesvc.db.engine import AFTER_COMMIT, session_scope
+from facesvc.db.turn import ProcessTurn
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +45,46 @@ class WriterStoppedError(RuntimeError):
     """The writer was stopped before this operation could run."""
 
 
+class Writer(Protocol):
+    """Runs a small write operation and answers once it is committed."""
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def run(self, operation: Callable[[AsyncSession], Awaitable[T]]) -> T: ...
+
+
+class DirectWriter:
+    """Each operation in a transaction of its own (PostgreSQL; SQLite with group commit off)."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.sessionmaker = sessionmaker
+
+    def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def run(self, operation: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        async with session_scope(self.sessionmaker) as session:
+            return await operation(session)
+
+
 class GroupWriter:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        max_batch: int = 64,
+        turn: ProcessTurn | None = None,
+    ) -> None:
         self.sessionmaker = sessionmaker
         self.max_batch = max_batch
+        self.turn = turn
         self._queue: asyncio.Queue[tuple[Operation, asyncio.Future[Any]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._batch: asyncio.Task[None] | None = None  # the transaction under way
         self.batches = 0  # transactions committed
         self.operations = 0  # operations run (committed or rolled back to their savepoint)
 
@@ -55,15 +93,19 @@ class GroupWriter:
             self._task = asyncio.create_task(self._run(), name="group-writer")
 
     async def stop(self) -> None:
-        """Finish the batch under way, then fail whatever still waits."""
+        """Let the batch under way commit and answer, then fail whatever still waits."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        if self._batch is not None:
+            await asyncio.gather(self._batch, return_exceptions=True)
         while not self._queue.empty():
             _, future = self._queue.get_nowait()
             if not future.done():
                 future.set_exception(WriterStoppedError("the writer stopped"))
+        if self.turn is not None:
+            self.turn.close()
 
     async def run(self, operation: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run ``operation`` in the next batch; its result once the batch has committed."""
@@ -80,14 +122,16 @@ class GroupWriter:
                 batch.append(self._queue.get_nowait())
             batch = [(op, future) for op, future in batch if not future.done()]
             if batch:
-                # shielded: a stop() arriving mid-batch lets the batch commit and answer
-                await asyncio.shield(self._commit(batch))
+                # a task of its own, shielded: a stop() arriving mid-batch lets it commit
+                self._batch = asyncio.create_task(self._commit(batch), name="group-commit")
+                await asyncio.shield(self._batch)
+                self._batch = None
 
     async def _commit(self, batch: list[tuple[Operation, asyncio.Future[Any]]]) -> None:
         outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
         hooks: list[Callable[[], None]] = []
         try:
-            async with self.sessionmaker() as session:
+            async with self._turn(), self.sessionmaker() as session:
                 for operation, future in batch:
                     try:
                         async with session.begin_nested():
@@ -99,7 +143,7 @@ class GroupWriter:
                     self.operations += 1
                 await session.commit()
                 hooks = session.info.pop(AFTER_COMMIT, [])
-        except Exception as exc:  # the commit (or the session) failed: nothing was written
+        except Exception as exc:  # the turn, the commit or the session failed: nothing written
             log.warning("a group commit of %d operations failed: %s", len(batch), exc)
             for _, future in batch:
                 if not future.done():
@@ -118,3 +162,6 @@ class GroupWriter:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+
+    def _turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.turn.held() if self.turn is not None else contextlib.nullcontext()
