@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from facesvc.api.schemas import JobResultsJSON
 from facesvc.db.engine import session_scope
+from facesvc.db.group_writer import DirectWriter, Writer
 from facesvc.gallery.backend import Gallery
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.quality import DEFAULT_THRESHOLDS
@@ -42,6 +43,7 @@ class AppState:
     analysis: FaceAnalysisService
     gallery: Gallery
     cipher: EmbeddingCipher
+    writer: Writer
     callers: CallerCache = field(default_factory=lambda: CallerCache(None))
     liveness: LivenessPolicy = field(default_factory=LivenessPolicy)
     models_error: str | None = None
@@ -56,6 +58,7 @@ class AppState:
         /livez at once, unless FACESVC_STARTUP_WAIT_FOR_MODELS) and start the job runner,
         which waits for them."""
         await self.store_bootstrap_key()
+        self.writer.start()
         if self.settings.startup_wait_for_models:
             await self.load_models()  # this worker takes no connection before it is ready
         else:
@@ -67,6 +70,7 @@ class AppState:
         loading still under way, then close the models and the engine."""
         if self.job_runner is not None:
             await self.job_runner.stop()
+        await self.writer.stop()  # the batch under way commits; later writes are refused
         for task in (self._loader, self._checks):
             if task is not None:
                 if not task.done():
@@ -226,6 +230,26 @@ def data_cipher(settings: Settings) -> EmbeddingCipher:
         raise ConfigurationError(f"FACESVC_ENCRYPTION_KEY: {exc}") from exc
 
 
+def small_writes(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> Writer:
+    """Group commit with a turn between the workers on a SQLite file; a transaction per write
+    on PostgreSQL (and on SQLite with FACESVC_SQLITE_GROUP_COMMIT=false)."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    from facesvc.db.engine import SQLITE_BUSY_TIMEOUT_MS, is_sqlite
+    from facesvc.db.group_writer import GroupWriter
+    from facesvc.db.turn import ProcessTurn
+
+    url = make_url(settings.database_url)
+    if not is_sqlite(url) or not settings.sqlite_group_commit:
+        return DirectWriter(sessionmaker)
+    database = url.database
+    on_file = bool(database) and database != ":memory:" and not str(database).startswith("file:")
+    turn = ProcessTurn(Path(str(database)), SQLITE_BUSY_TIMEOUT_MS / 1000) if on_file else None
+    return GroupWriter(sessionmaker, turn=turn)
+
+
 def build_state(settings: Settings) -> AppState:
     """Everything the service runs on (models not loaded yet: ``await load_models()``).
 
@@ -245,6 +269,7 @@ def build_state(settings: Settings) -> AppState:
     registry = ModelRegistry(settings)
     pipeline = FacePipeline(registry)
     sessionmaker = create_sessionmaker(engine)
+    writer = small_writes(settings, sessionmaker)
     gallery: Gallery
     if settings.gallery_backend == "embedded":
         from sqlalchemy.engine import make_url
@@ -304,6 +329,7 @@ def build_state(settings: Settings) -> AppState:
         analysis=FaceAnalysisService(pipeline, settings.enrol_second_face_ratio),
         gallery=gallery,
         cipher=cipher,
+        writer=writer,
         callers=CallerCache(KeyChangeStamp.for_database(settings.database_url)),
         liveness=liveness,
     )

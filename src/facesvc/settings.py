@@ -196,6 +196,13 @@ class Settings(BaseSettings):
         "instead of every face row; unset: gallery-cache beside the SQLite file. Nothing is "
         "written without a data key (dev mode) or without a RAM-backed shared folder",
     )
+    sqlite_group_commit: bool = Field(
+        default=True,
+        description="SQLite: the small writes of verifications and identifications (attempt "
+        "counts, lockout resets, audit rows) go through one writer per worker that commits "
+        "those of many requests in one transaction, the workers taking fair turns; off: each "
+        "request writes in transactions of its own, queueing in SQLite's busy handler",
+    )
     sqlite_writer_turns: bool = Field(
         default=False,
         description="Experimental: SQLite writers take turns (a queue per process, a flock "

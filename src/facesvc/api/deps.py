@@ -201,6 +201,7 @@ async def get_recognition(
         state.gallery,
         caller,
         state.recognition_policy,
+        state.writer,
         liveness=liveness,
     )
 

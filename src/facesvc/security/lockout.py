@@ -7,12 +7,13 @@ import math
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import session_scope
+from facesvc.db.group_writer import Writer
 from facesvc.db.models import utcnow
 from facesvc.errors import LockedOutError
 from facesvc.repositories.attempts import LoginAttemptRepository
@@ -39,18 +40,23 @@ T = TypeVar("T")
 
 
 class LockoutGuard:
-    """Counts verification attempts per (tenant, tried id) in transactions of their own,
-    committed BEFORE the probe is compared: concurrent attempts cannot all slip in while
-    the first ones are still being computed.
+    """Counts verification attempts per (tenant, tried id), committed BEFORE the probe is
+    compared: concurrent attempts cannot all slip in while the first ones are still being
+    computed. The count is a small write handed to the process's writer (group-committed
+    with other requests' on SQLite, a transaction of its own on PostgreSQL).
 
     The attempt that reaches ``max_failures`` in a row already sets the lock; a match
-    clears both (in the request's own transaction). While locked nothing is compared and
+    clears both (with the request's audit row). While locked nothing is compared and
     nothing more is counted."""
 
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], policy: LockoutPolicy
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        writer: Writer,
+        policy: LockoutPolicy,
     ) -> None:
         self.sessionmaker = sessionmaker
+        self.writer = writer
         self.policy = policy
 
     async def begin(
@@ -59,20 +65,27 @@ class LockoutGuard:
         subject_id: uuid.UUID,
         then: Callable[[AsyncSession], Awaitable[T]],
     ) -> T:
-        """Count the attempt; unless the id is locked, run ``then`` (the reads the comparison
-        needs) in the same transaction, which commits the count before anything is compared:
-        one transaction, not two. A locked id raises ``LockedOutError`` having read nothing."""
+        """Count the attempt; once the count is committed and unless the id is locked, run
+        ``then`` (the reads the comparison needs) in a read transaction. A locked id raises
+        ``LockedOutError`` having read nothing."""
         now = utcnow()
-        async with session_scope(self.sessionmaker) as session:
+
+        async def count(session: AsyncSession) -> datetime | None:
+            """None when counted; the end of the lock when locked (nothing counted)."""
             attempts = LoginAttemptRepository(session)
             counted = await attempts.begin_attempt(tenant_id, subject_id, now)
-            if counted is not None:
-                delay = self.policy.delay_after(counted)
-                if delay is not None:
-                    await attempts.lock(tenant_id, subject_id, now + timedelta(seconds=delay))
+            if counted is None:
+                row = await attempts.get(tenant_id, subject_id)
+                return row.locked_until if row is not None and row.locked_until else now
+            delay = self.policy.delay_after(counted)
+            if delay is not None:
+                await attempts.lock(tenant_id, subject_id, now + timedelta(seconds=delay))
+            return None
+
+        until = await self.writer.run(count)
+        if until is None:
+            async with session_scope(self.sessionmaker) as session:
                 return await then(session)
-            row = await attempts.get(tenant_id, subject_id)
-        until = row.locked_until if row is not None and row.locked_until else now
         wait = max(1, math.ceil((until - now).total_seconds()))
         raise LockedOutError(
             f"too many failed verifications for this user; retry in {wait} s",

@@ -44,17 +44,26 @@ class AuditTrail:
         user_id: uuid.UUID | None = None,
         similarity: float | None = None,
     ) -> None:
-        await self._events.add(
-            AuditEvent(
-                tenant_id=self.caller.tenant_id,
-                key_id=self.caller.key_id,
-                actor=self.caller.actor,
-                action=action,
-                user_id=user_id,
-                result=result,
-                similarity=None if similarity is None else round(float(similarity), 6),
-                request_id=current_request_id(),
-            )
+        await self._events.add(self.event(action, result, user_id=user_id, similarity=similarity))
+
+    def event(
+        self,
+        action: str,
+        result: str,
+        *,
+        user_id: uuid.UUID | None = None,
+        similarity: float | None = None,
+    ) -> AuditEvent:
+        """The row, built here (with this request's id) to be written by a writer elsewhere."""
+        return AuditEvent(
+            tenant_id=self.caller.tenant_id,
+            key_id=self.caller.key_id,
+            actor=self.caller.actor,
+            action=action,
+            user_id=user_id,
+            result=result,
+            similarity=None if similarity is None else round(float(similarity), 6),
+            request_id=current_request_id(),
         )
 
     async def page(

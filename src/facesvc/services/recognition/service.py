@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,10 +17,12 @@ import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import session_scope
+from facesvc.db.group_writer import Writer
 from facesvc.errors import LivenessRequiredError
 from facesvc.gallery.backend import Gallery
 from facesvc.inference.types import Box
 from facesvc.repositories.attempts import LoginAttemptRepository
+from facesvc.repositories.audit import AuditRepository
 from facesvc.repositories.keys import TenantRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.keys import Caller
@@ -131,9 +132,10 @@ class RecognitionPolicy:
 class RecognitionService:
     """1:1 and 1:N within the caller's tenant.
 
-    ``session`` is the request's (the audit row and a cleared lockout commit with the
-    answer); ``sessionmaker`` gives the short sessions of reads that overlap inference, so
-    no connection waits on a model."""
+    ``session`` is the request's (its reads); ``sessionmaker`` gives the short sessions of
+    reads that overlap inference, so no connection waits on a model; ``writer`` takes the
+    small writes (attempt counts, a cleared lockout, audit rows), committed before the
+    answer."""
 
     def __init__(
         self,
@@ -143,9 +145,11 @@ class RecognitionService:
         gallery: Gallery,
         caller: Caller,
         policy: RecognitionPolicy,
+        writer: Writer,
         liveness: LivenessService | None = None,
     ) -> None:
         self.session = session
+        self.writer = writer
         self.sessionmaker = sessionmaker
         self.gallery = gallery
         self.caller = caller
@@ -153,7 +157,7 @@ class RecognitionService:
         self.audit = AuditTrail(session, caller)
         self.analysis = analysis
         self.decisions = policy.decisions
-        self.lockout = LockoutGuard(sessionmaker, policy.lockout)
+        self.lockout = LockoutGuard(sessionmaker, writer, policy.lockout)
         self.reveal_failed_scores = policy.reveal_failed_scores
         self.default_identify_mode: IdentifyMode = policy.identify_mode
         self.liveness = liveness
@@ -181,9 +185,7 @@ class RecognitionService:
         # reads nothing, so its 429 says nothing about the user.
         analysed = asyncio.ensure_future(self.analysis.primary_face(data))
         enrolled = asyncio.ensure_future(
-            self.lockout.begin(
-                tenant, user_id, self._enrolled(user_id, liveness_session is not None)
-            )
+            self._count_then_read(user_id, liveness_given=liveness_session is not None)
         )
         try:
             known, face_ids, matrix = await asyncio.shield(enrolled)
@@ -200,8 +202,6 @@ class RecognitionService:
             similarity, face_id = float(scores[best]), face_ids[best]
         threshold = self.decisions.one_to_one(far)
         match = similarity is not None and similarity >= threshold
-        if match:  # cleared in this request's transaction, with its audit row: one write
-            await LoginAttemptRepository(self.session).clear(tenant, user_id)
         result = (
             "match"
             if match
@@ -211,7 +211,14 @@ class RecognitionService:
             if not face_ids
             else "no-match"
         )
-        await self.audit.record("verify", result, user_id=user_id, similarity=similarity)
+        event = self.audit.event("verify", result, user_id=user_id, similarity=similarity)
+
+        async def write(session: AsyncSession) -> None:
+            if match:  # cleared with the audit row: one write
+                await LoginAttemptRepository(session).clear(tenant, user_id)
+            await AuditRepository(session).add(event)
+
+        await self.writer.run(write)
         reveal = match or self.reveal_failed_scores
         return Verification(
             user_id=user_id,
@@ -230,34 +237,35 @@ class RecognitionService:
             raise RuntimeError("liveness sessions are not available to this service")
         await self.liveness.use_for_login(session_id, probe)
 
-    def _enrolled(
-        self, user_id: uuid.UUID, liveness_given: bool = False
-    ) -> Callable[[AsyncSession], Awaitable[tuple[bool, list[uuid.UUID], npt.NDArray[np.float32]]]]:
-        """Reads whether the tenant has this user, and the user's face ids and embeddings;
-        refuses (before anything is committed) when the tenant requires liveness and none
-        was given."""
+    async def _count_then_read(
+        self, user_id: uuid.UUID, liveness_given: bool
+    ) -> tuple[bool, list[uuid.UUID], npt.NDArray[np.float32]]:
+        """Refuses (nothing counted) when the tenant requires liveness and none was given;
+        counts the attempt, then reads whether the tenant has this user, and the user's face
+        ids and embeddings."""
+        if not liveness_given and await self._liveness_required():
+            raise LivenessRequiredError(
+                "this tenant requires a passed liveness session for verification: send "
+                "its id as `liveness_session`"
+            )
 
         async def read(
             session: AsyncSession,
         ) -> tuple[bool, list[uuid.UUID], npt.NDArray[np.float32]]:
-            if not liveness_given and await self._liveness_required(session):
-                raise LivenessRequiredError(
-                    "this tenant requires a passed liveness session for verification: send "
-                    "its id as `liveness_session`"
-                )
             faces = self.gallery.faces(session)
             return await faces.tenant_user_embeddings(
                 self.caller.tenant_id, user_id, self.model_name
             )
 
-        return read
+        return await self.lockout.begin(self.caller.tenant_id, user_id, read)
 
-    async def _liveness_required(self, session: AsyncSession) -> bool:
+    async def _liveness_required(self) -> bool:
         if self.liveness is not None and self.liveness.policy.required:
             return True
         if self.caller.require_liveness is not None:  # read with the caller's key
             return self.caller.require_liveness
-        tenant = await TenantRepository(session).get(self.caller.tenant_id)
+        async with session_scope(self.sessionmaker) as session:
+            tenant = await TenantRepository(session).get(self.caller.tenant_id)
         return tenant is not None and tenant.require_liveness
 
     async def verify_by_name(
@@ -311,12 +319,17 @@ class RecognitionService:
         ]
         cleared = bool(candidates) and candidates[0].similarity >= threshold
         match = candidates[0].user_id if cleared and mode == "decide" else None
-        await self.audit.record(
+        event = self.audit.event(
             "identify",
             "review" if mode == "review" else ("match" if match else "unknown"),
             user_id=match,
             similarity=candidates[0].similarity if candidates else None,
         )
+
+        async def write(session: AsyncSession) -> None:
+            await AuditRepository(session).add(event)
+
+        await self.writer.run(write)
         return Identification(
             match=match,
             threshold=threshold,
