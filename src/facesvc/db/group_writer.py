@@ -6,8 +6,9 @@ attempt counted before comparing, then the audit row and the lockout reset), con
 requests queue on that lock in SQLite's busy handler, which sleeps between tries: the p95 of a
 verify at concurrency 16 was 0.8-1.2 s on 2 cores. A ``GroupWriter`` gives each process one
 writer task instead: requests hand it small write operations and wait; the task runs every
-operation that is waiting in one transaction, each in a SAVEPOINT of its own (one that fails
-is rolled back alone and fails only its caller), and commits once. Only then are the callers
+operation that is waiting in one transaction and commits once; should one fail, the batch is
+rolled back and run again with each operation in a SAVEPOINT of its own, so the one that fails
+is undone alone and fails only its caller. Only then are the callers
 answered, so "committed before compare" and "an audit row for every 2xx" hold as before, and
 nothing acknowledged is lost on kill -9 (WAL, synchronous=NORMAL). Between the processes of
 one server the writers take a fair turn (``ProcessTurn``) around each transaction.
@@ -128,28 +129,22 @@ class GroupWriter:
                 self._batch = None
 
     async def _commit(self, batch: list[tuple[Operation, asyncio.Future[Any]]]) -> None:
-        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
-        hooks: list[Callable[[], None]] = []
         try:
-            async with self._turn(), self.sessionmaker() as session:
-                for operation, future in batch:
-                    try:
-                        async with session.begin_nested():
-                            value = await operation(session)
-                    except Exception as exc:  # this operation only: its savepoint is undone
-                        outcomes.append((future, False, exc))
-                    else:
-                        outcomes.append((future, True, value))
-                    self.operations += 1
-                await session.commit()
-                hooks = session.info.pop(AFTER_COMMIT, [])
+            async with self._turn():
+                done = await self._transaction(batch, isolated=False)
+                if done is None:  # one failed: again, each in a savepoint, so it fails alone
+                    done = await self._transaction(batch, isolated=True)
+                if done is None:  # an isolated run never gives up
+                    raise RuntimeError("the isolated group commit gave up")
         except Exception as exc:  # the turn, the commit or the session failed: nothing written
             log.warning("a group commit of %d operations failed: %s", len(batch), exc)
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
+        outcomes, hooks = done
         self.batches += 1
+        self.operations += len(batch)
         for hook in hooks:  # e.g. a gallery change applied to the in-memory index
             try:
                 hook()
@@ -162,6 +157,33 @@ class GroupWriter:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+
+    async def _transaction(
+        self, batch: list[tuple[Operation, asyncio.Future[Any]]], isolated: bool
+    ) -> tuple[list[tuple[asyncio.Future[Any], bool, Any]], list[Callable[[], None]]] | None:
+        """Run the batch in one transaction and commit. Not ``isolated`` (the common case:
+        two statements fewer per operation), the first failure rolls everything back and
+        returns None; ``isolated``, each operation runs in a SAVEPOINT and a failure undoes
+        that operation only."""
+        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        async with self.sessionmaker() as session:
+            for operation, future in batch:
+                try:
+                    if isolated:
+                        async with session.begin_nested():
+                            value = await operation(session)
+                    else:
+                        value = await operation(session)
+                except Exception as exc:  # this operation only
+                    if not isolated:
+                        session.info.pop(AFTER_COMMIT, None)
+                        await session.rollback()
+                        return None
+                    outcomes.append((future, False, exc))
+                else:
+                    outcomes.append((future, True, value))
+            await session.commit()
+            return outcomes, session.info.pop(AFTER_COMMIT, [])
 
     def _turn(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self.turn.held() if self.turn is not None else contextlib.nullcontext()

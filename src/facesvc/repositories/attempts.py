@@ -5,12 +5,17 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Table, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from facesvc.db.models import LoginAttempts
+
+# Writes as Core statements on the table (no ORM bulk-persistence layer: they sit on every
+# verification's path and never load objects).
+_TABLE: Table = LoginAttempts.__table__  # type: ignore[assignment]
+_COLUMNS = _TABLE.c
 
 
 class LoginAttemptRepository:
@@ -31,27 +36,25 @@ class LoginAttemptRepository:
         far, or None when the id is locked (nothing counted)."""
         dialect = self._session.get_bind().dialect.name
         insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-        values = insert(LoginAttempts).values(
+        values = insert(_TABLE).values(
             tenant_id=tenant_id, subject_id=subject_id, failures=1, updated_at=now
         )
         stmt = values.on_conflict_do_update(
-            index_elements=[LoginAttempts.tenant_id, LoginAttempts.subject_id],
-            set_={"failures": LoginAttempts.failures + 1, "updated_at": now},
-            where=or_(LoginAttempts.locked_until.is_(None), LoginAttempts.locked_until <= now),
-        ).returning(LoginAttempts.failures)
+            index_elements=[_COLUMNS.tenant_id, _COLUMNS.subject_id],
+            set_={"failures": _COLUMNS.failures + 1, "updated_at": now},
+            where=or_(_COLUMNS.locked_until.is_(None), _COLUMNS.locked_until <= now),
+        ).returning(_COLUMNS.failures)
         counted = (await self._session.execute(stmt)).scalar_one_or_none()
         return None if counted is None else int(counted)
 
     async def lock(self, tenant_id: uuid.UUID, subject_id: uuid.UUID, until: datetime) -> None:
         await self._session.execute(
-            update(LoginAttempts)
-            .where(LoginAttempts.tenant_id == tenant_id, LoginAttempts.subject_id == subject_id)
+            update(_TABLE)
+            .where(_COLUMNS.tenant_id == tenant_id, _COLUMNS.subject_id == subject_id)
             .values(locked_until=until)
         )
 
     async def clear(self, tenant_id: uuid.UUID, subject_id: uuid.UUID) -> None:
         await self._session.execute(
-            delete(LoginAttempts).where(
-                LoginAttempts.tenant_id == tenant_id, LoginAttempts.subject_id == subject_id
-            )
+            delete(_TABLE).where(_COLUMNS.tenant_id == tenant_id, _COLUMNS.subject_id == subject_id)
         )
