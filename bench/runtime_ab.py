@@ -2,7 +2,8 @@
 the CPU runtime (facesvc as `make run` starts it, FACESVC_CPU_RUNTIME=auto, which loads the
 OpenVINO variants on CPUs the manifest prefers them on, against FACESVC_CPU_RUNTIME=tflite);
 ``--compare workers``: a worker per core against one worker whose models use every core;
-``--compare batch-wait``: the default batching window (0 ms) against 3 ms.
+``--compare batch-wait``: the default batching window (0 ms) against 3 ms; ``--compare
+openvino``: the default against every model's OpenVINO variant (FACESVC_CPU_RUNTIME=openvino).
 
     .venv/bin/python bench/runtime_ab.py [--compare runtime|workers] [--concurrency 8]
         [--seconds 10] [--rounds 4] [--out bench/results/<compare>_ab.json]
@@ -44,6 +45,9 @@ COMPARISONS: dict[str, dict[str, dict[str, str]]] = {
     "workers": {"per-core": {}, "one": {"FACESVC_WORKERS": "1"}},
     # issue 24: does a short batching window pay, given how rarely verifies coincide?
     "batch-wait": {"wait-0ms": {}, "wait-3ms": {"FACESVC_BATCH_MAX_WAIT_MS": "3"}},
+    # every OpenVINO variant (FaceNet int8, BlazeFace) against the default, whatever the CPU
+    # family: to re-check a family's verdict once batches grow (group commit, issue 24)
+    "openvino": {"default": {}, "openvino": {"FACESVC_CPU_RUNTIME": "openvino"}},
 }
 
 
