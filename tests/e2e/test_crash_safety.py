@@ -1,8 +1,10 @@
-"""``kill -9`` of a real server in the middle of an enrolment burst loses nothing acknowledged.
+"""``kill -9`` of a real server in the middle of a burst loses nothing acknowledged.
 
 A 201 is sent only after the enrolment's transaction committed (SQLite WAL): after SIGKILL the
 database must pass ``PRAGMA integrity_check`` and hold every face that was answered 201,
-through the raw file and through a restarted server.
+through the raw file and through a restarted server. The same for verifications, whose writes
+two workers group-commit under a turn between them: every 200 has its audit row, and the
+restarted server writes at once (no turn or lock left behind by the killed writers).
 """
 
 from __future__ import annotations
@@ -115,3 +117,97 @@ def test_kill_9_during_enrolments_keeps_every_acknowledged_face(
         assert found.status_code == 200, found.text
         assert found.json()["match"] == users["Laura_Bush"]
     assert integrity(db) == "ok"
+
+
+def audited_request_ids(db: Path) -> set[str]:
+    connection = sqlite3.connect(db)
+    try:
+        rows = connection.execute("SELECT request_id FROM audit_events WHERE action = 'verify'")
+        return {str(row[0]) for row in rows}
+    finally:
+        connection.close()
+
+
+def test_kill_9_during_group_committed_verifies_keeps_every_acknowledged_audit_row(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Two workers, each group-committing its verifications' writes under the turn between
+    them; kill -9 of the whole server mid-burst (a writer may hold the turn and SQLite's lock).
+    Every verification answered 200 has its audit row (its request id), the file is intact,
+    and a restarted server takes the turn and writes at once."""
+    db = tmp_path / "facesvc.db"
+    env = {"FACESVC_LOG_LEVEL": "warning", "FACESVC_LOCKOUT_MAX_FAILURES": "1000000"}
+    acknowledged: list[str] = []  # request ids answered 200
+    refused: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    probes = [lfw_image("Colin_Powell", 2), lfw_image("Laura_Bush", 1)]  # a match, a stranger
+
+    with serving(tmp_path / "first", database=db, env=env, workers=2) as first:
+        with http_client(first) as http:
+            user = http.post("/v1/users", json={"name": "Colin Powell"}).json()["id"]
+            enrolled = http.post(
+                f"/v1/users/{user}/faces",
+                files=image_file(lfw_image("Colin_Powell", 1)),
+                data={"consent": "true"},
+            )
+            assert enrolled.status_code == 201, enrolled.text
+
+        def verify_until_killed(worker: int) -> None:
+            with http_client(first, timeout=30) as client:
+                while not stop.is_set():
+                    try:
+                        response = client.post(
+                            f"/v1/users/{user}/verify", files=image_file(probes[worker % 2])
+                        )
+                    except httpx.TransportError:
+                        return  # the server is gone: this request was never acknowledged
+                    with lock:
+                        if response.status_code == 200:
+                            acknowledged.append(response.headers["X-Request-ID"])
+                        else:
+                            refused.append(f"{response.status_code} {response.text[:200]}")
+
+        with ThreadPoolExecutor(WORKERS) as pool:
+            futures = [pool.submit(verify_until_killed, w) for w in range(WORKERS)]
+            deadline = time.monotonic() + 120
+            while len(acknowledged) < 3 * ACKS_BEFORE_KILL and time.monotonic() < deadline:
+                time.sleep(0.01)
+            # the parent and both workers at once, as a machine losing power would
+            for pid in [first.pid, *_children(first.pid)]:
+                os.kill(pid, signal.SIGKILL)
+            killed_at = len(acknowledged)
+            stop.set()
+            for future in futures:
+                future.result()
+        assert first.stop() == -signal.SIGKILL
+
+    assert not refused, refused
+    assert killed_at >= 3 * ACKS_BEFORE_KILL, f"only {killed_at} verifications before the deadline"
+    assert integrity(db) == "ok"
+    missing = set(acknowledged) - audited_request_ids(db)
+    assert not missing, f"{len(missing)} acknowledged verifications have no audit row"
+
+    with (
+        serving(tmp_path / "second", database=db, env=env, api_key=first.api_key) as second,
+        http_client(second, timeout=30) as http,
+    ):
+        again = http.post(f"/v1/users/{user}/verify", files=image_file(probes[0]))
+        assert again.status_code == 200, again.text
+        assert again.json()["match"] is True
+        assert again.headers["X-Request-ID"] in audited_request_ids(db)
+    assert integrity(db) == "ok"
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (the server's workers), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
