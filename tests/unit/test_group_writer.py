@@ -175,3 +175,36 @@ async def test_an_empty_table_count_is_a_read_too(
         assert await writer.run(read) == 0
     finally:
         await writer.stop()
+
+
+async def test_a_failing_operation_s_after_commit_hooks_are_dropped_with_it(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A hook (e.g. a gallery change applied in memory) registered by an operation that then
+    failed must not run: its writes were undone. The others' hooks run once, after commit."""
+    from facesvc.db.engine import after_commit
+
+    ran: list[str] = []
+    writer = GroupWriter(sessions)
+    writer.start()
+
+    def hooked(name: str, fail: bool):  # type: ignore[no-untyped-def]
+        async def op(session: AsyncSession) -> None:
+            await count(uuid.uuid4())(session)
+            after_commit(session, lambda: ran.append(name))
+            if fail:
+                raise ValueError(name)
+
+        return op
+
+    try:
+        results = await asyncio.gather(
+            writer.run(hooked("first", False)),
+            writer.run(hooked("failed", True)),
+            writer.run(hooked("last", False)),
+            return_exceptions=True,
+        )
+    finally:
+        await writer.stop()
+    assert isinstance(results[1], ValueError)
+    assert sorted(ran) == ["first", "last"]

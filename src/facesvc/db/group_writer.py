@@ -167,7 +167,9 @@ class GroupWriter:
         that operation only."""
         outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
         async with self.sessionmaker() as session:
+            hooks: list[Callable[[], None]] = session.info.setdefault(AFTER_COMMIT, [])
             for operation, future in batch:
+                mark = len(hooks)
                 try:
                     if isolated:
                         async with session.begin_nested():
@@ -179,6 +181,7 @@ class GroupWriter:
                         session.info.pop(AFTER_COMMIT, None)
                         await session.rollback()
                         return None
+                    del hooks[mark:]  # its after-commit hooks go with its undone writes
                     outcomes.append((future, False, exc))
                 else:
                     outcomes.append((future, True, value))
