@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from tests.api.test_errors import assert_problem
 from tests.conftest import image_file, lfw_image
@@ -190,6 +191,37 @@ async def test_delete_user_removes_faces_from_identification(client: httpx.Async
     ).json()
     assert found["match"] != user_id
     assert user_id not in [c["user_id"] for c in found["candidates"]]
+
+
+async def test_an_enrolment_is_written_by_the_group_writer_where_there_is_one(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """On SQLite a single enrolment's rows go through the worker's group writer (one
+    operation), answered after its commit; a legacy register, whose request has already
+    created the user, stores the face in its own transaction (handing it over would wait on
+    its own lock). On PostgreSQL there is no group writer: the request's transaction."""
+    writer = app.state.facesvc.writer
+    before = getattr(writer, "operations", 0)
+    user = (await client.post("/v1/users", json={"name": "Writer enrol"})).json()["id"]
+    enrolled = await client.post(
+        f"/v1/users/{user}/faces",
+        files=image_file(lfw_image("Tony_Blair", 1)),
+        data={"consent": "true"},
+    )
+    assert enrolled.status_code == 201, enrolled.text
+    listed = (await client.get(f"/v1/users/{user}/faces")).json()["items"]
+    assert [face["face_id"] for face in listed] == [enrolled.json()["face_id"]]
+    after_enrol = getattr(writer, "operations", 0)
+    assert after_enrol - before == (1 if writer.groups else 0)
+    registered = await client.post(
+        "/face_register",
+        data={"name": "Writer legacy", "consent": "true"},
+        files=image_file(lfw_image("Tony_Blair", 2)),
+    )
+    assert registered.status_code == 200, registered.text
+    assert getattr(writer, "operations", 0) == after_enrol
+    audit = (await client.get("/v1/audit", params={"action": "face.enrol", "user_id": user})).json()
+    assert [row["result"] for row in audit["items"]] == ["ok"]
 
 
 async def test_legacy_routes(client: httpx.AsyncClient) -> None:

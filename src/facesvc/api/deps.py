@@ -164,7 +164,14 @@ async def get_enrolment(
     session: SessionDep, state: StateDep, caller: EnrolCaller
 ) -> EnrolmentService:
     # Listing and deleting faces needs no model; the enrol route also depends on ModelsReady.
-    return EnrolmentService(session, state.analysis, state.gallery, caller, state.enrolment_options)
+    return EnrolmentService(
+        session,
+        state.analysis,
+        state.gallery,
+        caller,
+        state.enrolment_options,
+        writer=state.writer,
+    )
 
 
 EnrolmentDep = Annotated[EnrolmentService, Depends(get_enrolment)]

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.pool import NullPool
 from sqlalchemy.util.concurrency import await_, in_greenlet
 
@@ -144,6 +145,35 @@ def erase_deleted_after_commit(session: AsyncSession) -> None:
         task.add_done_callback(_BACKGROUND.discard)
 
     after_commit(session, spawn)
+
+
+# session.info[WROTE]: this session's transaction has written (set by the events below,
+# cleared when the transaction ends)
+WROTE = "facesvc_wrote"
+
+
+@event.listens_for(Session, "after_flush")
+def _flushed(session: Session, _context: Any) -> None:
+    session.info[WROTE] = True
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _executed(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        state.session.info[WROTE] = True
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _ended(session: Session) -> None:
+    session.info.pop(WROTE, None)
+
+
+def has_written(session: AsyncSession) -> bool:
+    """Whether ``session``'s transaction has written (or holds unflushed changes): a write
+    handed to another transaction now (the group writer) would wait on this one's lock on
+    SQLite, and would not see its rows on PostgreSQL."""
+    return bool(session.info.get(WROTE)) or bool(session.new or session.dirty or session.deleted)
 
 
 def after_commit(session: AsyncSession, hook: Callable[[], None]) -> None:

@@ -49,6 +49,10 @@ class WriterStoppedError(RuntimeError):
 class Writer(Protocol):
     """Runs a small write operation and answers once it is committed."""
 
+    # whether writes are grouped into shared transactions (worth handing over a write a
+    # request could make in its own transaction)
+    groups: bool
+
     def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -58,6 +62,8 @@ class Writer(Protocol):
 
 class DirectWriter:
     """Each operation in a transaction of its own (PostgreSQL; SQLite with group commit off)."""
+
+    groups = False
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self.sessionmaker = sessionmaker
@@ -74,6 +80,8 @@ class DirectWriter:
 
 
 class GroupWriter:
+    groups = True
+
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],

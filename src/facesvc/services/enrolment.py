@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from facesvc.db.engine import erase_deleted_after_commit
-from facesvc.db.models import Face
+from facesvc.db.engine import erase_deleted_after_commit, has_written
+from facesvc.db.group_writer import Writer
+from facesvc.db.models import AuditEvent, Face
 from facesvc.errors import (
     ConsentRequiredError,
     FaceNotFoundError,
@@ -19,6 +20,7 @@ from facesvc.errors import (
 )
 from facesvc.gallery.backend import Gallery
 from facesvc.inference.quality import DEFAULT_THRESHOLDS, QualityThresholds
+from facesvc.repositories.audit import AuditRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.keys import Caller
 from facesvc.services.analysis import FaceAnalysisService, PrimaryFace
@@ -58,8 +60,14 @@ class EnrolmentService:
         gallery: Gallery,
         caller: Caller,
         options: EnrolmentOptions | None = None,
+        writer: Writer | None = None,
     ) -> None:
         options = options or EnrolmentOptions()
+        # With a group writer (SQLite), a single enrolment's rows are written by it with
+        # other requests' writes, unless ``session`` has written already (the legacy register
+        # creates the user first); else in ``session`` (on PostgreSQL a second connection per
+        # request would buy nothing and halve the pool).
+        self.writer = writer
         self.quality = options.quality
         self.keep_crops = options.keep_crops
         self.session = session
@@ -78,17 +86,31 @@ class EnrolmentService:
         # the models first, the database after: no connection is held during inference
         primary = await self._analyse(data)
         await self._require_user(user_id)
-        return await self._store(user_id, primary)
+        if self.writer is None or not self.writer.groups or has_written(self.session):
+            return await self._store(self.session, user_id, primary)
+        event = self.audit.event("face.enrol", "ok", user_id=user_id)  # this request's id
+
+        async def store(session: AsyncSession) -> Face:
+            return await self._store(session, user_id, primary, event)
+
+        return await self.writer.run(store)
 
     async def _analyse(self, data: bytes) -> PrimaryFace:
         return await self.analysis.primary_face(
             data, strict=True, quality=self.quality, keep_crop=self.keep_crops
         )
 
-    async def _store(self, user_id: uuid.UUID, primary: PrimaryFace) -> Face:
+    async def _store(
+        self,
+        session: AsyncSession,
+        user_id: uuid.UUID,
+        primary: PrimaryFace,
+        event: AuditEvent | None = None,
+    ) -> Face:
+        """The face row, its gallery change and its audit row, in ``session``'s transaction."""
         box = primary.face.box
         pipeline = self.analysis.pipeline
-        face = await self.faces.add(
+        face = await self.gallery.faces(session).add(
             user_id,
             primary.embedding,
             model_name=pipeline.embedding_space,
@@ -101,14 +123,16 @@ class EnrolmentService:
             crop=primary.crop,
         )
         await self.gallery.face_added(
-            self.session,
+            session,
             face.id,
             user_id,
             primary.embedding,
             pipeline.embedding_space,
             self.caller.tenant_id,
         )
-        await self.audit.record("face.enrol", "ok", user_id=user_id)
+        await AuditRepository(session).add(
+            event or self.audit.event("face.enrol", "ok", user_id=user_id)
+        )
         return face
 
     async def enrol_many(
@@ -129,7 +153,7 @@ class EnrolmentService:
             elif isinstance(outcome, BaseException):
                 raise outcome
             else:
-                results.append(await self._store(user_id, outcome))
+                results.append(await self._store(self.session, user_id, outcome))
         return results
 
     async def list_faces(self, user_id: uuid.UUID) -> list[Face]:
