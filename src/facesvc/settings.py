@@ -198,10 +198,11 @@ class Settings(BaseSettings):
     )
     sqlite_group_commit: bool = Field(
         default=True,
-        description="SQLite: the small writes of verifications and identifications (attempt "
-        "counts, lockout resets, audit rows) go through one writer per worker that commits "
-        "those of many requests in one transaction, the workers taking fair turns; off: each "
-        "request writes in transactions of its own, queueing in SQLite's busy handler",
+        description="SQLite: the writes of verifications, identifications and single "
+        "enrolments (attempt counts, lockout resets, audit rows, a face) go through one writer "
+        "per worker that commits those of many requests in one transaction, the workers taking "
+        "fair turns; off: each request writes in transactions of its own, queueing in SQLite's "
+        "busy handler",
     )
     sqlite_writer_turns: bool = Field(
         default=False,
