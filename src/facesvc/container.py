@@ -239,20 +239,14 @@ def data_cipher(settings: Settings) -> EmbeddingCipher:
 def small_writes(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> Writer:
     """Group commit with a turn between the workers on a SQLite file; a transaction per write
     on PostgreSQL (and on SQLite with FACESVC_SQLITE_GROUP_COMMIT=false)."""
-    from pathlib import Path
-
-    from sqlalchemy.engine import make_url
-
-    from facesvc.db.engine import SQLITE_BUSY_TIMEOUT_MS, is_sqlite
+    from facesvc.db.engine import SQLITE_BUSY_TIMEOUT_MS, is_sqlite, sqlite_file
     from facesvc.db.group_writer import GroupWriter
     from facesvc.db.turn import ProcessTurn
 
-    url = make_url(settings.database_url)
-    if not is_sqlite(url) or not settings.sqlite_group_commit:
+    if not is_sqlite(settings.database_url) or not settings.sqlite_group_commit:
         return DirectWriter(sessionmaker)
-    database = url.database
-    on_file = bool(database) and database != ":memory:" and not str(database).startswith("file:")
-    turn = ProcessTurn(Path(str(database)), SQLITE_BUSY_TIMEOUT_MS / 1000) if on_file else None
+    file = sqlite_file(settings.database_url)
+    turn = ProcessTurn(file, SQLITE_BUSY_TIMEOUT_MS / 1000) if file is not None else None
     return GroupWriter(sessionmaker, turn=turn)
 
 

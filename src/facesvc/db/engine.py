@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import os
 import sqlite3
 import time
 import weakref
@@ -28,6 +27,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.pool import NullPool
 from sqlalchemy.util.concurrency import await_, in_greenlet
+
+from facesvc.db.turn import open_lock_file, take_flock
 
 AFTER_COMMIT = "after_commit"
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # writers queue on one lock: wait, never fail under load
@@ -195,6 +196,18 @@ def ensure_sqlite_parent(url: str | URL) -> None:
     Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
+def sqlite_file(url: str | URL) -> Path | None:
+    """The resolved path of a SQLite database file; None for PostgreSQL, an in-memory database
+    or a ``file:`` URI (the files that locks and turns are put beside)."""
+    sa_url = make_url(url)
+    database = sa_url.database
+    if not is_sqlite(sa_url) or not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):
+        return None
+    return Path(database).resolve()
+
+
 class SQLiteWriterQueue:
     """Write transactions take SQLite's write lock in turn: in this process in FIFO order on
     an asyncio lock, between processes (workers) on an advisory ``flock`` beside the database
@@ -211,8 +224,6 @@ class SQLiteWriterQueue:
     Experimental, off by default (FACESVC_SQLITE_WRITER_TURNS): a writer whose task is
     cancelled mid-transaction (the job runner stopping) could keep its turn until the
     timeout, which held the job hand-back on shutdown for up to a minute in tests."""
-
-    POLL_S = (0.0005, 0.001, 0.002)  # between tries of the flock, then every 2 ms
 
     def __init__(self, lock_path: Path | None, timeout_s: float) -> None:
         self.lock_path = lock_path
@@ -252,21 +263,13 @@ class SQLiteWriterQueue:
         if self.lock_path is None:
             return
         if self._fd is None:
-            # read-only is enough for flock; readable by all, so a file made by another user
-            # (the CLI run as root) never locks the service out
-            self._fd = os.open(self.lock_path, os.O_RDONLY | os.O_CREAT, 0o644)
-        tries = 0
-        while True:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if tries == 0:
-                    self.waited += 1
-                if time.monotonic() > deadline:
-                    raise self._locked() from None
-                await asyncio.sleep(self.POLL_S[min(tries, len(self.POLL_S) - 1)])
-                tries += 1
+            self._fd = open_lock_file(self.lock_path)
+        await take_flock(
+            self._fd, deadline, f"{self.timeout_s:.0f} s for the other writers", self._waiting
+        )
+
+    def _waiting(self) -> None:
+        self.waited += 1
 
     def _locked(self) -> sqlite3.OperationalError:
         return sqlite3.OperationalError(
@@ -310,12 +313,8 @@ def _configure_sqlite(
     engine: AsyncEngine, *, foreign_keys: bool, writer_turns: bool = False
 ) -> None:
     sync_engine = engine.sync_engine
-    database = engine.url.database
-    lock_path = (
-        Path(str(Path(database).resolve()) + "-writer.lock")
-        if database and database != ":memory:" and not database.startswith("file:")
-        else None
-    )
+    file = sqlite_file(engine.url)
+    lock_path = Path(str(file) + "-writer.lock") if file is not None else None
     writers = SQLiteWriterQueue(lock_path, SQLITE_BUSY_TIMEOUT_MS / 1000)
     _WRITER_QUEUES[sync_engine] = writers
 

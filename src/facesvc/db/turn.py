@@ -25,14 +25,49 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+POLL_S = (0.0005, 0.001, 0.002)  # between tries of a flock, then every 2 ms
+
+
+def open_lock_file(path: Path) -> int:
+    """A descriptor to ``flock``: read-only is enough, and the file is made readable by all,
+    so one made by another user (the CLI run as root) never locks the service out."""
+    return os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+
+
+async def take_flock(
+    fd: int, deadline: float, what: str, on_wait: Callable[[], None] | None = None
+) -> None:
+    """Take an exclusive ``flock`` on ``fd``, polling (0.5, 1, then every 2 ms) until
+    ``deadline`` (time.monotonic()); past it, SQLite's own error ("database is locked
+    (waited <what>)"). ``on_wait`` is called once, when the first try finds it taken."""
+    tries = 0
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if tries == 0 and on_wait is not None:
+                on_wait()
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError(f"database is locked (waited {what})") from None
+            await asyncio.sleep(POLL_S[min(tries, len(POLL_S) - 1)])
+            tries += 1
+
+
+def try_flock(fd: int) -> bool:
+    """Take an exclusive ``flock`` on ``fd`` if it is free now."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
 
 class ProcessTurn:
-    POLL_S = (0.0005, 0.001, 0.002)  # between tries of a flock, then every 2 ms
-
     def __init__(self, database: Path, timeout_s: float) -> None:
         base = str(Path(database).resolve())
         self.paths = (Path(base + "-turn.door"), Path(base + "-turn.lock"))
@@ -42,9 +77,7 @@ class ProcessTurn:
 
     def _open(self) -> tuple[int, int]:
         if self._fds is None:
-            # read-only is enough for flock; readable by all, so files made by another user
-            # (the CLI run as root) never lock the service out
-            door, turn = (os.open(p, os.O_RDONLY | os.O_CREAT, 0o644) for p in self.paths)
+            door, turn = (open_lock_file(p) for p in self.paths)
             self._fds = (door, turn)
         return self._fds
 
@@ -58,15 +91,18 @@ class ProcessTurn:
 
     async def acquire(self) -> None:
         door, turn = self._open()
-        deadline = time.monotonic() + self.timeout_s
-        if await self._take(turn, deadline, first_try_only=True):
+        if try_flock(turn):
             # free at once: nobody waits in the doorway either, or they would hold it
-            if self._free(door):
+            if try_flock(door):
+                fcntl.flock(door, fcntl.LOCK_UN)
                 return
             fcntl.flock(turn, fcntl.LOCK_UN)  # someone waits: after them
-        await self._take(door, deadline)
+        self.waited += 1
+        deadline = time.monotonic() + self.timeout_s
+        what = f"{self.timeout_s:.0f} s for the other workers' writes"
+        await take_flock(door, deadline, what)
         try:
-            await self._take(turn, deadline)
+            await take_flock(turn, deadline, what)
         finally:
             fcntl.flock(door, fcntl.LOCK_UN)
 
@@ -79,32 +115,3 @@ class ProcessTurn:
         if fds is not None:
             for fd in fds:
                 os.close(fd)
-
-    @staticmethod
-    def _free(fd: int) -> bool:
-        """Whether nobody holds this flock (tried and let go at once)."""
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return True
-
-    async def _take(self, fd: int, deadline: float, first_try_only: bool = False) -> bool:
-        tries = 0
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                if first_try_only:
-                    return False
-                if tries == 0:
-                    self.waited += 1
-                if time.monotonic() > deadline:
-                    raise sqlite3.OperationalError(
-                        f"database is locked (waited {self.timeout_s:.0f} s for the other "
-                        "workers' writes)"
-                    ) from None
-                await asyncio.sleep(self.POLL_S[min(tries, len(self.POLL_S) - 1)])
-                tries += 1
