@@ -15,13 +15,17 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import image_file, lfw_image
+from tests.support.server_process import ServerProcess
 from tests.support.servers import http_client, serving
 
 pytestmark = pytest.mark.e2e
@@ -47,15 +51,60 @@ def stored_face_ids(db: Path) -> set[uuid.UUID]:
         connection.close()
 
 
+@dataclass
+class Burst:
+    acknowledged: list[Any]  # what ``ack`` made of each response answered ``ok``
+    refused: list[str]  # any other answer
+    killed_at: int  # acknowledged when the kill came
+
+
+def burst_then_kill(
+    server: ServerProcess,
+    send: Callable[[httpx.Client, int], httpx.Response],
+    ok: int,
+    ack: Callable[[httpx.Response], Any],
+    acks_before_kill: int,
+    victims: Callable[[], list[int]],
+) -> Burst:
+    """WORKERS threads ``send`` requests (each its own keep-alive client) until SIGKILL of
+    ``victims()`` once ``acks_before_kill`` were answered ``ok`` (or 120 s passed): WORKERS
+    requests are in flight then. A request cut off by the kill was never acknowledged."""
+    burst = Burst([], [], 0)
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def until_killed(worker: int) -> None:
+        with http_client(server, timeout=30) as client:
+            while not stop.is_set():
+                try:
+                    response = send(client, worker)
+                except httpx.TransportError:
+                    return  # the server is gone: this request was never acknowledged
+                with lock:
+                    if response.status_code == ok:
+                        burst.acknowledged.append(ack(response))
+                    else:
+                        burst.refused.append(f"{response.status_code} {response.text[:200]}")
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        futures = [pool.submit(until_killed, w) for w in range(WORKERS)]
+        deadline = time.monotonic() + 120
+        while len(burst.acknowledged) < acks_before_kill and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for pid in victims():
+            os.kill(pid, signal.SIGKILL)
+        burst.killed_at = len(burst.acknowledged)
+        stop.set()
+        for future in futures:
+            future.result()
+    return burst
+
+
 def test_kill_9_during_enrolments_keeps_every_acknowledged_face(
     tmp_path: Path, data_dir: Path
 ) -> None:
     db = tmp_path / "facesvc.db"
     quiet = {"FACESVC_LOG_LEVEL": "warning"}
-    acknowledged: list[tuple[str, str]] = []  # (user id, face id) answered 201
-    refused: list[str] = []
-    lock = threading.Lock()
-    stop = threading.Event()
     photos = {name: lfw_image(name, 1) for name in PEOPLE}
 
     with serving(tmp_path / "first", database=db, env=quiet) as first:
@@ -66,40 +115,29 @@ def test_kill_9_during_enrolments_keeps_every_acknowledged_face(
                 assert created.status_code == 201, created.text
                 users[name] = created.json()["id"]
 
-        def enrol_until_killed(worker: int) -> None:
+        def enrol(client: httpx.Client, worker: int) -> httpx.Response:
             name = PEOPLE[worker % len(PEOPLE)]
-            with http_client(first, timeout=30) as client:
-                while not stop.is_set():
-                    try:
-                        response = client.post(
-                            f"/v1/users/{users[name]}/faces",
-                            files=image_file(photos[name]),
-                            data={"consent": "true"},
-                        )
-                    except httpx.TransportError:
-                        return  # the server is gone: this request was never acknowledged
-                    with lock:
-                        if response.status_code == 201:
-                            acknowledged.append((users[name], response.json()["face_id"]))
-                        else:
-                            refused.append(f"{response.status_code} {response.text[:200]}")
+            return client.post(
+                f"/v1/users/{users[name]}/faces",
+                files=image_file(photos[name]),
+                data={"consent": "true"},
+            )
 
-        with ThreadPoolExecutor(WORKERS) as pool:
-            futures = [pool.submit(enrol_until_killed, w) for w in range(WORKERS)]
-            deadline = time.monotonic() + 120
-            while len(acknowledged) < ACKS_BEFORE_KILL and time.monotonic() < deadline:
-                time.sleep(0.01)
-            os.kill(first.pid, signal.SIGKILL)  # mid-burst: WORKERS requests are in flight
-            killed_at = len(acknowledged)
-            stop.set()
-            for future in futures:
-                future.result()
+        burst = burst_then_kill(
+            first,
+            enrol,
+            201,
+            lambda response: response.json()["face_id"],  # face ids answered 201
+            ACKS_BEFORE_KILL,
+            lambda: [first.pid],
+        )
         assert first.stop() == -signal.SIGKILL
 
-    assert not refused, refused
+    assert not burst.refused, burst.refused
+    killed_at = burst.killed_at
     assert killed_at >= ACKS_BEFORE_KILL, f"only {killed_at} enrolments before the deadline"
     assert integrity(db) == "ok"
-    acked_ids = {uuid.UUID(face_id) for _, face_id in acknowledged}
+    acked_ids = {uuid.UUID(face_id) for face_id in burst.acknowledged}
     assert acked_ids <= stored_face_ids(db), "an acknowledged enrolment is missing"
 
     # The same database and admin key: a restart, not a new deployment.
@@ -137,10 +175,6 @@ def test_kill_9_during_group_committed_verifies_keeps_every_acknowledged_audit_r
     and a restarted server takes the turn and writes at once."""
     db = tmp_path / "facesvc.db"
     env = {"FACESVC_LOG_LEVEL": "warning", "FACESVC_LOCKOUT_MAX_FAILURES": "1000000"}
-    acknowledged: list[str] = []  # request ids answered 200
-    refused: list[str] = []
-    lock = threading.Lock()
-    stop = threading.Event()
     probes = [lfw_image("Colin_Powell", 2), lfw_image("Laura_Bush", 1)]  # a match, a stranger
 
     with serving(tmp_path / "first", database=db, env=env, workers=2) as first:
@@ -153,39 +187,25 @@ def test_kill_9_during_group_committed_verifies_keeps_every_acknowledged_audit_r
             )
             assert enrolled.status_code == 201, enrolled.text
 
-        def verify_until_killed(worker: int) -> None:
-            with http_client(first, timeout=30) as client:
-                while not stop.is_set():
-                    try:
-                        response = client.post(
-                            f"/v1/users/{user}/verify", files=image_file(probes[worker % 2])
-                        )
-                    except httpx.TransportError:
-                        return  # the server is gone: this request was never acknowledged
-                    with lock:
-                        if response.status_code == 200:
-                            acknowledged.append(response.headers["X-Request-ID"])
-                        else:
-                            refused.append(f"{response.status_code} {response.text[:200]}")
+        def verify(client: httpx.Client, worker: int) -> httpx.Response:
+            return client.post(f"/v1/users/{user}/verify", files=image_file(probes[worker % 2]))
 
-        with ThreadPoolExecutor(WORKERS) as pool:
-            futures = [pool.submit(verify_until_killed, w) for w in range(WORKERS)]
-            deadline = time.monotonic() + 120
-            while len(acknowledged) < 3 * ACKS_BEFORE_KILL and time.monotonic() < deadline:
-                time.sleep(0.01)
+        burst = burst_then_kill(
+            first,
+            verify,
+            200,
+            lambda response: response.headers["X-Request-ID"],  # request ids answered 200
+            3 * ACKS_BEFORE_KILL,
             # the parent and both workers at once, as a machine losing power would
-            for pid in [first.pid, *_children(first.pid)]:
-                os.kill(pid, signal.SIGKILL)
-            killed_at = len(acknowledged)
-            stop.set()
-            for future in futures:
-                future.result()
+            lambda: [first.pid, *_children(first.pid)],
+        )
         assert first.stop() == -signal.SIGKILL
 
-    assert not refused, refused
+    assert not burst.refused, burst.refused
+    killed_at = burst.killed_at
     assert killed_at >= 3 * ACKS_BEFORE_KILL, f"only {killed_at} verifications before the deadline"
     assert integrity(db) == "ok"
-    missing = set(acknowledged) - audited_request_ids(db)
+    missing = set(burst.acknowledged) - audited_request_ids(db)
     assert not missing, f"{len(missing)} acknowledged verifications have no audit row"
 
     with (
