@@ -114,7 +114,10 @@ class AppState:
         settings = self.settings
         return RecognitionPolicy(
             DecisionPolicy(
-                self.registry.threshold, self.registry.calibration, settings.identify_far
+                self.registry.threshold,
+                self.registry.calibration,
+                settings.identify_far,
+                settings.verify_far,
             ),
             LockoutPolicy(
                 settings.lockout_max_failures,

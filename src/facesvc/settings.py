@@ -108,6 +108,15 @@ class Settings(BaseSettings):
         le=1.0,
         description="Cosine-similarity threshold; default: the embedder's calibrated one",
     )
+    verify_far: float = Field(
+        default=1e-3,
+        gt=0.0,
+        le=0.5,
+        description="False-match rate of a default verification (and of the legacy "
+        "`/face_login`): its threshold is the embedder's calibrated one for this rate (NIST SP "
+        "800-63B 5.2.3 asks 1e-3 or better of a biometric authenticator), never below "
+        "FACESVC_MATCH_THRESHOLD; `compare` keeps the match threshold",
+    )
     identify_far: float = Field(
         default=0.01,
         gt=0.0,

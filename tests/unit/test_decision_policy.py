@@ -30,6 +30,21 @@ def test_one_to_one_default_and_far_target(calibration: ScoreCalibration) -> Non
     assert policy.false_match_rate(0.40) == pytest.approx(calibration.far_at(0.40))
 
 
+def test_verification_decides_at_the_verify_rate_and_only_gets_stricter(
+    calibration: ScoreCalibration,
+) -> None:
+    policy = DecisionPolicy(0.40, calibration, verify_far=1e-3)
+    default = policy.verification(None)
+    assert default == pytest.approx(calibration.threshold_for_far(1e-3))
+    assert calibration.far_at(default) <= 1e-3 * 1.001
+    assert policy.one_to_one(None) == 0.40  # compare keeps the floor
+    assert policy.verification(0.05) == default  # a request cannot loosen it
+    assert policy.verification(1e-5) == pytest.approx(calibration.threshold_for_far(1e-5))
+    assert DecisionPolicy(0.9, calibration, verify_far=1e-3).verification(None) == 0.9  # floor
+    # without a calibration, the floor (no rate to turn into a threshold)
+    assert DecisionPolicy(0.40, None, verify_far=1e-3).verification(None) == 0.40
+
+
 def test_one_to_many_grows_with_the_gallery_and_never_undercuts_one_to_one(
     calibration: ScoreCalibration,
 ) -> None:

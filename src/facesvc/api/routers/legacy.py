@@ -152,7 +152,8 @@ async def face_login(
             similarity=None if verified.similarity is None else round(verified.similarity, 6),
             threshold=verified.threshold,
         )
-    found = await recognition.identify(image, top_k=1)
+    # a login: an unknown face passes as anyone at most at the verification rate
+    found = await recognition.identify(image, top_k=1, far=recognition.login_far)
     best = found.candidates[0] if found.candidates else None
     return LegacyLoginResponse(
         match=found.match is not None,

@@ -13,14 +13,18 @@ class DecisionPolicy:
     """Thresholds, match probabilities and expected false-match rates, from the embedder's
     score calibration (``facesvc eval calibrate`` on LFW) when the manifest has one.
 
-    1:1 uses ``threshold`` (manifest or FACESVC_MATCH_THRESHOLD) unless the request asks for a
-    false-accept rate. 1:N against N faces needs a higher threshold for the same risk (any of
-    N impostors may pass): it is the calibrated threshold for ``identify_far`` at the tenant's
-    gallery size, never below the 1:1 one."""
+    ``threshold`` (manifest or FACESVC_MATCH_THRESHOLD) is the floor of every decision and
+    ``compare``'s default. Verification is authentication: its default is the calibrated
+    threshold for ``verify_far`` (FACESVC_VERIFY_FAR, 1e-3: NIST SP 800-63B 5.2.3), never below
+    the floor. 1:N against N faces needs a higher threshold for the same risk (any of N
+    impostors may pass): it is the calibrated threshold for ``identify_far`` at the tenant's
+    gallery size, never below the floor. A request's ``far`` can only make a decision
+    stricter than its default."""
 
     threshold: float
     calibration: ScoreCalibration | None = None
     identify_far: float = 0.01
+    verify_far: float | None = None
 
     def _calibrated(self) -> ScoreCalibration:
         if self.calibration is None:
@@ -31,10 +35,20 @@ class DecisionPolicy:
         return self.calibration
 
     def one_to_one(self, far: float | None) -> float:
-        """A request's ``far`` can only make the decision stricter than the configured one."""
+        """``compare``'s threshold: the floor, or stricter for a request's ``far``."""
         if far is None:
             return self.threshold
         return max(self.threshold, self._calibrated().threshold_for_far(far))
+
+    def verification(self, far: float | None) -> float:
+        """Verify's threshold: at most ``verify_far`` false matches (the floor without a
+        calibration), or stricter for a request's ``far``."""
+        default = self.threshold
+        if self.verify_far is not None and self.calibration is not None:
+            default = max(default, self.calibration.threshold_for_far(self.verify_far))
+        if far is None:
+            return default
+        return max(default, self._calibrated().threshold_for_far(far))
 
     def one_to_many(self, gallery_faces: int, far: float | None) -> float:
         if far is not None:

@@ -163,6 +163,13 @@ class RecognitionService:
         self.liveness = liveness
 
     @property
+    def login_far(self) -> float | None:
+        """The false-match rate a login by face (the legacy ``/face_login``) is decided at:
+        verification's, also when it identifies (None: no calibration to apply it with)."""
+        decisions = self.decisions
+        return decisions.verify_far if decisions.calibration is not None else None
+
+    @property
     def model_name(self) -> str:
         return self.analysis.pipeline.embedding_space
 
@@ -200,7 +207,7 @@ class RecognitionService:
             scores = matrix @ probe.embedding
             best = int(np.argmax(scores))
             similarity, face_id = float(scores[best]), face_ids[best]
-        threshold = self.decisions.one_to_one(far)
+        threshold = self.decisions.verification(far)
         match = similarity is not None and similarity >= threshold
         result = (
             "match"
