@@ -22,6 +22,7 @@ Architecture = Literal[
     "mtcnn",
     "ssd",
     "facenet",
+    "arcface",
     "facemesh",
     "dlib-age",
     "dlib-gender",

@@ -26,6 +26,7 @@ from facesvc.inference.attributes.models import (
     decode_age,
     decode_label,
 )
+from facesvc.inference.embedders.onnx import aligned_crop
 from facesvc.inference.geometry import face_crop, resize_longest
 from facesvc.inference.images import decode_image
 from facesvc.inference.landmarks.facemesh import five_points_from_mesh
@@ -107,14 +108,29 @@ class FacePipeline:
         return faces
 
     async def embed(self, image: np.ndarray, faces: list[AnalysedFace]) -> list[AnalysedFace]:
-        """Adds an L2-normalised embedding to each face (one batched model call)."""
+        """Adds an L2-normalised embedding to each face (one batched model call). FaceNet
+        crops by the detector's box; an embedder aligned on five points (an operator's ONNX
+        ArcFace-style model) gets them from the landmark stage for faces that skipped it."""
         if not faces:
             return faces
         size = self.registry.embedder_input_size
         policy = self.registry.crop_policy
+        contract = self.registry.embedder_contract
+        aligns = contract is not None and contract.aligns
+        if aligns:
+            bare = [i for i, f in enumerate(faces) if f.five_points is None]
+            if bare:
+                marked = await self.landmarks(image, [faces[i].detection for i in bare])
+                for i, face in zip(bare, marked, strict=True):
+                    faces[i].five_points = face.five_points
+
+        def crop(face: AnalysedFace) -> np.ndarray:
+            if aligns:
+                return aligned_crop(image, face.points, size)
+            return face_crop(image, face.box, policy, size)
 
         def crops() -> np.ndarray:
-            return np.stack([face_crop(image, f.box, policy, size) for f in faces])
+            return np.stack([crop(f) for f in faces])
 
         batch = await asyncio.to_thread(crops)
         vectors = await self.registry.embedder.run(batch)

@@ -16,6 +16,7 @@ from facesvc.inference.antispoof import AntispoofContract
 from facesvc.inference.batching import ArrayBatching, BatchPolicy, ListBatching
 from facesvc.inference.calibration import ScoreCalibration
 from facesvc.inference.devices import configure_tensorflow, worker_plan
+from facesvc.inference.embedders.onnx import EmbedderContract
 from facesvc.inference.geometry import CropPolicy
 from facesvc.inference.manifest import Manifest, ModelSpec, Task, sha256_file
 from facesvc.inference.pull import expected_sha256
@@ -146,6 +147,8 @@ def _detector_factory(spec: ModelSpec, settings: Settings, device: str) -> Calla
 
 
 def _embedder_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
+    if spec.architecture == "arcface":
+        return _onnx_embedder_factory(spec, settings)
     if spec.architecture != "facenet":
         raise ValueError(f"{spec.name}: {spec.architecture} is not an embedder architecture")
     from facesvc.inference.embedders.facenet import (
@@ -178,6 +181,26 @@ def _embedder_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
         input_size=size,
         preprocessing=preprocessing,
     )
+
+
+def embedder_contract(spec: ModelSpec) -> EmbedderContract | None:
+    """The input contract of an operator's ONNX embedder (``arcface``), None for FaceNet."""
+    if spec.architecture != "arcface":
+        return None
+    return EmbedderContract.from_options(spec.options)
+
+
+def _onnx_embedder_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
+    from facesvc.inference.embedders.onnx import OnnxEmbedder
+
+    if spec.resolved_runtime != "onnxruntime":
+        raise ModelFileError(f"{spec.name}: an arcface embedder must be an ONNX file")
+    if not spec.sha256:
+        raise ModelFileError(f"{spec.name}: give the file's sha256 in the manifest entry")
+    contract = EmbedderContract.from_options(spec.options)
+    path = _verified_path(spec, settings.models_dir)
+    threads = model_threads(settings)
+    return lambda: OnnxEmbedder(path, contract, threads=threads)
 
 
 def _mesh_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
@@ -239,6 +262,8 @@ def model_factory(spec: ModelSpec, settings: Settings, device: str = "/CPU:0") -
 
 
 ATTRIBUTE_TASKS: tuple[Task, ...] = ("age", "gender", "expression")
+# The floor threshold of an embedder whose manifest entry gives only a calibration file
+DEFAULT_FLOOR_FAR = 1e-2
 
 
 class ModelRegistry:
@@ -253,7 +278,12 @@ class ModelRegistry:
         self.embedder_spec = self.manifest.get(self._embedder_name(settings), "embedder")
         self.mesh_spec = self.manifest.get(settings.mesh, "mesh")
         self.crop_policy = CropPolicy(**self.detector_spec.crop)
-        self.embedder_input_size = int(self.embedder_spec.options.get("input_size", 160))
+        self.embedder_contract = embedder_contract(self.embedder_spec)
+        self.embedder_input_size = int(
+            self.embedder_spec.options.get(
+                "input_size", 160 if self.embedder_contract is None else 112
+            )
+        )
         self.tf_device = "/CPU:0"
         policy = BatchPolicy(
             max_batch=settings.batch_max_size,
@@ -352,15 +382,23 @@ class ModelRegistry:
 
     @property
     def threshold(self) -> float:
-        """Cosine-similarity threshold: the setting if given, else the calibrated one."""
+        """Cosine-similarity threshold (the floor of every decision): the setting if given,
+        else the manifest's, else the score calibration's at FAR 1e-2 (an embedder brought
+        with only ``facesvc eval calibrate``'s file; FaceNet's 0.40 is FAR 8.2e-3)."""
         if self.settings.match_threshold is not None:
             return self.settings.match_threshold
-        if self.embedder_spec.threshold is None:
-            raise ModelFileError(
-                f"embedder {self.embedder_spec.name!r} has no calibrated threshold in the "
-                "manifest: set FACESVC_MATCH_THRESHOLD"
-            )
-        return self.embedder_spec.threshold
+        if self.embedder_spec.threshold is not None:
+            return self.embedder_spec.threshold
+        path = self.embedder_spec.calibration_path(self.settings.models_dir)
+        if path is not None and path.is_file():  # not yet while `eval calibrate` writes it
+            calibration = self.calibration
+            if calibration is not None:
+                return round(calibration.threshold_for_far(DEFAULT_FLOOR_FAR), 4)
+        raise ModelFileError(
+            f"embedder {self.embedder_spec.name!r} has no threshold in the manifest and no "
+            "calibration_file: run `facesvc eval calibrate --embedder "
+            f"{self.embedder_spec.name}` or set FACESVC_MATCH_THRESHOLD"
+        )
 
     @functools.cached_property
     def calibration(self) -> ScoreCalibration | None:
