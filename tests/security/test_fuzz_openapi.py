@@ -87,9 +87,18 @@ class Gallery:
 
 
 @pytest.fixture(scope="module")
-def server(live_server: ServerProcess, data_dir: object) -> ServerProcess:
-    # No traceback in its log: checked when the session's server stops (tests/support/servers.py).
-    return live_server
+def server(live_server: ServerProcess, data_dir: object) -> Iterator[ServerProcess]:
+    """The shared server, its tenant's settings put back afterwards: the fuzzer PATCHes
+    /v1/tenant too (e.g. `require_liveness: true`), which would refuse the plain verifications
+    of every later test on the shared server. No traceback in its log: checked when the
+    session's server stops (tests/support/servers.py)."""
+    writable = schema.raw_schema["components"]["schemas"]["TenantSettingsPatch"]["properties"]
+    with http_client(live_server) as http:
+        before = http.get("/v1/tenant").json()
+    yield live_server
+    with http_client(live_server) as http:
+        restored = http.patch("/v1/tenant", json={k: before[k] for k in writable})
+        assert restored.status_code == 200, restored.text
 
 
 @pytest.fixture(scope="module")
