@@ -10,6 +10,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -139,6 +140,25 @@ def image_file(
     data: bytes, name: str = "face.jpg", mime: str = "image/jpeg"
 ) -> dict[str, tuple[str, bytes, str]]:
     return {"image": (name, data, mime)}
+
+
+async def set_sensitive_attributes(admin: httpx.AsyncClient, on: bool) -> dict[str, Any]:
+    """Turn the tenant of ``admin``'s key's age, gender and expression on or off (PATCH
+    /v1/tenant); the tenant's settings after the change."""
+    response = await admin.patch("/v1/tenant", json={"sensitive_attributes": on})
+    assert response.status_code == 200, response.text
+    settings: dict[str, Any] = response.json()
+    assert settings["sensitive_attributes"] is on
+    return settings
+
+
+@pytest.fixture
+async def sensitive_attributes(client: httpx.AsyncClient) -> AsyncIterator[None]:
+    """The default tenant (the session ``client``'s) may ask for age, gender and expression
+    during the test: they are off by default (issue 25)."""
+    await set_sensitive_attributes(client, True)
+    yield
+    await set_sensitive_attributes(client, False)
 
 
 MakeClient = Callable[[str], httpx.AsyncClient]

@@ -409,6 +409,19 @@ class AttributesUnavailableError(ServiceError):
     )
 
 
+class AttributesNotEnabledError(ServiceError):
+    slug = "attributes-not-enabled"
+    status = 403
+    title = "Age, gender and expression are not enabled for your tenant"
+    description = (
+        "Age, gender and expression are estimated only for a tenant that turned them on, with "
+        'an admin key: PATCH /v1/tenant {"sensitive_attributes": true}. They are off by '
+        "default: the EU AI Act prohibits emotion recognition at work and in education "
+        "(Art. 5(1)(f)), prohibits biometric categorisation by some traits (Art. 5(1)(g)) and "
+        "makes both high-risk elsewhere (Annex III). Pose needs no setting."
+    )
+
+
 class LivenessSessionNotFoundError(NotFoundError):
     slug = "liveness-session-not-found"
     title = "Liveness session not found"

@@ -1,4 +1,7 @@
-"""Age, gender, expression and head pose on real photos through /v1/detect?attributes=..."""
+"""Age, gender, expression and head pose on real photos through /v1/detect?attributes=...
+
+The default tenant turns age, gender and expression on for each test (they are off by
+default: tests/api/test_sensitive_attributes.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ import pytest
 from fastapi import FastAPI
 
 from tests.conftest import image_file, lfw_image
+
+pytestmark = pytest.mark.usefixtures("sensitive_attributes")
 
 EXPRESSIONS = {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
 

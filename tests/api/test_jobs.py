@@ -131,6 +131,32 @@ async def test_detect_job_reports_every_photo(
     assert all(image is None and key_id is None for image, key_id in stored)  # erased
 
 
+@pytest.mark.usefixtures("sensitive_attributes")
+async def test_detect_jobs_estimate_no_attributes(
+    client: httpx.AsyncClient, app: FastAPI, data_dir: Path
+) -> None:
+    """Jobs take no `attributes` (issue 25): age, gender and expression are never computed in
+    the background, whatever is sent and even for a tenant that allows them, so a tenant that
+    turns them off after submitting has none computed either. (Should jobs take them one day,
+    they need /v1/detect's 403 at submission and a check of the tenant's setting in the
+    runner.)"""
+    registry = app.state.facesvc.registry
+    before = {task: runner.calls for task, runner in registry.attributes.items()}
+    created = await client.post(
+        "/v1/jobs/detect",
+        params={"attributes": "all"},
+        data={"attributes": "all"},
+        files=lfw_photos("Andre_Agassi", range(1, 3)),
+    )
+    assert created.status_code == 202, created.text
+    body = await finished(client, created.json()["id"])
+    assert body["state"] == "succeeded", body
+    faces = [face for item in body["items"] for face in item["detection"]["faces"]]
+    assert faces
+    assert all(face["attributes"] is None for face in faces)
+    assert {task: runner.calls for task, runner in registry.attributes.items()} == before
+
+
 # --- enrol -------------------------------------------------------------------------------
 
 

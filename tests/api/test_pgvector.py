@@ -22,7 +22,7 @@ from sqlalchemy import Uuid, bindparam, text
 from facesvc.app import create_app
 from facesvc.container import AppState
 from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
-from facesvc.db.migrate import downgrade_async, upgrade_async
+from facesvc.db.migrate import upgrade_async
 from facesvc.repositories.faces import FaceRepository
 from facesvc.security.crypto import EmbeddingCipher
 from facesvc.services.gallery_vectors import VectorColumnError, fill_vectors
@@ -62,6 +62,15 @@ def api(app: FastAPI, name: str = "facesvc.test") -> httpx.AsyncClient:
         base_url=f"http://{name}",
         headers={"X-API-Key": ADMIN_KEY},
     )
+
+
+async def execute(url: str, statement: str) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
 
 
 async def start_up_error(settings: Settings, caplog: pytest.LogCaptureFixture) -> str:
@@ -107,11 +116,14 @@ async def test_missing_extension_and_missing_column_are_start_up_errors(
     pgvector_url: str,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    await upgrade_async(pgvector_url, "0006")  # a database from before 0007: no extension
+    # At the newest schema (the app reads columns of later migrations, 0009's among them),
+    # as 0007 leaves a database where the extension could not be created: no extension, so
+    # no column either (CASCADE drops faces.vector and its indexes with the type).
+    await upgrade_async(pgvector_url)
+    await execute(pgvector_url, "DROP EXTENSION vector CASCADE")
     reason = await start_up_error(pgvector_settings(pgvector_url), caplog)
     assert "no `vector` extension" in reason
-    await upgrade_async(pgvector_url)
-    await downgrade_async(pgvector_url, "0006")  # the extension stays, the column goes
+    await execute(pgvector_url, "CREATE EXTENSION vector")  # the extension, still no column
     reason = await start_up_error(pgvector_settings(pgvector_url), caplog)
     assert "faces.vector is missing" in reason
 

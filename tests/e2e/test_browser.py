@@ -306,9 +306,14 @@ def test_demo_page_draws_faces_then_enrols_and_logs_in(
     assert state == "unknown", text
     assert text.startswith("Unknown person"), text
 
-    for url in loaded_urls(browser):
+    urls = loaded_urls(browser)
+    for url in urls:
         assert url.startswith(base) or url.startswith("blob:"), f"/demo loaded {url}"
     assert console_errors(browser) == []
+    # The page's own API calls are among them; none asks for attributes: the page offers no
+    # age, gender or expression, which a tenant must turn on first (issue 25).
+    assert any("/v1/landmarks" in url for url in urls), urls
+    assert not [url for url in urls if "attributes" in url]
 
     # The page stored one user with two faces through the public API.
     with http_client(live_server, timeout=30) as api:

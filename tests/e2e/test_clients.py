@@ -179,7 +179,8 @@ def test_generated_python_client_runs_a_liveness_session_and_attributes(
     python_client: Any, live_server: ServerProcess
 ) -> None:
     """Start a session, send it frames (a still photo: it fails as no-motion), read it, and
-    see a login with it refused with the schema's Problem; then detect with attributes."""
+    see a login with it refused with the schema's Problem; then detect with attributes,
+    refused until the tenant turns them on with update_tenant."""
     models = submodule("models")
     file_type = submodule("types").File
     create = submodule("api.liveness.create_liveness_session")
@@ -230,13 +231,32 @@ def test_generated_python_client_runs_a_liveness_session_and_attributes(
         assert isinstance(refused.parsed, models.Problem), refused.content
         assert refused.parsed.type_ == "/problems/liveness-not-passed"
 
-        # face attributes through the same client: only what is asked is computed
+        # face attributes through the same client: gender is refused (the schema's Problem)
+        # until the tenant turns sensitive attributes on; then only what is asked is computed
         detect_faces = submodule("api.analysis.detect_faces")
-        found = detect_faces.sync(
-            client=client,
-            body=models.BodyDetectFaces(image=frame()),
-            attributes="gender,pose",
+        update_tenant = submodule("api.admin.update_tenant")
+        refused_gender = detect_faces.sync_detailed(
+            client=client, body=models.BodyDetectFaces(image=frame()), attributes="gender,pose"
         )
+        assert refused_gender.status_code == 403
+        assert isinstance(refused_gender.parsed, models.Problem), refused_gender.content
+        assert refused_gender.parsed.type_ == "/problems/attributes-not-enabled"
+        assert '{"sensitive_attributes": true}' in refused_gender.parsed.detail
+        tenant = update_tenant.sync(
+            client=client, body=models.TenantSettingsPatch(sensitive_attributes=True)
+        )
+        assert isinstance(tenant, models.TenantSettingsOut), tenant
+        assert tenant.sensitive_attributes is True
+        try:
+            found = detect_faces.sync(
+                client=client,
+                body=models.BodyDetectFaces(image=frame()),
+                attributes="gender,pose",
+            )
+        finally:  # the session's server is shared: leave its default tenant as it was
+            update_tenant.sync(
+                client=client, body=models.TenantSettingsPatch(sensitive_attributes=False)
+            )
         assert isinstance(found, models.DetectResponse), found
         (face,) = found.faces
         assert face.attributes.gender.value.value == "male"  # Tony Blair

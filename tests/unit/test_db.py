@@ -38,7 +38,7 @@ from facesvc.db.migrate import (
     upgrade,
     upgrade_async,
 )
-from facesvc.db.models import DEFAULT_TENANT_ID, Face, include_in_autogenerate
+from facesvc.db.models import DEFAULT_TENANT_ID, Face, Tenant, include_in_autogenerate
 from facesvc.errors import DuplicateExternalIdError
 from facesvc.repositories import FaceRepository, UserRepository
 from facesvc.security.crypto import EmbeddingCipher
@@ -53,7 +53,7 @@ MODEL = "facenet"
 VERSION = "1"
 DIM = 128
 
-HEAD = "0008"  # the newest migration
+HEAD = "0009"  # the newest migration
 TENANT = DEFAULT_TENANT_ID
 CLEAR = EmbeddingCipher(None)  # dev mode: blobs stored as they are (encryption: below)
 
@@ -673,6 +673,48 @@ async def test_upgrade_moves_existing_users_to_the_default_tenant(database_url: 
             )
             assert ids == [face_id]
             assert matrix.tobytes() == blob
+    finally:
+        await engine.dispose()
+
+
+async def test_0009_leaves_every_tenant_without_sensitive_attributes(database_url: str) -> None:
+    """A tenant of 0008 (with liveness required) gets sensitive_attributes off, as does a new
+    one; the downgrade drops the column and keeps the rows."""
+    await upgrade_async(database_url, "0008")
+    engine = create_engine(database_url)
+    tenant_id = uuid.uuid4()
+
+    async def columns() -> set[str]:
+        async with engine.connect() as conn:
+            return await conn.run_sync(
+                lambda c: {column["name"] for column in inspect(c).get_columns("tenants")}
+            )
+
+    try:
+        assert "sensitive_attributes" not in await columns()
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO tenants (id, name, require_liveness, created_at) "
+                    "VALUES (:id, 'strict', true, CURRENT_TIMESTAMP)"
+                ).bindparams(_uuid_param(database_url, tenant_id))
+            )
+        await upgrade_async(database_url)
+        async with create_sessionmaker(engine)() as session:
+            tenant = await session.get(Tenant, tenant_id)
+            assert tenant is not None
+            assert (tenant.require_liveness, tenant.sensitive_attributes) == (True, False)
+            session.add(Tenant(name="new"))
+            await session.commit()
+        async with engine.connect() as conn:
+            flags = (await conn.execute(text("SELECT sensitive_attributes FROM tenants"))).all()
+        assert [bool(flag) for (flag,) in flags] == [False, False, False]  # with 'default'
+
+        await downgrade_async(database_url, "0008")
+        assert "sensitive_attributes" not in await columns()
+        async with engine.connect() as conn:
+            count = (await conn.execute(text("SELECT count(*) FROM tenants"))).scalar_one()
+        assert count == 3
     finally:
         await engine.dispose()
 

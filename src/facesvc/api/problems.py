@@ -86,13 +86,16 @@ def problem_of(error: FacesvcError, instance: str | None = None) -> Problem:
     )
 
 
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def problem_responses(
+    *statuses: int, described: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries documenting problem+json errors.
 
-    Each status must be one that a catalogue class answers with. ``model`` puts Problem in the
-    schema's components (FastAPI also lists it under application/json); the explicit entry
-    gives application/problem+json, the type every error is sent as, the same schema, so
-    generated clients parse errors as Problem.
+    Each status must be one that a catalogue class answers with; ``described`` gives a
+    status a description of its own (which problems an operation answers it with).
+    ``model`` puts Problem in the schema's components (FastAPI also lists it under
+    application/json); the explicit entry gives application/problem+json, the type every
+    error is sent as, the same schema, so generated clients parse errors as Problem.
     """
     known = {cls.status for cls in catalogue()}
     if unknown := sorted(set(statuses) - known):
@@ -102,7 +105,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {
             "model": Problem,
             "content": {PROBLEM_JSON: {"schema": schema}},
-            "description": "Problem",
+            "description": (described or {}).get(status, "Problem"),
         }
         for status in statuses
     }

@@ -895,6 +895,10 @@ class TenantSettingsOut(BaseModel):
         description="FACESVC_LIVENESS_REQUIRED is on: every tenant needs liveness, whatever "
         "`require_liveness` says"
     )
+    sensitive_attributes: bool = Field(
+        description="`POST /v1/detect` may estimate age, gender and expression (off by "
+        "default: 403 `attributes-not-enabled`); pose is always available"
+    )
 
     @classmethod
     def of(cls, tenant: db.Tenant, required_everywhere: bool) -> TenantSettingsOut:
@@ -902,6 +906,7 @@ class TenantSettingsOut(BaseModel):
             name=tenant.name,
             require_liveness=tenant.require_liveness,
             liveness_required_everywhere=required_everywhere,
+            sensitive_attributes=tenant.sensitive_attributes,
         )
 
 
@@ -910,4 +915,11 @@ class TenantSettingsPatch(BaseModel):
 
     require_liveness: bool | None = Field(
         default=None, description="Make verification need a passed liveness session"
+    )
+    sensitive_attributes: bool | None = Field(
+        default=None,
+        description="Let `POST /v1/detect` estimate age, gender and expression. Emotion "
+        "recognition is prohibited at work and in education (EU AI Act Art. 5(1)(f)); "
+        "emotion recognition and biometric categorisation are high-risk elsewhere "
+        "(Annex III) and the people analysed must be told (Art. 50(3))",
     )

@@ -107,6 +107,12 @@ class Tenant(Base):
     require_liveness: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=False, server_default=false()
     )
+    # Age, gender and expression are estimated only when on (PATCH /v1/tenant): emotion
+    # recognition and biometric categorisation are restricted by the EU AI Act (Art. 5(1)(f)
+    # and (g), Annex III); off by default.
+    sensitive_attributes: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, nullable=False, default=utcnow, server_default=func.now()
     )

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from facesvc.db.models import ApiKey, Tenant
+
+
+class TenantFlags(NamedTuple):
+    """The tenant settings a caller carries (``Caller``), read with its key."""
+
+    require_liveness: bool
+    sensitive_attributes: bool
 
 
 class TenantRepository:
@@ -51,15 +59,18 @@ class ApiKeyRepository:
         await self._session.flush()
         return key
 
-    async def by_hash_with_liveness(self, secret_sha256: str) -> tuple[ApiKey, bool] | None:
-        """The key and its tenant's ``require_liveness``, in one query."""
+    async def by_hash_with_tenant_flags(
+        self, secret_sha256: str
+    ) -> tuple[ApiKey, TenantFlags] | None:
+        """The key and its tenant's ``require_liveness`` and ``sensitive_attributes``, in one
+        query."""
         stmt = (
-            select(ApiKey, Tenant.require_liveness)
+            select(ApiKey, Tenant.require_liveness, Tenant.sensitive_attributes)
             .join(Tenant, Tenant.id == ApiKey.tenant_id)
             .where(ApiKey.secret_sha256 == secret_sha256)
         )
         row = (await self._session.execute(stmt)).one_or_none()
-        return None if row is None else (row[0], bool(row[1]))
+        return None if row is None else (row[0], TenantFlags(bool(row[1]), bool(row[2])))
 
     async def get(self, tenant_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey | None:
         stmt = select(ApiKey).where(ApiKey.id == key_id, ApiKey.tenant_id == tenant_id)

@@ -60,6 +60,9 @@ class Caller:
     # a verification reads no tenant row; a change empties every worker's cache); None: not
     # known (the CLI, a job): read the tenant when it matters
     require_liveness: bool | None = None
+    # the tenant's sensitive_attributes (age, gender, expression allowed), read and cached the
+    # same way; None: not known, read the tenant
+    sensitive_attributes: bool | None = None
 
     def allows(self, scope: str) -> bool:
         return any(scope in _IMPLIED[granted] for granted in self.scopes if granted in _IMPLIED)

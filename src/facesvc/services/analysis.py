@@ -8,19 +8,24 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from facesvc.db.engine import session_scope
 from facesvc.errors import (
+    AttributesNotEnabledError,
     AttributesUnavailableError,
     FaceQualityError,
     MultipleFacesError,
     NoFaceError,
 )
-from facesvc.inference.attributes import NETWORK_ATTRIBUTES, Attribute
+from facesvc.inference.attributes import ATTRIBUTES, NETWORK_ATTRIBUTES, Attribute
 from facesvc.inference.attributes.models import FaceAttributes
 from facesvc.inference.images import encode_jpeg
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.quality import FaceQuality, QualityThresholds, assess_face
 from facesvc.inference.types import AnalysedFace, Box
+from facesvc.repositories.keys import TenantRepository
+from facesvc.security.keys import Caller
 
 # The crop kept for re-embedding (FACESVC_STORE_FACE_CROPS): the face box widened this much,
 # square, at most this many pixels a side, JPEG. Wide enough for a detector to find the face
@@ -43,6 +48,36 @@ def face_crop_jpeg(image: np.ndarray, box: Box) -> bytes:
     if crop.shape[0] > CROP_MAX_SIDE:
         crop = cv2.resize(crop, (CROP_MAX_SIDE, CROP_MAX_SIDE), interpolation=cv2.INTER_AREA)
     return encode_jpeg(np.ascontiguousarray(crop), quality=95)
+
+
+# Estimated only for a tenant that turned them on (Tenant.sensitive_attributes): expression is
+# emotion recognition, age and gender biometric categorisation, which the EU AI Act prohibits
+# or restricts (Art. 5(1)(f) and (g), Annex III). Pose is not sensitive: quality and liveness
+# read it too.
+SENSITIVE_ATTRIBUTES: frozenset[Attribute] = frozenset({"age", "gender", "expression"})
+
+
+async def require_attributes_allowed(
+    caller: Caller, wanted: Set[Attribute], sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """Refuse age, gender and expression to a tenant that has not turned them on (403
+    ``attributes-not-enabled``); the setting comes with the caller's key, so an API request
+    reads nothing more."""
+    asked = [a for a in ATTRIBUTES if a in wanted and a in SENSITIVE_ATTRIBUTES]
+    if not asked:
+        return
+    allowed = caller.sensitive_attributes
+    if allowed is None:  # a caller not read with its key (the CLI's operator): read the tenant
+        async with session_scope(sessionmaker) as session:
+            tenant = await TenantRepository(session).get(caller.tenant_id)
+        allowed = tenant is not None and tenant.sensitive_attributes
+    if not allowed:
+        raise AttributesNotEnabledError(
+            f"{', '.join(asked)}: not enabled for your tenant. An admin key turns them on "
+            'with PATCH /v1/tenant {"sensitive_attributes": true} (where the law allows it: '
+            "never to infer emotions at work or in education, EU AI Act Art. 5(1)(f)); "
+            "pose needs no setting"
+        )
 
 
 @dataclass(frozen=True)

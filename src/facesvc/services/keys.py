@@ -35,10 +35,10 @@ log = logging.getLogger(__name__)
 async def authenticate(session: AsyncSession, presented: str) -> Caller | None:
     """The caller a presented key stands for, or None (unknown or revoked key)."""
     digest = hash_api_key(presented)
-    found = await ApiKeyRepository(session).by_hash_with_liveness(digest)
+    found = await ApiKeyRepository(session).by_hash_with_tenant_flags(digest)
     if found is None:
         return None
-    key, require_liveness = found
+    key, flags = found
     if key.revoked_at is not None or not hashes_match(digest, key.secret_sha256):
         return None
     return Caller(
@@ -46,14 +46,16 @@ async def authenticate(session: AsyncSession, presented: str) -> Caller | None:
         key_id=key.id,
         actor=key.name,
         scopes=key.scope_set,
-        require_liveness=require_liveness,
+        require_liveness=flags.require_liveness,
+        sensitive_attributes=flags.sensitive_attributes,
     )
 
 
 class KeyChangeStamp:
     """A small file beside a SQLite database, replaced whenever a key is revoked or a tenant
-    setting cached with its callers changes (``require_liveness``): every worker on the host
-    notices with one read of 16 bytes (microseconds), without a query."""
+    setting cached with its callers changes (``require_liveness``, ``sensitive_attributes``):
+    every worker on the host notices with one read of 16 bytes (microseconds), without a
+    query."""
 
     SUFFIX = "-keys"
 

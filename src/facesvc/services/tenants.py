@@ -24,12 +24,20 @@ class TenantService:
             raise RuntimeError("the caller's tenant does not exist")
         return tenant
 
-    async def update(self, *, require_liveness: bool | None = None) -> Tenant:
+    async def update(
+        self, *, require_liveness: bool | None = None, sensitive_attributes: bool | None = None
+    ) -> Tenant:
+        """Change the settings given (None: unchanged); each change is audited."""
         tenant = await self.get()
-        if require_liveness is not None and require_liveness != tenant.require_liveness:
-            tenant.require_liveness = require_liveness
-            await self.audit.record(
-                "tenant.update", f"require_liveness:{str(require_liveness).lower()}"
-            )
-            forget_cached_callers(self.session)  # callers carry it (Caller.require_liveness)
+        asked = {"require_liveness": require_liveness, "sensitive_attributes": sensitive_attributes}
+        changed = {
+            name: value
+            for name, value in asked.items()
+            if value is not None and value != getattr(tenant, name)
+        }
+        for name, value in changed.items():
+            setattr(tenant, name, value)
+            await self.audit.record("tenant.update", f"{name}:{str(value).lower()}")
+        if changed:  # callers carry both (Caller.require_liveness, .sensitive_attributes)
+            forget_cached_callers(self.session)
         return tenant

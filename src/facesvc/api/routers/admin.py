@@ -123,7 +123,8 @@ async def get_tenant(tenants: TenantServiceDep, state: StateDep) -> TenantSettin
 @router.patch(
     "/tenant",
     operation_id="update_tenant",
-    summary="Change your tenant's settings (e.g. require liveness for verification)",
+    summary="Change your tenant's settings (require liveness for verification, allow age, "
+    "gender and expression)",
     responses=problem_responses(422),
 )
 async def update_tenant(
@@ -135,6 +136,10 @@ async def update_tenant(
                     "summary": "Verification needs a passed liveness session",
                     "value": {"require_liveness": True},
                 },
+                "attributes": {
+                    "summary": "Allow age, gender and expression in POST /v1/detect",
+                    "value": {"sensitive_attributes": True},
+                },
             }
         ),
     ],
@@ -142,6 +147,14 @@ async def update_tenant(
     state: StateDep,
 ) -> TenantSettingsOut:
     """`require_liveness: true`: `POST /v1/users/{id}/verify` (and the legacy login) answer
-    422 `liveness-required` unless given a passed `liveness_session`. Audited."""
-    tenant = await tenants.update(require_liveness=body.require_liveness)
+    422 `liveness-required` unless given a passed `liveness_session`.
+
+    `sensitive_attributes: true`: `POST /v1/detect?attributes=` may ask for `age`, `gender`
+    and `expression`; while it is false (the default) they answer 403
+    `attributes-not-enabled`. Turn it on only where the law allows: the EU AI Act prohibits
+    emotion recognition at work and in education (Art. 5(1)(f)). Each change is audited
+    (`tenant.update`) and takes effect at the next request."""
+    tenant = await tenants.update(
+        require_liveness=body.require_liveness, sensitive_attributes=body.sensitive_attributes
+    )
     return TenantSettingsOut.of(tenant, state.liveness.required)

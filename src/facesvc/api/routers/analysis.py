@@ -7,10 +7,11 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.exceptions import RequestValidationError
 
-from facesvc.api.deps import AnalysisDep, ImageBytes, current_caller
+from facesvc.api.deps import AnalysisDep, CallerDep, ImageBytes, StateDep, current_caller
 from facesvc.api.problems import problem_responses
 from facesvc.api.schemas import DetectResponse, EmbedResponse, LandmarksResponse, ModelRef
 from facesvc.inference.attributes import ATTRIBUTES, Attribute
+from facesvc.services.analysis import require_attributes_allowed
 from facesvc.services.annotation import AnnotatedImage, FaceAnnotationService
 
 router = APIRouter(
@@ -47,7 +48,13 @@ ATTRIBUTES_DESCRIPTION = (
     + ", ".join(ATTRIBUTES)
     + ", or all. Each costs time only when asked for (age, gender and pose read the face "
     "mesh; age and gender are dlib's networks, expression fer's, pose the mesh's angles). "
-    "Ignored with annotate=true"
+    "Age, gender and expression need your tenant's `sensitive_attributes` (PATCH /v1/tenant); "
+    "without it they answer 403. Ignored with annotate=true"
+)
+ATTRIBUTES_FORBIDDEN = (
+    "Problem `/problems/attributes-not-enabled`: age, gender or expression asked for while "
+    'your tenant\'s `sensitive_attributes` is off (PATCH /v1/tenant {"sensitive_attributes": '
+    "true} turns it on)"
 )
 
 
@@ -68,16 +75,22 @@ def parse_attributes(value: str | None) -> frozenset[Attribute]:
 
 
 async def wanted_attributes(
+    caller: CallerDep,
+    state: StateDep,
     attributes: Annotated[
         str | None, Query(description=ATTRIBUTES_DESCRIPTION, examples=["age,gender"])
     ] = None,
 ) -> frozenset[Attribute]:
+    """The attributes asked for, once the caller's tenant is known to allow them: a refusal
+    comes before the upload is read or any image work."""
     try:
-        return parse_attributes(attributes)
+        wanted = parse_attributes(attributes)
     except ValueError as exc:
         raise RequestValidationError(
             [{"loc": ("query", "attributes"), "msg": str(exc), "type": "value_error"}]
         ) from exc
+    await require_attributes_allowed(caller, wanted, state.sessionmaker)
+    return wanted
 
 
 AttributesDep = Annotated[frozenset[Attribute], Depends(wanted_attributes)]
@@ -95,18 +108,28 @@ def png_response(annotated: AnnotatedImage) -> Response:
     summary="Find every face: box, score and five landmarks; age, gender, expression and "
     "head pose when asked",
     response_model=DetectResponse,
-    responses={**IMAGE_ERRORS, **PNG_RESPONSE, **problem_responses(501)},
+    responses={
+        **IMAGE_ERRORS,
+        **PNG_RESPONSE,
+        **problem_responses(403, 501, described={403: ATTRIBUTES_FORBIDDEN}),
+    },
 )
 async def detect_faces(
+    attributes: AttributesDep,  # first: a refused request reads no image
     image: ImageBytes,
     analysis: AnalysisDep,
     annotation: AnnotationDep,
-    attributes: AttributesDep,
     annotate: Annotate = False,
 ) -> DetectResponse | Response:
     """Boxes and points are in the original image's pixels, largest face first; an image
     with no face answers 200 with an empty `faces` list. With `attributes`, each face also
-    has the attributes asked for (figures and weak spots: docs/eval/attributes.json)."""
+    has the attributes asked for (figures and weak spots: docs/eval/attributes.json).
+
+    Age, gender and expression are off by default (biometric categorisation and emotion
+    recognition, which the EU AI Act restricts: Art. 5(1)(f) and (g), Annex III): asked for
+    while your tenant's `sensitive_attributes` is off, they answer 403
+    `/problems/attributes-not-enabled` (an admin turns them on with
+    `PATCH /v1/tenant {"sensitive_attributes": true}`). Pose is always available."""
     if annotate:
         return png_response(await annotation.annotate(image))
     return DetectResponse.of(await analysis.analyse(image, attributes=attributes))
