@@ -57,7 +57,10 @@ class AppState:
     async def start(self) -> None:
         """Store the bootstrap key, load the models (in the background, so the server answers
         /livez at once, unless FACESVC_STARTUP_WAIT_FOR_MODELS) and start the job runner,
-        which waits for them."""
+        which waits for them. A database older than the code's migrations is refused."""
+        from facesvc.db.migrate import check_schema
+
+        await check_schema(self.engine)
         await self.store_bootstrap_key()
         self.writer.start()
         if self.settings.startup_wait_for_models:

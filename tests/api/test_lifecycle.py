@@ -15,7 +15,7 @@ from facesvc.app import create_app
 from facesvc.container import AppState
 from facesvc.settings import Settings
 from tests.api.test_errors import assert_problem
-from tests.conftest import ADMIN_KEY, image_file, lfw_image
+from tests.conftest import ADMIN_KEY, DATA_KEY, image_file, lfw_image
 
 
 async def test_readyz_lists_loaded_models(client: httpx.AsyncClient, app: FastAPI) -> None:
@@ -137,3 +137,37 @@ def test_workers_spread_over_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     assert worker_index() == 3
     monkeypatch.delenv("FACESVC_WORKER_INDEX")
     assert worker_index() == 0  # the main process of a single-worker server
+
+
+async def test_a_database_older_than_the_code_is_refused_at_start_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Serving a database a migration behind fails every request with a key (a column the
+    code reads is missing): start-up refuses it once, naming the command. A database newer
+    than the code (a rollback after a release migrated it) is served, with a warning."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from facesvc.db.migrate import SchemaOutOfDateError, head, upgrade_async
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    local = Settings(
+        database_url=url,
+        encryption_key=DATA_KEY,
+        bootstrap_api_key=ADMIN_KEY,
+        startup_wait_for_models=False,
+    )
+    with pytest.raises(SchemaOutOfDateError, match=r"no schema.*facesvc db upgrade"):
+        async with LifespanManager(create_app(local), startup_timeout=30, shutdown_timeout=30):
+            pass
+    await upgrade_async(url, "0008")
+    with pytest.raises(SchemaOutOfDateError, match=f"at migration 0008, this code needs {head()}"):
+        async with LifespanManager(create_app(local), startup_timeout=30, shutdown_timeout=30):
+            pass
+    await upgrade_async(url)
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:  # as a newer release would leave it
+        await conn.execute(text("UPDATE alembic_version SET version_num = '0099_future'"))
+    await engine.dispose()
+    async with LifespanManager(create_app(local), startup_timeout=30, shutdown_timeout=30):
+        assert "0099_future, which this code does not know" in caplog.text
