@@ -4,7 +4,6 @@ repository codec and the answers take its size from the loaded model."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from sqlalchemy import text
 from facesvc.container import AppState
 from facesvc.settings import Settings
 from tests.conftest import ADMIN_KEY, DATA_KEY, image_file, lfw_image, running_app
+from tests.support.manifests import manifest_with
 
 DIM = 64
 
@@ -50,8 +50,7 @@ async def small_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[F
     graph = folder / "small_64.pb"
     build_frozen_graph(graph)
     real = Settings()
-    manifest = json.loads(real.manifest_path.read_text(encoding="utf-8"))
-    manifest["models"]["small-64"] = {
+    entry = {
         "task": "embedder",
         "architecture": "facenet",
         "version": "test-64-1",
@@ -61,11 +60,11 @@ async def small_app(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[F
         "threshold": 0.9,
         "space": "small-64",
     }
-    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    manifest = manifest_with(folder, **{"small-64": entry})
     settings = Settings(
         database_url=f"sqlite+aiosqlite:///{folder / 'facesvc.db'}",
         models_dir=real.models_dir,
-        model_manifest=folder / "manifest.json",
+        model_manifest=manifest,
         embedder="small-64",
         encryption_key=DATA_KEY,
         bootstrap_api_key=ADMIN_KEY,

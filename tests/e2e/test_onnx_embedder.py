@@ -31,6 +31,7 @@ from tests.conftest import (
     require_data,
     running_app,
 )
+from tests.support.manifests import manifest_with
 from tests.support.onnx_graphs import build_embedder
 from tests.support.server_process import facesvc_command
 
@@ -67,26 +68,29 @@ async def test_an_onnx_embedder_calibrated_reembedded_and_serving(tmp_path: Path
     build_embedder(model)
     calibration_file = tmp_path / "calibration" / "toy-arcface.json"
     real = Settings()
-    manifest = json.loads(real.manifest_path.read_text(encoding="utf-8"))
-    manifest["models"]["toy-arcface"] = {
-        "task": "embedder",
-        "architecture": "arcface",
-        "version": "toy-1",
-        "file": str(model),
-        "sha256": sha256_file(model),
-        "space": "toy-arcface",
-        "calibration_file": str(calibration_file),
-        "options": {
-            "input_size": 112,
-            "alignment": "arcface-5pt",
-            "channel_order": "rgb",
-            "layout": "nchw",
-            "mean": [127.5, 127.5, 127.5],
-            "std": [127.5, 127.5, 127.5],
-            "output_dim": 512,
+    manifest = manifest_with(
+        tmp_path,
+        **{
+            "toy-arcface": {
+                "task": "embedder",
+                "architecture": "arcface",
+                "version": "toy-1",
+                "file": str(model),
+                "sha256": sha256_file(model),
+                "space": "toy-arcface",
+                "calibration_file": str(calibration_file),
+                "options": {
+                    "input_size": 112,
+                    "alignment": "arcface-5pt",
+                    "channel_order": "rgb",
+                    "layout": "nchw",
+                    "mean": [127.5, 127.5, 127.5],
+                    "std": [127.5, 127.5, 127.5],
+                    "output_dim": 512,
+                },
+            }
         },
-    }
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    )
     small_lfw(tmp_path / "data" / "lfw" / "lfw-deepfunneled")
     people = tmp_path / "people"
     for name in ENROLLED:
@@ -100,7 +104,7 @@ async def test_an_onnx_embedder_calibrated_reembedded_and_serving(tmp_path: Path
         **os.environ,
         "FACESVC_DATABASE_URL": database,
         "FACESVC_ENCRYPTION_KEY": DATA_KEY,
-        "FACESVC_MODEL_MANIFEST": str(tmp_path / "manifest.json"),
+        "FACESVC_MODEL_MANIFEST": str(manifest),
         "FACESVC_MODELS_DIR": str(real.models_dir),
         "FACESVC_DATA_DIR": str(tmp_path / "data"),
         "FACESVC_STORE_FACE_CROPS": "true",  # what reembed recomputes from
@@ -133,7 +137,7 @@ async def test_an_onnx_embedder_calibrated_reembedded_and_serving(tmp_path: Path
         database_url=database,
         encryption_key=DATA_KEY,
         bootstrap_api_key=ADMIN_KEY,
-        model_manifest=tmp_path / "manifest.json",
+        model_manifest=manifest,
         models_dir=real.models_dir,
         embedder="toy-arcface",
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from facesvc.inference.geometry import apply_matrix
 from facesvc.inference.manifest import Manifest, sha256_file
 from facesvc.inference.registry import ModelFileError, ModelRegistry, model_factory
 from facesvc.settings import Settings
+from tests.support.manifests import manifest_with
 from tests.support.onnx_graphs import build_embedder
 
 
@@ -113,39 +113,31 @@ def test_a_wrong_output_dim_fails_at_load(tmp_path: Path) -> None:
         OnnxEmbedder(path, EmbedderContract(output_dim=512))
 
 
-def manifest_with(tmp_path: Path, entry: dict[str, object]) -> Path:
-    real = Settings()
-    manifest = json.loads(real.manifest_path.read_text(encoding="utf-8"))
-    manifest["models"]["mine"] = {
-        "task": "embedder",
-        "architecture": "arcface",
-        "version": "1",
-        **entry,
-    }
-    path = tmp_path / "manifest.json"
-    path.write_text(json.dumps(manifest), encoding="utf-8")
-    return path
+def manifest_with_mine(tmp_path: Path, entry: dict[str, object]) -> Path:
+    return manifest_with(
+        tmp_path, mine={"task": "embedder", "architecture": "arcface", "version": "1", **entry}
+    )
 
 
 def test_the_entry_needs_an_onnx_file_with_its_hash(tmp_path: Path) -> None:
     model = tmp_path / "e.onnx"
     build_embedder(model, dim=32)
     settings = Settings(models_dir=Settings().models_dir)
-    no_hash = Manifest.load(manifest_with(tmp_path, {"file": str(model)})).models["mine"]
+    no_hash = Manifest.load(manifest_with_mine(tmp_path, {"file": str(model)})).models["mine"]
     with pytest.raises(ModelFileError, match="sha256"):
         model_factory(no_hash, settings)
     wrong_hash = Manifest.load(
-        manifest_with(tmp_path, {"file": str(model), "sha256": "0" * 64})
+        manifest_with_mine(tmp_path, {"file": str(model), "sha256": "0" * 64})
     ).models["mine"]
     with pytest.raises(ModelFileError):
         model_factory(wrong_hash, settings)()
     graph = Manifest.load(
-        manifest_with(tmp_path, {"file": str(tmp_path / "e.pb"), "sha256": "0" * 64})
+        manifest_with_mine(tmp_path, {"file": str(tmp_path / "e.pb"), "sha256": "0" * 64})
     ).models["mine"]
     with pytest.raises(ModelFileError, match="ONNX"):
         model_factory(graph, settings)
     good = Manifest.load(
-        manifest_with(tmp_path, {"file": str(model), "sha256": sha256_file(model)})
+        manifest_with_mine(tmp_path, {"file": str(model), "sha256": sha256_file(model)})
     ).models["mine"]
     assert model_factory(good, settings)().dim == 32
 
@@ -155,7 +147,7 @@ def test_without_a_threshold_or_calibration_the_service_says_what_to_run(tmp_pat
     build_embedder(model, dim=32)
     entry = {"file": str(model), "sha256": sha256_file(model)}
     registry = ModelRegistry(
-        Settings(model_manifest=manifest_with(tmp_path, entry), embedder="mine")
+        Settings(model_manifest=manifest_with_mine(tmp_path, entry), embedder="mine")
     )
     assert registry.embedder_contract is not None
     assert registry.embedder_input_size == 112
@@ -164,7 +156,7 @@ def test_without_a_threshold_or_calibration_the_service_says_what_to_run(tmp_pat
     # a calibration file named but not written yet (while `eval calibrate` runs): the same
     entry["calibration_file"] = str(tmp_path / "not-yet.json")
     registry = ModelRegistry(
-        Settings(model_manifest=manifest_with(tmp_path, entry), embedder="mine")
+        Settings(model_manifest=manifest_with_mine(tmp_path, entry), embedder="mine")
     )
     with pytest.raises(ModelFileError, match="eval calibrate"):
         _ = registry.threshold
