@@ -31,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facesvc.inference.onnx_rt import OnnxModel
+from facesvc.inference.runtimes.onnx import OnnxModel
 from facesvc.inference.types import Box
 
 

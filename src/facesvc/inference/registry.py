@@ -26,7 +26,7 @@ from facesvc.inference.types import Box, Detection
 from facesvc.settings import Settings
 
 if TYPE_CHECKING:
-    from facesvc.inference.openvino_rt import Precision as OpenVINOPrecision
+    from facesvc.inference.runtimes.openvino import Precision as OpenVINOPrecision
 
 log = logging.getLogger(__name__)
 
