@@ -7,26 +7,27 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import numpy as np
 
 from facesvc.inference.antispoof import AntispoofContract
 from facesvc.inference.batching import ArrayBatching, BatchPolicy, ListBatching
 from facesvc.inference.calibration import ScoreCalibration
-from facesvc.inference.devices import configure_tensorflow, worker_plan
+from facesvc.inference.devices import configure_tensorflow
 from facesvc.inference.embedders.onnx import EmbedderContract
+from facesvc.inference.factories import ATTRIBUTE_TASKS, model_threads, runs_on_cpu_only
+
+# Exported from here too: callers of the registry catch ModelFileError, benchmarks load one
+# model with model_factory.
+from facesvc.inference.factories import ModelFileError as ModelFileError
+from facesvc.inference.factories import model_factory as model_factory
 from facesvc.inference.geometry import CropPolicy
-from facesvc.inference.manifest import Manifest, ModelSpec, Task, sha256_file
-from facesvc.inference.pull import expected_sha256
+from facesvc.inference.manifest import Manifest, ModelSpec
 from facesvc.inference.runner import ModelRunner, Predictor
 from facesvc.inference.runtimes import choose_variant
 from facesvc.inference.types import Box, Detection
 from facesvc.settings import Settings
-
-if TYPE_CHECKING:
-    from facesvc.inference.runtimes.openvino import Precision as OpenVINOPrecision
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +40,6 @@ AttributeRunner = ModelRunner[np.ndarray, np.ndarray]
 # The embedder FACESVC_DEVICE=gpu loads unless FACESVC_EMBEDDER says otherwise.
 GPU_EMBEDDER = "facenet"
 
-# TFLite and OpenVINO (CPU plugin) models have no GPU path here: they stay on the CPU
-# whatever FACESVC_DEVICE says.
-_CPU_ONLY = {"blazeface", "facemesh"}
-
-
-def _cpu_only(spec: ModelSpec) -> bool:
-    return spec.architecture in _CPU_ONLY or spec.resolved_runtime != "tensorflow"
-
-
-def _precision(spec: ModelSpec) -> OpenVINOPrecision:
-    precision = spec.options.get("precision", "f32")
-    if precision not in ("f32", "bf16"):
-        raise ValueError(f"{spec.name}: precision {precision!r} is not f32 or bf16")
-    return precision  # type: ignore[no-any-return]
-
-
 _RUNTIME_NAMES = {
     "tensorflow": "TensorFlow",
     "tflite": "TFLite",
@@ -66,10 +51,6 @@ _RUNTIME_NAMES = {
 def _is_default(settings: Settings, field: str) -> bool:
     """The setting holds its default value (whether or not a .env restates it)."""
     return bool(getattr(settings, field) == Settings.model_fields[field].default)
-
-
-class ModelFileError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -86,156 +67,11 @@ class ModelInfo:
     placed_on: str | None = None  # TensorFlow models: the device of their last call's output
 
 
-def _verified_path(spec: ModelSpec, models_dir: Path) -> Path:
-    path = spec.path(models_dir)
-    if path is None:
-        raise ModelFileError(f"model {spec.name!r} names no file")
-    if not path.exists():
-        raise ModelFileError(f"{path} is missing: run `facesvc models pull`")
-    want = expected_sha256(spec, models_dir)
-    if want is None:
-        log.warning("model %s: no sha256 to check %s against", spec.name, path)
-    elif sha256_file(path) != want:
-        raise ModelFileError(f"{path} does not match its sha256: run `facesvc models pull`")
-    return path
-
-
-def model_threads(settings: Settings) -> int:
-    """Threads per model in this worker (FACESVC_INFERENCE_THREADS, else the usable cores
-    shared out among FACESVC_WORKERS workers)."""
-    return worker_plan(settings.workers, settings.inference_threads).threads
-
-
-def _detector_factory(spec: ModelSpec, settings: Settings, device: str) -> Callable[[], Any]:
-    min_score = settings.detection_min_score
-    threads = model_threads(settings)
-    if spec.architecture == "blazeface":
-        from facesvc.inference.detectors.blazeface import BlazeFaceDetector
-
-        path = _verified_path(spec, settings.models_dir)
-        variant = str(spec.options.get("variant", "full"))
-        runtime: Literal["tflite", "openvino"] = (
-            "openvino" if spec.resolved_runtime == "openvino" else "tflite"
-        )
-        precision = _precision(spec)
-        return lambda: BlazeFaceDetector(
-            path,
-            variant,
-            min_score=min_score,
-            threads=threads,
-            runtime=runtime,
-            precision=precision,
-        )
-    if spec.architecture == "ssd":
-        from facesvc.inference.detectors.ssd import SSDGraphDetector
-
-        path = _verified_path(spec, settings.models_dir)
-        t = spec.tensors
-        return lambda: SSDGraphDetector(
-            path,
-            image_tensor=t.get("image", "image_tensor:0"),
-            boxes=t.get("boxes", "detection_boxes:0"),
-            scores=t.get("scores", "detection_scores:0"),
-            count=t.get("count", "num_detections:0"),
-            min_score=min_score,
-        )
-    if spec.architecture == "mtcnn":
-        from facesvc.inference.detectors.mtcnn import MTCNNDetector
-
-        return lambda: MTCNNDetector(device, min_score=min_score)
-    raise ValueError(f"{spec.name}: {spec.architecture} is not a detector architecture")
-
-
-def _embedder_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
-    if spec.architecture == "arcface":
-        return _onnx_embedder_factory(spec, settings)
-    if spec.architecture != "facenet":
-        raise ValueError(f"{spec.name}: {spec.architecture} is not an embedder architecture")
-    from facesvc.inference.embedders.facenet import (
-        FaceNetEmbedder,
-        OpenVINOFaceNetEmbedder,
-        TFLiteFaceNetEmbedder,
-    )
-
-    path = _verified_path(spec, settings.models_dir)
-    size = int(spec.options.get("input_size", 160))
-    preprocessing = spec.options.get("preprocessing", "prewhiten")
-    if spec.resolved_runtime == "openvino":
-        threads = model_threads(settings)
-        precision = _precision(spec)
-        return lambda: OpenVINOFaceNetEmbedder(
-            path, input_size=size, preprocessing=preprocessing, threads=threads, precision=precision
-        )
-    if spec.resolved_runtime == "tflite":
-        threads = model_threads(settings)
-        return lambda: TFLiteFaceNetEmbedder(
-            path, input_size=size, preprocessing=preprocessing, threads=threads
-        )
-    t = spec.tensors
-    phase_train = t.get("phase_train", "phase_train:0") or None
-    return lambda: FaceNetEmbedder(
-        path,
-        input_name=t.get("input", "input:0"),
-        output_name=t.get("embeddings", "embeddings:0"),
-        phase_train_name=phase_train,
-        input_size=size,
-        preprocessing=preprocessing,
-    )
-
-
 def embedder_contract(spec: ModelSpec) -> EmbedderContract | None:
     """The input contract of an operator's ONNX embedder (``arcface``), None for FaceNet."""
     if spec.architecture != "arcface":
         return None
     return EmbedderContract.from_options(spec.options)
-
-
-def _onnx_embedder_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
-    from facesvc.inference.embedders.onnx import OnnxEmbedder
-
-    if spec.resolved_runtime != "onnxruntime":
-        raise ModelFileError(f"{spec.name}: an arcface embedder must be an ONNX file")
-    if not spec.sha256:
-        raise ModelFileError(f"{spec.name}: give the file's sha256 in the manifest entry")
-    contract = EmbedderContract.from_options(spec.options)
-    path = _verified_path(spec, settings.models_dir)
-    threads = model_threads(settings)
-    return lambda: OnnxEmbedder(path, contract, threads=threads)
-
-
-def _mesh_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
-    from facesvc.inference.landmarks.facemesh import FaceMeshModel
-
-    path = _verified_path(spec, settings.models_dir)
-    threads = model_threads(settings)
-    return lambda: FaceMeshModel(path, threads=threads)
-
-
-def _attribute_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
-    from facesvc.inference.attributes.models import DlibFaceNetwork, ExpressionNetwork
-
-    path = _verified_path(spec, settings.models_dir)
-    threads = model_threads(settings)
-    if spec.architecture in ("dlib-age", "dlib-gender"):
-        size = int(spec.options["input_size"])
-        means = [float(v) for v in spec.options["channel_means"]]
-        return lambda: DlibFaceNetwork(path, size, means, threads=threads)
-    if spec.architecture == "mini-xception":
-        return lambda: ExpressionNetwork(path, threads=threads)
-    raise ValueError(f"{spec.name}: {spec.architecture} is not an attribute architecture")
-
-
-def _antispoof_factory(spec: ModelSpec, settings: Settings) -> Callable[[], Any]:
-    from facesvc.inference.antispoof import AntispoofContract, AntispoofModel
-
-    if spec.resolved_runtime != "onnxruntime":
-        raise ModelFileError(f"{spec.name}: an antispoof model must be an ONNX file")
-    if not spec.sha256:
-        raise ModelFileError(f"{spec.name}: give the file's sha256 in the manifest entry")
-    contract = AntispoofContract.from_options(spec.options)
-    path = _verified_path(spec, settings.models_dir)
-    threads = model_threads(settings)
-    return lambda: AntispoofModel(path, contract, threads=threads)
 
 
 def _attribute_warm_batch(spec: ModelSpec) -> np.ndarray:
@@ -245,23 +81,6 @@ def _attribute_warm_batch(spec: ModelSpec) -> np.ndarray:
     return np.zeros((1, size, size, 3), np.uint8)
 
 
-def model_factory(spec: ModelSpec, settings: Settings, device: str = "/CPU:0") -> Callable[[], Any]:
-    """What loads one manifest model (verified first): the runners' factories, also used by
-    benchmarks that load a single model."""
-    if spec.task == "detector":
-        return _detector_factory(spec, settings, device)
-    if spec.task == "embedder":
-        return _embedder_factory(spec, settings)
-    if spec.task == "mesh":
-        return _mesh_factory(spec, settings)
-    if spec.task in ATTRIBUTE_TASKS:
-        return _attribute_factory(spec, settings)
-    if spec.task == "antispoof":
-        return _antispoof_factory(spec, settings)
-    raise ValueError(f"{spec.name}: unknown task {spec.task!r}")
-
-
-ATTRIBUTE_TASKS: tuple[Task, ...] = ("age", "gender", "expression")
 # The floor threshold of an embedder whose manifest entry gives only a calibration file
 DEFAULT_FLOOR_FAR = 1e-2
 
@@ -414,19 +233,19 @@ class ModelRegistry:
         return [
             (
                 self.detector,
-                _detector_factory(self.detector_spec, settings, self.detector.device),
+                model_factory(self.detector_spec, settings, self.detector.device),
                 [blank],
             ),
-            (self.mesh, _mesh_factory(self.mesh_spec, settings), [(blank, warm_face)]),
+            (self.mesh, model_factory(self.mesh_spec, settings), [(blank, warm_face)]),
             (
                 self.embedder,
-                _embedder_factory(self.embedder_spec, settings),
+                model_factory(self.embedder_spec, settings),
                 np.zeros((1, size, size, 3), np.uint8),
             ),
             *(
                 (
                     runner,
-                    _attribute_factory(self.attribute_specs[task], settings),
+                    model_factory(self.attribute_specs[task], settings),
                     _attribute_warm_batch(self.attribute_specs[task]),
                 )
                 for task, runner in self.attributes.items()
@@ -441,14 +260,14 @@ class ModelRegistry:
             return []
         size = int(self.antispoof_spec.options.get("input_size", 80))
         warm = np.zeros((1, size, size, 3), np.uint8)
-        return [(self.antispoof, _antispoof_factory(self.antispoof_spec, self.settings), warm)]
+        return [(self.antispoof, model_factory(self.antispoof_spec, self.settings), warm)]
 
     def _configure(self) -> None:
         """Resolve this worker's TensorFlow device and give it to every runner whose model
         can run there; TFLite models stay on the CPU (said in the log and /readyz). With no
         TensorFlow model and a CPU device (the default plan: TFLite and ONNX Runtime),
         TensorFlow is never imported: ~4 s of CPU and ~600 MB of RSS a worker."""
-        uses_tf = any(not _cpu_only(spec) for spec in self.specs)
+        uses_tf = any(not runs_on_cpu_only(spec) for spec in self.specs)
         if uses_tf or not self.settings.device.startswith("cpu"):
             self.tf_device = configure_tensorflow(
                 self.settings.device,
@@ -458,8 +277,8 @@ class ModelRegistry:
         else:
             log.info("no TensorFlow model in this plan: TensorFlow is not loaded")
         for spec, runner in zip(self.specs, self.runners, strict=True):
-            runner.device = "/CPU:0" if _cpu_only(spec) else self.tf_device
-            runner.tensorflow = not _cpu_only(spec)
+            runner.device = "/CPU:0" if runs_on_cpu_only(spec) else self.tf_device
+            runner.tensorflow = not runs_on_cpu_only(spec)
             log.info(
                 "model %s (%s, %s) on %s%s",
                 spec.name,
@@ -467,7 +286,7 @@ class ModelRegistry:
                 _RUNTIME_NAMES[spec.resolved_runtime],
                 runner.device,
                 f" ({_RUNTIME_NAMES[spec.resolved_runtime]} runs on the CPU only)"
-                if _cpu_only(spec) and self.tf_device != "/CPU:0"
+                if runs_on_cpu_only(spec) and self.tf_device != "/CPU:0"
                 else "",
             )
 
