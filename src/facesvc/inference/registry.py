@@ -23,8 +23,8 @@ from facesvc.inference.factories import ATTRIBUTE_TASKS, model_threads, runs_on_
 from facesvc.inference.factories import ModelFileError as ModelFileError
 from facesvc.inference.factories import model_factory as model_factory
 from facesvc.inference.geometry import CropPolicy
-from facesvc.inference.manifest import Manifest, ModelSpec
-from facesvc.inference.runner import ModelRunner, Predictor
+from facesvc.inference.manifest import Manifest, ModelSpec, Task
+from facesvc.inference.runner import Batching, ModelRunner, Predictor
 from facesvc.inference.runtimes import choose_variant
 from facesvc.inference.types import Box, Detection
 from facesvc.settings import Settings
@@ -74,11 +74,74 @@ def embedder_contract(spec: ModelSpec) -> EmbedderContract | None:
     return EmbedderContract.from_options(spec.options)
 
 
-def _attribute_warm_batch(spec: ModelSpec) -> np.ndarray:
-    size = int(spec.options.get("input_size", 64))
-    if spec.task == "expression":
-        return np.zeros((1, size, size), np.uint8)
-    return np.zeros((1, size, size, 3), np.uint8)
+def embedder_input_size(spec: ModelSpec) -> int:
+    """The side of the embedder's square crops: its entry's, else FaceNet's 160 or ArcFace's
+    112."""
+    return int(spec.options.get("input_size", 112 if spec.architecture == "arcface" else 160))
+
+
+def _input_size(spec: ModelSpec, default: int) -> int:
+    return int(spec.options.get("input_size", default))
+
+
+def _crops(size: int, grey: bool = False) -> np.ndarray:
+    return np.zeros((1, size, size) if grey else (1, size, size, 3), np.uint8)
+
+
+_WARM_FACE = Detection(box=Box(64, 64, 128, 128), score=1.0)
+
+
+@dataclass(frozen=True)
+class _TaskInput:
+    """How a task's runner merges and splits batches, and a dummy batch of one in the task's
+    input shape (the first call builds kernels and allocates buffers)."""
+
+    batching: Batching[Any, Any]
+    warm_batch: Callable[[ModelSpec], Any]
+
+
+_TASK_INPUTS: dict[Task, _TaskInput] = {
+    "detector": _TaskInput(ListBatching(), lambda spec: [np.zeros((256, 256, 3), np.uint8)]),
+    "mesh": _TaskInput(
+        ListBatching(), lambda spec: [(np.zeros((256, 256, 3), np.uint8), _WARM_FACE)]
+    ),
+    "embedder": _TaskInput(ArrayBatching(), lambda spec: _crops(embedder_input_size(spec))),
+    "age": _TaskInput(ArrayBatching(), lambda spec: _crops(_input_size(spec, 64))),
+    "gender": _TaskInput(ArrayBatching(), lambda spec: _crops(_input_size(spec, 64))),
+    "expression": _TaskInput(
+        ArrayBatching(), lambda spec: _crops(_input_size(spec, 64), grey=True)
+    ),
+    "antispoof": _TaskInput(ArrayBatching(), lambda spec: _crops(_input_size(spec, 80))),
+}
+
+
+@dataclass(frozen=True)
+class ModelSlot:
+    """One model of this worker: its manifest entry, the runner it runs behind and the batch
+    that warms it; what loads it comes from factories.FACTORIES."""
+
+    spec: ModelSpec
+    runner: ModelRunner[Any, Any]
+    warm_batch: Any
+
+    @classmethod
+    def of(cls, spec: ModelSpec, policy: BatchPolicy) -> ModelSlot:
+        inputs = _TASK_INPUTS[spec.task]
+        runner = ModelRunner(spec.name, "/CPU:0", inputs.batching, policy)
+        return cls(spec, runner, inputs.warm_batch(spec))
+
+    @property
+    def task(self) -> Task:
+        return self.spec.task
+
+    @property
+    def cpu_only(self) -> bool:
+        return runs_on_cpu_only(self.spec)
+
+    def factory(self, settings: Settings) -> Callable[[], Predictor[Any, Any]]:
+        """What loads the model on the runner's thread (the file verified first: blocking
+        I/O)."""
+        return model_factory(self.spec, settings, self.runner.device)
 
 
 # The floor threshold of an embedder whose manifest entry gives only a calibration file
@@ -88,7 +151,8 @@ DEFAULT_FLOOR_FAR = 1e-2
 class ModelRegistry:
     """Loads the configured detector, mesh and embedder once, each behind its own runner;
     with FACESVC_ATTRIBUTES, also the age, gender and expression networks (manifest entries
-    of those names)."""
+    of those names), and with FACESVC_ANTISPOOF_MODEL an operator's antispoof model. Each is
+    a ``ModelSlot`` of ``slots``, which everything that goes over all models iterates."""
 
     def __init__(self, settings: Settings, manifest: Manifest | None = None) -> None:
         self.settings = settings
@@ -98,54 +162,53 @@ class ModelRegistry:
         self.mesh_spec = self.manifest.get(settings.mesh, "mesh")
         self.crop_policy = CropPolicy(**self.detector_spec.crop)
         self.embedder_contract = embedder_contract(self.embedder_spec)
-        self.embedder_input_size = int(
-            self.embedder_spec.options.get(
-                "input_size", 160 if self.embedder_contract is None else 112
-            )
-        )
+        self.embedder_input_size = embedder_input_size(self.embedder_spec)
         self.tf_device = "/CPU:0"
+        self.attribute_specs = self._attribute_specs() if settings.attributes else {}
+        # An operator's presentation-attack model (FACESVC_ANTISPOOF_MODEL), off by default.
+        self.antispoof_spec: ModelSpec | None = None
+        self.antispoof_contract: AntispoofContract | None = None
+        if settings.antispoof_model:
+            self.antispoof_spec = self.manifest.get(settings.antispoof_model, "antispoof")
+            self.antispoof_contract = AntispoofContract.from_options(self.antispoof_spec.options)
         policy = BatchPolicy(
             max_batch=settings.batch_max_size,
             max_wait=settings.batch_max_wait_ms / 1000.0,
             max_queue=settings.queue_max_items,
         )
-        self.detector: DetectorRunner = ModelRunner(
-            self.detector_spec.name,
-            "/CPU:0",
-            ListBatching(),
-            policy,
-        )
-        self.mesh: MeshRunner = ModelRunner(self.mesh_spec.name, "/CPU:0", ListBatching(), policy)
-        self.embedder: EmbedderRunner = ModelRunner(
-            self.embedder_spec.name, "/CPU:0", ArrayBatching(), policy
-        )
-        # Attribute networks by task ("age", "gender", "expression"): those the manifest has,
-        # when enabled (a manifest of one's own may have none: they are then unavailable).
-        self.attribute_specs: dict[str, ModelSpec] = {}
-        self.attributes: dict[str, AttributeRunner] = {}
-        if settings.attributes:
-            for task in ATTRIBUTE_TASKS:
-                if task not in self.manifest.models:
-                    log.warning(
-                        "FACESVC_ATTRIBUTES: %s has no %r entry: that attribute is unavailable",
-                        settings.manifest_path,
-                        task,
-                    )
-                    continue
-                spec = self.manifest.get(task, task)
-                self.attribute_specs[task] = spec
-                self.attributes[task] = ModelRunner(spec.name, "/CPU:0", ArrayBatching(), policy)
-        # An operator's presentation-attack model (FACESVC_ANTISPOOF_MODEL), off by default.
-        self.antispoof_spec: ModelSpec | None = None
-        self.antispoof: AttributeRunner | None = None
-        self.antispoof_contract: AntispoofContract | None = None
-        if settings.antispoof_model:
-            self.antispoof_spec = self.manifest.get(settings.antispoof_model, "antispoof")
-            self.antispoof_contract = AntispoofContract.from_options(self.antispoof_spec.options)
-            self.antispoof = ModelRunner(
-                self.antispoof_spec.name, "/CPU:0", ArrayBatching(), policy
+        # Every model of this worker, in the order of runners, specs, start-up and info()
+        self.slots: tuple[ModelSlot, ...] = tuple(
+            ModelSlot.of(spec, policy)
+            for spec in (
+                self.detector_spec,
+                self.mesh_spec,
+                self.embedder_spec,
+                *self.attribute_specs.values(),
+                *([self.antispoof_spec] if self.antispoof_spec is not None else []),
             )
+        )
+        runners: dict[str, ModelRunner[Any, Any]] = {slot.task: slot.runner for slot in self.slots}
+        self.detector: DetectorRunner = runners["detector"]
+        self.mesh: MeshRunner = runners["mesh"]
+        self.embedder: EmbedderRunner = runners["embedder"]
+        self.attributes: dict[str, AttributeRunner] = {t: runners[t] for t in self.attribute_specs}
+        self.antispoof: AttributeRunner | None = runners.get("antispoof")
         self.embedding_dim = 0
+
+    def _attribute_specs(self) -> dict[str, ModelSpec]:
+        """Attribute networks by task ("age", "gender", "expression"): those the manifest has
+        (a manifest of one's own may have none: they are then unavailable)."""
+        specs: dict[str, ModelSpec] = {}
+        for task in ATTRIBUTE_TASKS:
+            if task not in self.manifest.models:
+                log.warning(
+                    "FACESVC_ATTRIBUTES: %s has no %r entry: that attribute is unavailable",
+                    self.settings.manifest_path,
+                    task,
+                )
+                continue
+            specs[task] = self.manifest.get(task, task)
+        return specs
 
     def _embedder_name(self, settings: Settings) -> str:
         """The configured embedder; on a GPU, unless another than the default was chosen, the
@@ -181,19 +244,12 @@ class ModelRegistry:
 
     @property
     def runners(self) -> tuple[ModelRunner[Any, Any], ...]:
-        optional = (self.antispoof,) if self.antispoof is not None else ()
-        return (self.detector, self.mesh, self.embedder, *self.attributes.values(), *optional)
+        return tuple(slot.runner for slot in self.slots)
 
     @property
     def specs(self) -> tuple[ModelSpec, ...]:
         """The loaded models' specs, in the order of ``runners``."""
-        return (
-            self.detector_spec,
-            self.mesh_spec,
-            self.embedder_spec,
-            *(self.attribute_specs[task] for task in self.attributes),
-            *((self.antispoof_spec,) if self.antispoof_spec is not None else ()),
-        )
+        return tuple(slot.spec for slot in self.slots)
 
     @property
     def ready(self) -> bool:
@@ -226,48 +282,14 @@ class ModelRegistry:
         return self.embedder_spec.load_calibration(self.settings.models_dir)
 
     def _plans(self) -> list[tuple[ModelRunner[Any, Any], Callable[[], Predictor[Any, Any]], Any]]:
-        settings = self.settings
-        size = self.embedder_input_size
-        blank = np.zeros((256, 256, 3), np.uint8)
-        warm_face = Detection(box=Box(64, 64, 128, 128), score=1.0)
-        return [
-            (
-                self.detector,
-                model_factory(self.detector_spec, settings, self.detector.device),
-                [blank],
-            ),
-            (self.mesh, model_factory(self.mesh_spec, settings), [(blank, warm_face)]),
-            (
-                self.embedder,
-                model_factory(self.embedder_spec, settings),
-                np.zeros((1, size, size, 3), np.uint8),
-            ),
-            *(
-                (
-                    runner,
-                    model_factory(self.attribute_specs[task], settings),
-                    _attribute_warm_batch(self.attribute_specs[task]),
-                )
-                for task, runner in self.attributes.items()
-            ),
-            *self._antispoof_plan(),
-        ]
-
-    def _antispoof_plan(
-        self,
-    ) -> list[tuple[ModelRunner[Any, Any], Callable[[], Predictor[Any, Any]], Any]]:
-        if self.antispoof is None or self.antispoof_spec is None:
-            return []
-        size = int(self.antispoof_spec.options.get("input_size", 80))
-        warm = np.zeros((1, size, size, 3), np.uint8)
-        return [(self.antispoof, model_factory(self.antispoof_spec, self.settings), warm)]
+        return [(slot.runner, slot.factory(self.settings), slot.warm_batch) for slot in self.slots]
 
     def _configure(self) -> None:
         """Resolve this worker's TensorFlow device and give it to every runner whose model
         can run there; TFLite models stay on the CPU (said in the log and /readyz). With no
         TensorFlow model and a CPU device (the default plan: TFLite and ONNX Runtime),
         TensorFlow is never imported: ~4 s of CPU and ~600 MB of RSS a worker."""
-        uses_tf = any(not runs_on_cpu_only(spec) for spec in self.specs)
+        uses_tf = any(not slot.cpu_only for slot in self.slots)
         if uses_tf or not self.settings.device.startswith("cpu"):
             self.tf_device = configure_tensorflow(
                 self.settings.device,
@@ -276,9 +298,10 @@ class ModelRegistry:
             )
         else:
             log.info("no TensorFlow model in this plan: TensorFlow is not loaded")
-        for spec, runner in zip(self.specs, self.runners, strict=True):
-            runner.device = "/CPU:0" if runs_on_cpu_only(spec) else self.tf_device
-            runner.tensorflow = not runs_on_cpu_only(spec)
+        for slot in self.slots:
+            spec, runner = slot.spec, slot.runner
+            runner.device = "/CPU:0" if slot.cpu_only else self.tf_device
+            runner.tensorflow = not slot.cpu_only
             log.info(
                 "model %s (%s, %s) on %s%s",
                 spec.name,
@@ -286,7 +309,7 @@ class ModelRegistry:
                 _RUNTIME_NAMES[spec.resolved_runtime],
                 runner.device,
                 f" ({_RUNTIME_NAMES[spec.resolved_runtime]} runs on the CPU only)"
-                if runs_on_cpu_only(spec) and self.tf_device != "/CPU:0"
+                if slot.cpu_only and self.tf_device != "/CPU:0"
                 else "",
             )
 
@@ -309,18 +332,20 @@ class ModelRegistry:
     def info(self) -> list[ModelInfo]:
         return [
             ModelInfo(
-                name=spec.name,
-                task=spec.task,
-                architecture=spec.architecture,
-                version=spec.version,
-                device=runner.device,
-                runtime=spec.resolved_runtime,
-                ready=runner.ready,
-                load_seconds=round(runner.load_seconds, 3),
-                warmup_seconds=round(runner.warmup_seconds, 3),
-                placed_on=getattr(runner.model, "placed_on", None) if runner.ready else None,
+                name=slot.spec.name,
+                task=slot.task,
+                architecture=slot.spec.architecture,
+                version=slot.spec.version,
+                device=slot.runner.device,
+                runtime=slot.spec.resolved_runtime,
+                ready=slot.runner.ready,
+                load_seconds=round(slot.runner.load_seconds, 3),
+                warmup_seconds=round(slot.runner.warmup_seconds, 3),
+                placed_on=getattr(slot.runner.model, "placed_on", None)
+                if slot.runner.ready
+                else None,
             )
-            for spec, runner in zip(self.specs, self.runners, strict=True)
+            for slot in self.slots
         ]
 
     async def aclose(self) -> None:
