@@ -92,11 +92,13 @@ def test_tensor_layout_scale_softmax_and_live_index(tmp_path: Path) -> None:
     blue[..., 0] = 3
     crops = np.concatenate([red, blue])
     model = AntispoofModel(path, AntispoofContract(live_index=2))
-    live = model(crops)
+    live = model.predict(crops)
     # raw 0-255 values, not /255: logits (0, 0, 3) -> softmax e^3 / (2 + e^3)
     np.testing.assert_allclose(live, [np.e**3 / (2 + np.e**3), 1 / (2 + np.e**3)], rtol=1e-5)
     scaled = AntispoofModel(path, AntispoofContract(live_index=2, pixel_scale=1 / 255))
-    assert scaled(red)[0] == pytest.approx(np.exp(3 / 255) / (2 + np.exp(3 / 255)), rel=1e-5)
+    assert scaled.predict(red)[0] == pytest.approx(
+        np.exp(3 / 255) / (2 + np.exp(3 / 255)), rel=1e-5
+    )
 
 
 def manifest_with(tmp_path: Path, entry: dict[str, object]) -> Path:
@@ -132,8 +134,9 @@ def test_the_registry_loads_it_only_when_named(tmp_path: Path) -> None:
     registry = ModelRegistry(named, Manifest.load(manifest))
     slot = registry.slots[-1]
     assert slot.runner is registry.antispoof
-    loaded = slot.factory(named)()
-    assert loaded(slot.warm_batch).shape == (1,)
+    slot.runner.start_sync(slot.factory(named), slot.warm_batch)  # as the registry's start
+    assert slot.runner.run_sync(slot.warm_batch).shape == (1,)
+    registry.close()
     entry["sha256"] = "0" * 64
     registry = ModelRegistry(named, Manifest.load(manifest_with(tmp_path, entry)))
     with pytest.raises(ModelFileError, match="sha256"):
