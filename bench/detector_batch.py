@@ -24,7 +24,7 @@ from core_latency import machine_info
 
 from facesvc.inference.manifest import Manifest
 from facesvc.inference.runtimes import cpu_family
-from facesvc.inference.tflite import TFLiteModel
+from facesvc.inference.runtimes.tflite import TFLiteModel
 from facesvc.settings import Settings
 
 SIZES = (1, 2, 4, 8)

@@ -98,7 +98,7 @@ def inspect(path: Path) -> dict[str, Any]:
     (XNNPACK) took: an op runs outside it when one of its outputs feeds a delegate node, is a
     model output no delegate node produces, or one of its constant inputs is not a delegate
     node's input (a delegated op's weights are)."""
-    from facesvc.inference.tflite import _make_interpreter
+    from facesvc.inference.runtimes.tflite import _make_interpreter
 
     interpreter = _make_interpreter(model_path=str(path), num_threads=1)
     interpreter.allocate_tensors()

@@ -92,11 +92,13 @@ def test_tensor_layout_scale_softmax_and_live_index(tmp_path: Path) -> None:
     blue[..., 0] = 3
     crops = np.concatenate([red, blue])
     model = AntispoofModel(path, AntispoofContract(live_index=2))
-    live = model(crops)
+    live = model.predict(crops)
     # raw 0-255 values, not /255: logits (0, 0, 3) -> softmax e^3 / (2 + e^3)
     np.testing.assert_allclose(live, [np.e**3 / (2 + np.e**3), 1 / (2 + np.e**3)], rtol=1e-5)
     scaled = AntispoofModel(path, AntispoofContract(live_index=2, pixel_scale=1 / 255))
-    assert scaled(red)[0] == pytest.approx(np.exp(3 / 255) / (2 + np.exp(3 / 255)), rel=1e-5)
+    assert scaled.predict(red)[0] == pytest.approx(
+        np.exp(3 / 255) / (2 + np.exp(3 / 255)), rel=1e-5
+    )
 
 
 def manifest_with(tmp_path: Path, entry: dict[str, object]) -> Path:
@@ -126,19 +128,44 @@ def test_the_registry_loads_it_only_when_named(tmp_path: Path) -> None:
     assert registry.antispoof is not None
     assert registry.specs[-1].name == "my-pad"
     with pytest.raises(ModelFileError, match="sha256"):
-        registry._antispoof_plan()  # no hash in the entry: refused
+        registry.slots[-1].factory(named)  # no hash in the entry: refused
     entry["sha256"] = sha256_file(models / "pad.onnx")
     manifest = manifest_with(tmp_path, entry)
     registry = ModelRegistry(named, Manifest.load(manifest))
-    ((_runner, factory, warm),) = registry._antispoof_plan()
-    loaded = factory()
-    assert loaded(warm).shape == (1,)
+    slot = registry.slots[-1]
+    assert slot.runner is registry.antispoof
+    slot.runner.start_sync(slot.factory(named), slot.warm_batch)  # as the registry's start
+    assert slot.runner.run_sync(slot.warm_batch).shape == (1,)
+    registry.close()
     entry["sha256"] = "0" * 64
     registry = ModelRegistry(named, Manifest.load(manifest_with(tmp_path, entry)))
     with pytest.raises(ModelFileError, match="sha256"):
-        registry._antispoof_plan()
+        registry.slots[-1].factory(named)
     with pytest.raises(ValueError, match="not a antispoof"):
         ModelRegistry(named.model_copy(update={"antispoof_model": "facemesh"}))
+
+
+def test_the_slot_table_pairs_each_runner_with_its_spec(tmp_path: Path) -> None:
+    entry = {"task": "antispoof", "architecture": "minifasnet", "version": "1", "file": "pad.onnx"}
+    settings = Settings(
+        _env_file=None,
+        model_manifest=manifest_with(tmp_path, entry),
+        models_dir=ROOT / "models",
+        attributes=True,
+        antispoof_model="my-pad",
+    )
+    registry = ModelRegistry(settings)
+    tasks = ["detector", "mesh", "embedder", "age", "gender", "expression", "antispoof"]
+    assert [spec.task for spec in registry.specs] == tasks
+    assert [runner.name for runner in registry.runners] == [spec.name for spec in registry.specs]
+    assert [(m.name, m.task) for m in registry.info()] == [
+        (spec.name, spec.task) for spec in registry.specs
+    ]
+    named = [registry.detector, registry.mesh, registry.embedder, *registry.attributes.values()]
+    assert [*named, registry.antispoof] == list(registry.runners)
+    assert registry.attribute_specs == {s.task: s for s in registry.specs[3:6]}
+    assert registry.specs[-1].name == "my-pad"
+    registry.close()
 
 
 def test_sessions_fail_when_the_frames_do_not_look_live() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from facesvc.inference.batching import (
     BatchPolicy,
     ListBatching,
     MicroBatcher,
+    ModelOutputError,
 )
 from facesvc.inference.runner import ModelRunner
 
@@ -40,6 +42,7 @@ def make(call: SlowDoubler, **policy: float) -> MicroBatcher[np.ndarray, np.ndar
         size=ArrayBatching.size,
         merge=ArrayBatching.merge,
         split=ArrayBatching.split,
+        output_size=ArrayBatching.output_size,
         policy=BatchPolicy(**policy),  # type: ignore[arg-type]
     )
 
@@ -174,3 +177,49 @@ async def test_runner_counts_its_models_cpu_time_not_wall_time(cpu: float, idle:
     assert used >= cpu  # all of it, even when the other core is busy
     assert used < cpu + 0.1  # and not the sleep: a sleeping model costs no CPU
     assert wall >= cpu + idle
+
+
+class _MiscountingModel:
+    """Gives its input back one item short (``extra`` -1) or one item over (+1)."""
+
+    def __init__(self, batching: ArrayBatching | ListBatching, extra: int) -> None:
+        self.batching, self.extra = batching, extra
+
+    def predict(self, batch: Any) -> Any:
+        if self.extra < 0:
+            return batch[: len(batch) + self.extra]
+        return self.batching.merge([batch, batch[: self.extra]])
+
+
+@pytest.mark.parametrize("extra", [-1, 1])
+@pytest.mark.parametrize("batching", [ListBatching(), ArrayBatching()], ids=["list", "array"])
+async def test_a_model_that_miscounts_its_outputs_fails_every_caller_of_the_call(
+    batching: ArrayBatching | ListBatching, extra: int
+) -> None:
+    def items(*values: int) -> Any:
+        return list(values) if isinstance(batching, ListBatching) else np.array(values)
+
+    # max_batch 4: the three callers' 4 items make one call at once
+    policy = BatchPolicy(max_batch=4, max_wait=0.5)
+    runner: ModelRunner[Any, Any] = ModelRunner("miscount", "/CPU:0", batching, policy)
+    await runner.start(lambda: _MiscountingModel(batching, extra), items(0))
+    try:
+        results = await asyncio.gather(
+            runner.run(items(1)),
+            runner.run(items(2, 3)),
+            runner.run(items(4)),
+            return_exceptions=True,
+        )
+        assert runner.calls == 1, "one merged call, not retried caller by caller"
+        for result in results:
+            assert isinstance(result, ModelOutputError), result
+            assert str(result) == (
+                f"model 'miscount' returned {4 + extra} outputs for a batch of 4 inputs"
+            )
+        with pytest.raises(
+            ModelOutputError, match=f"returned {2 + extra} outputs for a batch of 2"
+        ):
+            await runner.run(items(5, 6))  # alone, too
+    finally:
+        await runner.aclose()
+        runner.close()

@@ -12,10 +12,10 @@ import pytest
 
 from facesvc.inference.images import decode_image
 from facesvc.inference.manifest import Manifest
-from facesvc.inference.openvino_rt import OpenVINOModel, read_model, save_ir_package
 from facesvc.inference.pull import pull_one
 from facesvc.inference.registry import ModelRegistry, model_factory
 from facesvc.inference.runtimes import CPU_FAMILIES, choose_variant, cpu_family, cpu_flags
+from facesvc.inference.runtimes.openvino import OpenVINOModel, read_model, save_ir_package
 from facesvc.settings import Settings
 from tests.conftest import lfw_image, require_data
 

@@ -31,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facesvc.inference.onnx_rt import OnnxModel
+from facesvc.inference.runtimes.onnx import OnnxModel
 from facesvc.inference.types import Box
 
 
@@ -89,7 +89,7 @@ class AntispoofModel:
         self.contract = contract
         self.model = OnnxModel(path, threads=threads)
 
-    def __call__(self, crops: np.ndarray) -> np.ndarray:
+    def predict(self, crops: np.ndarray) -> np.ndarray:
         tensor = crops.astype(np.float32).transpose(0, 3, 1, 2) * self.contract.pixel_scale
         out = np.asarray(self.model(tensor), dtype=np.float64).reshape(len(crops), -1)
         if self.contract.output == "logits":

@@ -4,7 +4,9 @@ Adaptive by construction: when the model is idle a request runs at once (no adde
 while a batch runs, new requests queue and the next call takes all of them (up to
 ``max_batch`` items). ``max_wait`` optionally holds an idle worker a little longer to let a
 batch form. The queue is bounded in items: when full, ``submit`` fails fast with
-:class:`QueueFullError` instead of letting memory and latency pile up.
+:class:`QueueFullError` instead of letting memory and latency pile up. A model call must give
+one output per input: otherwise every caller of that call fails with :class:`ModelOutputError`
+(as Ray Serve's ``@serve.batch`` does) rather than one of them getting another's rows or none.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 
+class ModelOutputError(RuntimeError):
+    """A model call gave more or fewer outputs than it was given inputs (a bug in the model's
+    wrapper, not in any one input)."""
+
+
 @dataclass
 class _Pending(Generic[In, Out]):
     batch: In
@@ -48,8 +55,9 @@ class MicroBatcher(Generic[In, Out]):
     """Merges queued inputs, runs ``call`` once, splits the result back per caller.
 
     ``merge`` joins several callers' batches into one; ``split`` cuts the model's output
-    back by the callers' sizes. If a merged call fails, each caller's batch is retried
-    alone, so one bad input fails only its own request.
+    back by the callers' sizes, once ``output_size`` has found one output per input. If a
+    merged call fails, each caller's batch is retried alone, so one bad input fails only its
+    own request; a call that miscounts its outputs fails all its callers at once.
     """
 
     def __init__(
@@ -60,10 +68,12 @@ class MicroBatcher(Generic[In, Out]):
         size: Callable[[In], int],
         merge: Callable[[Sequence[In]], In],
         split: Callable[[Out, Sequence[int]], list[Out]],
+        output_size: Callable[[Out], int],
         policy: BatchPolicy,
     ) -> None:
         self.name = name
         self._call, self._size, self._merge, self._split = call, size, merge, split
+        self._output_size = output_size
         self.policy = policy
         self._queue: deque[_Pending[In, Out]] = deque()
         self._queued_items = 0
@@ -149,7 +159,14 @@ class MicroBatcher(Generic[In, Out]):
             await self._settle(taken[0])
             return
         try:
-            outputs = self._split(await self._call(self._merge([p.batch for p in taken])), sizes)
+            merged = self._merge([p.batch for p in taken])
+            outputs = self._split(await self._checked_call(merged, sum(sizes)), sizes)
+        except ModelOutputError as exc:
+            log.error("%s; failing its %d callers", exc, len(taken))
+            for pending in taken:
+                if not pending.future.done():
+                    pending.future.set_exception(ModelOutputError(str(exc)))
+            return
         except Exception:
             log.warning("batch of %d on %s failed; retrying each alone", len(taken), self.name)
             for pending in taken:
@@ -159,9 +176,18 @@ class MicroBatcher(Generic[In, Out]):
             if not pending.future.done():
                 pending.future.set_result(output)
 
+    async def _checked_call(self, batch: In, size: int) -> Out:
+        output = await self._call(batch)
+        count = self._output_size(output)
+        if count != size:
+            raise ModelOutputError(
+                f"model {self.name!r} returned {count} outputs for a batch of {size} inputs"
+            )
+        return output
+
     async def _settle(self, pending: _Pending[In, Out]) -> None:
         try:
-            result = await self._call(pending.batch)
+            result = await self._checked_call(pending.batch, pending.size)
         except Exception as exc:
             if not pending.future.done():
                 pending.future.set_exception(exc)
@@ -185,6 +211,10 @@ class ArrayBatching:
     def split(output: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
         return list(np.split(output, np.cumsum(sizes)[:-1].tolist(), axis=0))
 
+    @staticmethod
+    def output_size(output: np.ndarray) -> int:
+        return int(output.shape[0])
+
 
 class ListBatching:
     """Batches are lists (images of different sizes, (image, face) pairs)."""
@@ -201,3 +231,7 @@ class ListBatching:
     def split(output: list[Any], sizes: Sequence[int]) -> list[list[Any]]:
         bounds = np.cumsum([0, *sizes]).tolist()
         return [output[a:b] for a, b in itertools.pairwise(bounds)]
+
+    @staticmethod
+    def output_size(output: list[Any]) -> int:
+        return len(output)

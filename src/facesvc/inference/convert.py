@@ -143,7 +143,7 @@ def keras_facenet_to_openvino_int8(
     import openvino as ov
 
     from facesvc.inference.embedders.facenet import prewhiten
-    from facesvc.inference.openvino_rt import read_model, save_ir_package
+    from facesvc.inference.runtimes.openvino import read_model, save_ir_package
 
     faces = cuhk_calibration_faces(data_dir, count, input_size)
     with tempfile.TemporaryDirectory(prefix="facesvc-convert-") as tmp:

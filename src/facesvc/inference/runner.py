@@ -32,6 +32,7 @@ class Batching(Protocol[In, Out]):
     def size(self, batch: In, /) -> int: ...
     def merge(self, batches: Sequence[In], /) -> In: ...
     def split(self, output: Out, sizes: Sequence[int], /) -> list[Out]: ...
+    def output_size(self, output: Out, /) -> int: ...
 
 
 class ModelRunner(Generic[In, Out]):
@@ -144,6 +145,7 @@ class ModelRunner(Generic[In, Out]):
                 size=self.batching.size,
                 merge=self.batching.merge,
                 split=self.batching.split,
+                output_size=self.batching.output_size,
                 policy=self.policy,
             )
         return await self._batcher.submit(batch)

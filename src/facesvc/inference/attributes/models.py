@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from facesvc.inference.landmarks.signals import HeadPose
-from facesvc.inference.onnx_rt import OnnxModel
-from facesvc.inference.tflite import TFLiteModel
+from facesvc.inference.runtimes.onnx import OnnxModel
+from facesvc.inference.runtimes.tflite import TFLiteModel
 
 AGE_CLASS_YEARS = np.array([0.25, *range(1, 81)], dtype=np.float64)
 GENDER_LABELS = ("female", "male")

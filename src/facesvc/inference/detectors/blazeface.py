@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Literal
 import cv2
 import numpy as np
 
-from facesvc.inference.tflite import TFLiteModel
+from facesvc.inference.runtimes.tflite import TFLiteModel
 from facesvc.inference.types import Box, Detection
 
 if TYPE_CHECKING:
-    from facesvc.inference.openvino_rt import OpenVINOModel
+    from facesvc.inference.runtimes.openvino import OpenVINOModel
 
 _VARIANTS: dict[str, tuple[int, tuple[tuple[int, int], ...]]] = {
     # input size, then (stride, anchors per grid cell) per feature map, as MediaPipe's SSD
@@ -87,7 +87,7 @@ class BlazeFaceDetector:
         self.input_size, layers = _VARIANTS[variant]
         self.model: TFLiteModel | OpenVINOModel
         if runtime == "openvino":
-            from facesvc.inference.openvino_rt import OpenVINOModel
+            from facesvc.inference.runtimes.openvino import OpenVINOModel
 
             self.model = OpenVINOModel(path, threads=threads, precision=precision, batch=1)
         else:

@@ -10,7 +10,7 @@ import numpy as np
 from facesvc.inference.graphs import load_frozen_graph
 
 if TYPE_CHECKING:
-    from facesvc.inference.openvino_rt import Precision as OpenVINOPrecision
+    from facesvc.inference.runtimes.openvino import Precision as OpenVINOPrecision
 
 Preprocessing = Literal["prewhiten", "fixed"]
 
@@ -91,7 +91,7 @@ class TFLiteFaceNetEmbedder:
         self.dim = int(self.predict(np.zeros((1, input_size, input_size, 3), np.uint8)).shape[1])
 
     def _open(self, path: Path, threads: int) -> Any:
-        from facesvc.inference.tflite import TFLiteModel
+        from facesvc.inference.runtimes.tflite import TFLiteModel
 
         return TFLiteModel(path, threads=threads)
 
@@ -112,6 +112,6 @@ class OpenVINOFaceNetEmbedder(TFLiteFaceNetEmbedder):
     batch; CPU only here."""
 
     def _open(self, path: Path, threads: int, precision: OpenVINOPrecision = "f32") -> Any:
-        from facesvc.inference.openvino_rt import OpenVINOModel
+        from facesvc.inference.runtimes.openvino import OpenVINOModel
 
         return OpenVINOModel(path, threads=threads, precision=precision)

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from facesvc.inference.embedders.facenet import l2_normalise
-from facesvc.inference.onnx_rt import OnnxModel
+from facesvc.inference.runtimes.onnx import OnnxModel
 
 Alignment = Literal["arcface-5pt", "box"]
 

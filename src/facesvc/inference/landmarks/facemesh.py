@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from facesvc.inference.geometry import apply_matrix, crop_matrix, warp_crop
-from facesvc.inference.tflite import TFLiteModel
+from facesvc.inference.runtimes.tflite import TFLiteModel
 from facesvc.inference.types import Detection
 
 # Mesh indices of the eye contours and mouth corners (MediaPipe's canonical face model).

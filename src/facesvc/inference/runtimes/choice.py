@@ -82,7 +82,7 @@ def cpu_family(flags: frozenset[str] | None = None) -> CpuFamily:
 
 def runtime_available(runtime: Runtime) -> bool:
     if runtime == "openvino":
-        from facesvc.inference.openvino_rt import openvino_available
+        from facesvc.inference.runtimes.openvino import openvino_available
 
         return openvino_available()
     return True
