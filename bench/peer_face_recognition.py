@@ -135,7 +135,9 @@ def speed_side_by_side(root: Path, names: list[str]) -> dict[str, Any]:
     settings = Settings(dev_mode=True)
     registry = ModelRegistry(settings)
     registry.start_sync()
-    detector, mesh, embedder = (r.model for r in registry.runners)
+    detector, mesh, embedder = (
+        r.model for r in (registry.detector, registry.mesh, registry.embedder)
+    )
     peer: dict[str, list[float]] = {"detect": [], "encode": []}
     ours: dict[str, list[float]] = {"detect": [], "landmarks": [], "encode": []}
     try:
