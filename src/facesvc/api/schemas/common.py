@@ -1,0 +1,68 @@
+"""Shapes every area uses: sizes, boxes, model references, and text a database can store."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+
+from facesvc.db import models as db
+from facesvc.inference.types import Box
+
+Point = tuple[float, float]
+Point3 = tuple[float, float, float]
+
+
+class ImageSize(BaseModel):
+    width: int = Field(examples=[640])
+    height: int = Field(examples=[480])
+
+
+class BoxOut(BaseModel):
+    """Face box in original image pixels (x, y is the top-left corner)."""
+
+    x: float = Field(examples=[212.4])
+    y: float = Field(examples=[96.0])
+    width: float = Field(examples=[141.7])
+    height: float = Field(examples=[141.7])
+
+    @classmethod
+    def of(cls, box: Box) -> BoxOut:
+        return cls(
+            x=round(box.x, 2),
+            y=round(box.y, 2),
+            width=round(box.width, 2),
+            height=round(box.height, 2),
+        )
+
+    @classmethod
+    def of_stored(cls, face: db.Face) -> BoxOut:
+        """The box stored with an enrolled face, as stored."""
+        return cls(x=face.box_x, y=face.box_y, width=face.box_width, height=face.box_height)
+
+
+class ModelRef(BaseModel):
+    name: str = Field(examples=["facenet"])
+    version: str = Field(examples=["20170512-110547-keras-frozen-1"])
+
+
+def storable_text(value: str | None) -> str | None:
+    """``storable`` for optional text (None passes)."""
+    return None if value is None else storable(value)
+
+
+def storable(value: str) -> str:
+    """Text every database can store: no control characters (NUL breaks PostgreSQL) and no
+    lone surrogates (not valid UTF-8)."""
+    for char in value:
+        code = ord(char)
+        if code < 0x20 or code == 0x7F or 0xD800 <= code <= 0xDFFF:
+            raise ValueError(f"contains an unsupported character U+{code:04X}")
+    return value
+
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(storable),
+]
