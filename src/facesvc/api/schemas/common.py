@@ -13,6 +13,19 @@ Point = tuple[float, float]
 Point3 = tuple[float, float, float]
 
 
+def _rounded_to(digits: int) -> AfterValidator:
+    """Rounds a float as the model is built, so no response sends more digits than this."""
+
+    def rounded(value: float) -> float:
+        return round(value, digits)
+
+    return AfterValidator(rounded)
+
+
+# A coordinate in image pixels: a hundredth of a pixel, whether detected now or stored.
+Pixels = Annotated[float, _rounded_to(2)]
+
+
 class ImageSize(BaseModel):
     width: int = Field(examples=[640])
     height: int = Field(examples=[480])
@@ -21,23 +34,18 @@ class ImageSize(BaseModel):
 class BoxOut(BaseModel):
     """Face box in original image pixels (x, y is the top-left corner)."""
 
-    x: float = Field(examples=[212.4])
-    y: float = Field(examples=[96.0])
-    width: float = Field(examples=[141.7])
-    height: float = Field(examples=[141.7])
+    x: Pixels = Field(examples=[212.4])
+    y: Pixels = Field(examples=[96.0])
+    width: Pixels = Field(examples=[141.7])
+    height: Pixels = Field(examples=[141.7])
 
     @classmethod
     def of(cls, box: Box) -> BoxOut:
-        return cls(
-            x=round(box.x, 2),
-            y=round(box.y, 2),
-            width=round(box.width, 2),
-            height=round(box.height, 2),
-        )
+        return cls(x=box.x, y=box.y, width=box.width, height=box.height)
 
     @classmethod
     def of_stored(cls, face: db.Face) -> BoxOut:
-        """The box stored with an enrolled face, as stored."""
+        """The box stored with an enrolled face (stored unrounded, answered like any box)."""
         return cls(x=face.box_x, y=face.box_y, width=face.box_width, height=face.box_height)
 
 
