@@ -36,6 +36,7 @@ from facesvc.api.schemas.common import (
     Pixels,
     Point,
     Point3,
+    Score,
     storable,
     storable_text,
 )
@@ -126,6 +127,7 @@ __all__ = [
     "PoseOut",
     "ProblemType",
     "ReadyResponse",
+    "Score",
     "TenantSettingsOut",
     "TenantSettingsPatch",
     "UserCreate",

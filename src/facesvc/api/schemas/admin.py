@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from facesvc.api.schemas.common import storable
+from facesvc.api.schemas.common import Score, storable
 from facesvc.db import models as db
 
 
@@ -69,7 +69,7 @@ class AuditEventOut(BaseModel):
     actor: str = Field(description="The name of the key that acted", examples=["kiosk-lobby"])
     key_id: uuid.UUID | None = None
     user_id: uuid.UUID | None = None
-    similarity: float | None = None
+    similarity: Score | None = None
     request_id: str | None = None
 
 

@@ -24,6 +24,9 @@ def _rounded_to(digits: int) -> AfterValidator:
 
 # A coordinate in image pixels: a hundredth of a pixel, whether detected now or stored.
 Pixels = Annotated[float, _rounded_to(2)]
+# A similarity, distance or probability: six digits (more is float noise). Not a threshold (the
+# exact decision) nor a false-match rate (one of 1e-9 would read as 0).
+Score = Annotated[float, _rounded_to(6)]
 
 
 class ImageSize(BaseModel):

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from facesvc.api.schemas.common import Score
 from facesvc.services.liveness.checker import REASON_TEXT
 from facesvc.services.liveness.service import LivenessView
 
@@ -38,12 +39,12 @@ class LivenessFrameOut(BaseModel):
         "mirrored)",
         examples=[4.1],
     )
-    similarity: float | None = Field(
+    similarity: Score | None = Field(
         default=None,
         description="Cosine similarity to the session's first face (same person check)",
         examples=[0.81],
     )
-    live_score: float | None = Field(
+    live_score: Score | None = Field(
         default=None,
         description="Live probability from the operator's presentation-attack model "
         "(FACESVC_ANTISPOOF_MODEL); null when none is configured",

@@ -1,4 +1,7 @@
-"""Verification (1:1), identification (1:N) and comparison."""
+"""Verification (1:1), identification (1:N) and comparison.
+
+Each response is read field by field off the service's result, whose fields have the same
+names (boxes and candidates included); the field types round the scores and boxes."""
 
 from __future__ import annotations
 
@@ -7,15 +10,16 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from facesvc.api.schemas.common import BoxOut
+from facesvc.api.schemas.common import BoxOut, Score
+from facesvc.services.recognition.service import Comparison, Identification, Verification
 
 
 class MatchScore(BaseModel):
     match: bool = Field(description="similarity >= threshold", examples=[True])
-    similarity: float = Field(
+    similarity: Score = Field(
         description="Cosine similarity of the embeddings, -1..1", examples=[0.795]
     )
-    distance: float = Field(
+    distance: Score = Field(
         description="Euclidean distance of the normalised embeddings, 0..2", examples=[0.64]
     )
     threshold: float = Field(description="Similarity at or above which faces match", examples=[0.4])
@@ -27,16 +31,16 @@ class VerifyResponse(BaseModel):
     FACESVC_VERIFY_REVEAL_FAILED_SCORES)."""
 
     match: bool = Field(description="similarity >= threshold", examples=[True])
-    similarity: float | None = Field(
+    similarity: Score | None = Field(
         description="Cosine similarity of the embeddings, -1..1 (null on a failed "
         "verification unless scores are revealed)",
         examples=[0.795],
     )
-    distance: float | None = Field(
+    distance: Score | None = Field(
         description="Euclidean distance of the normalised embeddings, 0..2", examples=[0.64]
     )
     threshold: float = Field(description="Similarity at or above which faces match", examples=[0.4])
-    probability: float | None = Field(
+    probability: Score | None = Field(
         default=None,
         description="Calibrated probability that it is the same person (logistic fit on LFW "
         "scores, equal priors); null when not revealed or the model has no calibration",
@@ -56,14 +60,18 @@ class VerifyResponse(BaseModel):
     faces_compared: int | None = Field(description="The user's enrolled faces", examples=[2])
     box: BoxOut = Field(description="The face used from the query photo (the largest)")
 
+    @classmethod
+    def of(cls, result: Verification) -> VerifyResponse:
+        return cls.model_validate(result, from_attributes=True)
+
 
 class Candidate(BaseModel):
     user_id: uuid.UUID = Field(examples=["6c7f2e0a-5b1d-4f8e-9a3c-2d4b6e8f0a1c"])
     name: str = Field(examples=["Ada Lovelace"])
-    similarity: float = Field(
+    similarity: Score = Field(
         description="Best cosine similarity over the user's faces", examples=[0.795]
     )
-    probability: float | None = Field(
+    probability: Score | None = Field(
         default=None, description="Calibrated probability of the same person", examples=[0.99]
     )
     false_match_rate: float | None = Field(
@@ -101,9 +109,13 @@ class IdentifyResponse(BaseModel):
         "for a person to review, no automatic decision (`match` is always null)",
     )
 
+    @classmethod
+    def of(cls, result: Identification) -> IdentifyResponse:
+        return cls.model_validate(result, from_attributes=True)
+
 
 class CompareResponse(MatchScore):
-    probability: float | None = Field(
+    probability: Score | None = Field(
         default=None, description="Calibrated probability of the same person", examples=[0.99]
     )
     false_match_rate: float | None = Field(
@@ -111,3 +123,7 @@ class CompareResponse(MatchScore):
     )
     box_a: BoxOut
     box_b: BoxOut
+
+    @classmethod
+    def of(cls, result: Comparison) -> CompareResponse:
+        return cls.model_validate(result, from_attributes=True)
