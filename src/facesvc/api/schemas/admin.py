@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from facesvc.api.schemas.common import Score, storable
+from facesvc.api.schemas.common import Page, Score, storable
 from facesvc.db import models as db
 
 
@@ -73,11 +73,8 @@ class AuditEventOut(BaseModel):
     request_id: str | None = None
 
 
-class AuditPage(BaseModel):
-    items: list[AuditEventOut]
-    total: int
-    limit: int
-    offset: int
+class AuditPage(Page[AuditEventOut]):
+    pass
 
 
 class TenantSettingsOut(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
@@ -50,6 +50,20 @@ class BoxOut(BaseModel):
     def of_stored(cls, face: db.Face) -> BoxOut:
         """The box stored with an enrolled face (stored unrounded, answered like any box)."""
         return cls(x=face.box_x, y=face.box_y, width=face.box_width, height=face.box_height)
+
+
+Item = TypeVar("Item")
+
+
+class Page(BaseModel, Generic[Item]):
+    # One page of a list: `items` from `offset`, at most `limit` of them, out of `total`.
+    # A subclass per list (UserPage(Page[UserOut])) names its component in the OpenAPI
+    # document and may document a field again; a docstring here would describe every page.
+
+    items: list[Item]
+    total: int
+    limit: int
+    offset: int
 
 
 class ModelRef(BaseModel):

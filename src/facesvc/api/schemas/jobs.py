@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from facesvc.api.problems import Problem, problem_of
 from facesvc.api.schemas.analysis import DetectResponse
+from facesvc.api.schemas.common import Page
 from facesvc.api.schemas.users import FaceOut
 from facesvc.db import models as db
 from facesvc.errors import ImageError, ServiceError
@@ -112,7 +113,7 @@ class JobOut(BaseModel):
         )
 
 
-class JobPage(BaseModel):
+class JobPage(Page[JobOut]):
     items: list[JobOut] = Field(description="Newest first, without per-photo outcomes")
     total: int = Field(description="Jobs in all pages", examples=[1])
     limit: int = Field(examples=[20])

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from facesvc.api.problems import Problem
-from facesvc.api.schemas.common import BoxOut, ImageSize, ModelRef, Name, storable
+from facesvc.api.schemas.common import BoxOut, ImageSize, ModelRef, Name, Page, storable
 from facesvc.db import models as db
 
 MAX_METADATA_BYTES = 4096
@@ -72,8 +72,7 @@ class UserOut(BaseModel):
         )
 
 
-class UserPage(BaseModel):
-    items: list[UserOut]
+class UserPage(Page[UserOut]):
     total: int = Field(description="Users in all pages", examples=[1])
     limit: int = Field(examples=[50])
     offset: int = Field(examples=[0])
