@@ -100,6 +100,18 @@ class ForbiddenError(FacesvcError):
     )
 
 
+class MalformedBodyError(FacesvcError):
+    slug = "malformed-body"
+    status = 400
+    title = "Request body not readable"
+    description = (
+        "The body could not be read as its Content-Type says: JSON that is not valid UTF-8, or "
+        "multipart/form-data without a boundary or with broken parts. Nothing was processed. "
+        "Send JSON as UTF-8 and let your HTTP client build multipart bodies. (JSON that is "
+        "UTF-8 but not valid JSON is a 422 `validation-error` naming where it broke.)"
+    )
+
+
 class PathNotFoundError(FacesvcError):
     slug = "not-found"
     status = 404

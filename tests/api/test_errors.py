@@ -129,6 +129,28 @@ async def test_user_body_validation(client: httpx.AsyncClient) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body", "content_type"),
+    [
+        ("patch", "/v1/tenant", b'{"require_liveness": \xff}', "application/json"),
+        ("post", "/v1/jobs/detect", b"no parts at all", "multipart/form-data; boundary=x"),
+    ],
+    ids=["json-not-utf8", "malformed-multipart"],
+)
+async def test_an_unparsable_body_is_a_documented_400(
+    client: httpx.AsyncClient, method: str, path: str, body: bytes, content_type: str
+) -> None:
+    """The framework answers 400 before the route runs, as a problem type of its own
+    (schemathesis found both operations answering it while the schema listed no 400)."""
+    response = await client.request(
+        method, path, content=body, headers={"content-type": content_type}
+    )
+    body = assert_problem(response, 400, "malformed-body")
+    assert body["detail"]  # what the parser said
+    schema = (await client.get("/openapi.json")).json()
+    assert "400" in schema["paths"][path][method]["responses"]
+
+
 async def test_problem_types_are_documented(client: httpx.AsyncClient) -> None:
     response = await client.get("/problems/no-face")
     assert response.status_code == 200

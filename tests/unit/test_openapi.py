@@ -220,6 +220,10 @@ def test_errors_are_documented_as_problem_json(schema: dict[str, Any]) -> None:
         errors = {s: r for s, r in op["responses"].items() if s[0] in "45"}
         if op.get("parameters") or "requestBody" in op:
             assert "422" in errors, f"{where}: validation errors are not documented"
+        if "requestBody" in op:
+            # A body the framework cannot parse (JSON that is not UTF-8, multipart without a
+            # boundary) is answered 400 before the route runs.
+            assert "400" in errors, f"{where}: an unparsable body's 400 is not documented"
         if uploads(schema, op) == "one":
             # One image: corrupt, too large, not an image, no face, models not ready.
             assert {"400", "413", "415", "422", "503"} <= set(errors), f"{where}: {set(errors)}"

@@ -21,6 +21,7 @@ from facesvc.errors import (
     HTTPError,
     InternalError,
     InvalidRequestError,
+    MalformedBodyError,
     MethodNotAllowedError,
     PathNotFoundError,
     PayloadTooLargeError,
@@ -32,9 +33,11 @@ log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
-# The framework's own HTTP errors that have a problem type of their own (by status).
+# The framework's own HTTP errors that have a problem type of their own (by status). Its only
+# 400 is a body it could not parse (FastAPI's JSON decoding, Starlette's multipart parser).
 _HTTP_ERRORS = {
-    cls.status: cls for cls in (PathNotFoundError, MethodNotAllowedError, PayloadTooLargeError)
+    cls.status: cls
+    for cls in (MalformedBodyError, PathNotFoundError, MethodNotAllowedError, PayloadTooLargeError)
 }
 
 

@@ -39,7 +39,7 @@ router = APIRouter(
     status_code=status.HTTP_201_CREATED,
     operation_id="create_key",
     summary="Create an API key in your tenant (the secret is shown once)",
-    responses=problem_responses(422),
+    responses=problem_responses(400, 422),
 )
 async def create_key(
     body: Annotated[
@@ -125,7 +125,7 @@ async def get_tenant(tenants: TenantServiceDep, state: StateDep) -> TenantSettin
     operation_id="update_tenant",
     summary="Change your tenant's settings (require liveness for verification, allow age, "
     "gender and expression)",
-    responses=problem_responses(422),
+    responses=problem_responses(400, 422),
 )
 async def update_tenant(
     body: Annotated[

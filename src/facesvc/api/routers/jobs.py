@@ -88,7 +88,7 @@ def _accepted(job: Job, response: Response) -> JobOut:
     status_code=status.HTTP_202_ACCEPTED,
     operation_id="create_detect_job",
     summary="Detect the faces in up to 500 photos, in the background",
-    responses={**ACCEPTED, **problem_responses(413, 422, 503)},
+    responses={**ACCEPTED, **problem_responses(400, 413, 422, 503)},
     dependencies=[Depends(models_not_failed)],
 )
 async def create_detect_job(images: ImagesBytes, jobs: JobServiceDep, response: Response) -> JobOut:
@@ -103,7 +103,7 @@ async def create_detect_job(images: ImagesBytes, jobs: JobServiceDep, response: 
     status_code=status.HTTP_202_ACCEPTED,
     operation_id="create_enrol_job",
     summary="Enrol up to 500 photos of one user, in the background",
-    responses={**ACCEPTED, **problem_responses(404, 413, 422, 503)},
+    responses={**ACCEPTED, **problem_responses(400, 404, 413, 422, 503)},
     dependencies=[Depends(require_enrol), Depends(models_not_failed)],
 )
 async def create_enrol_job(

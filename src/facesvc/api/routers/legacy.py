@@ -145,21 +145,7 @@ async def face_login(
 ) -> LegacyLoginResponse:
     if name:
         verified, found_name = await recognition.verify_by_name(name, image)
-        return LegacyLoginResponse(
-            match=verified.match,
-            user_id=verified.user_id if verified.match else None,
-            name=found_name if verified.match else None,
-            similarity=None if verified.similarity is None else round(verified.similarity, 6),
-            threshold=verified.threshold,
-        )
+        return LegacyLoginResponse.of_verification(verified, found_name)
     # a login: an unknown face passes as anyone at most at the verification rate
     found = await recognition.identify(image, top_k=1, far=recognition.login_far)
-    best = found.candidates[0] if found.candidates else None
-    return LegacyLoginResponse(
-        match=found.match is not None,
-        user_id=found.match,
-        name=best.name if found.match and best else None,
-        # a login reveals no score unless it succeeds (no hill-climbing towards someone)
-        similarity=round(best.similarity, 6) if best and found.match else None,
-        threshold=found.threshold,
-    )
+    return LegacyLoginResponse.of_identification(found)

@@ -16,7 +16,7 @@ from facesvc.api.deps import (
     require_verify,
 )
 from facesvc.api.problems import problem_responses
-from facesvc.api.schemas import BoxOut, Candidate, CompareResponse, IdentifyResponse, VerifyResponse
+from facesvc.api.schemas import CompareResponse, IdentifyResponse, VerifyResponse
 
 Far = Annotated[
     float | None,
@@ -39,10 +39,6 @@ LivenessSession = Annotated[
         "tenant requires liveness",
     ),
 ]
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
 
 
 router = APIRouter(
@@ -73,18 +69,7 @@ async def verify_user(
     With `liveness_session`: a session that is unknown (404), not passed or already used
     (409), expired (410), or whose face is not the photo's (422) refuses the login."""
     result = await recognition.verify(user_id, image, far, liveness_session)
-    return VerifyResponse(
-        match=result.match,
-        similarity=None if result.similarity is None else round(result.similarity, 6),
-        distance=None if result.distance is None else round(result.distance, 6),
-        threshold=result.threshold,
-        probability=_rounded(result.probability),
-        false_match_rate=result.false_match_rate,
-        user_id=result.user_id,
-        face_id=result.face_id,
-        faces_compared=result.faces_compared,
-        box=BoxOut.of(result.box),
-    )
+    return VerifyResponse.of(result)
 
 
 @router.post(
@@ -115,24 +100,7 @@ async def identify_face(
     result = await recognition.identify(
         image, top_k, far, liveness_session, mode or recognition.default_identify_mode
     )
-    return IdentifyResponse(
-        mode=result.mode,
-        match=result.match,
-        threshold=result.threshold,
-        gallery_faces=result.gallery_faces,
-        false_match_rate=result.false_match_rate,
-        candidates=[
-            Candidate(
-                user_id=c.user_id,
-                name=c.name,
-                similarity=round(c.similarity, 6),
-                probability=_rounded(c.probability),
-                false_match_rate=c.false_match_rate,
-            )
-            for c in result.candidates
-        ],
-        box=BoxOut.of(result.box),
-    )
+    return IdentifyResponse.of(result)
 
 
 @router.post(
@@ -151,13 +119,4 @@ async def compare_faces(
     data_a = await read_upload(image_a, state)
     data_b = await read_upload(image_b, state)
     result = await recognition.compare(data_a, data_b, far)
-    return CompareResponse(
-        match=result.match,
-        similarity=round(result.similarity, 6),
-        distance=round(result.distance, 6),
-        threshold=result.threshold,
-        probability=_rounded(result.probability),
-        false_match_rate=result.false_match_rate,
-        box_a=BoxOut.of(result.box_a),
-        box_b=BoxOut.of(result.box_b),
-    )
+    return CompareResponse.of(result)

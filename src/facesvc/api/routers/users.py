@@ -59,7 +59,7 @@ NewUser = Annotated[UserCreate, Body(openapi_examples=NEW_USER_EXAMPLES)]
     status_code=status.HTTP_201_CREATED,
     operation_id="create_user",
     summary="Create a user (enrol faces next)",
-    responses=problem_responses(409, 422),
+    responses=problem_responses(400, 409, 422),
 )
 async def create_user(body: NewUser, users: UserServiceDep) -> UserOut:
     user = await users.create(body.name, body.external_id, body.metadata)
@@ -152,7 +152,7 @@ async def delete_face(user_id: UserId, face_id: FaceId, enrolment: EnrolmentDep)
     summary="Enrol several photos of one user in one request",
     description="Every photo is analysed concurrently (the models batch them) and stored in "
     "one transaction; each photo succeeds or fails on its own, reported per item.",
-    responses=problem_responses(404, 413, 422, 503),
+    responses=problem_responses(400, 404, 413, 422, 503),
     dependencies=[ModelsReady],
 )
 async def enrol_faces_bulk(

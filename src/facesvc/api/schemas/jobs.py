@@ -1,0 +1,120 @@
+"""Background jobs: batches of photos to detect or enrol."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from facesvc.api.problems import Problem, problem_of
+from facesvc.api.schemas.analysis import DetectResponse
+from facesvc.api.schemas.common import Page
+from facesvc.api.schemas.users import FaceOut
+from facesvc.db import models as db
+from facesvc.errors import ImageError, ServiceError
+from facesvc.services.analysis import AnalysedImage
+
+JobKind = Literal["detect", "enrol"]
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobItemOut(BaseModel):
+    """One photo's outcome: ``detection`` (detect jobs) or ``face`` (enrol jobs) when it
+    succeeded, else ``problem``."""
+
+    index: int = Field(description="Position of the photo in the request", examples=[0])
+    state: Literal["pending", "succeeded", "failed", "cancelled"] = Field(
+        description="cancelled: never processed (the job was cancelled or failed first)",
+        examples=["succeeded"],
+    )
+    detection: DetectResponse | None = Field(
+        default=None, description="Detect jobs: the faces found, as POST /v1/detect answers"
+    )
+    face: FaceOut | None = Field(default=None, description="Enrol jobs: the enrolled face")
+    problem: Problem | None = Field(default=None, description="Why this photo failed")
+
+    @classmethod
+    def of(cls, kind: str, item: db.JobItem) -> JobItemOut:
+        """A photo's outcome, read back from the JSON that ``JobResultsJSON`` stored."""
+        out = cls(index=item.position, state=item.state)
+        if item.state == "failed" and item.result is not None:
+            out.problem = Problem.model_validate(item.result)
+        elif item.state == "succeeded" and item.result is not None:
+            if kind == "detect":
+                out.detection = DetectResponse.model_validate(item.result)
+            else:
+                out.face = FaceOut.model_validate(item.result)
+        return out
+
+
+class JobResultsJSON:
+    """How the job runner stores a photo's outcome: as the JSON this API answers (read back
+    by ``JobItemOut.of``)."""
+
+    def detected(self, image: AnalysedImage) -> dict[str, Any]:
+        return DetectResponse.of(image).model_dump(mode="json")
+
+    def enrolled(self, face: db.Face) -> dict[str, Any]:
+        return FaceOut.of(face).model_dump(mode="json")
+
+    def failed(self, error: ServiceError | ImageError) -> dict[str, Any]:
+        return problem_of(error).model_dump(mode="json", exclude_none=True)
+
+
+class JobOut(BaseModel):
+    """A job's state and progress, and once it has finished, every photo's outcome."""
+
+    id: uuid.UUID = Field(examples=["3f0c9a5e-2b7d-4c1a-8e6f-9d2b4a6c8e0f"])
+    kind: JobKind = Field(description="detect or enrol", examples=["detect"])
+    state: JobState = Field(
+        description="queued, running, then succeeded (every photo processed; each may still "
+        "have failed on its own), failed (the job stopped: see `error`) or cancelled",
+        examples=["running"],
+    )
+    total: int = Field(description="Photos in the job", examples=[120])
+    done: int = Field(description="Photos processed so far, failed ones included", examples=[48])
+    failed: int = Field(description="Processed photos that failed", examples=[2])
+    percent: float = Field(description="done / total, in percent", examples=[40.0])
+    user_id: uuid.UUID | None = Field(
+        default=None,
+        description="Enrol jobs: the user the faces are added to",
+        examples=["6c7f2e0a-5b1d-4f8e-9a3c-2d4b6e8f0a1c"],
+    )
+    error: str | None = Field(default=None, description="Why a failed job stopped")
+    created_at: datetime
+    started_at: datetime | None = Field(
+        default=None, description="When a worker first took the job"
+    )
+    finished_at: datetime | None = None
+    items: list[JobItemOut] | None = Field(
+        default=None,
+        description="Every photo's outcome in request order, once the job has finished "
+        "(null before, and in listings)",
+    )
+
+    @classmethod
+    def of(cls, job: db.Job, items: list[db.JobItem] | None = None) -> JobOut:
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            state=job.state,
+            total=job.total,
+            done=job.done,
+            failed=job.failed,
+            percent=round(100.0 * job.done / job.total, 1) if job.total else 100.0,
+            user_id=job.user_id,
+            error=job.error,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            items=None if items is None else [JobItemOut.of(job.kind, item) for item in items],
+        )
+
+
+class JobPage(Page[JobOut]):
+    items: list[JobOut] = Field(description="Newest first, without per-photo outcomes")
+    total: int = Field(description="Jobs in all pages", examples=[1])
+    limit: int = Field(examples=[20])
+    offset: int = Field(examples=[0])
