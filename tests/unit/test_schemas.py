@@ -53,7 +53,7 @@ def stored_face() -> db.Face:
         box_height=BOX.height,
         image_width=640,
         image_height=480,
-        detection_score=0.99,
+        detection_score=0.973149843,
         created_at=datetime.now(UTC),
     )
 
@@ -64,6 +64,7 @@ def test_a_stored_box_answers_as_the_detected_one_did() -> None:
     assert BoxOut.of(BOX).model_dump() == ROUNDED_BOX
     assert BoxOut.of_stored(face).model_dump() == ROUNDED_BOX
     assert FaceOut.of(face).model_dump()["box"] == ROUNDED_BOX
+    assert FaceOut.of(face).detection_score == 0.9731  # as /v1/detect gives its score
     assert LegacyRegisterResponse.of(user, face).model_dump()["box"] == ROUNDED_BOX
     # read back from a job's stored result as well
     assert BoxOut.model_validate({"x": BOX.x, "y": 1, "width": 2, "height": 3}).x == 10.12

@@ -100,7 +100,7 @@ class FaceOut(BaseModel):
             user_id=face.user_id,
             box=BoxOut.of_stored(face),
             image=ImageSize(width=face.image_width, height=face.image_height),
-            detection_score=face.detection_score,
+            detection_score=round(face.detection_score, 4),  # as /v1/detect answers it
             model=ModelRef(name=face.model_name, version=face.model_version),
             quality=face.quality,
             consented_at=face.consented_at,
