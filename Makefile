@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test screenshots fresh-root-check compose-test install models migrate lint typecheck check openapi clean system-deps
+.PHONY: run test test-fast screenshots fresh-root-check compose-test install models migrate lint typecheck check openapi clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ system-deps:
 # pytest's exit code 5 (no test collected) is a failure, not a success.
 test: models system-deps
 	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+# The inner loop: no e2e (no server processes, browser, nginx, podman), SQLite only. `make test`
+# (what CI runs) is the whole suite.
+test-fast: models
+	@set +e; FACESVC_TEST_BACKENDS=sqlite $(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 # README's screenshots, refreshed on purpose (the suite writes its own to .cache/screenshots)

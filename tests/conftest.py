@@ -25,6 +25,7 @@ from facesvc.security.crypto import generate_data_key
 from facesvc.security.keys import Caller, generate_api_key
 from facesvc.services.keys import ApiKeyService, tenant_named_or_new
 from facesvc.settings import ENV_FILE_VARIABLE, Settings
+from tests.support.backends import chosen_backends
 from tests.support.pg import (  # noqa: F401  (fixtures, for the PostgreSQL runs)
     pgvector_server,
     postgres_server,
@@ -34,9 +35,10 @@ from tests.support.pg import (  # noqa: F401  (fixtures, for the PostgreSQL runs
 def isolate_settings_from_the_developer() -> None:
     """Tests see only the settings they set themselves: no `.env` file is read (by this
     process or by the CLI and server subprocesses, which inherit the environment), and no
-    FACESVC_* variable of the caller's shell leaks in, but the evaluation data's path."""
+    FACESVC_* variable of the caller's shell leaks in, but the evaluation data's path and
+    the suite's own choice of database backends."""
     for name in [n for n in os.environ if n.startswith("FACESVC_")]:
-        if name != "FACESVC_DATA_DIR":
+        if name not in ("FACESVC_DATA_DIR", "FACESVC_TEST_BACKENDS"):
             del os.environ[name]
     os.environ[ENV_FILE_VARIABLE] = ""
 
@@ -73,7 +75,7 @@ def data_dir() -> Path:
 SERVER_FIXTURE = {"postgresql": "postgres_server", "pgvector": "pgvector_server"}
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql", "pgvector"])
+@pytest.fixture(scope="session", params=chosen_backends())
 def database_backend(request: pytest.FixtureRequest) -> str:
     """Every in-process API test runs three times: on SQLite (the embedded default), on a real
     PostgreSQL server (tests/support/pg.py) with the in-process gallery, and on PostgreSQL with

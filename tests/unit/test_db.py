@@ -42,6 +42,7 @@ from facesvc.db.models import DEFAULT_TENANT_ID, Face, Tenant, include_in_autoge
 from facesvc.errors import DuplicateExternalIdError
 from facesvc.repositories import FaceRepository, UserRepository
 from facesvc.security.crypto import EmbeddingCipher
+from tests.support.backends import chosen_backends
 from tests.support.pg import (  # noqa: F401  (fixtures)
     pgvector_server,
     pgvector_url,
@@ -58,7 +59,7 @@ TENANT = DEFAULT_TENANT_ID
 CLEAR = EmbeddingCipher(None)  # dev mode: blobs stored as they are (encryption: below)
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "pgvector"])
+@pytest.fixture(params=chosen_backends())
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """An empty database; the SQLite file sits in a folder that does not exist yet. PostgreSQL
     twice: Debian's server (no pgvector on Debian 12) and one with pgvector (migration 0007
