@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import random
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
@@ -32,6 +31,7 @@ import numpy as np
 from facesvc.evaluation.cache import pipeline_keys
 from facesvc.evaluation.identify import wilson_interval
 from facesvc.evaluation.lfw import nearest_centre
+from facesvc.evaluation.sqlite_cache import SqliteCache
 from facesvc.inference.landmarks.signals import face_signals
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.quality import YAW_GAIN
@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS signals (
     PRIMARY KEY (name, pipeline)
 )
 """
+_SIGNALS_INSERT = "INSERT OR REPLACE INTO signals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 @dataclass(frozen=True)
@@ -90,20 +91,15 @@ def _or_none(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
-class SignalCache:
+class SignalCache(SqliteCache):
     """Measured photos in one SQLite file, keyed by (LFW-relative name, pipeline key)."""
 
     def __init__(self, path: Path, key: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(path, _SIGNALS_SCHEMA, _SIGNALS_INSERT)
         self.key = key
-        self._db = sqlite3.connect(path)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SIGNALS_SCHEMA)
-        self._db.commit()
-        self._pending: list[PhotoSignals] = []
 
     def get_all(self) -> dict[str, PhotoSignals]:
-        rows = self._db.execute(
+        rows = self.read(
             "SELECT name, faces, centre_is_largest, eye, mouth, yaw, pitch, roll, detector_yaw, "
             "embedding FROM signals WHERE pipeline = ?",
             (self.key,),
@@ -129,37 +125,21 @@ class SignalCache:
         return out
 
     def put(self, photo: PhotoSignals) -> None:
-        self._pending.append(photo)
-        if len(self._pending) >= 200:
-            self.flush()
-
-    def flush(self) -> None:
-        rows = [
+        self.write(
             (
-                p.name,
+                photo.name,
                 self.key,
-                p.faces,
-                int(p.centre_is_largest),
-                _or_none(p.eye),
-                _or_none(p.mouth),
-                _or_none(p.yaw),
-                _or_none(p.pitch),
-                _or_none(p.roll),
-                _or_none(p.detector_yaw),
-                None if p.embedding is None else p.embedding.astype(np.float32).tobytes(),
+                photo.faces,
+                int(photo.centre_is_largest),
+                _or_none(photo.eye),
+                _or_none(photo.mouth),
+                _or_none(photo.yaw),
+                _or_none(photo.pitch),
+                _or_none(photo.roll),
+                _or_none(photo.detector_yaw),
+                None if photo.embedding is None else photo.embedding.astype(np.float32).tobytes(),
             )
-            for p in self._pending
-        ]
-        if rows:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO signals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-            )
-            self._db.commit()
-        self._pending.clear()
-
-    def close(self) -> None:
-        self.flush()
-        self._db.close()
+        )
 
 
 async def measure_photo(pipeline: FacePipeline, name: str, data: bytes) -> PhotoSignals:
