@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from facesvc.evaluation.curves import save_figure
 from facesvc.evaluation.identify import LFW_DISTRACTOR_TRUE_IDENTITY
 from facesvc.evaluation.lfw import EmbeddedImages
 from facesvc.inference.calibration import (
@@ -366,9 +367,6 @@ def plot_calibration(
         right.legend(lines, labels, loc="lower left", fontsize=8)
         for axis in (left, right):
             axis.grid(True, which="major", alpha=0.3)
-        fig.suptitle(title, fontsize=10)
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        save_figure(fig, path, title=title)
     finally:
         plt.close(fig)

@@ -38,6 +38,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facesvc.evaluation.curves import save_figure
 from facesvc.evaluation.lfw import Pair, nearest_centre, read_pairs, roc_auc
 from facesvc.inference.images import decode_image
 from facesvc.inference.landmarks.signals import head_pose
@@ -674,9 +675,6 @@ def plot_quality(path: Path, report: dict[str, Any], *, title: str) -> None:
             ax.set_ylabel(f"TAR at cosine >= {report['match_threshold']:g}; share; cosine")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="lower left")
-        fig.suptitle(title, fontsize=10)
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        save_figure(fig, path, title=title)
     finally:
         plt.close(fig)
