@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from facesvc.evaluation.cache import CachedFace, EmbeddingCache
-from facesvc.evaluation.liveness import PhotoSignals, SignalCache
+from facesvc.evaluation.liveness.signals import PhotoSignals, SignalCache
 from facesvc.evaluation.sqlite_cache import SqliteCache
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS items (key TEXT PRIMARY KEY, value REAL, blob BLOB)"

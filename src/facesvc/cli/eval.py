@@ -423,7 +423,7 @@ def eval_liveness(
     then runs each session of the set frame by frame through the service's own frame
     analysis and rules: genuine pass rate, attack pass rate per kind, with reasons.
     """
-    from facesvc.evaluation.liveness import Labels
+    from facesvc.evaluation.liveness.sessions import Labels
     from facesvc.evaluation.reports import evaluate_liveness, liveness_summary_line
 
     settings = _settings(detector, embedder)

@@ -38,19 +38,19 @@ from facesvc.evaluation.lfw import (
     run_lfw,
     select_pairs,
 )
-from facesvc.evaluation.liveness import (
+from facesvc.evaluation.liveness.replay import run_sessions, similarity_sweep
+from facesvc.evaluation.liveness.report import challenge_photo_jitter, liveness_report
+from facesvc.evaluation.liveness.sessions import (
     Labels,
-    PhotoSignals,
     SessionSpec,
-    SignalCache,
     build_session_set,
-    challenge_photo_jitter,
-    liveness_report,
-    measure_photos,
-    run_sessions,
-    signals_key,
-    similarity_sweep,
     write_session_set,
+)
+from facesvc.evaluation.liveness.signals import (
+    PhotoSignals,
+    SignalCache,
+    measure_photos,
+    signals_key,
 )
 from facesvc.evaluation.progress import ProgressReporter
 from facesvc.evaluation.provenance import cpu_description, describe, display_path
