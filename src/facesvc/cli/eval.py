@@ -130,7 +130,7 @@ def _with_pipeline(
     cache answers everything on a rerun)."""
     import asyncio
 
-    from facesvc.evaluation.reports import EvaluationError
+    from facesvc.evaluation import EvaluationError
     from facesvc.inference.pipeline import FacePipeline
     from facesvc.inference.registry import ModelFileError, ModelRegistry
 

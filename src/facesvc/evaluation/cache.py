@@ -9,12 +9,14 @@ too (no embedding), so it is not retried on every run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from facesvc.evaluation.progress import ProgressReporter
 from facesvc.evaluation.sqlite_cache import SqliteCache
 from facesvc.inference.pipeline import FacePipeline
 
@@ -92,3 +94,16 @@ class EmbeddingCache(SqliteCache):
     def put(self, path: Path, face: CachedFace) -> None:
         blob = None if face.embedding is None else face.embedding.astype(np.float32).tobytes()
         self.write((self.image_key(path), self.detector, self.embedder, face.faces, blob))
+
+
+@contextmanager
+def embedding_progress(
+    pipeline: FacePipeline, cache_dir: Path | None, total: int
+) -> Iterator[tuple[EmbeddingCache | None, ProgressReporter]]:
+    """The embedding cache in ``cache_dir`` (None: no cache), closed on the way out, and the
+    progress of embedding ``total`` LFW images."""
+    cache: AbstractContextManager[EmbeddingCache | None] = (
+        nullcontext() if cache_dir is None else EmbeddingCache.for_pipeline(cache_dir, pipeline)
+    )
+    with cache as opened, ProgressReporter("embedding LFW images", total) as progress:
+        yield opened, progress

@@ -77,6 +77,12 @@ def lfw_people(root: Path) -> dict[str, list[str]]:
     }
 
 
+def lfw_images(data_dir: Path) -> list[str]:
+    """Every LFW image name (``Person/Person_0001.jpg``), by person."""
+    people = lfw_people(data_dir / "lfw" / "lfw-deepfunneled")
+    return [image for images in people.values() for image in images]
+
+
 def select_people(
     people: Mapping[str, Sequence[str]], limit_people: int | None = None
 ) -> dict[str, list[str]]:

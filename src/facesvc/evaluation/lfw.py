@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facesvc.evaluation import EvaluationError
 from facesvc.evaluation.cache import CachedFace, EmbeddingCache
 from facesvc.evaluation.curves import score_summary
 from facesvc.inference.pipeline import FacePipeline
@@ -310,6 +311,14 @@ def manifest_threshold(pipeline: FacePipeline) -> float | None:
         return pipeline.registry.threshold
     except ModelFileError:  # an embedder without a calibrated threshold: nothing to compare
         return None
+
+
+def match_threshold(pipeline: FacePipeline) -> float:
+    """``manifest_threshold``, required: an embedder without one is an EvaluationError."""
+    threshold = manifest_threshold(pipeline)
+    if threshold is None:
+        raise EvaluationError("the embedder has no match threshold (set FACESVC_MATCH_THRESHOLD)")
+    return threshold
 
 
 async def run_lfw(

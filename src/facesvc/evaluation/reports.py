@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from facesvc.evaluation import EvaluationError
 from facesvc.evaluation.attributes import AttributeSample, attributes_report, predict_all
-from facesvc.evaluation.cache import EmbeddingCache, pipeline_keys
+from facesvc.evaluation.cache import embedding_progress, pipeline_keys
 from facesvc.evaluation.calibrate import (
     CalibrationRun,
     calibrate_embedded,
@@ -27,12 +27,13 @@ from facesvc.evaluation.calibrate import (
 )
 from facesvc.evaluation.curves import CurveMark, plot_roc
 from facesvc.evaluation.detection import LabelledImage, parse_imglab, run_detection
-from facesvc.evaluation.identify import lfw_people, run_identify, select_people
+from facesvc.evaluation.identify import lfw_images, lfw_people, run_identify, select_people
 from facesvc.evaluation.landmarks import run_landmarks
 from facesvc.evaluation.lfw import (
     LFWRun,
     embed_faces,
     manifest_threshold,
+    match_threshold,
     rates_at,
     read_pairs,
     run_lfw,
@@ -66,33 +67,6 @@ from facesvc.inference.cuhk import LandmarkSample
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.services.liveness.checker import LivenessChecker, LivenessThresholds
 
-
-class EvaluationError(Exception):
-    """An input the evaluation needs is missing or unusable (the command line exits 2)."""
-
-
-def _embedding_cache(
-    pipeline: FacePipeline, cache_dir: Path | None
-) -> AbstractContextManager[EmbeddingCache | None]:
-    """The embedding cache in ``cache_dir`` (closed on the way out); None: no cache."""
-    if cache_dir is None:
-        return nullcontext()
-    return EmbeddingCache.for_pipeline(cache_dir, pipeline)
-
-
-def _match_threshold(pipeline: FacePipeline) -> float:
-    threshold = manifest_threshold(pipeline)
-    if threshold is None:
-        raise EvaluationError("the embedder has no match threshold (set FACESVC_MATCH_THRESHOLD)")
-    return threshold
-
-
-def lfw_images(data_dir: Path) -> list[str]:
-    """Every LFW image name (``Person/Person_0001.jpg``), by person."""
-    people = lfw_people(data_dir / "lfw" / "lfw-deepfunneled")
-    return [image for images in people.values() for image in images]
-
-
 # ---- facesvc eval lfw ------------------------------------------------------------------
 
 
@@ -110,10 +84,7 @@ async def evaluate_lfw(
     """LFW 10-fold verification; beside ``output``: STEM_roc.png and STEM_scores.npz."""
     pairs = select_pairs(read_pairs(data_dir / "lfw" / "pairs.txt"), folds, limit)
     total = len({p.a for p in pairs} | {p.b for p in pairs})
-    with (
-        _embedding_cache(pipeline, cache_dir) as cache,
-        ProgressReporter("embedding LFW images", total) as progress,
-    ):
+    with embedding_progress(pipeline, cache_dir, total) as (cache, progress):
         run = await run_lfw(
             pipeline,
             data_dir,
@@ -224,10 +195,7 @@ async def evaluate_identification(
     root = data_dir / "lfw" / "lfw-deepfunneled"
     people = select_people(lfw_people(root), limit_people)
     total = sum(len(images) for images in people.values())
-    with (
-        _embedding_cache(pipeline, cache_dir) as cache,
-        ProgressReporter("embedding LFW images", total) as progress,
-    ):
+    with embedding_progress(pipeline, cache_dir, total) as (cache, progress):
         report = await run_identify(
             pipeline,
             root,
@@ -275,10 +243,7 @@ async def evaluate_calibration(
     """Score calibration from all pairs of LFW images, saved to ``target`` (the file the
     service loads for embedding space ``space``); histograms and FAR/TAR plotted to ``plot``."""
     names = lfw_images(data_dir)
-    with (
-        _embedding_cache(pipeline, cache_dir) as cache,
-        ProgressReporter("embedding LFW images", len(names)) as progress,
-    ):
+    with embedding_progress(pipeline, cache_dir, len(names)) as (cache, progress):
         embedded = await embed_faces(
             pipeline,
             data_dir / "lfw" / "lfw-deepfunneled",
@@ -435,7 +400,7 @@ async def evaluate_liveness(
     ``seed`` and ``draws``) frame by frame through the service's checker."""
     settings = pipeline.registry.settings
     # as the service checks it: never below the 1:1 threshold
-    same_person = max(_match_threshold(pipeline), settings.liveness_min_similarity)
+    same_person = max(match_threshold(pipeline), settings.liveness_min_similarity)
     root = data_dir / "lfw" / "lfw-deepfunneled"
     photos = await _measured_photos(pipeline, data_dir, cache_dir, concurrency)
     if rebuild_set:
@@ -528,7 +493,7 @@ async def evaluate_quality(
 ) -> dict[str, Any]:
     """Enrolment quality thresholds from LFW genuine pairs; beside ``output``: STEM.png (the
     curves, thresholds marked) and STEM.npz (every comparison)."""
-    threshold = _match_threshold(pipeline)
+    threshold = match_threshold(pipeline)
     total = images_to_measure(pairs_per_fold, pose_folds, data_dir)
     with ProgressReporter("measuring LFW faces", total) as progress:
         run = await run_quality(
