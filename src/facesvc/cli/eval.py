@@ -185,7 +185,7 @@ def eval_lfw(
 
     Beside OUTPUT: STEM_roc.png (ROC) and STEM_scores.npz (per-pair scores, pairs.txt order).
     """
-    from facesvc.evaluation.reports import evaluate_lfw, lfw_summary_line
+    from facesvc.evaluation.lfw import evaluate_lfw, lfw_summary_line
 
     _need_matplotlib("the ROC plot")
     settings = _settings(detector, embedder)
