@@ -227,7 +227,7 @@ def eval_identify(
     With a score calibration (the embedder's, from the manifest), also DIR and the measured FAR
     of unknowns at the calibrated identification threshold for this gallery and FAR 1e-2.
     """
-    from facesvc.evaluation.reports import evaluate_identification, identification_summary_line
+    from facesvc.evaluation.identify import evaluate_identification, identification_summary_line
 
     settings = _settings(detector, embedder)
     _require(settings.data_dir / "lfw" / "lfw-deepfunneled", "LFW", settings)

@@ -26,7 +26,7 @@ from facesvc.evaluation.calibrate import (
     plot_calibration,
 )
 from facesvc.evaluation.detection import LabelledImage, parse_imglab, run_detection
-from facesvc.evaluation.identify import lfw_images, lfw_people, run_identify, select_people
+from facesvc.evaluation.identify import lfw_images
 from facesvc.evaluation.landmarks import run_landmarks
 from facesvc.evaluation.lfw import (
     embed_faces,
@@ -56,58 +56,9 @@ from facesvc.evaluation.quality import (
     quality_report,
     run_quality,
 )
-from facesvc.inference.calibration import ScoreCalibration
 from facesvc.inference.cuhk import LandmarkSample
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.services.liveness.checker import LivenessChecker, LivenessThresholds
-
-# ---- facesvc eval identify -------------------------------------------------------------
-
-
-async def evaluate_identification(
-    pipeline: FacePipeline,
-    data_dir: Path,
-    *,
-    limit_people: int | None,
-    calibration: ScoreCalibration | None,
-    cache_dir: Path | None,
-    concurrency: int,
-    command: str,
-) -> dict[str, Any]:
-    """Open-set 1:N on LFW (everyone with >= 2 images enrolled, the others distractors)."""
-    root = data_dir / "lfw" / "lfw-deepfunneled"
-    people = select_people(lfw_people(root), limit_people)
-    total = sum(len(images) for images in people.values())
-    with embedding_progress(pipeline, cache_dir, total) as (cache, progress):
-        report = await run_identify(
-            pipeline,
-            root,
-            people,
-            manifest_threshold(pipeline),
-            progress.advance,
-            cache=cache,
-            concurrency=concurrency,
-            skipped=progress.skip,
-            calibration=calibration,
-        )
-    return {**report, "limit_people": limit_people, **describe(pipeline, command)}
-
-
-def identification_summary_line(result: dict[str, Any]) -> str:
-    parts = [f"rank-1 {result['rank_1']:.4f}"]
-    at = result.get("at_threshold")
-    if isinstance(at, dict):
-        parts.append(f"DIR {at['dir']:.4f} at FAR {at['far']:.4f} (threshold {at['threshold']})")
-    parts += [f"DIR {row['dir']:.4f} at FAR {row['far_target']:g}" for row in result["at_far"]]
-    calibrated = result.get("at_calibrated_threshold")
-    if isinstance(calibrated, dict):
-        parts.append(
-            f"calibrated threshold {calibrated['threshold']:.4f} (N {calibrated['gallery_faces']}, "
-            f"FAR {calibrated['far_target']:g}): DIR {calibrated['dir']:.4f}, FAR of unknowns "
-            f"{calibrated['far']:.4f} measured vs {calibrated['predicted_far']:.4f} predicted"
-        )
-    return ", ".join(parts)
-
 
 # ---- facesvc eval calibrate ------------------------------------------------------------
 
