@@ -270,7 +270,7 @@ def eval_calibrate(
     people), writes the calibration file, a summary (thresholds at FAR 1e-2..1e-7,
     identification thresholds by gallery size) and STEM.png (score histograms, FAR/TAR).
     """
-    from facesvc.evaluation.reports import calibration_summary_line, evaluate_calibration
+    from facesvc.evaluation.calibrate import calibration_summary_line, evaluate_calibration
     from facesvc.inference.manifest import Manifest
 
     _need_matplotlib("the plot")
