@@ -339,7 +339,7 @@ def eval_landmarks(
     concurrency: ConcurrencyOption = 4,
 ) -> None:
     """Five-point landmark error on cuhk_5pt: NME (inter-ocular), median, failures (> 0.1)."""
-    from facesvc.evaluation.reports import evaluate_landmarks, landmarks_summary_line
+    from facesvc.evaluation.landmarks import evaluate_landmarks, landmarks_summary_line
     from facesvc.inference.cuhk import read_cuhk
 
     settings = _settings(detector)

@@ -19,7 +19,6 @@ from facesvc.evaluation import EvaluationError
 from facesvc.evaluation.attributes import AttributeSample, attributes_report, predict_all
 from facesvc.evaluation.detection import LabelledImage, parse_imglab, run_detection
 from facesvc.evaluation.identify import lfw_images
-from facesvc.evaluation.landmarks import run_landmarks
 from facesvc.evaluation.lfw import (
     match_threshold,
 )
@@ -46,38 +45,8 @@ from facesvc.evaluation.quality import (
     quality_report,
     run_quality,
 )
-from facesvc.inference.cuhk import LandmarkSample
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.services.liveness.checker import LivenessChecker, LivenessThresholds
-
-# ---- facesvc eval landmarks ------------------------------------------------------------
-
-
-async def evaluate_landmarks(
-    pipeline: FacePipeline,
-    root: Path,
-    samples: Sequence[LandmarkSample],
-    *,
-    min_iou: float,
-    concurrency: int,
-    command: str,
-) -> dict[str, Any]:
-    """Five-point landmark error on cuhk_5pt (``root``)."""
-    with ProgressReporter("cuhk_5pt landmarks", len(samples)) as progress:
-        report = await run_landmarks(
-            pipeline, root, samples, progress.advance, min_iou=min_iou, concurrency=concurrency
-        )
-    five_points = "detector" if pipeline.registry.detector_gives_five_points else "face mesh"
-    return {**report, "five_points_from": five_points, **describe(pipeline, command)}
-
-
-def landmarks_summary_line(result: dict[str, Any]) -> str:
-    return (
-        f"NME mean {result['nme_mean']:.4f}, median {result['nme_median']:.4f}, "
-        f"failures (> {result['failure_threshold']}) {result['failure_rate']:.2%}, "
-        f"detection misses {result['detection_misses']} of {result['images']}"
-    )
-
 
 # ---- facesvc eval detect ---------------------------------------------------------------
 
