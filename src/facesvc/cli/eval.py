@@ -364,7 +364,7 @@ def eval_detect(
     output: Annotated[Path, typer.Option("--output", "-o")] = Path("docs/eval/detect.json"),
 ) -> None:
     """Detection recall and precision at IoU >= 0.5 on dlib's labelled photos; dogs.jpg: 0."""
-    from facesvc.evaluation.reports import (
+    from facesvc.evaluation.detection import (
         detection_summary_line,
         evaluate_detection,
         read_dlib_faces,

@@ -17,7 +17,6 @@ import numpy as np
 
 from facesvc.evaluation import EvaluationError
 from facesvc.evaluation.attributes import AttributeSample, attributes_report, predict_all
-from facesvc.evaluation.detection import LabelledImage, parse_imglab, run_detection
 from facesvc.evaluation.identify import lfw_images
 from facesvc.evaluation.lfw import (
     match_threshold,
@@ -47,46 +46,6 @@ from facesvc.evaluation.quality import (
 )
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.services.liveness.checker import LivenessChecker, LivenessThresholds
-
-# ---- facesvc eval detect ---------------------------------------------------------------
-
-
-def read_dlib_faces(root: Path) -> tuple[list[LabelledImage], list[str]]:
-    """dlib's labelled photos (training.xml and testing.xml) and the unlabelled ones."""
-    labelled = [
-        image
-        for name in ("training.xml", "testing.xml")
-        for image in parse_imglab((root / name).read_text(encoding="iso-8859-1"))
-    ]
-    known = {image.file for image in labelled}
-    return labelled, sorted(p.name for p in root.glob("*.jpg") if p.name not in known)
-
-
-async def evaluate_detection(
-    pipeline: FacePipeline,
-    root: Path,
-    labelled: Sequence[LabelledImage],
-    unlabelled: Sequence[str],
-    *,
-    min_iou: float,
-    command: str,
-) -> dict[str, Any]:
-    """Detection recall and precision on dlib's photos (``root``)."""
-    with ProgressReporter("dlib photos", len(labelled) + len(unlabelled)) as progress:
-        report = await run_detection(
-            pipeline, root, labelled, unlabelled, progress.advance, min_iou=min_iou
-        )
-    return {**report, **describe(pipeline, command)}
-
-
-def detection_summary_line(result: dict[str, Any]) -> str:
-    return (
-        f"recall {result['recall']:.4f}, precision {result['precision']:.4f} "
-        f"({result['true_positives']} of {result['labelled_faces']} faces, "
-        f"{result['false_positives']} false), dogs.jpg faces: "
-        f"{result['no_face_images'].get('dogs.jpg')}"
-    )
-
 
 # ---- facesvc eval liveness -------------------------------------------------------------
 
