@@ -423,8 +423,8 @@ def eval_liveness(
     then runs each session of the set frame by frame through the service's own frame
     analysis and rules: genuine pass rate, attack pass rate per kind, with reasons.
     """
+    from facesvc.evaluation.liveness.evaluate import evaluate_liveness, liveness_summary_line
     from facesvc.evaluation.liveness.sessions import Labels
-    from facesvc.evaluation.reports import evaluate_liveness, liveness_summary_line
 
     settings = _settings(detector, embedder)
     _require(settings.data_dir / "lfw" / "lfw-deepfunneled", "LFW", settings)

@@ -12,5 +12,6 @@ Measured here, step by step (``facesvc eval liveness``):
 
 Modules: ``signals`` (1, 2: the photos measured, their SQLite cache, the distributions),
 ``sessions`` (3: the set and the labels it is built from), ``replay`` (4: sessions through
-the service's checker), ``report`` (the pass rates and the evidence for each threshold).
+the service's checker), ``report`` (the pass rates and the evidence for each threshold),
+``evaluate`` (the command: all of it in this order).
 """
