@@ -20,13 +20,9 @@ from facesvc.evaluation.lfw import (
 )
 from facesvc.evaluation.progress import ProgressReporter
 from facesvc.evaluation.provenance import cpu_description, describe, display_path
-from facesvc.evaluation.quality import (
-    QualityRun,
-    images_to_measure,
-    plot_quality,
-    quality_report,
-    run_quality,
-)
+from facesvc.evaluation.quality import images_to_measure, run_quality
+from facesvc.evaluation.quality_analysis import plot_quality, quality_report
+from facesvc.evaluation.quality_measure import QualityRun
 from facesvc.inference.pipeline import FacePipeline
 
 # ---- facesvc eval quality --------------------------------------------------------------
