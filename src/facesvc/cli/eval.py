@@ -474,7 +474,7 @@ def eval_quality(
     where it falls below --target. Beside OUTPUT: STEM.png (the curves, thresholds marked)
     and STEM.npz (every comparison).
     """
-    from facesvc.evaluation.reports import evaluate_quality, quality_summary_line
+    from facesvc.evaluation.quality import evaluate_quality, quality_summary_line
 
     _need_matplotlib("the plot")
     settings = _settings(detector, embedder)

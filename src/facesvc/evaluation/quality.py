@@ -31,10 +31,14 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from facesvc.evaluation.lfw import Pair, read_pairs
+from facesvc.evaluation.lfw import Pair, match_threshold, read_pairs
+from facesvc.evaluation.progress import ProgressReporter
+from facesvc.evaluation.provenance import describe
+from facesvc.evaluation.quality_analysis import plot_quality, quality_report
 from facesvc.evaluation.quality_measure import (
     BLUR_SIGMAS,
     SIZE_LEVELS_PX,
@@ -154,3 +158,75 @@ def images_to_measure(per_fold: int, pose_folds: int, data_dir: Path) -> int:
     )
     names = {p.a for p in degrade + pose} | {p.b for p in degrade + pose}
     return len(names) + len(degrade) * (len(SIZE_LEVELS_PX) + len(BLUR_SIGMAS))
+
+
+# ---- facesvc eval quality --------------------------------------------------------------
+
+
+async def evaluate_quality(
+    pipeline: FacePipeline,
+    data_dir: Path,
+    *,
+    pairs_per_fold: int,
+    pose_folds: int,
+    target: float,
+    output: Path,
+    concurrency: int,
+    command: str,
+) -> dict[str, Any]:
+    """Enrolment quality thresholds from LFW genuine pairs; beside ``output``: STEM.png (the
+    curves, thresholds marked) and STEM.npz (every comparison)."""
+    threshold = match_threshold(pipeline)
+    total = images_to_measure(pairs_per_fold, pose_folds, data_dir)
+    with ProgressReporter("measuring LFW faces", total) as progress:
+        run = await run_quality(
+            pipeline,
+            data_dir,
+            threshold,
+            per_fold=pairs_per_fold,
+            pose_folds=pose_folds,
+            progress=progress.advance,
+            concurrency=concurrency,
+        )
+    report = quality_report(run, target)
+    models = describe(pipeline, command)
+    plot, samples_file = output.with_suffix(".png"), output.with_suffix(".npz")
+    _save_quality(plot, samples_file, run, report, models["models"], threshold, target)
+    return {
+        **report,
+        "plot": plot.name,
+        "samples_file": samples_file.name,
+        "timing": {"seconds": round(run.seconds, 1), "photos_measured": total},
+        **models,
+    }
+
+
+def _save_quality(
+    plot: Path,
+    samples_file: Path,
+    run: QualityRun,
+    report: dict[str, Any],
+    models: dict[str, Any],
+    threshold: float,
+    target: float,
+) -> None:
+    plot_quality(
+        plot,
+        report,
+        title=(
+            f"Enrolment quality, {models['detector']} + {models['embedder']}: LFW genuine "
+            f"pairs, TAR at cosine >= {threshold:g}; thresholds where TAR < {target:.0%}"
+        ),
+    )
+    arrays: dict[str, Any] = {**run.samples.arrays(), **run.pose.arrays()}
+    np.savez_compressed(samples_file, **arrays)
+
+
+def quality_summary_line(result: dict[str, Any], target: float) -> str:
+    chosen = result["thresholds"]
+    return (
+        f"face >= {chosen['min_face_size_px']:g} px, sharpness >= {chosen['min_sharpness']:g}, "
+        f"|yaw| <= {chosen['max_yaw_deg']:g} deg, |pitch| <= {chosen['max_pitch_deg']:g} deg "
+        f"(TAR at {result['match_threshold']:g} >= {target:g}); LFW originals rejected "
+        f"{result['gate_on_lfw_originals']['rejected']:.2%}"
+    )
