@@ -1,9 +1,9 @@
 """``facesvc eval ...``: evaluations on public data through the service's own pipeline.
 
 Every command loads the configured models exactly as the service does (``--detector`` picks
-another manifest detector), runs its evaluation (evaluation/reports.py), writes the JSON report
-(plots and raw scores beside it) and prints a one-line summary. Heavy imports happen inside the
-commands.
+another manifest detector), runs its evaluation (``evaluate_<name>`` in the evaluation's module,
+e.g. evaluation/lfw.py), writes the JSON report (plots and raw scores beside it) and prints a
+one-line summary. Heavy imports happen inside the commands.
 """
 
 from __future__ import annotations
@@ -507,8 +507,11 @@ def eval_attributes(
 ) -> None:
     """Age, gender and expression on labelled LFW photos: gender accuracy, age error by age
     band, expression agreement with hand labels, ms per face."""
-    from facesvc.evaluation.attributes import read_attribute_set
-    from facesvc.evaluation.reports import attributes_summary_line, evaluate_attributes
+    from facesvc.evaluation.attributes import (
+        attributes_summary_line,
+        evaluate_attributes,
+        read_attribute_set,
+    )
 
     settings = _settings(detector).model_copy(update={"attributes": True})
     root = settings.data_dir / "lfw"
