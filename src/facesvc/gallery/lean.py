@@ -46,6 +46,7 @@ from facesvc.gallery.snapshot import (
     SnapshotStore,
     attach_snapshot,
     build_snapshot,
+    empty_snapshot,
     on_ram,
     sweep_abandoned,
     uuid_words,
@@ -82,7 +83,7 @@ class LeanIndex:
         self.dim = dim
         self.ann_min_size = ann_min_size
         self.nprobe = nprobe
-        self.snapshot = Snapshot(_empty_data(model_name, dim))
+        self.snapshot = Snapshot(empty_snapshot(model_name, dim))
         self.version = -1  # the gallery version this index reflects; -1: not loaded
         self.stale = False  # a change arrived out of order: catch up before searching
         self.reloads = 0
@@ -128,7 +129,7 @@ class LeanIndex:
             raise ValueError(f"the gallery holds {self.dim}-d faces; the embedder gives {dim}-d")
         self.dim = dim
         self.snapshot.close()
-        self.snapshot = Snapshot(_empty_data(self.model_name, dim))
+        self.snapshot = Snapshot(empty_snapshot(self.model_name, dim))
         self._reset_delta()
 
     def attach(self, snapshot: Snapshot) -> None:
@@ -379,20 +380,6 @@ class LeanIndex:
             if len(best) == top_k or pool >= total:
                 return list(best.values())
             pool = min(total, pool * 4)
-
-
-def _empty_data(model: str, dim: int) -> SnapshotData:
-    return build_snapshot(
-        0,
-        model,
-        dim,
-        np.zeros((0, 2), np.uint64),
-        np.zeros((0, 2), np.uint64),
-        np.zeros(0, np.int32),
-        [],
-        np.zeros((0, dim), np.float32),
-        1,
-    )
 
 
 def rows_from_lists(

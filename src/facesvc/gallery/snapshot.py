@@ -319,7 +319,7 @@ class Snapshot:
         return self.path is not None
 
     def close(self) -> None:
-        self.data = _empty(self.data.model, self.data.dim)
+        self.data = empty_snapshot(self.data.model, self.data.dim)
         if self._map is not None:
             with contextlib.suppress(BufferError):  # arrays still referenced: the GC unmaps
                 self._map.close()
@@ -329,7 +329,8 @@ class Snapshot:
             self._fd = -1
 
 
-def _empty(model: str, dim: int) -> SnapshotData:
+def empty_snapshot(model: str, dim: int) -> SnapshotData:
+    """A snapshot of no faces."""
     return build_snapshot(
         0,
         model,
