@@ -35,10 +35,10 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from facesvc.db.engine import after_commit, session_scope
 from facesvc.gallery.backend import GallerySearch, GalleryStats, Hit
 from facesvc.gallery.bulk_read import GalleryRows, read_sqlite
 from facesvc.gallery.index import GalleryChange
+from facesvc.gallery.local_copy import LocalCopyGallery
 from facesvc.gallery.sealed import SealedStore
 from facesvc.gallery.snapshot import (
     Snapshot,
@@ -54,7 +54,6 @@ from facesvc.gallery.snapshot import (
     without_removed,
     words_uuid,
 )
-from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.gallery import CHANGES_KEPT, GalleryStateRepository
 from facesvc.security.crypto import DecryptionError, EmbeddingCipher, EncryptionKeyError
 
@@ -403,7 +402,7 @@ def rows_from_lists(
     )
 
 
-class LeanGallery:
+class LeanGallery(LocalCopyGallery[LeanIndex]):
     """The ``embedded`` facesvc.gallery.backend.Gallery (see the module docstring)."""
 
     def __init__(
@@ -418,15 +417,12 @@ class LeanGallery:
         name: str = "embedded",
         database: str | None = None,
     ) -> None:
-        self.index = index
+        super().__init__(index, cipher, sessionmaker, name)
         # which database this is (SQLite: the file's real path; else the URL without its
         # password), part of the shared snapshots' names; None: the SQLite path, if any
         self._database = database or (
             os.path.realpath(sqlite_path) if sqlite_path is not None else None
         )
-        self.name = name
-        self._cipher = cipher
-        self._sessionmaker = sessionmaker
         self._sqlite_path = sqlite_path
         self._shared_dir = shared_dir
         self._store: SnapshotStore | None = None
@@ -450,14 +446,6 @@ class LeanGallery:
         if self._shared_dir is None:  # restored only into the RAM-backed shared folder
             self._cache_dir = None
 
-    def _sessions(self) -> async_sessionmaker[AsyncSession]:
-        if self._sessionmaker is None:
-            raise RuntimeError("LeanGallery was built without a sessionmaker")
-        return self._sessionmaker
-
-    def faces(self, session: AsyncSession) -> FaceRepository:
-        return FaceRepository(session, self._cipher)
-
     async def prepare(self) -> None:
         """Load the gallery while the models load (start() then only checks the dimension and
         catches up): at 1e6 faces the snapshot's build overlaps the model's warm-up."""
@@ -474,18 +462,11 @@ class LeanGallery:
         )
         return GalleryStats(self.name, len(self.index), self.index.users)
 
-    async def refresh(self) -> None:
-        async with session_scope(self._sessions()) as session:
-            await self.ensure_current(session)
-
     async def search(self, query: np.ndarray, top_k: int, tenant_id: uuid.UUID) -> GallerySearch:
         index = self.index
         if index.version < 0 or index.stale:
             await self.refresh()
         return GallerySearch(index.search(query, top_k, tenant_id), index.faces_of(tenant_id))
-
-    def size(self) -> int | None:
-        return len(self.index)
 
     def close(self) -> None:
         """Detach the snapshot and delete those no worker holds (the last worker's stop
@@ -825,12 +806,6 @@ class LeanGallery:
             ivf_min_size=2**62,
         )
 
-    async def _record(self, session: AsyncSession, change: GalleryChange) -> None:
-        state = GalleryStateRepository(session)
-        version = await state.bump()
-        await state.log_change(version, change.kind, change.key, self._cipher)
-        after_commit(session, lambda: self._applied(version, change))
-
     def _applied(self, version: int, change: GalleryChange) -> None:
         self.index.apply(version, change)
         if change.kind != "add":
@@ -895,24 +870,6 @@ class LeanGallery:
                 self._sealed.erase(before)
             except OSError as exc:
                 log.error("could not remove the sealed gallery snapshot after an erasure: %s", exc)
-
-    async def face_added(
-        self,
-        session: AsyncSession,
-        face_id: uuid.UUID,
-        user_id: uuid.UUID,
-        vector: np.ndarray,
-        model_name: str,
-        tenant_id: uuid.UUID,
-    ) -> None:
-        if model_name == self.index.model_name:
-            await self._record(session, GalleryChange("add", face_id, user_id, vector, tenant_id))
-
-    async def face_removed(self, session: AsyncSession, face_id: uuid.UUID) -> None:
-        await self._record(session, GalleryChange("remove_face", face_id))
-
-    async def user_removed(self, session: AsyncSession, user_id: uuid.UUID) -> None:
-        await self._record(session, GalleryChange("remove_user", user_id))
 
 
 def _seal_live(
