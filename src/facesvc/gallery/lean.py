@@ -44,15 +44,13 @@ from facesvc.gallery.sealed import SealedStore
 from facesvc.gallery.snapshot import (
     Snapshot,
     SnapshotData,
-    SnapshotStore,
     attach_snapshot,
     build_snapshot,
-    on_ram,
-    sweep_abandoned,
     uuid_words,
     with_cells,
     without_removed,
 )
+from facesvc.gallery.snapshot_store import SnapshotStore, on_ram, sweep_abandoned
 from facesvc.repositories.gallery import CHANGES_KEPT, GalleryStateRepository
 from facesvc.security.crypto import DecryptionError, EmbeddingCipher, EncryptionKeyError
 
