@@ -347,7 +347,7 @@ def in_process(sqlite_path: Path, cipher: EmbeddingCipher, model: str) -> dict[s
     """The embedded index over the same database: IVF recall@1 vs exact for noisy copies of
     stored vectors, and the search time of each path (no HTTP, no model)."""
     from facesvc.gallery.bulk_read import read_sqlite
-    from facesvc.gallery.lean import LeanIndex
+    from facesvc.gallery.lean_index import LeanIndex
     from facesvc.gallery.snapshot import Snapshot, build_snapshot
 
     settings = Settings()

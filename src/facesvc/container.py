@@ -281,7 +281,8 @@ def build_state(settings: Settings) -> AppState:
         from sqlalchemy.engine import make_url
 
         from facesvc.db.engine import is_sqlite
-        from facesvc.gallery.lean import LeanGallery, LeanIndex
+        from facesvc.gallery.lean import LeanGallery
+        from facesvc.gallery.lean_index import LeanIndex
         from facesvc.gallery.sealed import cache_folder
 
         url = make_url(settings.database_url)

@@ -192,7 +192,7 @@ class Settings(BaseSettings):
         description="Gallery size (embedded: a tenant's faces) from which IVF/ANN is used",
     )
     gallery_shared_dir: Path | None = Field(
-        # a private 0700 folder is made inside it (facesvc.gallery.snapshot.private_folder)
+        # a private 0700 folder is made inside it (facesvc.gallery.snapshot_store.private_folder)
         default=Path("/dev/shm"),  # noqa: S108
         description="RAM-backed (tmpfs) directory where the embedded gallery's snapshot is "
         "shared by the workers of a machine (plaintext vectors: never a disk; removed when "

@@ -14,20 +14,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facesvc.evaluation.liveness import (
+from facesvc.evaluation.liveness.replay import FrameObserver, run_session
+from facesvc.evaluation.liveness.sessions import (
     ATTACK_KINDS,
     EXPECTED_REASONS,
-    FrameObserver,
     FrameSpec,
     Labels,
-    PhotoSignals,
     SessionSpec,
     Transform,
     build_session_set,
     frame_bytes,
-    run_session,
     transformed,
 )
+from facesvc.evaluation.liveness.signals import PhotoSignals
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.services.liveness.checker import LivenessChecker, LivenessThresholds
 from facesvc.services.liveness.frames import observe_frame

@@ -17,15 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import session_scope
 from facesvc.db.models import DEFAULT_TENANT_ID as TENANT
-from facesvc.gallery.lean import LeanGallery, LeanIndex, rows_from_lists
-from facesvc.gallery.snapshot import (
-    Snapshot,
-    SnapshotStore,
-    attach_snapshot,
-    build_snapshot,
-    on_ram,
-    write_snapshot,
-)
+from facesvc.gallery.lean import LeanGallery, rows_from_lists
+from facesvc.gallery.lean_index import LeanIndex
+from facesvc.gallery.snapshot import Snapshot, attach_snapshot, build_snapshot, write_snapshot
+from facesvc.gallery.snapshot_store import SnapshotStore, on_ram
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.crypto import EmbeddingCipher, generate_data_key

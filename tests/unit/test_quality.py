@@ -16,12 +16,9 @@ import numpy as np
 import pytest
 
 from facesvc.evaluation.lfw import Pair, nearest_centre
-from facesvc.evaluation.quality import (
-    angle_threshold,
-    crossing,
-    downscale_to_face,
-    genuine_subsets,
-)
+from facesvc.evaluation.quality import genuine_subsets
+from facesvc.evaluation.quality_analysis import angle_threshold, crossing
+from facesvc.evaluation.quality_measure import downscale_to_face
 from facesvc.inference.images import decode_image
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.quality import (

@@ -17,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import session_scope
 from facesvc.db.models import DEFAULT_TENANT_ID as TENANT
-from facesvc.gallery.lean import LeanGallery, LeanIndex
+from facesvc.gallery.lean import LeanGallery
+from facesvc.gallery.lean_index import LeanIndex
 from facesvc.gallery.sealed import SealedStore, remove_sealed
-from facesvc.gallery.snapshot import on_ram
+from facesvc.gallery.snapshot_store import on_ram
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.crypto import EmbeddingCipher, generate_data_key, parse_data_keys

@@ -1,4 +1,4 @@
-"""Sweeping the private snapshot folder (facesvc.gallery.snapshot.sweep_abandoned): what a
+"""Sweeping the private snapshot folder (facesvc.gallery.snapshot_store.sweep_abandoned): what a
 killed server or a deleted database left goes; what a running worker holds, what is being
 built, this worker's own gallery and a live process's temp file stay."""
 
@@ -13,15 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facesvc.gallery.snapshot import (
-    TEMP_GRACE_S,
-    SnapshotStore,
-    attach_snapshot,
-    build_snapshot,
-    sweep_abandoned,
-    uuid_words,
-    write_snapshot,
-)
+from facesvc.gallery.snapshot import attach_snapshot, build_snapshot, uuid_words, write_snapshot
+from facesvc.gallery.snapshot_store import TEMP_GRACE_S, SnapshotStore, sweep_abandoned
 
 TENANT = uuid.uuid4()
 

@@ -1,9 +1,9 @@
 """``facesvc eval ...``: evaluations on public data through the service's own pipeline.
 
 Every command loads the configured models exactly as the service does (``--detector`` picks
-another manifest detector), runs its evaluation (evaluation/reports.py), writes the JSON report
-(plots and raw scores beside it) and prints a one-line summary. Heavy imports happen inside the
-commands.
+another manifest detector), runs its evaluation (``evaluate_<name>`` in the evaluation's module,
+e.g. evaluation/lfw.py), writes the JSON report (plots and raw scores beside it) and prints a
+one-line summary. Heavy imports happen inside the commands.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def _with_pipeline(
     cache answers everything on a rerun)."""
     import asyncio
 
-    from facesvc.evaluation.reports import EvaluationError
+    from facesvc.evaluation import EvaluationError
     from facesvc.inference.pipeline import FacePipeline
     from facesvc.inference.registry import ModelFileError, ModelRegistry
 
@@ -185,7 +185,7 @@ def eval_lfw(
 
     Beside OUTPUT: STEM_roc.png (ROC) and STEM_scores.npz (per-pair scores, pairs.txt order).
     """
-    from facesvc.evaluation.reports import evaluate_lfw, lfw_summary_line
+    from facesvc.evaluation.lfw import evaluate_lfw, lfw_summary_line
 
     _need_matplotlib("the ROC plot")
     settings = _settings(detector, embedder)
@@ -227,7 +227,7 @@ def eval_identify(
     With a score calibration (the embedder's, from the manifest), also DIR and the measured FAR
     of unknowns at the calibrated identification threshold for this gallery and FAR 1e-2.
     """
-    from facesvc.evaluation.reports import evaluate_identification, identification_summary_line
+    from facesvc.evaluation.identify import evaluate_identification, identification_summary_line
 
     settings = _settings(detector, embedder)
     _require(settings.data_dir / "lfw" / "lfw-deepfunneled", "LFW", settings)
@@ -270,7 +270,7 @@ def eval_calibrate(
     people), writes the calibration file, a summary (thresholds at FAR 1e-2..1e-7,
     identification thresholds by gallery size) and STEM.png (score histograms, FAR/TAR).
     """
-    from facesvc.evaluation.reports import calibration_summary_line, evaluate_calibration
+    from facesvc.evaluation.calibrate import calibration_summary_line, evaluate_calibration
     from facesvc.inference.manifest import Manifest
 
     _need_matplotlib("the plot")
@@ -339,7 +339,7 @@ def eval_landmarks(
     concurrency: ConcurrencyOption = 4,
 ) -> None:
     """Five-point landmark error on cuhk_5pt: NME (inter-ocular), median, failures (> 0.1)."""
-    from facesvc.evaluation.reports import evaluate_landmarks, landmarks_summary_line
+    from facesvc.evaluation.landmarks import evaluate_landmarks, landmarks_summary_line
     from facesvc.inference.cuhk import read_cuhk
 
     settings = _settings(detector)
@@ -364,7 +364,7 @@ def eval_detect(
     output: Annotated[Path, typer.Option("--output", "-o")] = Path("docs/eval/detect.json"),
 ) -> None:
     """Detection recall and precision at IoU >= 0.5 on dlib's labelled photos; dogs.jpg: 0."""
-    from facesvc.evaluation.reports import (
+    from facesvc.evaluation.detection import (
         detection_summary_line,
         evaluate_detection,
         read_dlib_faces,
@@ -423,8 +423,8 @@ def eval_liveness(
     then runs each session of the set frame by frame through the service's own frame
     analysis and rules: genuine pass rate, attack pass rate per kind, with reasons.
     """
-    from facesvc.evaluation.liveness import Labels
-    from facesvc.evaluation.reports import evaluate_liveness, liveness_summary_line
+    from facesvc.evaluation.liveness.evaluate import evaluate_liveness, liveness_summary_line
+    from facesvc.evaluation.liveness.sessions import Labels
 
     settings = _settings(detector, embedder)
     _require(settings.data_dir / "lfw" / "lfw-deepfunneled", "LFW", settings)
@@ -474,7 +474,7 @@ def eval_quality(
     where it falls below --target. Beside OUTPUT: STEM.png (the curves, thresholds marked)
     and STEM.npz (every comparison).
     """
-    from facesvc.evaluation.reports import evaluate_quality, quality_summary_line
+    from facesvc.evaluation.quality import evaluate_quality, quality_summary_line
 
     _need_matplotlib("the plot")
     settings = _settings(detector, embedder)
@@ -507,8 +507,11 @@ def eval_attributes(
 ) -> None:
     """Age, gender and expression on labelled LFW photos: gender accuracy, age error by age
     band, expression agreement with hand labels, ms per face."""
-    from facesvc.evaluation.attributes import read_attribute_set
-    from facesvc.evaluation.reports import attributes_summary_line, evaluate_attributes
+    from facesvc.evaluation.attributes import (
+        attributes_summary_line,
+        evaluate_attributes,
+        read_attribute_set,
+    )
 
     settings = _settings(detector).model_copy(update={"attributes": True})
     root = settings.data_dir / "lfw"

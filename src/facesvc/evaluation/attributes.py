@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from facesvc.evaluation.lfw import nearest_centre
+from facesvc.evaluation.progress import ProgressReporter
+from facesvc.evaluation.provenance import cpu_description, describe, display_path
 from facesvc.inference.attributes import ATTRIBUTES
 from facesvc.inference.attributes.models import EXPRESSION_LABELS, FaceAttributes
 from facesvc.inference.pipeline import FacePipeline
@@ -265,3 +267,42 @@ def attributes_report(pipeline: FacePipeline, predictions: Sequence[Prediction])
         "pose": pose_report(scored),
         "timing": timing_report(pipeline, scored),
     }
+
+
+# ---- facesvc eval attributes -----------------------------------------------------------
+
+
+async def evaluate_attributes(
+    pipeline: FacePipeline,
+    root: Path,
+    samples: Sequence[AttributeSample],
+    *,
+    labels_file: Path,
+    limit: int | None,
+    command: str,
+) -> dict[str, Any]:
+    """Age, gender and expression of labelled LFW photos (``root``: the LFW folder)."""
+    with ProgressReporter("LFW attributes", len(samples)) as progress:
+        predictions = await predict_all(pipeline, root, samples, progress.advance)
+    described = describe(pipeline, command)
+    described["models"]["attributes"] = {
+        task: spec.version for task, spec in pipeline.registry.attribute_specs.items()
+    }
+    described["machine"].update(cpu_description())
+    return {
+        "labels": display_path(labels_file),
+        "limit": limit,
+        "age_labels": "2003 minus the birth year (LFW's news photos are of about 2002-2004)",
+        **attributes_report(pipeline, predictions),
+        **described,
+    }
+
+
+def attributes_summary_line(result: dict[str, Any]) -> str:
+    timing = result["timing"]["attribute_stage_ms_per_face"]
+    return (
+        f"gender accuracy {result['gender']['accuracy']:.4f} ({result['gender']['faces']} "
+        f"faces), age MAE {result['age']['mae']:.1f} years, expression agreement "
+        f"{result['expression']['agreement']:.3f} ({result['expression']['faces_labelled']} "
+        f"labelled), {timing['median']:.1f} ms per face (median)"
+    )

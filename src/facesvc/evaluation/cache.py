@@ -9,13 +9,15 @@ too (no embedding), so it is not retried on every run.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from facesvc.evaluation.progress import ProgressReporter
+from facesvc.evaluation.sqlite_cache import SqliteCache
 from facesvc.inference.pipeline import FacePipeline
 
 _SCHEMA = """
@@ -28,6 +30,10 @@ CREATE TABLE IF NOT EXISTS embeddings (
     PRIMARY KEY (path, detector, embedder)
 )
 """
+_INSERT = (
+    "INSERT OR REPLACE INTO embeddings (path, detector, embedder, faces, embedding) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
 
 
 @dataclass(frozen=True)
@@ -53,24 +59,14 @@ def pipeline_keys(pipeline: FacePipeline) -> tuple[str, str]:
     return detector_key, f"{embedder.name}:{embedder.version}"
 
 
-class EmbeddingCache:
-    """Read and write cached faces for one (detector, embedder) pair.
-
-    Writes are buffered and committed every ``flush_every`` entries (and on ``flush``/``close``),
-    so an interrupted run keeps almost all of its work. Use from one thread.
-    """
+class EmbeddingCache(SqliteCache):
+    """Read and write cached faces for one (detector, embedder) pair (``put`` is buffered:
+    see SqliteCache). Use from one thread."""
 
     def __init__(self, path: Path, detector: str, embedder: str, *, flush_every: int = 200) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        super().__init__(path, _SCHEMA, _INSERT, flush_every=flush_every)
         self.detector = detector
         self.embedder = embedder
-        self.flush_every = flush_every
-        self._db = sqlite3.connect(path)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SCHEMA)
-        self._db.commit()
-        self._pending: list[tuple[str, str, str, int, bytes | None]] = []
 
     @classmethod
     def for_pipeline(cls, directory: Path, pipeline: FacePipeline) -> EmbeddingCache:
@@ -84,7 +80,7 @@ class EmbeddingCache:
     def get_many(self, paths: Iterable[Path]) -> dict[Path, CachedFace]:
         wanted = {self.image_key(p): p for p in paths}
         found: dict[Path, CachedFace] = {}
-        rows = self._db.execute(
+        rows = self.read(
             "SELECT path, faces, embedding FROM embeddings WHERE detector = ? AND embedder = ?",
             (self.detector, self.embedder),
         )
@@ -97,26 +93,17 @@ class EmbeddingCache:
 
     def put(self, path: Path, face: CachedFace) -> None:
         blob = None if face.embedding is None else face.embedding.astype(np.float32).tobytes()
-        self._pending.append((self.image_key(path), self.detector, self.embedder, face.faces, blob))
-        if len(self._pending) >= self.flush_every:
-            self.flush()
+        self.write((self.image_key(path), self.detector, self.embedder, face.faces, blob))
 
-    def flush(self) -> None:
-        if self._pending:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO embeddings (path, detector, embedder, faces, embedding) "
-                "VALUES (?, ?, ?, ?, ?)",
-                self._pending,
-            )
-            self._db.commit()
-            self._pending.clear()
 
-    def close(self) -> None:
-        self.flush()
-        self._db.close()
-
-    def __enter__(self) -> EmbeddingCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+@contextmanager
+def embedding_progress(
+    pipeline: FacePipeline, cache_dir: Path | None, total: int
+) -> Iterator[tuple[EmbeddingCache | None, ProgressReporter]]:
+    """The embedding cache in ``cache_dir`` (None: no cache), closed on the way out, and the
+    progress of embedding ``total`` LFW images."""
+    cache: AbstractContextManager[EmbeddingCache | None] = (
+        nullcontext() if cache_dir is None else EmbeddingCache.for_pipeline(cache_dir, pipeline)
+    )
+    with cache as opened, ProgressReporter("embedding LFW images", total) as progress:
+        yield opened, progress

@@ -22,8 +22,12 @@ from typing import Any, cast
 
 import numpy as np
 
-from facesvc.evaluation.identify import LFW_DISTRACTOR_TRUE_IDENTITY
-from facesvc.evaluation.lfw import EmbeddedImages
+from facesvc.evaluation.cache import embedding_progress, pipeline_keys
+from facesvc.evaluation.curves import save_figure
+from facesvc.evaluation.identify import LFW_DISTRACTOR_TRUE_IDENTITY, lfw_images
+from facesvc.evaluation.lfw import EmbeddedImages, embed_faces, manifest_threshold
+from facesvc.evaluation.progress import ProgressReporter
+from facesvc.evaluation.provenance import describe, display_path
 from facesvc.inference.calibration import (
     BIN_WIDTH,
     BINS,
@@ -32,6 +36,7 @@ from facesvc.inference.calibration import (
     bin_indices,
     per_comparison_far,
 )
+from facesvc.inference.pipeline import FacePipeline
 
 # image -> the person it shows (checked by eye against the other name's photos)
 LFW_SAME_PERSON = {
@@ -366,9 +371,87 @@ def plot_calibration(
         right.legend(lines, labels, loc="lower left", fontsize=8)
         for axis in (left, right):
             axis.grid(True, which="major", alpha=0.3)
-        fig.suptitle(title, fontsize=10)
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        save_figure(fig, path, title=title)
     finally:
         plt.close(fig)
+
+
+# ---- facesvc eval calibrate ------------------------------------------------------------
+
+
+async def evaluate_calibration(
+    pipeline: FacePipeline,
+    data_dir: Path,
+    *,
+    space: str,
+    target: Path,
+    plot: Path,
+    cache_dir: Path | None,
+    concurrency: int,
+    command: str,
+) -> dict[str, Any]:
+    """Score calibration from all pairs of LFW images, saved to ``target`` (the file the
+    service loads for embedding space ``space``); histograms and FAR/TAR plotted to ``plot``."""
+    names = lfw_images(data_dir)
+    with embedding_progress(pipeline, cache_dir, len(names)) as (cache, progress):
+        embedded = await embed_faces(
+            pipeline,
+            data_dir / "lfw" / "lfw-deepfunneled",
+            names,
+            progress.advance,
+            concurrency,
+            cache=cache,
+            skipped=progress.skip,
+        )
+    described = describe(pipeline, command)
+    detector_key, embedder_key = pipeline_keys(pipeline)
+    provenance = {
+        "command": described["command"],
+        "date": described["date"],
+        "models": described["models"],
+        "pipeline": {"detector": detector_key, "embedder": embedder_key},
+    }
+    pairs = pair_count(sum(embedded.faces[name].embedding is not None for name in names))
+    with ProgressReporter("scoring all pairs", pairs) as progress:
+        run = calibrate_embedded(
+            embedded, names, progress.advance, space=space, provenance=provenance
+        )
+    threshold = manifest_threshold(pipeline)
+    _plot_calibration(plot, run, threshold, described["models"])
+    run.calibration.save(target)
+    return {
+        "calibration_file": display_path(target),
+        "plot": plot.name,
+        **calibration_summary(run, manifest_threshold=threshold),
+        **{key: value for key, value in run.report.items() if key != "models"},
+        **described,
+    }
+
+
+def _plot_calibration(
+    plot: Path, run: CalibrationRun, threshold: float | None, models: dict[str, Any]
+) -> None:
+    plot_calibration(
+        plot,
+        run.calibration,
+        run.histograms,
+        manifest_threshold=threshold,
+        title=(
+            f"LFW all pairs ({run.calibration.n_genuine:,} genuine, "
+            f"{run.calibration.n_impostor:,} impostor), {models['detector']} + "
+            f"{models['embedder']}"
+        ),
+    )
+
+
+def calibration_summary_line(result: dict[str, Any]) -> str:
+    rows = {row["far"]: row for row in result["at_far"]}
+    ident = {row["gallery_faces"]: row for row in result["identification_at_far"]}
+    return (
+        f"{result['n_genuine']:,} genuine and {result['n_impostor']:,} impostor pairs; threshold "
+        f"{rows[1e-3]['threshold']:.4f} at FAR 1e-3, {rows[1e-4]['threshold']:.4f} at 1e-4, "
+        f"{rows[1e-5]['threshold']:.4f} at 1e-5; 1:N at FAR 1% "
+        + ", ".join(f"N={n:,}: {row['threshold']:.4f}" for n, row in ident.items())
+        + f"; P(same) = 1/(1+exp(-({result['logistic']['a']:.2f} s "
+        f"{result['logistic']['b']:+.2f})))"
+    )

@@ -1,12 +1,17 @@
-"""Score summaries, the ROC curve and its plot (matplotlib, Agg: no display needed)."""
+"""Score summaries, the ROC curve and its plot (matplotlib, Agg: no display needed), and the
+finish every evaluation plot shares (``save_figure``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 
@@ -88,8 +93,15 @@ def plot_roc(
         ax.grid(True, which="both", alpha=0.3)
         if marks:
             ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        save_figure(fig, path)
     finally:
         plt.close(fig)
+
+
+def save_figure(fig: Figure, path: Path, *, title: str | None = None) -> None:
+    """Title ``fig`` (if given), lay it out and write it to ``path``, its folder made."""
+    if title is not None:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)

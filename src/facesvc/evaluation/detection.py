@@ -15,8 +15,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from facesvc.evaluation.boxes import iou
+from facesvc.evaluation.progress import ProgressReporter
+from facesvc.evaluation.provenance import describe
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.types import Box
 
@@ -170,3 +173,43 @@ async def run_detection(
             round(1000 * sorted(seconds)[len(seconds) // 2], 1) if seconds else None
         ),
     }
+
+
+# ---- facesvc eval detect ---------------------------------------------------------------
+
+
+def read_dlib_faces(root: Path) -> tuple[list[LabelledImage], list[str]]:
+    """dlib's labelled photos (training.xml and testing.xml) and the unlabelled ones."""
+    labelled = [
+        image
+        for name in ("training.xml", "testing.xml")
+        for image in parse_imglab((root / name).read_text(encoding="iso-8859-1"))
+    ]
+    known = {image.file for image in labelled}
+    return labelled, sorted(p.name for p in root.glob("*.jpg") if p.name not in known)
+
+
+async def evaluate_detection(
+    pipeline: FacePipeline,
+    root: Path,
+    labelled: Sequence[LabelledImage],
+    unlabelled: Sequence[str],
+    *,
+    min_iou: float,
+    command: str,
+) -> dict[str, Any]:
+    """Detection recall and precision on dlib's photos (``root``)."""
+    with ProgressReporter("dlib photos", len(labelled) + len(unlabelled)) as progress:
+        report = await run_detection(
+            pipeline, root, labelled, unlabelled, progress.advance, min_iou=min_iou
+        )
+    return {**report, **describe(pipeline, command)}
+
+
+def detection_summary_line(result: dict[str, Any]) -> str:
+    return (
+        f"recall {result['recall']:.4f}, precision {result['precision']:.4f} "
+        f"({result['true_positives']} of {result['labelled_faces']} faces, "
+        f"{result['false_positives']} false), dogs.jpg faces: "
+        f"{result['no_face_images'].get('dogs.jpg')}"
+    )

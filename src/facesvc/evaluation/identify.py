@@ -23,13 +23,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
-from facesvc.evaluation.cache import EmbeddingCache
+from facesvc.evaluation.cache import EmbeddingCache, embedding_progress
 from facesvc.evaluation.curves import score_summary
-from facesvc.evaluation.lfw import embed_faces
+from facesvc.evaluation.lfw import embed_faces, manifest_threshold
+from facesvc.evaluation.provenance import describe
 from facesvc.inference.calibration import ScoreCalibration
 from facesvc.inference.pipeline import FacePipeline
 
@@ -75,6 +76,12 @@ def lfw_people(root: Path) -> dict[str, list[str]]:
         for folder in sorted(root.iterdir())
         if folder.is_dir()
     }
+
+
+def lfw_images(data_dir: Path) -> list[str]:
+    """Every LFW image name (``Person/Person_0001.jpg``), by person."""
+    people = lfw_people(data_dir / "lfw" / "lfw-deepfunneled")
+    return [image for images in people.values() for image in images]
 
 
 def select_people(
@@ -359,3 +366,51 @@ async def run_identify(
         report["without_label_errors"] = without
     report["timing"] = embedded.timing()
     return report
+
+
+# ---- facesvc eval identify -------------------------------------------------------------
+
+
+async def evaluate_identification(
+    pipeline: FacePipeline,
+    data_dir: Path,
+    *,
+    limit_people: int | None,
+    calibration: ScoreCalibration | None,
+    cache_dir: Path | None,
+    concurrency: int,
+    command: str,
+) -> dict[str, Any]:
+    """Open-set 1:N on LFW (everyone with >= 2 images enrolled, the others distractors)."""
+    root = data_dir / "lfw" / "lfw-deepfunneled"
+    people = select_people(lfw_people(root), limit_people)
+    total = sum(len(images) for images in people.values())
+    with embedding_progress(pipeline, cache_dir, total) as (cache, progress):
+        report = await run_identify(
+            pipeline,
+            root,
+            people,
+            manifest_threshold(pipeline),
+            progress.advance,
+            cache=cache,
+            concurrency=concurrency,
+            skipped=progress.skip,
+            calibration=calibration,
+        )
+    return {**report, "limit_people": limit_people, **describe(pipeline, command)}
+
+
+def identification_summary_line(result: dict[str, Any]) -> str:
+    parts = [f"rank-1 {result['rank_1']:.4f}"]
+    at = result.get("at_threshold")
+    if isinstance(at, dict):
+        parts.append(f"DIR {at['dir']:.4f} at FAR {at['far']:.4f} (threshold {at['threshold']})")
+    parts += [f"DIR {row['dir']:.4f} at FAR {row['far_target']:g}" for row in result["at_far"]]
+    calibrated = result.get("at_calibrated_threshold")
+    if isinstance(calibrated, dict):
+        parts.append(
+            f"calibrated threshold {calibrated['threshold']:.4f} (N {calibrated['gallery_faces']}, "
+            f"FAR {calibrated['far_target']:g}): DIR {calibrated['dir']:.4f}, FAR of unknowns "
+            f"{calibrated['far']:.4f} measured vs {calibrated['predicted_far']:.4f} predicted"
+        )
+    return ", ".join(parts)

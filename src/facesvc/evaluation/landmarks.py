@@ -13,10 +13,13 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from facesvc.evaluation.boxes import best_overlap
+from facesvc.evaluation.progress import ProgressReporter
+from facesvc.evaluation.provenance import describe
 from facesvc.inference.cuhk import LandmarkSample
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.types import FIVE_POINT_NAMES
@@ -130,3 +133,32 @@ async def run_landmarks(
     report["seconds"] = round(seconds, 1)
     report["ms_per_image"] = round(1000 * seconds / len(samples), 1) if samples else None
     return report
+
+
+# ---- facesvc eval landmarks ------------------------------------------------------------
+
+
+async def evaluate_landmarks(
+    pipeline: FacePipeline,
+    root: Path,
+    samples: Sequence[LandmarkSample],
+    *,
+    min_iou: float,
+    concurrency: int,
+    command: str,
+) -> dict[str, Any]:
+    """Five-point landmark error on cuhk_5pt (``root``)."""
+    with ProgressReporter("cuhk_5pt landmarks", len(samples)) as progress:
+        report = await run_landmarks(
+            pipeline, root, samples, progress.advance, min_iou=min_iou, concurrency=concurrency
+        )
+    five_points = "detector" if pipeline.registry.detector_gives_five_points else "face mesh"
+    return {**report, "five_points_from": five_points, **describe(pipeline, command)}
+
+
+def landmarks_summary_line(result: dict[str, Any]) -> str:
+    return (
+        f"NME mean {result['nme_mean']:.4f}, median {result['nme_median']:.4f}, "
+        f"failures (> {result['failure_threshold']}) {result['failure_rate']:.2%}, "
+        f"detection misses {result['detection_misses']} of {result['images']}"
+    )

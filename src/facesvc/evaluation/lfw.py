@@ -7,11 +7,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from facesvc.evaluation.cache import CachedFace, EmbeddingCache
-from facesvc.evaluation.curves import score_summary
+from facesvc.evaluation import EvaluationError
+from facesvc.evaluation.cache import CachedFace, EmbeddingCache, embedding_progress
+from facesvc.evaluation.curves import CurveMark, plot_roc, score_summary
+from facesvc.evaluation.provenance import describe
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.registry import ModelFileError
 from facesvc.inference.types import Detection
@@ -312,6 +315,14 @@ def manifest_threshold(pipeline: FacePipeline) -> float | None:
         return None
 
 
+def match_threshold(pipeline: FacePipeline) -> float:
+    """``manifest_threshold``, required: an embedder without one is an EvaluationError."""
+    threshold = manifest_threshold(pipeline)
+    if threshold is None:
+        raise EvaluationError("the embedder has no match threshold (set FACESVC_MATCH_THRESHOLD)")
+    return threshold
+
+
 async def run_lfw(
     pipeline: FacePipeline,
     data_dir: Path,
@@ -358,3 +369,114 @@ async def evaluate(
 ) -> dict[str, object]:
     """The LFW protocol through the service's pipeline; failures to detect count as errors."""
     return (await run_lfw(pipeline, data_dir, folds, progress)).result
+
+
+# ---- facesvc eval lfw ------------------------------------------------------------------
+
+
+async def evaluate_lfw(
+    pipeline: FacePipeline,
+    data_dir: Path,
+    *,
+    folds: int,
+    limit: int | None,
+    output: Path,
+    cache_dir: Path | None,
+    concurrency: int,
+    command: str,
+) -> dict[str, Any]:
+    """LFW 10-fold verification; beside ``output``: STEM_roc.png and STEM_scores.npz."""
+    pairs = select_pairs(read_pairs(data_dir / "lfw" / "pairs.txt"), folds, limit)
+    total = len({p.a for p in pairs} | {p.b for p in pairs})
+    with embedding_progress(pipeline, cache_dir, total) as (cache, progress):
+        run = await run_lfw(
+            pipeline,
+            data_dir,
+            folds,
+            progress.advance,
+            limit=limit,
+            cache=cache,
+            concurrency=concurrency,
+            skipped=progress.skip,
+        )
+    plot = output.with_name(f"{output.stem}_roc.png")
+    scores_file = output.with_name(f"{output.stem}_scores.npz")
+    result: dict[str, Any] = run.result
+    models = describe(pipeline, command)
+    plot_roc(
+        plot,
+        run.scores,
+        run.same,
+        _roc_marks(run),
+        title=(
+            f"LFW {len(run.pairs)} pairs, {models['models']['detector']} + "
+            f"{models['models']['embedder']}: accuracy {result['accuracy_mean']:.4f} "
+            f"\u00b1 {result['accuracy_std']:.4f}, AUC {result['roc_auc']:.4f}"
+        ),
+    )
+    _save_pair_scores(scores_file, run)
+    return {
+        **result,
+        "roc_plot": plot.name,
+        "scores_file": scores_file.name,
+        "scores_file_note": "arrays scores, same, fold in pairs.txt order (after --folds "
+        "and --limit), genuine and impostor; failed pairs score "
+        f"{result['scores']['failed_pair_score']}",
+        **models,
+    }
+
+
+def _roc_marks(run: LFWRun) -> list[CurveMark]:
+    """TAR at FAR 1e-2 and 1e-3, the best threshold, and the manifest's when it differs."""
+    result: dict[str, Any] = run.result
+    same = run.same
+    threshold = float(result["threshold"])
+    chosen = rates_at(run.scores, same, threshold)
+    marks = [
+        CurveMark(
+            f"TAR {result[f'tar_at_far_{far:g}']:.4f} at FAR {far:g}",
+            far=float(np.mean(run.scores[~same] >= result[f"threshold_at_far_{far:g}"])),
+            tar=float(result[f"tar_at_far_{far:g}"]),
+        )
+        for far in (1e-2, 1e-3)
+    ]
+    marks.append(
+        CurveMark(
+            f"best threshold {threshold:.3f}: TAR {chosen['tar']:.4f}, FAR {chosen['far']:.4f}",
+            far=chosen["far"],
+            tar=chosen["tar"],
+        )
+    )
+    manifest = result.get("at_manifest_threshold")
+    if isinstance(manifest, dict) and abs(manifest["threshold"] - threshold) > 5e-4:
+        marks.append(
+            CurveMark(
+                f"manifest threshold {manifest['threshold']:.3f}: TAR {manifest['tar']:.4f}, "
+                f"FAR {manifest['far']:.4f}",
+                far=manifest["far"],
+                tar=manifest["tar"],
+            )
+        )
+    return marks
+
+
+def _save_pair_scores(path: Path, run: LFWRun) -> None:
+    same = run.same
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path,
+        scores=run.scores.astype(np.float32),
+        same=same,
+        fold=run.folds,
+        genuine=run.scores[same].astype(np.float32),
+        impostor=run.scores[~same].astype(np.float32),
+    )
+
+
+def lfw_summary_line(result: dict[str, Any]) -> str:
+    return (
+        f"accuracy {result['accuracy_mean']:.4f} +- {result['accuracy_std']:.4f}, "
+        f"AUC {result['roc_auc']:.4f}, TAR {result['tar_at_far_0.01']:.4f} at FAR 1e-2, "
+        f"{result['tar_at_far_0.001']:.4f} at FAR 1e-3, best threshold {result['threshold']:.4f}, "
+        f"failures to detect {result['failures_to_detect']} of {result['images']}"
+    )

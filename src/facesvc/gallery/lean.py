@@ -1,5 +1,6 @@
 """The ``embedded`` gallery backend (the default): one read-only snapshot per machine that every
-worker maps (facesvc.gallery.snapshot), plus a small private delta per worker.
+worker maps (facesvc.gallery.snapshot), plus a small private delta per worker (the two together:
+facesvc.gallery.lean_index.LeanIndex).
 
 - Memory: the snapshot holds each face as its vector plus fixed-size ids (about 560 bytes per
   128-d face, once per machine, in /dev/shm); a worker adds only the changes since that
@@ -27,7 +28,6 @@ import logging
 import os
 import secrets
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,364 +35,28 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from facesvc.db.engine import after_commit, session_scope
-from facesvc.gallery.backend import GallerySearch, GalleryStats, Hit
+from facesvc.gallery.backend import GallerySearch, GalleryStats
 from facesvc.gallery.bulk_read import GalleryRows, read_sqlite
 from facesvc.gallery.index import GalleryChange
+from facesvc.gallery.lean_index import LeanIndex
+from facesvc.gallery.local_copy import LocalCopyGallery
 from facesvc.gallery.sealed import SealedStore
 from facesvc.gallery.snapshot import (
     Snapshot,
     SnapshotData,
-    SnapshotStore,
     attach_snapshot,
     build_snapshot,
-    on_ram,
-    sweep_abandoned,
     uuid_words,
     with_cells,
     without_removed,
-    words_uuid,
 )
-from facesvc.repositories.faces import FaceRepository
+from facesvc.gallery.snapshot_store import SnapshotStore, on_ram, sweep_abandoned
 from facesvc.repositories.gallery import CHANGES_KEPT, GalleryStateRepository
 from facesvc.security.crypto import DecryptionError, EmbeddingCipher, EncryptionKeyError
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 1_024  # delta rows per chunk: growth never copies what is there
-_NO_TENANT = -1  # a removed delta row's tenant code: no search matches it
 _RESEAL_DELAY_S = 1.0  # after an erasure, before the sealed snapshot is rewritten
-
-
-class LeanIndex:
-    """A snapshot (shared or private) plus this worker's changes since it."""
-
-    def __init__(
-        self,
-        model_name: str,
-        dim: int = 128,
-        ann_min_size: int = 20_000,
-        nprobe: int = 32,
-        compact_after: int = 20_000,
-    ) -> None:
-        self.model_name = model_name
-        self.dim_known = False  # until use_dimension(): a snapshot may tell it (prepare())
-        # private changes before a new snapshot is wanted (and 5% of the snapshot's faces)
-        self.compact_after = compact_after
-        self.dim = dim
-        self.ann_min_size = ann_min_size
-        self.nprobe = nprobe
-        self.snapshot = Snapshot(_empty_data(model_name, dim))
-        self.version = -1  # the gallery version this index reflects; -1: not loaded
-        self.stale = False  # a change arrived out of order: catch up before searching
-        self.reloads = 0
-        self.lock = asyncio.Lock()
-        self._reset_delta()
-
-    def _reset_delta(self) -> None:
-        base = self.snapshot.data
-        self._code_of: dict[uuid.UUID | None, int] = {t: i for i, t in enumerate(base.tenants)}
-        self._dead: npt.NDArray[np.bool_] | None = None  # removed snapshot rows (lazily)
-        self._dead_count = 0
-        self._chunks: list[npt.NDArray[np.float32]] = []
-        self._delta_codes = np.zeros(0, np.int32)
-        self._delta_faces: list[uuid.UUID] = []
-        self._delta_users: list[uuid.UUID] = []
-        self._delta_row: dict[uuid.UUID, int] = {}
-        self._delta_live = 0
-        self._adjust: Counter[int] = Counter()  # faces per tenant code beyond the snapshot's
-
-    # --- state ----------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return self.snapshot.data.count - self._dead_count + self._delta_live
-
-    @property
-    def users(self) -> int:
-        return self.snapshot.data.users + len(set(self._delta_users))
-
-    @property
-    def changes(self) -> int:
-        """Changes held privately since the snapshot (adds and removals)."""
-        return len(self._delta_faces) + self._dead_count
-
-    @property
-    def wants_new_snapshot(self) -> bool:
-        return self.changes > max(self.compact_after, self.snapshot.data.count // 20)
-
-    def use_dimension(self, dim: int) -> None:
-        """The loaded embedder's size: from now on every face must have it."""
-        self.dim_known = True
-        if dim <= 0 or dim == self.dim:
-            return
-        if len(self):
-            raise ValueError(f"the gallery holds {self.dim}-d faces; the embedder gives {dim}-d")
-        self.dim = dim
-        self.snapshot.close()
-        self.snapshot = Snapshot(_empty_data(self.model_name, dim))
-        self._reset_delta()
-
-    def attach(self, snapshot: Snapshot) -> None:
-        """Use ``snapshot`` (its version becomes this index's); the delta starts empty."""
-        if not self.dim_known and snapshot.data.count:
-            self.dim = snapshot.data.dim
-        old, self.snapshot = self.snapshot, snapshot
-        if old is not snapshot:
-            old.close()
-        self.version = snapshot.data.version
-        self.stale = False
-        self.reloads += 1
-        self._reset_delta()
-
-    def close(self) -> None:
-        self.snapshot.close()
-
-    # --- changes --------------------------------------------------------------------------
-    def _code(self, tenant_id: uuid.UUID | None) -> int:
-        return self._code_of.setdefault(tenant_id, len(self._code_of))
-
-    def apply(self, version: int, change: tuple[object, ...]) -> None:
-        """Apply one committed change if it is the next version; otherwise catch up first."""
-        if version <= self.version:
-            return  # already seen (a catch-up read it from the log)
-        if version != self.version + 1:
-            self.stale = True
-            return
-        kind, key, user_id, vector, tenant_id = GalleryChange(*change)  # type: ignore[arg-type]
-        if kind == "add" and user_id is not None and vector is not None:
-            self._add(key, user_id, vector, tenant_id)
-        elif kind == "remove_face":
-            self._remove_face(key)
-        elif kind == "remove_user":
-            self._remove_user(key)
-        self.version = version
-
-    def _holds(self, face_id: uuid.UUID) -> bool:
-        if face_id in self._delta_row:
-            return True
-        row = self.snapshot.data.row_of(face_id)
-        return row is not None and not (self._dead is not None and self._dead[row])
-
-    def _add(
-        self,
-        face_id: uuid.UUID,
-        user_id: uuid.UUID,
-        vector: np.ndarray,
-        tenant_id: uuid.UUID | None,
-    ) -> None:
-        if self._holds(face_id):  # a reload that already saw this commit: idempotent
-            return
-        row = len(self._delta_faces)
-        if row == len(self._chunks) * _CHUNK:
-            self._chunks.append(np.zeros((_CHUNK, self.dim), np.float32))
-        if row == len(self._delta_codes):  # small (the delta is bounded): doubling is cheap
-            codes = np.full(max(_CHUNK, 2 * row), _NO_TENANT, np.int32)
-            codes[:row] = self._delta_codes
-            self._delta_codes = codes
-        self._chunks[row // _CHUNK][row % _CHUNK] = vector
-        code = self._code(tenant_id)
-        self._delta_codes[row] = code
-        self._delta_faces.append(face_id)
-        self._delta_users.append(user_id)
-        self._delta_row[face_id] = row
-        self._delta_live += 1
-        self._adjust[code] += 1
-
-    def _remove_delta_row(self, row: int) -> None:
-        code = int(self._delta_codes[row])
-        if code == _NO_TENANT:
-            return
-        self._delta_codes[row] = _NO_TENANT
-        self._delta_live -= 1
-        self._adjust[code] -= 1
-        del self._delta_row[self._delta_faces[row]]
-
-    def _kill_snapshot_rows(self, rows: npt.NDArray[np.intp]) -> None:
-        base = self.snapshot.data
-        if self._dead is None:
-            self._dead = np.zeros(base.count, np.bool_)
-        rows = rows[~self._dead[rows]]
-        if not len(rows):
-            return
-        self._dead[rows] = True
-        self._dead_count += len(rows)
-        try:
-            self.snapshot.erase_rows(rows)
-        except OSError as exc:  # the row stays dead here; the next build drops it
-            log.warning("an erased face's vector not zeroed in the shared snapshot: %s", exc)
-        for row in rows:  # the row's tenant: the offsets range holding it
-            code = int(np.searchsorted(base.offsets[:, -1], row, side="right"))
-            self._adjust[code] -= 1
-
-    def _remove_face(self, face_id: uuid.UUID) -> None:
-        row = self._delta_row.get(face_id)
-        if row is not None:
-            self._remove_delta_row(row)
-            return
-        base_row = self.snapshot.data.row_of(face_id)
-        if base_row is not None:
-            self._kill_snapshot_rows(np.array([base_row], np.intp))
-
-    def _remove_user(self, user_id: uuid.UUID) -> None:
-        self._kill_snapshot_rows(self.snapshot.data.rows_of_user(user_id))
-        for row, user in enumerate(self._delta_users):
-            if user == user_id:
-                self._remove_delta_row(row)
-
-    def live(
-        self,
-    ) -> tuple[
-        SnapshotData,
-        npt.NDArray[np.bool_] | None,
-        list[uuid.UUID | None],
-        tuple[
-            npt.NDArray[np.uint64],
-            npt.NDArray[np.uint64],
-            npt.NDArray[np.int32],
-            npt.NDArray[np.float32],
-        ],
-    ]:
-        """What this index holds now, for facesvc.gallery.snapshot.without_removed: the
-        snapshot, its removed rows and the live delta (copies: small; cheap on the loop)."""
-        count = len(self._delta_faces)
-        live = np.flatnonzero(self._delta_codes[:count] != _NO_TENANT)
-        vectors = (
-            np.concatenate(self._chunks)[:count][live]
-            if count
-            else np.zeros((0, self.dim), np.float32)
-        )
-        faces = uuid_words([self._delta_faces[i] for i in live]) if len(live) else None
-        users = uuid_words([self._delta_users[i] for i in live]) if len(live) else None
-        empty = np.zeros((0, 2), np.uint64)
-        tenants = sorted(self._code_of, key=self._code_of.__getitem__)
-        return (
-            self.snapshot.data,
-            None if self._dead is None else self._dead.copy(),
-            tenants,
-            (
-                empty if faces is None else faces,
-                empty if users is None else users,
-                self._delta_codes[:count][live].copy(),
-                vectors,
-            ),
-        )
-
-    # --- search ---------------------------------------------------------------------------
-    def faces_of(self, tenant_id: uuid.UUID | None) -> int:
-        code = self._code_of.get(tenant_id)
-        if code is None:
-            return 0
-        base = self.snapshot.data
-        held = (
-            int(base.offsets[code, -1] - base.offsets[code, 0]) if code < len(base.tenants) else 0
-        )
-        return held + self._adjust[code]
-
-    def _snapshot_candidates(
-        self, base: SnapshotData, codes: list[int], query: npt.NDArray[np.float32]
-    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
-        rows: list[npt.NDArray[np.intp]] = []
-        scores: list[npt.NDArray[np.float32]] = []
-        centre_scores = None
-        for code in codes:
-            offsets = base.offsets[code]
-            lo, hi = int(offsets[0]), int(offsets[-1])
-            if hi == lo:
-                continue
-            if base.cells == 1 or hi - lo < self.ann_min_size:
-                rows.append(np.arange(lo, hi))
-                scores.append(base.vectors[lo:hi] @ query)
-                continue
-            if centre_scores is None:
-                centre_scores = base.centroids @ query
-                probe = min(self.nprobe, base.cells)
-                cells = np.argpartition(-centre_scores, probe - 1)[:probe]
-            for cell in cells:
-                a, b = int(offsets[cell]), int(offsets[cell + 1])
-                if b > a:
-                    rows.append(np.arange(a, b))
-                    scores.append(base.vectors[a:b] @ query)
-        if not rows:
-            return np.zeros(0, np.intp), np.zeros(0, np.float32)
-        found_rows, found = np.concatenate(rows), np.concatenate(scores)
-        if self._dead is not None and self._dead_count:
-            found[self._dead[found_rows]] = -np.inf
-        return found_rows, found
-
-    def search(
-        self, query: np.ndarray, top_k: int, tenant_id: uuid.UUID | None = None
-    ) -> list[Hit]:
-        """The ``top_k`` users of one tenant by their best face's exact cosine similarity,
-        best first. ``tenant_id`` None searches every tenant (benchmarks and tools)."""
-        if tenant_id is None:
-            codes = list(self._code_of.values())
-        elif tenant_id in self._code_of:
-            codes = [self._code_of[tenant_id]]
-        else:
-            return []
-        query = np.asarray(query, np.float32).reshape(-1)
-        base = self.snapshot.data
-        rows, scores = self._snapshot_candidates(
-            base, [c for c in codes if c < len(base.tenants)], query
-        )
-        count = len(self._delta_faces)
-        if self._delta_live:
-            delta_rows = np.flatnonzero(np.isin(self._delta_codes[:count], codes))
-            if len(delta_rows):
-                delta_scores = np.concatenate([chunk @ query for chunk in self._chunks])
-                rows = np.concatenate([rows, base.count + delta_rows])
-                scores = np.concatenate([scores, delta_scores[delta_rows]])
-        return self._best_per_user(base, rows, scores, top_k)
-
-    def _best_per_user(
-        self,
-        base: SnapshotData,
-        rows: npt.NDArray[np.intp],
-        scores: npt.NDArray[np.float32],
-        top_k: int,
-    ) -> list[Hit]:
-        total = len(rows)
-        if total == 0 or top_k <= 0:
-            return []
-        pool = min(total, max(top_k * 8, 32))
-        while True:
-            # equal scores (the same photo enrolled twice): the later row, the newer face, first
-            if pool < total:
-                picked = np.argpartition(-scores, pool - 1)[:pool]
-                picked = picked[np.lexsort((-rows[picked], -scores[picked]))]
-            else:
-                picked = np.lexsort((-rows, -scores))
-            best: dict[uuid.UUID, Hit] = {}
-            for i in picked:
-                score = float(scores[i])
-                if not np.isfinite(score):
-                    break  # sorted: only removed rows are left
-                row = int(rows[i])
-                if row < base.count:
-                    user, face = words_uuid(base.user_ids[row]), words_uuid(base.face_ids[row])
-                else:
-                    user = self._delta_users[row - base.count]
-                    face = self._delta_faces[row - base.count]
-                if user not in best:
-                    best[user] = Hit(user, face, score)
-                    if len(best) == top_k:
-                        break
-            if len(best) == top_k or pool >= total:
-                return list(best.values())
-            pool = min(total, pool * 4)
-
-
-def _empty_data(model: str, dim: int) -> SnapshotData:
-    return build_snapshot(
-        0,
-        model,
-        dim,
-        np.zeros((0, 2), np.uint64),
-        np.zeros((0, 2), np.uint64),
-        np.zeros(0, np.int32),
-        [],
-        np.zeros((0, dim), np.float32),
-        1,
-    )
 
 
 def rows_from_lists(
@@ -416,7 +80,7 @@ def rows_from_lists(
     )
 
 
-class LeanGallery:
+class LeanGallery(LocalCopyGallery[LeanIndex]):
     """The ``embedded`` facesvc.gallery.backend.Gallery (see the module docstring)."""
 
     def __init__(
@@ -431,15 +95,12 @@ class LeanGallery:
         name: str = "embedded",
         database: str | None = None,
     ) -> None:
-        self.index = index
+        super().__init__(index, cipher, sessionmaker, name)
         # which database this is (SQLite: the file's real path; else the URL without its
         # password), part of the shared snapshots' names; None: the SQLite path, if any
         self._database = database or (
             os.path.realpath(sqlite_path) if sqlite_path is not None else None
         )
-        self.name = name
-        self._cipher = cipher
-        self._sessionmaker = sessionmaker
         self._sqlite_path = sqlite_path
         self._shared_dir = shared_dir
         self._store: SnapshotStore | None = None
@@ -463,14 +124,6 @@ class LeanGallery:
         if self._shared_dir is None:  # restored only into the RAM-backed shared folder
             self._cache_dir = None
 
-    def _sessions(self) -> async_sessionmaker[AsyncSession]:
-        if self._sessionmaker is None:
-            raise RuntimeError("LeanGallery was built without a sessionmaker")
-        return self._sessionmaker
-
-    def faces(self, session: AsyncSession) -> FaceRepository:
-        return FaceRepository(session, self._cipher)
-
     async def prepare(self) -> None:
         """Load the gallery while the models load (start() then only checks the dimension and
         catches up): at 1e6 faces the snapshot's build overlaps the model's warm-up."""
@@ -487,18 +140,11 @@ class LeanGallery:
         )
         return GalleryStats(self.name, len(self.index), self.index.users)
 
-    async def refresh(self) -> None:
-        async with session_scope(self._sessions()) as session:
-            await self.ensure_current(session)
-
     async def search(self, query: np.ndarray, top_k: int, tenant_id: uuid.UUID) -> GallerySearch:
         index = self.index
         if index.version < 0 or index.stale:
             await self.refresh()
         return GallerySearch(index.search(query, top_k, tenant_id), index.faces_of(tenant_id))
-
-    def size(self) -> int | None:
-        return len(self.index)
 
     def close(self) -> None:
         """Detach the snapshot and delete those no worker holds (the last worker's stop
@@ -838,12 +484,6 @@ class LeanGallery:
             ivf_min_size=2**62,
         )
 
-    async def _record(self, session: AsyncSession, change: GalleryChange) -> None:
-        state = GalleryStateRepository(session)
-        version = await state.bump()
-        await state.log_change(version, change.kind, change.key, self._cipher)
-        after_commit(session, lambda: self._applied(version, change))
-
     def _applied(self, version: int, change: GalleryChange) -> None:
         self.index.apply(version, change)
         if change.kind != "add":
@@ -908,24 +548,6 @@ class LeanGallery:
                 self._sealed.erase(before)
             except OSError as exc:
                 log.error("could not remove the sealed gallery snapshot after an erasure: %s", exc)
-
-    async def face_added(
-        self,
-        session: AsyncSession,
-        face_id: uuid.UUID,
-        user_id: uuid.UUID,
-        vector: np.ndarray,
-        model_name: str,
-        tenant_id: uuid.UUID,
-    ) -> None:
-        if model_name == self.index.model_name:
-            await self._record(session, GalleryChange("add", face_id, user_id, vector, tenant_id))
-
-    async def face_removed(self, session: AsyncSession, face_id: uuid.UUID) -> None:
-        await self._record(session, GalleryChange("remove_face", face_id))
-
-    async def user_removed(self, session: AsyncSession, user_id: uuid.UUID) -> None:
-        await self._record(session, GalleryChange("remove_user", user_id))
 
 
 def _seal_live(
