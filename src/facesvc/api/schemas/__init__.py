@@ -50,12 +50,7 @@ from facesvc.api.schemas.health import (
 )
 from facesvc.api.schemas.jobs import JobItemOut, JobKind, JobOut, JobPage, JobResultsJSON, JobState
 from facesvc.api.schemas.legacy import LegacyLoginResponse, LegacyRegisterResponse
-from facesvc.api.schemas.liveness import (
-    LivenessChallenge,
-    LivenessFrameOut,
-    LivenessSessionOut,
-    LivenessStatus,
-)
+from facesvc.api.schemas.liveness import LivenessFrameOut, LivenessSessionOut
 from facesvc.api.schemas.recognition import (
     Candidate,
     CompareResponse,
@@ -114,10 +109,8 @@ __all__ = [
     "LegacyLoginResponse",
     "LegacyRegisterResponse",
     "LiveResponse",
-    "LivenessChallenge",
     "LivenessFrameOut",
     "LivenessSessionOut",
-    "LivenessStatus",
     "MatchScore",
     "ModelRef",
     "ModelStatus",
