@@ -27,7 +27,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import erase_deleted_after_commit, session_scope
-from facesvc.db.models import Face, Job, JobItem, utcnow
+from facesvc.db.models import Face, Job, JobItem, JobState, utcnow
 from facesvc.errors import ImageError, QueueFullError, ServiceError
 from facesvc.gallery.backend import Gallery
 from facesvc.observability.request_id import bind_request_id, unbind_request_id
@@ -209,11 +209,11 @@ class JobRunner:
                         batch = [(item.id, self._image_of(item)) for item in items]
                 if revoked:  # a revoked key's work stops with it
                     await self._finish(
-                        job.id, "cancelled", "the API key that created it was revoked"
+                        job.id, JobState.CANCELLED, "the API key that created it was revoked"
                     )
                     return
                 if not batch:
-                    await self._finish(job.id, "succeeded")
+                    await self._finish(job.id, JobState.SUCCEEDED)
                     return
                 if job.kind == "enrol":
                     busy = await self._enrol(job, batch)
@@ -244,7 +244,7 @@ class JobRunner:
             log.error("job %s failed", job_id, exc_info=exc)
             with contextlib.suppress(Exception):
                 if await self._renew(job_id):
-                    await self._finish(job_id, "failed", INTERNAL_ERROR)
+                    await self._finish(job_id, JobState.FAILED, INTERNAL_ERROR)
 
     def _image_of(self, item: JobItem) -> bytes:
         if item.image is None:
@@ -336,7 +336,7 @@ class JobRunner:
                     return  # cancelled inside the database call
                 log.warning("job %s: could not renew the lease", job_id, exc_info=True)
 
-    async def _finish(self, job_id: uuid.UUID, state: str, error: str | None = None) -> None:
+    async def _finish(self, job_id: uuid.UUID, state: JobState, error: str | None = None) -> None:
         async with session_scope(self.sessionmaker) as session:
             jobs = JobRepository(session)
             now = utcnow()

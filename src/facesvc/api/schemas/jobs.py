@@ -13,11 +13,20 @@ from facesvc.api.schemas.analysis import DetectResponse
 from facesvc.api.schemas.common import Page
 from facesvc.api.schemas.users import FaceOut
 from facesvc.db import models as db
+from facesvc.db.models import ItemState, JobState
 from facesvc.errors import ImageError, ServiceError
 from facesvc.services.analysis import AnalysedImage
 
 JobKind = Literal["detect", "enrol"]
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+# The states as Literals of the enums' members rather than the enums themselves: the OpenAPI
+# document keeps listing the values in place instead of naming a component for each (mypy
+# refuses a member missing here, since a row's state is the whole enum).
+JobStateValue = Literal[
+    JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED
+]
+ItemStateValue = Literal[
+    ItemState.PENDING, ItemState.SUCCEEDED, ItemState.FAILED, ItemState.CANCELLED
+]
 
 
 class JobItemOut(BaseModel):
@@ -25,7 +34,7 @@ class JobItemOut(BaseModel):
     succeeded, else ``problem``."""
 
     index: int = Field(description="Position of the photo in the request", examples=[0])
-    state: Literal["pending", "succeeded", "failed", "cancelled"] = Field(
+    state: ItemStateValue = Field(
         description="cancelled: never processed (the job was cancelled or failed first)",
         examples=["succeeded"],
     )
@@ -39,9 +48,9 @@ class JobItemOut(BaseModel):
     def of(cls, kind: str, item: db.JobItem) -> JobItemOut:
         """A photo's outcome, read back from the JSON that ``JobResultsJSON`` stored."""
         out = cls(index=item.position, state=item.state)
-        if item.state == "failed" and item.result is not None:
+        if item.state == ItemState.FAILED and item.result is not None:
             out.problem = Problem.model_validate(item.result)
-        elif item.state == "succeeded" and item.result is not None:
+        elif item.state == ItemState.SUCCEEDED and item.result is not None:
             if kind == "detect":
                 out.detection = DetectResponse.model_validate(item.result)
             else:
@@ -68,7 +77,7 @@ class JobOut(BaseModel):
 
     id: uuid.UUID = Field(examples=["3f0c9a5e-2b7d-4c1a-8e6f-9d2b4a6c8e0f"])
     kind: JobKind = Field(description="detect or enrol", examples=["detect"])
-    state: JobState = Field(
+    state: JobStateValue = Field(
         description="queued, running, then succeeded (every photo processed; each may still "
         "have failed on its own), failed (the job stopped: see `error`) or cancelled",
         examples=["running"],
