@@ -48,7 +48,7 @@ from facesvc.api.schemas.health import (
     ReadyResponse,
     WorkerStatus,
 )
-from facesvc.api.schemas.jobs import JobItemOut, JobKind, JobOut, JobPage, JobResultsJSON
+from facesvc.api.schemas.jobs import JobItemOut, JobKind, JobOut, JobPage
 from facesvc.api.schemas.legacy import LegacyLoginResponse, LegacyRegisterResponse
 from facesvc.api.schemas.liveness import LivenessFrameOut, LivenessSessionOut
 from facesvc.api.schemas.recognition import (
@@ -98,7 +98,6 @@ __all__ = [
     "JobKind",
     "JobOut",
     "JobPage",
-    "JobResultsJSON",
     "KeyCreate",
     "KeyCreated",
     "KeyList",

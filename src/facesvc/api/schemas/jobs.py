@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from facesvc.api.problems import Problem, problem_of
+from facesvc.api.problems import Problem
 from facesvc.api.schemas.analysis import DetectResponse
 from facesvc.api.schemas.common import Page
 from facesvc.api.schemas.users import FaceOut
 from facesvc.db import models as db
 from facesvc.db.models import ItemState, JobState
-from facesvc.errors import ImageError, ServiceError
-from facesvc.services.analysis import AnalysedImage
+from facesvc.errors import problem_type
+from facesvc.services.job_results import (
+    DetectedRecord,
+    EnrolledRecord,
+    FailedRecord,
+    stored_version,
+)
 
 JobKind = Literal["detect", "enrol"]
 # The states as Literals of the enums' members rather than the enums themselves: the OpenAPI
@@ -46,30 +51,40 @@ class JobItemOut(BaseModel):
 
     @classmethod
     def of(cls, kind: str, item: db.JobItem) -> JobItemOut:
-        """A photo's outcome, read back from the JSON that ``JobResultsJSON`` stored."""
+        """A photo's outcome, rendered from the record the job runner stored
+        (services/job_results.py) as the API answers today."""
         out = cls(index=item.position, state=item.state)
-        if item.state == ItemState.FAILED and item.result is not None:
-            out.problem = Problem.model_validate(item.result)
-        elif item.state == ItemState.SUCCEEDED and item.result is not None:
-            if kind == "detect":
-                out.detection = DetectResponse.model_validate(item.result)
+        result = item.result
+        if result is None or item.state not in (ItemState.SUCCEEDED, ItemState.FAILED):
+            return out
+        failed = item.state == ItemState.FAILED
+        if stored_version(result) == 0:  # stored before records: the API's JSON of the time
+            if failed:
+                out.problem = Problem.model_validate(result)
+            elif kind == "detect":
+                out.detection = DetectResponse.model_validate(result)
             else:
-                out.face = FaceOut.model_validate(item.result)
+                out.face = FaceOut.model_validate(result)
+        elif failed:
+            out.problem = _problem_of(FailedRecord.model_validate(result))
+        elif kind == "detect":
+            out.detection = DetectResponse.of(DetectedRecord.model_validate(result).analysed())
+        else:
+            out.face = FaceOut.of(EnrolledRecord.model_validate(result).face())
         return out
 
 
-class JobResultsJSON:
-    """How the job runner stores a photo's outcome: as the JSON this API answers (read back
-    by ``JobItemOut.of``)."""
-
-    def detected(self, image: AnalysedImage) -> dict[str, Any]:
-        return DetectResponse.of(image).model_dump(mode="json")
-
-    def enrolled(self, face: db.Face) -> dict[str, Any]:
-        return FaceOut.of(face).model_dump(mode="json")
-
-    def failed(self, error: ServiceError | ImageError) -> dict[str, Any]:
-        return problem_of(error).model_dump(mode="json", exclude_none=True)
+def _problem_of(record: FailedRecord) -> Problem:
+    """The problem a failed photo's record names, titled as the catalogue titles it now. A
+    slug no longer in the catalogue (slugs are meant to stay: clients match on them) keeps
+    its type and detail, titled by the slug, as the 422 of a photo that could not be used."""
+    known = problem_type(record.slug)
+    return Problem(
+        type=f"/problems/{record.slug}",
+        title=known.title if known is not None else record.slug,
+        status=known.status if known is not None else 422,
+        detail=record.detail,
+    )
 
 
 class JobOut(BaseModel):
