@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from facesvc.api.schemas import JobResultsJSON
 from facesvc.db.engine import session_scope
 from facesvc.db.group_writer import DirectWriter, Writer
 from facesvc.gallery.backend import Gallery
@@ -88,8 +87,7 @@ class AppState:
 
     def _start_job_runner(self) -> None:
         """Run queued jobs in this worker once the models are ready (unless
-        FACESVC_JOB_RUNNER_ENABLED=false: this worker then only accepts jobs). Each photo's
-        outcome is stored as the JSON the API answers for it."""
+        FACESVC_JOB_RUNNER_ENABLED=false: this worker then only accepts jobs)."""
         if not self.settings.job_runner_enabled:
             return
         self.job_runner = JobRunner(
@@ -97,7 +95,6 @@ class AppState:
             self.analysis,
             self.gallery,
             self.cipher,
-            JobResultsJSON(),
             poll_interval_s=self.settings.job_poll_interval_s,
             enrolment=self.enrolment_options,
         )

@@ -16,7 +16,6 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import select, text, update
 
-from facesvc.api.schemas import JobResultsJSON
 from facesvc.app import create_app
 from facesvc.container import AppState
 from facesvc.db.engine import create_engine, create_sessionmaker, session_scope
@@ -124,11 +123,14 @@ async def test_detect_job_reports_every_photo(
     async with state.sessionmaker() as session:
         stored = (
             await session.execute(
-                select(JobItem.image, JobItem.key_id).where(JobItem.job_id == uuid.UUID(job["id"]))
+                select(JobItem.image, JobItem.key_id, JobItem.result).where(
+                    JobItem.job_id == uuid.UUID(job["id"])
+                )
             )
         ).all()
     assert len(stored) == 6
-    assert all(image is None and key_id is None for image, key_id in stored)  # erased
+    assert all(image is None and key_id is None for image, key_id, _ in stored)  # erased
+    assert {result["v"] for _, _, result in stored} == {1}  # records, not the API's JSON
 
 
 @pytest.mark.usefixtures("sensitive_attributes")
@@ -361,9 +363,7 @@ async def test_workers_never_claim_the_same_job(app: FastAPI, fresh_url: str) ->
             created = {(await service.create_detect([b"photo"])).id for _ in range(6)}
 
         def runner() -> JobRunner:
-            return JobRunner(
-                sessions, state.analysis, state.gallery, state.cipher, JobResultsJSON()
-            )
+            return JobRunner(sessions, state.analysis, state.gallery, state.cipher)
 
         runners = [runner() for _ in range(3)]
         claims = await asyncio.gather(*(r.claim_next() for r in runners for _ in range(3)))

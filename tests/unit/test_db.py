@@ -15,7 +15,7 @@ import numpy.typing as npt
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import delete, inspect, text
+from sqlalchemy import delete, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import ReflectedForeignKeyConstraint
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -38,7 +38,16 @@ from facesvc.db.migrate import (
     upgrade,
     upgrade_async,
 )
-from facesvc.db.models import DEFAULT_TENANT_ID, Face, Tenant, include_in_autogenerate
+from facesvc.db.models import (
+    DEFAULT_TENANT_ID,
+    Face,
+    ItemState,
+    Job,
+    JobItem,
+    JobState,
+    Tenant,
+    include_in_autogenerate,
+)
 from facesvc.errors import DuplicateExternalIdError
 from facesvc.repositories import FaceRepository, UserRepository
 from facesvc.security.crypto import EmbeddingCipher
@@ -482,6 +491,36 @@ async def test_duplicate_external_id_keeps_the_session_usable(
         await session.rollback()
     async with sessions() as session:
         assert await UserRepository(session, TENANT).get_by_name("Cid") is None
+
+
+async def test_job_states_are_stored_as_their_strings(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """JobState and ItemState are enums in the code and the same strings in the database as
+    before (no migration): rows read back as members; a state outside the enum is refused."""
+    from sqlalchemy.exc import StatementError
+
+    job = Job(tenant_id=TENANT, kind="detect", actor="test", scopes="verify", total=1)
+    async with session_scope(sessions) as session:
+        session.add(job)
+        await session.flush()
+        session.add(JobItem(job_id=job.id, position=0))
+    async with session_scope(sessions) as session:
+        raw = await session.execute(
+            text("SELECT j.state, i.state FROM jobs j JOIN job_items i ON i.job_id = j.id")
+        )
+        assert tuple(raw.one()) == ("queued", "pending")
+        await session.execute(text("UPDATE jobs SET state = 'running'"))
+    async with sessions() as session:
+        read = (await session.scalars(select(Job))).one()
+        item = (await session.scalars(select(JobItem))).one()
+    assert (type(read.state), read.state) == (JobState, JobState.RUNNING)
+    assert (type(item.state), item.state) == (ItemState, ItemState.PENDING)
+    async with sessions() as session:
+        stored = (await session.scalars(select(Job))).one()
+        stored.state = "done"  # type: ignore[assignment]
+        with pytest.raises(StatementError, match="'done' is not a valid JobState"):
+            await session.flush()
 
 
 def test_embedding_codec() -> None:

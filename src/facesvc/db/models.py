@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -35,11 +36,14 @@ __all__ = [
     "AuditEvent",
     "Base",
     "Face",
+    "ItemState",
     "Job",
     "JobItem",
+    "JobState",
     "LivenessFrame",
     "LivenessSession",
     "LoginAttempts",
+    "StringEnum",
     "Tenant",
     "UTCDateTime",
     "User",
@@ -84,6 +88,28 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class StringEnum(TypeDecorator[E]):
+    """A ``StrEnum`` kept as its value in a plain ``VARCHAR`` (no database enum type: a new
+    member needs no migration) and read back as the member. A value outside the enum is
+    refused when written."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[E], length: int) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum(value)
 
 
 class Base(DeclarativeBase):
@@ -290,6 +316,30 @@ class AuditEvent(Base):
     )
 
 
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"  # leased by one worker's runner
+    SUCCEEDED = "succeeded"  # every photo processed (each may still have failed on its own)
+    FAILED = "failed"  # the job stopped: ``jobs.error`` says why
+    CANCELLED = "cancelled"
+
+    @classmethod
+    def active(cls) -> tuple[JobState, ...]:
+        """The states a job leaves (by cancel, or its runner); the others are final."""
+        return cls.QUEUED, cls.RUNNING
+
+    @property
+    def is_final(self) -> bool:
+        return self not in JobState.active()
+
+
+class ItemState(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"  # never processed: the job was cancelled or failed first
+
+
 class Job(Base):
     """Detection or enrolment of many photos, run in the background (workers/job_runner.py).
 
@@ -310,8 +360,9 @@ class Job(Base):
         Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
     )
     kind: Mapped[str] = mapped_column(String(20), nullable=False)  # detect | enrol
-    # queued | running | succeeded | failed | cancelled
-    state: Mapped[str] = mapped_column(String(20), nullable=False, default="queued")
+    state: Mapped[JobState] = mapped_column(
+        StringEnum(JobState, 20), nullable=False, default=JobState.QUEUED
+    )
     # An enrol job's user; deleting the user deletes the job and its pending photos.
     user_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True
@@ -349,8 +400,9 @@ class JobItem(Base):
         Uuid, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
     )
     position: Mapped[int] = mapped_column(Integer, nullable=False)
-    # pending | succeeded | failed | cancelled (never processed)
-    state: Mapped[str] = mapped_column(String(20), nullable=False, default="pending")
+    state: Mapped[ItemState] = mapped_column(
+        StringEnum(ItemState, 20), nullable=False, default=ItemState.PENDING
+    )
     image: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     key_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -17,10 +17,8 @@ from sqlalchemy import func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
-from facesvc.db.models import Job, JobItem, UTCDateTime
+from facesvc.db.models import ItemState, Job, JobItem, JobState, UTCDateTime
 from facesvc.security.crypto import EmbeddingCipher
-
-ACTIVE_STATES = ("queued", "running")
 
 
 class JobRepository:
@@ -72,8 +70,8 @@ class JobRepository:
         """Cancel a queued or running job and erase the photos not processed yet."""
         cancelled = await self._session.scalars(
             update(Job)
-            .where(Job.id == job_id, Job.state.in_(ACTIVE_STATES))
-            .values(state="cancelled", finished_at=now, runner_id=None)
+            .where(Job.id == job_id, Job.state.in_(JobState.active()))
+            .values(state=JobState.CANCELLED, finished_at=now, runner_id=None)
             .returning(Job.id)
         )
         if cancelled.first() is None:
@@ -85,8 +83,8 @@ class JobRepository:
         """The items not processed yet will never be: erase their photos."""
         await self._session.execute(
             update(JobItem)
-            .where(JobItem.job_id == job_id, JobItem.state == "pending")
-            .values(state="cancelled", image=None, key_id=None, finished_at=now)
+            .where(JobItem.job_id == job_id, JobItem.state == ItemState.PENDING)
+            .values(state=ItemState.CANCELLED, image=None, key_id=None, finished_at=now)
         )
 
     # --- the runner's side: claim, lease, progress ----------------------------------------
@@ -95,7 +93,7 @@ class JobRepository:
         """The oldest queued jobs (candidates: another worker may claim them first)."""
         stmt = (
             select(Job.id)
-            .where(Job.state == "queued")
+            .where(Job.state == JobState.QUEUED)
             .order_by(Job.created_at, Job.id)
             .limit(limit)
         )
@@ -105,9 +103,9 @@ class JobRepository:
         """The job, now running under ``runner_id``; None if it is no longer queued."""
         claimed = await self._session.scalars(
             update(Job)
-            .where(Job.id == job_id, Job.state == "queued")
+            .where(Job.id == job_id, Job.state == JobState.QUEUED)
             .values(
-                state="running",
+                state=JobState.RUNNING,
                 runner_id=runner_id,
                 heartbeat_at=now,
                 started_at=func.coalesce(Job.started_at, literal(now, UTCDateTime())),
@@ -119,15 +117,19 @@ class JobRepository:
         return await self._session.get(Job, job_id, populate_existing=True)
 
     async def stale_ids(self, heartbeat_before: datetime) -> list[uuid.UUID]:
-        stmt = select(Job.id).where(Job.state == "running", Job.heartbeat_at < heartbeat_before)
+        stmt = select(Job.id).where(
+            Job.state == JobState.RUNNING, Job.heartbeat_at < heartbeat_before
+        )
         return list((await self._session.scalars(stmt)).all())
 
     async def requeue_stale(self, job_id: uuid.UUID, heartbeat_before: datetime) -> bool:
         """Queue a running job again if its runner's lease ran out (its worker died)."""
         requeued = await self._session.scalars(
             update(Job)
-            .where(Job.id == job_id, Job.state == "running", Job.heartbeat_at < heartbeat_before)
-            .values(state="queued", runner_id=None)
+            .where(
+                Job.id == job_id, Job.state == JobState.RUNNING, Job.heartbeat_at < heartbeat_before
+            )
+            .values(state=JobState.QUEUED, runner_id=None)
             .returning(Job.id)
         )
         return requeued.first() is not None
@@ -137,7 +139,7 @@ class JobRepository:
         deleted, or taken over after the lease ran out)."""
         renewed = await self._session.scalars(
             update(Job)
-            .where(Job.id == job_id, Job.state == "running", Job.runner_id == runner_id)
+            .where(Job.id == job_id, Job.state == JobState.RUNNING, Job.runner_id == runner_id)
             .values(heartbeat_at=now)
             .returning(Job.id)
         )
@@ -147,8 +149,8 @@ class JobRepository:
         """Hand a running job back to the queue (the worker is stopping)."""
         released = await self._session.scalars(
             update(Job)
-            .where(Job.id == job_id, Job.state == "running", Job.runner_id == runner_id)
-            .values(state="queued", runner_id=None)
+            .where(Job.id == job_id, Job.state == JobState.RUNNING, Job.runner_id == runner_id)
+            .values(state=JobState.QUEUED, runner_id=None)
             .returning(Job.id)
         )
         return released.first() is not None
@@ -157,7 +159,7 @@ class JobRepository:
         """The next unprocessed items, photos included."""
         stmt = (
             select(JobItem)
-            .where(JobItem.job_id == job_id, JobItem.state == "pending")
+            .where(JobItem.job_id == job_id, JobItem.state == ItemState.PENDING)
             .order_by(JobItem.position)
             .limit(limit)
         )
@@ -179,7 +181,7 @@ class JobRepository:
         was already processed: the caller rolls back whatever it did for the item."""
         counted = await self._session.scalars(
             update(Job)
-            .where(Job.id == job_id, Job.state == "running", Job.runner_id == runner_id)
+            .where(Job.id == job_id, Job.state == JobState.RUNNING, Job.runner_id == runner_id)
             .values(
                 done=Job.done + 1,
                 failed=Job.failed + (1 if failed else 0),
@@ -191,9 +193,9 @@ class JobRepository:
             return False
         stored = await self._session.scalars(
             update(JobItem)
-            .where(JobItem.id == item_id, JobItem.state == "pending")
+            .where(JobItem.id == item_id, JobItem.state == ItemState.PENDING)
             .values(
-                state="failed" if failed else "succeeded",
+                state=ItemState.FAILED if failed else ItemState.SUCCEEDED,
                 result=result,
                 image=None,
                 key_id=None,
@@ -207,13 +209,13 @@ class JobRepository:
         self,
         job_id: uuid.UUID,
         runner_id: str,
-        state: str,
+        state: JobState,
         now: datetime,
         error: str | None = None,
     ) -> bool:
         finished = await self._session.scalars(
             update(Job)
-            .where(Job.id == job_id, Job.state == "running", Job.runner_id == runner_id)
+            .where(Job.id == job_id, Job.state == JobState.RUNNING, Job.runner_id == runner_id)
             .values(state=state, finished_at=now, error=error, runner_id=None)
             .returning(Job.id)
         )

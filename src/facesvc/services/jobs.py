@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from facesvc.db.engine import after_commit, erase_deleted_after_commit
-from facesvc.db.models import Job, JobItem, utcnow
+from facesvc.db.models import ItemState, Job, JobItem, JobState, utcnow
 from facesvc.errors import (
     JobFinishedError,
     JobNotFoundError,
@@ -26,7 +26,6 @@ from facesvc.security.keys import Caller
 from facesvc.services.enrolment import require_consent, require_user
 
 MAX_JOB_IMAGES = 500
-FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 
 
 def _visible_kinds(caller: Caller) -> tuple[str, ...]:
@@ -72,7 +71,7 @@ class JobService:
             id=uuid.uuid4(),
             tenant_id=caller.tenant_id,
             kind=kind,
-            state="queued",
+            state=JobState.QUEUED,
             user_id=user_id,
             key_id=caller.key_id,
             actor=caller.actor,
@@ -92,7 +91,7 @@ class JobService:
                     id=item_id,
                     job_id=job.id,
                     position=position,
-                    state="pending",
+                    state=ItemState.PENDING,
                     image=sealed,
                     key_id=key_id,
                 )
@@ -120,11 +119,12 @@ class JobService:
         """Cancel a queued or running job: photos not processed yet never will be, and are
         erased. Cancelling a cancelled job again changes nothing."""
         job = await self.get(job_id)
-        if job.state == "cancelled":
+        if job.state == JobState.CANCELLED:
             return job
         cancelled = await self.jobs.cancel(job.id, utcnow())
-        await self.session.refresh(job)
-        if not cancelled and job.state != "cancelled":  # it finished (or was cancelled) first
+        await self.session.refresh(job)  # a new state: mypy still narrows the one read above
+        # it finished (or was cancelled) first
+        if not cancelled and job.state != JobState.CANCELLED:  # type: ignore[comparison-overlap]
             raise JobFinishedError(f"job {job_id} has already {job.state}")
         erase_deleted_after_commit(self.session)
         return job

@@ -2,8 +2,9 @@
 
 :class:`JobRunner`, one per worker, claims queued jobs one at a time and processes their
 photos a few at a time (the models batch concurrent photos), through the same services as
-the routes. Each photo's result is committed with the job's progress, and its bytes are
-erased, in one transaction: a photo is processed once, whatever crashes.
+the routes. Each photo's result (a versioned record: facesvc.services.job_results) is
+committed with the job's progress, and its bytes are erased, in one transaction: a photo is
+processed once, whatever crashes.
 
 A running job is leased: its runner renews ``heartbeat_at`` while it works. A job whose
 lease ran out (its worker died) is queued again by any runner and resumes where it stopped;
@@ -21,13 +22,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import erase_deleted_after_commit, session_scope
-from facesvc.db.models import Face, Job, JobItem, utcnow
+from facesvc.db.models import Job, JobItem, JobState, utcnow
 from facesvc.errors import ImageError, QueueFullError, ServiceError
 from facesvc.gallery.backend import Gallery
 from facesvc.observability.request_id import bind_request_id, unbind_request_id
@@ -35,8 +36,9 @@ from facesvc.repositories.jobs import JobRepository
 from facesvc.repositories.keys import ApiKeyRepository
 from facesvc.security.crypto import EmbeddingCipher
 from facesvc.security.keys import Caller
-from facesvc.services.analysis import AnalysedImage, FaceAnalysisService
+from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.enrolment import EnrolmentOptions, EnrolmentService
+from facesvc.services.job_results import DetectedRecord, EnrolledRecord, FailedRecord
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +49,6 @@ LEASE_S = 30.0  # a running job whose heartbeat is older was left by a dead work
 BUSY_BACKOFF_S = 1.0  # the models' queues are full (the API has priority): wait, retry
 ERROR_BACKOFF_S = 2.0  # the database failed the runner's own bookkeeping
 INTERNAL_ERROR = "internal error while running the job (the service log has the details)"
-
-
-class JobResults(Protocol):
-    """How a photo's outcome is stored: as the JSON the API answers (the API layer gives it)."""
-
-    def detected(self, image: AnalysedImage) -> dict[str, Any]: ...
-
-    def enrolled(self, face: Face) -> dict[str, Any]: ...
-
-    def failed(self, error: ServiceError | ImageError) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -91,7 +83,6 @@ class JobRunner:
         analysis: FaceAnalysisService,
         gallery: Gallery,
         cipher: EmbeddingCipher,
-        results: JobResults,
         *,
         poll_interval_s: float = 0.2,
         lease_s: float = LEASE_S,
@@ -102,7 +93,6 @@ class JobRunner:
         self.analysis = analysis
         self.gallery = gallery
         self.cipher = cipher
-        self.results = results
         self.poll_interval_s = poll_interval_s
         self.lease_s = lease_s
         self.runner_id = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -209,11 +199,11 @@ class JobRunner:
                         batch = [(item.id, self._image_of(item)) for item in items]
                 if revoked:  # a revoked key's work stops with it
                     await self._finish(
-                        job.id, "cancelled", "the API key that created it was revoked"
+                        job.id, JobState.CANCELLED, "the API key that created it was revoked"
                     )
                     return
                 if not batch:
-                    await self._finish(job.id, "succeeded")
+                    await self._finish(job.id, JobState.SUCCEEDED)
                     return
                 if job.kind == "enrol":
                     busy = await self._enrol(job, batch)
@@ -244,7 +234,7 @@ class JobRunner:
             log.error("job %s failed", job_id, exc_info=exc)
             with contextlib.suppress(Exception):
                 if await self._renew(job_id):
-                    await self._finish(job_id, "failed", INTERNAL_ERROR)
+                    await self._finish(job_id, JobState.FAILED, INTERNAL_ERROR)
 
     def _image_of(self, item: JobItem) -> bytes:
         if item.image is None:
@@ -261,11 +251,11 @@ class JobRunner:
                 busy = True  # stays pending: the next round takes it again
                 continue
             if isinstance(outcome, ServiceError | ImageError):
-                failed, result = True, self.results.failed(outcome)
+                failed, result = True, FailedRecord.of(outcome).stored()
             elif isinstance(outcome, BaseException):
                 raise outcome
             else:
-                failed, result = False, self.results.detected(outcome)
+                failed, result = False, DetectedRecord.of(outcome).stored()
             async with session_scope(self.sessionmaker) as session:
                 await self._store(session, job_id, item_id, failed=failed, result=result)
         return busy
@@ -285,9 +275,9 @@ class JobRunner:
                     try:
                         face = await enrolment.enrol(user_id, data, consent=True)
                     except (ServiceError, ImageError) as error:  # raised before any write
-                        failed, result = True, self.results.failed(error)
+                        failed, result = True, FailedRecord.of(error).stored()
                     else:
-                        failed, result = False, self.results.enrolled(face)
+                        failed, result = False, EnrolledRecord.of(face).stored()
                     await self._store(session, job.id, item_id, failed=failed, result=result)
             except QueueFullError:
                 return True
@@ -336,7 +326,7 @@ class JobRunner:
                     return  # cancelled inside the database call
                 log.warning("job %s: could not renew the lease", job_id, exc_info=True)
 
-    async def _finish(self, job_id: uuid.UUID, state: str, error: str | None = None) -> None:
+    async def _finish(self, job_id: uuid.UUID, state: JobState, error: str | None = None) -> None:
         async with session_scope(self.sessionmaker) as session:
             jobs = JobRepository(session)
             now = utcnow()

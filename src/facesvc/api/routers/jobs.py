@@ -21,7 +21,7 @@ from facesvc.api.deps import (
 from facesvc.api.problems import problem_responses
 from facesvc.api.schemas import JobOut, JobPage
 from facesvc.db.models import Job
-from facesvc.services.jobs import FINAL_STATES, MAX_JOB_IMAGES, JobService
+from facesvc.services.jobs import MAX_JOB_IMAGES, JobService
 
 router = APIRouter(
     prefix="/v1/jobs",
@@ -142,7 +142,7 @@ async def list_jobs(
 )
 async def get_job(job_id: JobId, jobs: JobServiceDep) -> JobOut:
     job = await jobs.get(job_id)
-    return JobOut.of(job, await jobs.items(job) if job.state in FINAL_STATES else None)
+    return JobOut.of(job, await jobs.items(job) if job.state.is_final else None)
 
 
 @router.delete(

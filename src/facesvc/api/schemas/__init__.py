@@ -48,14 +48,9 @@ from facesvc.api.schemas.health import (
     ReadyResponse,
     WorkerStatus,
 )
-from facesvc.api.schemas.jobs import JobItemOut, JobKind, JobOut, JobPage, JobResultsJSON, JobState
+from facesvc.api.schemas.jobs import JobItemOut, JobKind, JobOut, JobPage
 from facesvc.api.schemas.legacy import LegacyLoginResponse, LegacyRegisterResponse
-from facesvc.api.schemas.liveness import (
-    LivenessChallenge,
-    LivenessFrameOut,
-    LivenessSessionOut,
-    LivenessStatus,
-)
+from facesvc.api.schemas.liveness import LivenessFrameOut, LivenessSessionOut
 from facesvc.api.schemas.recognition import (
     Candidate,
     CompareResponse,
@@ -103,8 +98,6 @@ __all__ = [
     "JobKind",
     "JobOut",
     "JobPage",
-    "JobResultsJSON",
-    "JobState",
     "KeyCreate",
     "KeyCreated",
     "KeyList",
@@ -114,10 +107,8 @@ __all__ = [
     "LegacyLoginResponse",
     "LegacyRegisterResponse",
     "LiveResponse",
-    "LivenessChallenge",
     "LivenessFrameOut",
     "LivenessSessionOut",
-    "LivenessStatus",
     "MatchScore",
     "ModelRef",
     "ModelStatus",

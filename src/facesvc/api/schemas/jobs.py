@@ -4,20 +4,34 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from facesvc.api.problems import Problem, problem_of
+from facesvc.api.problems import Problem
 from facesvc.api.schemas.analysis import DetectResponse
 from facesvc.api.schemas.common import Page
 from facesvc.api.schemas.users import FaceOut
 from facesvc.db import models as db
-from facesvc.errors import ImageError, ServiceError
-from facesvc.services.analysis import AnalysedImage
+from facesvc.db.models import ItemState, JobState
+from facesvc.errors import problem_type
+from facesvc.services.job_results import (
+    DetectedRecord,
+    EnrolledRecord,
+    FailedRecord,
+    stored_version,
+)
 
 JobKind = Literal["detect", "enrol"]
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+# The states as Literals of the enums' members rather than the enums themselves: the OpenAPI
+# document keeps listing the values in place instead of naming a component for each (mypy
+# refuses a member missing here, since a row's state is the whole enum).
+JobStateValue = Literal[
+    JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED
+]
+ItemStateValue = Literal[
+    ItemState.PENDING, ItemState.SUCCEEDED, ItemState.FAILED, ItemState.CANCELLED
+]
 
 
 class JobItemOut(BaseModel):
@@ -25,7 +39,7 @@ class JobItemOut(BaseModel):
     succeeded, else ``problem``."""
 
     index: int = Field(description="Position of the photo in the request", examples=[0])
-    state: Literal["pending", "succeeded", "failed", "cancelled"] = Field(
+    state: ItemStateValue = Field(
         description="cancelled: never processed (the job was cancelled or failed first)",
         examples=["succeeded"],
     )
@@ -37,30 +51,40 @@ class JobItemOut(BaseModel):
 
     @classmethod
     def of(cls, kind: str, item: db.JobItem) -> JobItemOut:
-        """A photo's outcome, read back from the JSON that ``JobResultsJSON`` stored."""
+        """A photo's outcome, rendered from the record the job runner stored
+        (services/job_results.py) as the API answers today."""
         out = cls(index=item.position, state=item.state)
-        if item.state == "failed" and item.result is not None:
-            out.problem = Problem.model_validate(item.result)
-        elif item.state == "succeeded" and item.result is not None:
-            if kind == "detect":
-                out.detection = DetectResponse.model_validate(item.result)
+        result = item.result
+        if result is None or item.state not in (ItemState.SUCCEEDED, ItemState.FAILED):
+            return out
+        failed = item.state == ItemState.FAILED
+        if stored_version(result) == 0:  # stored before records: the API's JSON of the time
+            if failed:
+                out.problem = Problem.model_validate(result)
+            elif kind == "detect":
+                out.detection = DetectResponse.model_validate(result)
             else:
-                out.face = FaceOut.model_validate(item.result)
+                out.face = FaceOut.model_validate(result)
+        elif failed:
+            out.problem = _problem_of(FailedRecord.model_validate(result))
+        elif kind == "detect":
+            out.detection = DetectResponse.of(DetectedRecord.model_validate(result).analysed())
+        else:
+            out.face = FaceOut.of(EnrolledRecord.model_validate(result).face())
         return out
 
 
-class JobResultsJSON:
-    """How the job runner stores a photo's outcome: as the JSON this API answers (read back
-    by ``JobItemOut.of``)."""
-
-    def detected(self, image: AnalysedImage) -> dict[str, Any]:
-        return DetectResponse.of(image).model_dump(mode="json")
-
-    def enrolled(self, face: db.Face) -> dict[str, Any]:
-        return FaceOut.of(face).model_dump(mode="json")
-
-    def failed(self, error: ServiceError | ImageError) -> dict[str, Any]:
-        return problem_of(error).model_dump(mode="json", exclude_none=True)
+def _problem_of(record: FailedRecord) -> Problem:
+    """The problem a failed photo's record names, titled as the catalogue titles it now. A
+    slug no longer in the catalogue (slugs are meant to stay: clients match on them) keeps
+    its type and detail, titled by the slug, as the 422 of a photo that could not be used."""
+    known = problem_type(record.slug)
+    return Problem(
+        type=f"/problems/{record.slug}",
+        title=known.title if known is not None else record.slug,
+        status=known.status if known is not None else 422,
+        detail=record.detail,
+    )
 
 
 class JobOut(BaseModel):
@@ -68,7 +92,7 @@ class JobOut(BaseModel):
 
     id: uuid.UUID = Field(examples=["3f0c9a5e-2b7d-4c1a-8e6f-9d2b4a6c8e0f"])
     kind: JobKind = Field(description="detect or enrol", examples=["detect"])
-    state: JobState = Field(
+    state: JobStateValue = Field(
         description="queued, running, then succeeded (every photo processed; each may still "
         "have failed on its own), failed (the job stopped: see `error`) or cancelled",
         examples=["running"],

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from facesvc.api.schemas.common import Score
-from facesvc.services.liveness.checker import REASON_TEXT
+from facesvc.services.liveness.checker import REASON_TEXT, Challenge, FailureReason, Status
 from facesvc.services.liveness.service import LivenessView
-
-LivenessChallenge = Literal["turn_left", "turn_right", "blink", "open_mouth"]
-LivenessStatus = Literal["in_progress", "passed", "failed", "expired"]
 
 
 class LivenessFrameOut(BaseModel):
     """What one frame showed (for prompting the user: "turn further", "one face only")."""
 
     faces: int = Field(description="Faces found in the frame", examples=[1])
-    completed: LivenessChallenge | None = Field(
+    completed: Challenge | None = Field(
         default=None, description="The challenge this frame completed, if any", examples=[None]
     )
     eye_openness: float | None = Field(
@@ -56,26 +52,21 @@ class LivenessSessionOut(BaseModel):
     """A liveness session: its challenges, how far it got, and its outcome."""
 
     id: uuid.UUID = Field(examples=["9b2e4c6a-1d3f-4a5b-8c7d-0e1f2a3b4c5d"])
-    status: LivenessStatus = Field(
+    status: Status = Field(
         description="in_progress until every challenge is done (passed), a rule is broken "
         "(failed: see `reason`) or its time runs out (expired)",
         examples=["in_progress"],
     )
-    reason: str | None = Field(
-        default=None,
-        description="Why it failed: wrong-order, multiple-faces, different-person, no-motion, "
-        "replayed-frames, challenges-not-completed, presentation-attack, expired",
-        examples=[None],
-    )
+    reason: FailureReason | None = Field(default=None, description="Why it failed", examples=[None])
     reason_text: str | None = Field(
         default=None, description="The reason in words", examples=[None]
     )
-    challenges: list[LivenessChallenge] = Field(
+    challenges: list[Challenge] = Field(
         description="What to do, in this order (the person's own left and right)",
         examples=[["blink", "turn_left", "open_mouth"]],
     )
     completed: int = Field(description="Challenges done so far, in order", examples=[1])
-    current: LivenessChallenge | None = Field(
+    current: Challenge | None = Field(
         default=None,
         description="The challenge to show the person now (null once the session ended)",
         examples=["turn_left"],

@@ -53,7 +53,7 @@ _SIGNAL: dict[Challenge, str] = {
     "blink": "eyes",
     "open_mouth": "mouth",
 }
-REASON_TEXT: dict[str, str] = {
+REASON_TEXT: dict[FailureReason, str] = {
     "wrong-order": "a later challenge was done before the current one",
     "multiple-faces": "more than one face was in a frame",
     "different-person": "the face changed between frames",

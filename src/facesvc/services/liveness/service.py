@@ -38,6 +38,7 @@ from facesvc.services.audit import AuditTrail
 from facesvc.services.liveness.checker import (
     CHALLENGES,
     Challenge,
+    FailureReason,
     FrameResult,
     LivenessChecker,
     LivenessProgress,
@@ -111,7 +112,7 @@ class LivenessView:
 
     id: uuid.UUID
     status: Status
-    reason: str | None
+    reason: FailureReason | None
     challenges: list[Challenge]
     done: int
     frames: int
@@ -128,7 +129,7 @@ class LivenessView:
         return self.challenges[self.done]
 
 
-def _status(row: LivenessSession, now: datetime) -> tuple[Status, str | None]:
+def _status(row: LivenessSession, now: datetime) -> tuple[Status, FailureReason | None]:
     """A session still in progress, or passed but not used, at its expiry has expired."""
     if row.status != "failed" and row.used_at is None and now >= row.expires_at:
         return "expired", "expired"
