@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import session_scope
 from facesvc.db.group_writer import DirectWriter, Writer
+from facesvc.errors import ConfigurationError
 from facesvc.gallery.backend import Gallery
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.quality import DEFAULT_THRESHOLDS
@@ -214,10 +215,6 @@ class AppState:
                 for m in self.registry.info()
             ),
         )
-
-
-class ConfigurationError(RuntimeError):
-    """The settings are unsafe or inconsistent: the service refuses to start."""
 
 
 def data_cipher(settings: Settings) -> EmbeddingCipher:

@@ -9,7 +9,9 @@ string to mistype.
 
 Classes without a ``slug`` (``ServiceError``, ``NotFoundError``, ``ImageError`` ...) are
 families, caught by callers that handle a whole kind of problem; only their subclasses are
-raised. This module imports nothing from facesvc: every layer, inference included, may use it.
+raised. ``ConfigurationError``, at the end, is no problem type: settings the service refuses to
+start with. This module imports nothing from facesvc: every layer, inference included, may use
+it.
 """
 
 from __future__ import annotations
@@ -515,3 +517,11 @@ class TooManyFramesError(ServiceError):
         "Send at most FACESVC_LIVENESS_MAX_FRAMES_PER_REQUEST frames per request; send the "
         "rest in further requests."
     )
+
+
+# --- start-up: not a problem type (no request is answered with it) --------------------------
+
+
+class ConfigurationError(RuntimeError):
+    """The settings are unsafe or inconsistent: the service refuses to start (raised by the
+    container for the data key, by a gallery backend for its database)."""

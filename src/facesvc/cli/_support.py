@@ -29,7 +29,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 def configured_cipher(settings: Settings) -> EmbeddingCipher:
     """The data cipher the settings describe; exit 2 when they are unsafe or malformed."""
-    from facesvc.container import ConfigurationError, data_cipher
+    from facesvc.container import data_cipher
+    from facesvc.errors import ConfigurationError
 
     try:
         return data_cipher(settings)
@@ -43,7 +44,8 @@ async def running_state(settings: Settings) -> AsyncIterator[AppState]:
 
     Settings the container refuses (no or a malformed data key, a model not in the manifest,
     unknown liveness challenges) exit 2 with one line; a missing model file exits 1."""
-    from facesvc.container import ConfigurationError, build_state
+    from facesvc.container import build_state
+    from facesvc.errors import ConfigurationError
     from facesvc.inference.registry import ModelFileError
 
     try:

@@ -57,7 +57,7 @@ class PgVectorGallery:
         return FaceRepository(session, self._cipher)
 
     async def start(self, dim: int) -> GalleryStats:
-        from facesvc.container import ConfigurationError
+        from facesvc.errors import ConfigurationError
 
         if is_sqlite(self._database_url):
             raise ConfigurationError(
