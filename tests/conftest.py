@@ -23,7 +23,8 @@ from facesvc.db.engine import session_scope
 from facesvc.db.migrate import upgrade_async
 from facesvc.security.crypto import generate_data_key
 from facesvc.security.keys import Caller, generate_api_key
-from facesvc.services.keys import ApiKeyService, tenant_named_or_new
+from facesvc.services.keys import ApiKeyService
+from facesvc.services.tenants import tenant_named_or_new
 from facesvc.settings import ENV_FILE_VARIABLE, Settings
 from tests.support.backends import chosen_backends
 from tests.support.pg import (  # noqa: F401  (fixtures, for the PostgreSQL runs)

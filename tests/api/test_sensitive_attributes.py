@@ -20,7 +20,7 @@ from facesvc.container import AppState
 from facesvc.errors import AttributesNotEnabledError
 from facesvc.security.keys import Caller
 from facesvc.services.analysis import require_attributes_allowed
-from facesvc.services.keys import tenant_named
+from facesvc.services.tenants import tenant_named
 from tests.api.test_errors import assert_problem
 from tests.conftest import MakeClient, image_file, lfw_image, new_key, set_sensitive_attributes
 

@@ -594,7 +594,7 @@ async def test_a_restart_sees_the_same_data(database_url: str) -> None:
 async def test_users_of_another_tenant_are_invisible(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    from facesvc.repositories.keys import TenantRepository
+    from facesvc.repositories.tenants import TenantRepository
 
     async with session_scope(sessions) as session:
         other = await TenantRepository(session).get_or_create("other")

@@ -21,7 +21,8 @@ from facesvc.inference.devices import (
 )
 from facesvc.security.keys import Caller
 from facesvc.services import keys as key_service
-from facesvc.services.keys import ApiKeyService, CallerCache, KeyChangeStamp, tenant_named_or_new
+from facesvc.services.keys import ApiKeyService, CallerCache, KeyChangeStamp
+from facesvc.services.tenants import tenant_named_or_new
 
 
 @contextmanager

@@ -83,7 +83,7 @@ async def operator_session(
     operator acting in tenant ``tenant``; exit 2 when it does not exist (unless ``create``)."""
     from facesvc.db.engine import session_scope
     from facesvc.security.keys import Caller
-    from facesvc.services.keys import tenant_named, tenant_named_or_new
+    from facesvc.services.tenants import tenant_named, tenant_named_or_new
     from facesvc.settings import Settings
 
     async with database(Settings()) as sessions, session_scope(sessions) as session:

@@ -33,7 +33,7 @@ def enrol(
     from facesvc.db.engine import session_scope
     from facesvc.security.keys import Caller
     from facesvc.services.folder_enrolment import FolderReport, enrol_folder, people_in
-    from facesvc.services.keys import tenant_named_or_new
+    from facesvc.services.tenants import tenant_named_or_new
 
     if not consent:
         raise fail("faces are biometric data: pass --consent to confirm it was given", 2)

@@ -24,7 +24,7 @@ from facesvc.inference.images import encode_jpeg
 from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.quality import FaceQuality, QualityThresholds, assess_face
 from facesvc.inference.types import AnalysedFace, Box
-from facesvc.repositories.keys import TenantRepository
+from facesvc.repositories.tenants import TenantRepository
 from facesvc.security.keys import Caller
 
 # The crop kept for re-embedding (FACESVC_STORE_FACE_CROPS): the face box widened this much,

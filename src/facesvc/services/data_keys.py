@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from facesvc.db.engine import session_scope
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.jobs import JobRepository
-from facesvc.repositories.keys import TenantRepository
+from facesvc.repositories.tenants import TenantRepository
 from facesvc.security.crypto import EmbeddingCipher
 from facesvc.security.keys import Caller
 from facesvc.services.audit import AuditTrail

@@ -15,9 +15,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import after_commit, session_scope
-from facesvc.db.models import DEFAULT_TENANT_NAME, ApiKey, Tenant, utcnow
+from facesvc.db.models import DEFAULT_TENANT_NAME, ApiKey, utcnow
 from facesvc.errors import KeyNotFoundError
-from facesvc.repositories.keys import ApiKeyRepository, TenantRepository
+from facesvc.repositories.keys import ApiKeyRepository
+from facesvc.repositories.tenants import TenantRepository
 from facesvc.security.keys import (
     KEY_PREFIX,
     Caller,
@@ -207,11 +208,3 @@ def forget_cached_callers(session: AsyncSession) -> None:
     stamp = KeyChangeStamp.for_database(url.render_as_string(hide_password=True))
     if stamp is not None:
         after_commit(session, stamp.bump)
-
-
-async def tenant_named(session: AsyncSession, name: str) -> Tenant | None:
-    return await TenantRepository(session).by_name(name)
-
-
-async def tenant_named_or_new(session: AsyncSession, name: str) -> Tenant:
-    return await TenantRepository(session).get_or_create(name)

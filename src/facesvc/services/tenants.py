@@ -1,11 +1,11 @@
-"""The caller's tenant and its settings."""
+"""Tenants: the caller's tenant and its settings; a tenant by name (the CLI)."""
 
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from facesvc.db.models import Tenant
-from facesvc.repositories.keys import TenantRepository
+from facesvc.repositories.tenants import TenantRepository
 from facesvc.security.keys import Caller
 from facesvc.services.audit import AuditTrail
 from facesvc.services.keys import forget_cached_callers
@@ -41,3 +41,11 @@ class TenantService:
         if changed:  # callers carry both (Caller.require_liveness, .sensitive_attributes)
             forget_cached_callers(self.session)
         return tenant
+
+
+async def tenant_named(session: AsyncSession, name: str) -> Tenant | None:
+    return await TenantRepository(session).by_name(name)
+
+
+async def tenant_named_or_new(session: AsyncSession, name: str) -> Tenant:
+    return await TenantRepository(session).get_or_create(name)

@@ -23,7 +23,7 @@ from facesvc.gallery.backend import Gallery
 from facesvc.inference.types import Box
 from facesvc.repositories.attempts import LoginAttemptRepository
 from facesvc.repositories.audit import AuditRepository
-from facesvc.repositories.keys import TenantRepository
+from facesvc.repositories.tenants import TenantRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.keys import Caller
 from facesvc.security.lockout import LockoutGuard, LockoutPolicy
