@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -36,9 +36,6 @@ class LockoutPolicy:
         return float(min(self.max_delay_s, self.base_delay_s * 2.0**doublings))
 
 
-T = TypeVar("T")
-
-
 class LockoutGuard:
     """Counts verification attempts per (tenant, tried id), committed BEFORE the probe is
     compared: concurrent attempts cannot all slip in while the first ones are still being
@@ -59,15 +56,14 @@ class LockoutGuard:
         self.writer = writer
         self.policy = policy
 
-    async def begin(
-        self,
-        tenant_id: uuid.UUID,
-        subject_id: uuid.UUID,
-        then: Callable[[AsyncSession], Awaitable[T]],
-    ) -> T:
-        """Count the attempt; once the count is committed and unless the id is locked, run
-        ``then`` (the reads the comparison needs) in a read transaction. A locked id raises
-        ``LockedOutError`` having read nothing."""
+    @asynccontextmanager
+    async def attempt(
+        self, tenant_id: uuid.UUID, subject_id: uuid.UUID
+    ) -> AsyncIterator[AsyncSession]:
+        """Count the attempt; once the count is committed and unless the id is locked, the
+        block gets a read session (the reads the comparison needs: a short transaction of its
+        own, ended with the block). A locked id raises ``LockedOutError`` having read
+        nothing, and the block does not run."""
         now = utcnow()
 
         async def count(session: AsyncSession) -> datetime | None:
@@ -83,11 +79,11 @@ class LockoutGuard:
             return None
 
         until = await self.writer.run(count)
-        if until is None:
-            async with session_scope(self.sessionmaker) as session:
-                return await then(session)
-        wait = max(1, math.ceil((until - now).total_seconds()))
-        raise LockedOutError(
-            f"too many failed verifications for this user; retry in {wait} s",
-            retry_after=wait,
-        )
+        if until is not None:
+            wait = max(1, math.ceil((until - now).total_seconds()))
+            raise LockedOutError(
+                f"too many failed verifications for this user; retry in {wait} s",
+                retry_after=wait,
+            )
+        async with session_scope(self.sessionmaker) as session:
+            yield session

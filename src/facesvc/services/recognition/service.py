@@ -256,15 +256,10 @@ class RecognitionService:
                 "its id as `liveness_session`"
             )
 
-        async def read(
-            session: AsyncSession,
-        ) -> tuple[bool, list[uuid.UUID], npt.NDArray[np.float32]]:
+        tenant = self.caller.tenant_id
+        async with self.lockout.attempt(tenant, user_id) as session:  # counted and committed
             faces = self.gallery.faces(session)
-            return await faces.tenant_user_embeddings(
-                self.caller.tenant_id, user_id, self.model_name
-            )
-
-        return await self.lockout.begin(self.caller.tenant_id, user_id, read)
+            return await faces.tenant_user_embeddings(tenant, user_id, self.model_name)
 
     async def _liveness_required(self) -> bool:
         if self.liveness is not None and self.liveness.policy.required:
