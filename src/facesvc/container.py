@@ -21,12 +21,12 @@ from facesvc.inference.pipeline import FacePipeline
 from facesvc.inference.quality import DEFAULT_THRESHOLDS
 from facesvc.inference.registry import ModelRegistry
 from facesvc.security.crypto import EmbeddingCipher
-from facesvc.security.lockout import LockoutPolicy
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.enrolment import EnrolmentOptions
 from facesvc.services.keys import CallerCache, KeyChangeStamp
 from facesvc.services.liveness.service import LivenessPolicy
 from facesvc.services.recognition.decisions import DecisionPolicy
+from facesvc.services.recognition.lockout import LockoutPolicy
 from facesvc.services.recognition.service import RecognitionPolicy
 from facesvc.settings import Settings
 from facesvc.workers.job_runner import JobRunner

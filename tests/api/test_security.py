@@ -361,7 +361,7 @@ async def test_a_burst_of_guesses_gets_no_more_than_the_lockout_allows(
 
 
 async def test_lockout_delay_is_capped_for_any_number_of_failures() -> None:
-    from facesvc.security.lockout import LockoutPolicy
+    from facesvc.services.recognition.lockout import LockoutPolicy
 
     policy = LockoutPolicy(max_failures=5, base_delay_s=30, max_delay_s=3600)
     assert policy.delay_after(4) is None

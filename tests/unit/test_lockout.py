@@ -1,9 +1,9 @@
-"""LockoutGuard.attempt (``async with lockout.attempt(tenant, id) as session:``) on a real
-migrated SQLite file, through the group writer and through a transaction per attempt (the
-path PostgreSQL takes): the attempt is committed before the block reads anything; a locked id
-never enters the block and is not counted; an error or a cancellation inside the block keeps
-the count and gives the read's connection back; a caller cancelled before its count ran
-counts nothing."""
+"""LockoutGuard.attempt (facesvc.services.recognition.lockout), ``async with
+lockout.attempt(tenant, id) as session:``, on a real migrated SQLite file, through the group
+writer and through a transaction per attempt (the path PostgreSQL takes): the attempt is
+committed before the block reads anything; a locked id never enters the block and is not
+counted; an error or a cancellation inside the block keeps the count and gives the read's
+connection back; a caller cancelled before its count ran counts nothing."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from facesvc.db.group_writer import DirectWriter, GroupWriter, Writer
 from facesvc.db.models import DEFAULT_TENANT_ID, LoginAttempts
 from facesvc.errors import LockedOutError
 from facesvc.repositories.attempts import LoginAttemptRepository
-from facesvc.security.lockout import LockoutGuard, LockoutPolicy
+from facesvc.services.recognition.lockout import LockoutGuard, LockoutPolicy
 
 POLICY = LockoutPolicy(max_failures=3, base_delay_s=30, max_delay_s=3600)
 TENANT = DEFAULT_TENANT_ID

@@ -1,2 +1,1 @@
-"""API keys and scopes, the encryption of embeddings at rest, and the lockout after failed
-verifications."""
+"""API keys and scopes, and the encryption of embeddings at rest."""

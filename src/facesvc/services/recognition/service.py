@@ -26,11 +26,11 @@ from facesvc.repositories.audit import AuditRepository
 from facesvc.repositories.tenants import TenantRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.keys import Caller
-from facesvc.security.lockout import LockoutGuard, LockoutPolicy
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.audit import AuditTrail
 from facesvc.services.liveness.service import LivenessService
 from facesvc.services.recognition.decisions import DecisionPolicy
+from facesvc.services.recognition.lockout import LockoutGuard, LockoutPolicy
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
