@@ -170,12 +170,12 @@ async def lfw_crops(settings: Settings, names: list[str]) -> tuple[dict[str, Any
     """The 160x160 crop of the face nearest the centre of each image (None: no face found),
     through the service's decode and detect, each image once."""
     from facesvc.inference.geometry import face_crop
-    from facesvc.inference.pipeline import FacePipeline
+    from facesvc.inference.pipeline import FacePipeline, PipelineLimits
     from facesvc.inference.registry import ModelRegistry
 
     registry = ModelRegistry(settings)
     await registry.start()
-    pipeline = FacePipeline(registry)
+    pipeline = FacePipeline(registry, PipelineLimits.from_settings(settings))
     root = settings.data_dir / "lfw" / "lfw-deepfunneled"
     crops: dict[str, np.ndarray | None] = {}
     semaphore = asyncio.Semaphore(4)  # as the evaluation: decode and detect overlap

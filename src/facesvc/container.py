@@ -17,16 +17,13 @@ from facesvc.db.engine import session_scope
 from facesvc.db.group_writer import DirectWriter, Writer
 from facesvc.errors import ConfigurationError
 from facesvc.gallery.backend import Gallery
-from facesvc.inference.pipeline import FacePipeline
-from facesvc.inference.quality import DEFAULT_THRESHOLDS
+from facesvc.inference.pipeline import FacePipeline, PipelineLimits
 from facesvc.inference.registry import ModelRegistry
 from facesvc.security.crypto import EmbeddingCipher
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.enrolment import EnrolmentOptions
 from facesvc.services.keys import CallerCache, KeyChangeStamp
 from facesvc.services.liveness.service import LivenessPolicy
-from facesvc.services.recognition.decisions import DecisionPolicy
-from facesvc.services.recognition.lockout import LockoutPolicy
 from facesvc.services.recognition.service import RecognitionPolicy
 from facesvc.settings import Settings
 from facesvc.workers.job_runner import JobRunner
@@ -103,31 +100,12 @@ class AppState:
 
     @property
     def enrolment_options(self) -> EnrolmentOptions:
-        settings = self.settings
-        return EnrolmentOptions(
-            quality=DEFAULT_THRESHOLDS if settings.enrol_quality_gate else None,
-            keep_crops=settings.store_face_crops,
-        )
+        return EnrolmentOptions.from_settings(self.settings)
 
     @property
     def recognition_policy(self) -> RecognitionPolicy:
         """The thresholds come from the loaded embedder (and its calibration)."""
-        settings = self.settings
-        return RecognitionPolicy(
-            DecisionPolicy(
-                self.registry.threshold,
-                self.registry.calibration,
-                settings.identify_far,
-                settings.verify_far,
-            ),
-            LockoutPolicy(
-                settings.lockout_max_failures,
-                settings.lockout_base_delay_s,
-                settings.lockout_max_delay_s,
-            ),
-            reveal_failed_scores=settings.verify_reveal_failed_scores,
-            identify_mode=settings.identify_mode,
-        )
+        return RecognitionPolicy.from_settings(self.settings, self.registry)
 
     async def _models_usable(self) -> bool:
         await self.models_ready.wait()
@@ -267,7 +245,7 @@ def build_state(settings: Settings) -> AppState:
         writer_turns=settings.sqlite_writer_turns,
     )
     registry = ModelRegistry(settings)
-    pipeline = FacePipeline(registry)
+    pipeline = FacePipeline(registry, PipelineLimits.from_settings(settings))
     sessionmaker = create_sessionmaker(engine)
     writer = small_writes(settings, sessionmaker)
     gallery: Gallery
@@ -327,7 +305,7 @@ def build_state(settings: Settings) -> AppState:
         sessionmaker=sessionmaker,
         registry=registry,
         pipeline=pipeline,
-        analysis=FaceAnalysisService(pipeline, settings.enrol_second_face_ratio),
+        analysis=FaceAnalysisService(pipeline),
         gallery=gallery,
         cipher=cipher,
         writer=writer,

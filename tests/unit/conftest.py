@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import create_engine, create_sessionmaker
 from facesvc.db.migrate import upgrade_async
-from facesvc.inference.pipeline import FacePipeline
+from facesvc.inference.pipeline import FacePipeline, PipelineLimits
 from facesvc.inference.registry import ModelRegistry
 from facesvc.settings import Settings
 
@@ -40,9 +40,10 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 async def pipeline(data_dir: Path) -> AsyncIterator[FacePipeline]:
     """The service's detector, mesh and embedder, loaded once (no database: these tests need
     only the models)."""
-    registry = ModelRegistry(Settings(data_dir=data_dir))
+    settings = Settings(data_dir=data_dir)
+    registry = ModelRegistry(settings)
     await registry.start()
     try:
-        yield FacePipeline(registry)
+        yield FacePipeline(registry, PipelineLimits.from_settings(settings))
     finally:
         registry.close()

@@ -27,7 +27,7 @@ from facesvc.inference.attributes.models import (
     decode_label,
 )
 from facesvc.inference.images import decode_image
-from facesvc.inference.pipeline import FacePipeline
+from facesvc.inference.pipeline import FacePipeline, PipelineLimits
 from facesvc.inference.registry import ModelRegistry
 from facesvc.inference.types import Box
 from facesvc.services.analysis import FaceAnalysisService
@@ -168,12 +168,14 @@ def test_a_manifest_without_an_attribute_entry_leaves_that_attribute_out(
     (tmp_path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     registry = ModelRegistry(Settings(_env_file=None, model_manifest=tmp_path / "manifest.json"))
     assert set(registry.attributes) == {"age", "gender"}
-    assert FacePipeline(registry).attribute_networks == {"age", "gender"}
+    pipeline = FacePipeline(registry, PipelineLimits.from_settings(registry.settings))
+    assert pipeline.attribute_networks == {"age", "gender"}
 
 
 async def test_attributes_without_their_networks_are_refused_before_any_work() -> None:
-    registry = ModelRegistry(Settings(_env_file=None, attributes=False))
-    service = FaceAnalysisService(FacePipeline(registry), second_face_ratio=0.6)
+    settings = Settings(_env_file=None, attributes=False)
+    registry = ModelRegistry(settings)
+    service = FaceAnalysisService(FacePipeline(registry, PipelineLimits.from_settings(settings)))
     with pytest.raises(AttributesUnavailableError, match="age, expression"):
         # not an image, and no model loaded: refused before either matters
         await service.analyse(b"", attributes=frozenset({"age", "expression", "pose"}))

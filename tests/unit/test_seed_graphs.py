@@ -23,7 +23,7 @@ from facesvc.app import create_app
 from facesvc.container import AppState
 from facesvc.db.migrate import upgrade_async
 from facesvc.inference.embedders.facenet import prewhiten
-from facesvc.inference.pipeline import FacePipeline
+from facesvc.inference.pipeline import FacePipeline, PipelineLimits
 from facesvc.inference.registry import ModelRegistry
 from facesvc.settings import Settings
 from tests.conftest import ADMIN_KEY, DATA_KEY
@@ -171,7 +171,7 @@ async def test_registry_runs_seed_graphs_by_configuration(
     await registry.start()
     try:
         assert registry.embedding_dim == 128
-        pipeline = FacePipeline(registry)
+        pipeline = FacePipeline(registry, PipelineLimits.from_settings(settings))
         image = bright_square_image()
         detections = await pipeline.detect(image)
         assert len(detections) == 1

@@ -131,7 +131,7 @@ def _with_pipeline(
     import asyncio
 
     from facesvc.evaluation import EvaluationError
-    from facesvc.inference.pipeline import FacePipeline
+    from facesvc.inference.pipeline import FacePipeline, PipelineLimits
     from facesvc.inference.registry import ModelFileError, ModelRegistry
 
     async def main() -> Report:
@@ -139,7 +139,7 @@ def _with_pipeline(
         try:
             if load:
                 await registry.start()
-            return await evaluation(FacePipeline(registry))
+            return await evaluation(FacePipeline(registry, PipelineLimits.from_settings(settings)))
         finally:
             registry.close()
 

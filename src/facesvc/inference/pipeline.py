@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Set
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,12 +34,31 @@ from facesvc.inference.landmarks.facemesh import five_points_from_mesh
 from facesvc.inference.landmarks.signals import head_pose
 from facesvc.inference.registry import ModelRegistry
 from facesvc.inference.types import AnalysedFace, Box, Detection
+from facesvc.settings import Settings
+
+
+@dataclass(frozen=True)
+class PipelineLimits:
+    """How large an image may be decoded, and how it is detected (FACESVC_MAX_IMAGE_PIXELS,
+    FACESVC_DETECTION_MAX_SIDE, FACESVC_DETECTION_PAD_BELOW)."""
+
+    max_image_pixels: int
+    detection_max_side: int
+    detection_pad_below: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PipelineLimits:
+        return cls(
+            max_image_pixels=settings.max_image_pixels,
+            detection_max_side=settings.detection_max_side,
+            detection_pad_below=settings.detection_pad_below,
+        )
 
 
 class FacePipeline:
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, limits: PipelineLimits) -> None:
         self.registry = registry
-        self.settings = registry.settings
+        self.limits = limits
 
     @property
     def embedding_space(self) -> str:
@@ -51,17 +71,15 @@ class FacePipeline:
         return self.registry.embedder_spec.version
 
     async def decode(self, data: bytes) -> np.ndarray:
-        return await asyncio.to_thread(
-            decode_image, data, max_pixels=self.settings.max_image_pixels
-        )
+        return await asyncio.to_thread(decode_image, data, max_pixels=self.limits.max_image_pixels)
 
     async def detect(self, image: np.ndarray) -> list[Detection]:
         """All faces, largest first, in original image pixels."""
         small, scale = await asyncio.to_thread(
-            resize_longest, image, self.settings.detection_max_side
+            resize_longest, image, self.limits.detection_max_side
         )
         (detections,) = await self.registry.detector.run([small])
-        if not detections and max(small.shape[:2]) <= self.settings.detection_pad_below:
+        if not detections and max(small.shape[:2]) <= self.limits.detection_pad_below:
             detections = await self._detect_padded(small)
         if scale != 1.0:
             detections = [_rescale(d, 1.0 / scale) for d in detections]

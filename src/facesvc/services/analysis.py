@@ -107,9 +107,8 @@ class PrimaryFace:
 
 
 class FaceAnalysisService:
-    def __init__(self, pipeline: FacePipeline, second_face_ratio: float) -> None:
+    def __init__(self, pipeline: FacePipeline) -> None:
         self.pipeline = pipeline
-        self.second_face_ratio = second_face_ratio
 
     async def analyse(
         self,
@@ -146,21 +145,22 @@ class FaceAnalysisService:
         self,
         data: bytes,
         *,
-        strict: bool = False,
+        second_face_ratio: float | None = None,
         quality: QualityThresholds | None = None,
         keep_crop: bool = False,
     ) -> PrimaryFace:
-        """The largest face, embedded. ``strict`` (enrolment) refuses a photo whose second
-        face is nearly as large, since we could not tell whose face is meant; ``quality``
-        refuses a face too small, blurred or turned away (before it is embedded)."""
+        """The largest face, embedded. ``second_face_ratio`` (enrolment) refuses a photo whose
+        second face has at least that fraction of the largest one's area, since we could not
+        tell whose face is meant; ``quality`` refuses a face too small, blurred or turned away
+        (before it is embedded)."""
         image = await self.pipeline.decode(data)
         detections = await self.pipeline.detect(image)
         if not detections:
             raise NoFaceError("no face was found in the image")
         largest = detections[0]
-        if strict and len(detections) > 1:
+        if second_face_ratio is not None and len(detections) > 1:
             ratio = detections[1].box.area / max(largest.box.area, 1e-9)
-            if ratio >= self.second_face_ratio:
+            if ratio >= second_face_ratio:
                 raise MultipleFacesError(
                     f"{len(detections)} faces found and the second is {ratio:.0%} the size of "
                     "the largest: send a photo with one clear face",

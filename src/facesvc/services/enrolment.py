@@ -25,15 +25,26 @@ from facesvc.repositories.users import UserRepository
 from facesvc.security.keys import Caller
 from facesvc.services.analysis import FaceAnalysisService, PrimaryFace
 from facesvc.services.audit import AuditTrail
+from facesvc.settings import Settings
 
 
 @dataclass(frozen=True)
 class EnrolmentOptions:
-    """The quality gate (None: off) and whether a face crop is kept for `facesvc reembed`;
-    the same for the API, background jobs and the CLI (from the settings)."""
+    """The quality gate (None: off), whether a face crop is kept for `facesvc reembed`, and
+    how large a second face may be beside the one enrolled; the same for the API, background
+    jobs and the CLI (from the settings)."""
 
     quality: QualityThresholds | None = DEFAULT_THRESHOLDS
     keep_crops: bool = False
+    second_face_ratio: float = 0.6
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EnrolmentOptions:
+        return cls(
+            quality=DEFAULT_THRESHOLDS if settings.enrol_quality_gate else None,
+            keep_crops=settings.store_face_crops,
+            second_face_ratio=settings.enrol_second_face_ratio,
+        )
 
 
 def require_consent(consent: bool) -> None:
@@ -70,6 +81,7 @@ class EnrolmentService:
         self.writer = writer
         self.quality = options.quality
         self.keep_crops = options.keep_crops
+        self.second_face_ratio = options.second_face_ratio
         self.session = session
         self.gallery = gallery
         self.caller = caller
@@ -97,7 +109,10 @@ class EnrolmentService:
 
     async def _analyse(self, data: bytes) -> PrimaryFace:
         return await self.analysis.primary_face(
-            data, strict=True, quality=self.quality, keep_crop=self.keep_crops
+            data,
+            second_face_ratio=self.second_face_ratio,
+            quality=self.quality,
+            keep_crop=self.keep_crops,
         )
 
     async def _store(

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from facesvc.errors import NotCalibratedError
 from facesvc.inference.calibration import ScoreCalibration
+from facesvc.settings import Settings
+
+if TYPE_CHECKING:
+    from facesvc.inference.registry import ModelRegistry
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,17 @@ class DecisionPolicy:
     calibration: ScoreCalibration | None = None
     identify_far: float = 0.01
     verify_far: float | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, registry: ModelRegistry) -> DecisionPolicy:
+        """The floor and the calibration are the loaded embedder's (``registry.threshold``
+        raises ModelFileError for an embedder with neither a threshold nor a calibration)."""
+        return cls(
+            registry.threshold,
+            registry.calibration,
+            identify_far=settings.identify_far,
+            verify_far=settings.verify_far,
+        )
 
     def _calibrated(self) -> ScoreCalibration:
         if self.calibration is None:

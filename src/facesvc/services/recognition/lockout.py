@@ -17,6 +17,7 @@ from facesvc.db.group_writer import Writer
 from facesvc.db.models import utcnow
 from facesvc.errors import LockedOutError
 from facesvc.repositories.attempts import LoginAttemptRepository
+from facesvc.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,14 @@ class LockoutPolicy:
     max_failures: int = 5
     base_delay_s: float = 30.0
     max_delay_s: float = 3600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LockoutPolicy:
+        return cls(
+            max_failures=settings.lockout_max_failures,
+            base_delay_s=settings.lockout_base_delay_s,
+            max_delay_s=settings.lockout_max_delay_s,
+        )
 
     def delay_after(self, failures: int) -> float | None:
         if failures < self.max_failures:

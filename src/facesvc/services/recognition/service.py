@@ -10,7 +10,7 @@ import asyncio
 import math
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +31,10 @@ from facesvc.services.audit import AuditTrail
 from facesvc.services.liveness.service import LivenessService
 from facesvc.services.recognition.decisions import DecisionPolicy
 from facesvc.services.recognition.lockout import LockoutGuard, LockoutPolicy
+from facesvc.settings import Settings
+
+if TYPE_CHECKING:
+    from facesvc.inference.registry import ModelRegistry
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
@@ -127,6 +131,16 @@ class RecognitionPolicy:
     lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
     reveal_failed_scores: bool = False
     identify_mode: IdentifyMode = "decide"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, registry: ModelRegistry) -> RecognitionPolicy:
+        """Needs the loaded embedder's threshold and calibration (DecisionPolicy)."""
+        return cls(
+            DecisionPolicy.from_settings(settings, registry),
+            LockoutPolicy.from_settings(settings),
+            reveal_failed_scores=settings.verify_reveal_failed_scores,
+            identify_mode=settings.identify_mode,
+        )
 
 
 class RecognitionService:
