@@ -1,5 +1,6 @@
-"""The container: everything the service runs on (engine, models, services) and the
-background tasks that go with them (model loading, the job runner).
+"""The container: everything the service runs on (engine, models, services, the policies
+built from the settings) and the background tasks that go with them (model loading, the job
+runner).
 
 The app's lifespan builds it with ``build_state(settings)``, then calls ``start()`` and
 ``stop()``; the dependencies (api/deps.py) read it."""
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -18,7 +19,7 @@ from facesvc.db.group_writer import DirectWriter, Writer
 from facesvc.errors import ConfigurationError
 from facesvc.gallery.backend import Gallery
 from facesvc.inference.pipeline import FacePipeline, PipelineLimits
-from facesvc.inference.registry import ModelRegistry
+from facesvc.inference.registry import ModelFileError, ModelRegistry
 from facesvc.security.crypto import EmbeddingCipher
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.services.enrolment import EnrolmentOptions
@@ -29,6 +30,32 @@ from facesvc.settings import Settings
 from facesvc.workers.job_runner import JobRunner
 
 log = logging.getLogger("facesvc")
+
+
+@dataclass(frozen=True)
+class Policies:
+    """How each part decides, from the settings: every policy is built by its own
+    ``from_settings`` (beside it), all of them once, by ``build_state``; the dependencies pass
+    each service its piece. ``recognition`` needs the loaded embedder's threshold and
+    calibration: None until the models are loaded, then set once (``with_models``)."""
+
+    pipeline: PipelineLimits
+    enrolment: EnrolmentOptions
+    liveness: LivenessPolicy
+    recognition: RecognitionPolicy | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policies:
+        """Raises ValueError for settings a policy refuses (unknown liveness challenges)."""
+        return cls(
+            pipeline=PipelineLimits.from_settings(settings),
+            enrolment=EnrolmentOptions.from_settings(settings),
+            liveness=LivenessPolicy.from_settings(settings),
+        )
+
+    def with_models(self, settings: Settings, registry: ModelRegistry) -> Policies:
+        """These policies and the recognition policy of the loaded embedder."""
+        return replace(self, recognition=RecognitionPolicy.from_settings(settings, registry))
 
 
 @dataclass
@@ -42,8 +69,8 @@ class AppState:
     gallery: Gallery
     cipher: EmbeddingCipher
     writer: Writer
+    policies: Policies
     callers: CallerCache = field(default_factory=lambda: CallerCache(None))
-    liveness: LivenessPolicy = field(default_factory=LivenessPolicy)
     models_error: str | None = None
     stale_faces: dict[str, int] = field(default_factory=dict)  # other models' faces
     models_ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -94,18 +121,25 @@ class AppState:
             self.gallery,
             self.cipher,
             poll_interval_s=self.settings.job_poll_interval_s,
-            enrolment=self.enrolment_options,
+            enrolment=self.policies.enrolment,
         )
         self.job_runner.start(self._models_usable)
 
     @property
-    def enrolment_options(self) -> EnrolmentOptions:
-        return EnrolmentOptions.from_settings(self.settings)
+    def recognition_policy(self) -> RecognitionPolicy:
+        """``policies.recognition``, built once when the models are loaded (``load_models``).
+        Built here, per call, only while it is not set: in the moment between the last
+        model's warm-up and ``load_models`` going on (requests pass ``models_ready`` by
+        then), and for an embedder with neither a threshold nor a calibration, whose every
+        recognition request raises that ModelFileError, as it always has."""
+        return self.policies.recognition or RecognitionPolicy.from_settings(
+            self.settings, self.registry
+        )
 
     @property
-    def recognition_policy(self) -> RecognitionPolicy:
-        """The thresholds come from the loaded embedder (and its calibration)."""
-        return RecognitionPolicy.from_settings(self.settings, self.registry)
+    def liveness(self) -> LivenessPolicy:
+        """``policies.liveness``: api/routers/admin.py reads it as ``state.liveness``."""
+        return self.policies.liveness
 
     async def _models_usable(self) -> bool:
         await self.models_ready.wait()
@@ -158,6 +192,16 @@ class AppState:
                 clear,
             )
 
+    def _add_model_policies(self) -> None:
+        """The policies that need the loaded embedder's threshold and calibration. An
+        embedder with neither (before `facesvc eval calibrate`) still detects and embeds;
+        its recognition requests fail (``recognition_policy``). A calibration file that is
+        missing or malformed fails start-up, as below."""
+        try:
+            self.policies = self.policies.with_models(self.settings, self.registry)
+        except ModelFileError as exc:
+            log.warning("verification, identification and liveness are unavailable: %s", exc)
+
     async def load_models(self) -> None:
         try:
             # a gallery that can load without the model (the embedded one) loads meanwhile
@@ -165,6 +209,7 @@ class AppState:
             preparing = asyncio.create_task(prepare(), name="gallery") if prepare else None
             try:
                 await self.registry.start()
+                self._add_model_policies()
             finally:
                 if preparing is not None:
                     await preparing
@@ -233,7 +278,7 @@ def build_state(settings: Settings) -> AppState:
 
     Used by the app's lifespan and by CLI commands that work in-process (``enrol``)."""
     cipher = data_cipher(settings)
-    liveness = LivenessPolicy.from_settings(settings)  # refuses unknown challenge names
+    policies = Policies.from_settings(settings)  # refuses unknown liveness challenges
     from facesvc.db.engine import create_engine, create_sessionmaker
     from facesvc.gallery.ann import ANNIndex, HNSWIndex, IVFIndex
     from facesvc.gallery.index import GalleryIndex
@@ -245,7 +290,7 @@ def build_state(settings: Settings) -> AppState:
         writer_turns=settings.sqlite_writer_turns,
     )
     registry = ModelRegistry(settings)
-    pipeline = FacePipeline(registry, PipelineLimits.from_settings(settings))
+    pipeline = FacePipeline(registry, policies.pipeline)
     sessionmaker = create_sessionmaker(engine)
     writer = small_writes(settings, sessionmaker)
     gallery: Gallery
@@ -309,6 +354,6 @@ def build_state(settings: Settings) -> AppState:
         gallery=gallery,
         cipher=cipher,
         writer=writer,
+        policies=policies,
         callers=CallerCache(KeyChangeStamp.for_database(settings.database_url)),
-        liveness=liveness,
     )

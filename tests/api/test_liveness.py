@@ -64,8 +64,9 @@ class Photos:
     def __init__(self, app: FastAPI) -> None:
         state: AppState = app.state.facesvc
         self.state = state
+        policy = state.policies.liveness
         self.checker = LivenessChecker(
-            state.liveness.thresholds, state.registry.threshold, state.liveness.max_frames
+            policy.thresholds, state.registry.threshold, policy.max_frames
         )
         self.seen: dict[tuple[str, int], FrameObservation] = {}
 

@@ -1,16 +1,19 @@
-"""How settings reach the services: each policy's ``from_settings`` reads its own settings
-(no model is loaded here: the threshold and the calibration come from the manifest and its
-files)."""
+"""How settings reach the services: each policy's ``from_settings`` reads its own settings,
+and the container's ``Policies`` builds them all once; the part that needs the embedder's
+threshold and calibration is added when the models are loaded (no model is loaded here:
+the threshold and the calibration come from the manifest and its files)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
+from facesvc.container import AppState, Policies, build_state
 from facesvc.inference.pipeline import PipelineLimits
 from facesvc.inference.quality import DEFAULT_THRESHOLDS
-from facesvc.inference.registry import ModelRegistry
+from facesvc.inference.registry import ModelFileError, ModelRegistry
 from facesvc.security.crypto import generate_data_key
 from facesvc.services.enrolment import EnrolmentOptions
 from facesvc.services.liveness.service import LivenessPolicy
@@ -49,6 +52,12 @@ def settings(tmp_path: Path) -> Settings:
     )
 
 
+@pytest.fixture
+async def state(settings: Settings) -> AppState:
+    """The service's container as build_state leaves it: nothing loaded, nothing opened."""
+    return build_state(settings)
+
+
 def test_each_policy_reads_its_own_settings(settings: Settings) -> None:
     assert PipelineLimits.from_settings(settings) == PipelineLimits(1_000_000, 640, 0)
     assert EnrolmentOptions.from_settings(settings) == EnrolmentOptions(
@@ -75,3 +84,50 @@ def test_the_defaults_of_each_policy_are_the_settings_defaults() -> None:
     assert EnrolmentOptions.from_settings(defaults) == EnrolmentOptions()
     assert LockoutPolicy.from_settings(defaults) == LockoutPolicy()
     assert LivenessPolicy.from_settings(defaults) == LivenessPolicy()
+
+
+async def test_build_state_builds_every_policy_once(state: AppState, settings: Settings) -> None:
+    policies = state.policies
+    assert policies == Policies.from_settings(settings)
+    assert policies.recognition is None  # needs the loaded embedder
+    assert state.pipeline.limits is policies.pipeline
+    assert state.liveness is policies.liveness
+    assert policies.liveness.required
+    assert policies.liveness.max_frames == 30
+
+
+def test_unknown_liveness_challenges_are_refused_with_the_policies(settings: Settings) -> None:
+    with pytest.raises(ValueError, match="FACESVC_LIVENESS_CHALLENGES"):
+        build_state(settings.model_copy(update={"liveness_challenges": "nod"}))
+
+
+async def test_the_models_add_the_recognition_policy_once(
+    state: AppState, settings: Settings
+) -> None:
+    before = state.policies
+    per_call = state.recognition_policy  # not set yet: built for this call
+    assert per_call == RecognitionPolicy.from_settings(settings, state.registry)
+    assert state.recognition_policy is not per_call
+    state._add_model_policies()  # what load_models does once the models are loaded
+    after = state.policies
+    assert after.recognition == per_call
+    assert after.pipeline is before.pipeline  # the settings' part is kept as it was
+    assert after.enrolment is before.enrolment
+    assert after.liveness is before.liveness
+    assert state.recognition_policy is after.recognition  # the same object every time
+    assert state.recognition_policy is state.recognition_policy
+
+
+async def test_an_embedder_without_a_threshold_fails_recognition_not_start_up(
+    state: AppState, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_threshold(_registry: ModelRegistry) -> float:
+        raise ModelFileError("embedder 'x' has no threshold: run `facesvc eval calibrate`")
+
+    monkeypatch.setattr(ModelRegistry, "threshold", property(no_threshold))
+    with caplog.at_level(logging.WARNING, logger="facesvc"):
+        state._add_model_policies()
+    assert state.policies.recognition is None
+    assert "eval calibrate" in caplog.text
+    with pytest.raises(ModelFileError, match="eval calibrate"):  # every request, as before
+        _ = state.recognition_policy

@@ -169,7 +169,7 @@ async def get_enrolment(
         state.analysis,
         state.gallery,
         caller,
-        state.enrolment_options,
+        state.policies.enrolment,
         writer=state.writer,
     )
 
@@ -185,9 +185,9 @@ async def get_liveness(
         state.sessionmaker,
         state.pipeline,
         state.cipher,
-        state.liveness,
+        state.policies.liveness,
         caller,
-        min_similarity=state.registry.threshold,
+        min_similarity=state.recognition_policy.decisions.threshold,
     )
 
 

@@ -58,7 +58,7 @@ def enrol(
                     state.gallery,
                     caller,
                     consent=True,
-                    options=state.enrolment_options,
+                    options=state.policies.enrolment,
                     concurrency=concurrency,
                     progress=lambda n: bar.advance(task, n),
                 )
