@@ -136,11 +136,6 @@ class AppState:
             self.settings, self.registry
         )
 
-    @property
-    def liveness(self) -> LivenessPolicy:
-        """``policies.liveness``: api/routers/admin.py reads it as ``state.liveness``."""
-        return self.policies.liveness
-
     async def _models_usable(self) -> bool:
         await self.models_ready.wait()
         return self.models_error is None and self.registry.ready

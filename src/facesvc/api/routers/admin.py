@@ -117,7 +117,7 @@ async def list_audit_events(
 
 @router.get("/tenant", operation_id="get_tenant", summary="Your tenant's settings")
 async def get_tenant(tenants: TenantServiceDep, state: StateDep) -> TenantSettingsOut:
-    return TenantSettingsOut.of(await tenants.get(), state.liveness.required)
+    return TenantSettingsOut.of(await tenants.get(), state.policies.liveness.required)
 
 
 @router.patch(
@@ -157,4 +157,4 @@ async def update_tenant(
     tenant = await tenants.update(
         require_liveness=body.require_liveness, sensitive_attributes=body.sensitive_attributes
     )
-    return TenantSettingsOut.of(tenant, state.liveness.required)
+    return TenantSettingsOut.of(tenant, state.policies.liveness.required)
