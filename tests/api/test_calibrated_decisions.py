@@ -3,13 +3,15 @@ targets, and a 1:N threshold that follows the tenant's gallery size."""
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from facesvc.container import AppState
 from tests.api.test_errors import assert_problem
-from tests.conftest import image_file, lfw_image
+from tests.conftest import MakeClient, image_file, lfw_image, new_key
 
 
 def pair(name_a: str, a: int, name_b: str, b: int) -> dict[str, tuple[str, bytes, str]]:
@@ -90,11 +92,13 @@ async def test_verify_defaults_to_a_false_match_rate_of_one_in_a_thousand(
 
 
 async def test_identify_threshold_follows_the_gallery_size(
-    client: httpx.AsyncClient, app: FastAPI
+    app: FastAPI, as_key: MakeClient
 ) -> None:
     state: AppState = app.state.facesvc
     calibration = state.registry.calibration
     assert calibration is not None
+    # a tenant of its own: another test's enrolment of the same person cannot be the match
+    client = as_key(await new_key(app, f"gallery-size-{uuid.uuid4().hex[:8]}", "admin"))
     user = (await client.post("/v1/users", json={"name": "Gerhard Schroeder"})).json()
     for number in (1, 2):
         enrolled = await client.post(
