@@ -238,13 +238,13 @@ async def test_a_face_committed_through_one_replica_is_found_through_another(
         await other.state.facesvc.models_ready.wait()
         assert other.state.facesvc.gallery.size() is None
         assert app.state.facesvc.gallery.size() is None
-        probe = image_file(lfw_image("Serena_Williams", 3))
+        probe = image_file(lfw_image("Juan_Carlos_Ferrero", 3))
         before = (await c2.post("/v1/identify", files=probe)).json()
-        user = (await client.post("/v1/users", json={"name": "Serena Williams"})).json()
+        user = (await client.post("/v1/users", json={"name": "Juan Carlos Ferrero"})).json()
         assert before["match"] != user["id"]
         face = await client.post(
             f"/v1/users/{user['id']}/faces",
-            files=image_file(lfw_image("Serena_Williams", 1)),
+            files=image_file(lfw_image("Juan_Carlos_Ferrero", 1)),
             data={"consent": "true"},
         )
         assert face.status_code == 201, face.text

@@ -97,7 +97,9 @@ async def test_model_change_is_detected_and_reembed_recomputes_from_crops(
     )
     assert verify.json()["match"] is False  # other models' faces are never compared
 
-    report = await reembed_stale_faces(state.sessionmaker, state.cipher, state.analysis)
+    report = await reembed_stale_faces(
+        state.sessionmaker, state.cipher, state.analysis, state.gallery
+    )
     assert report.reembedded >= 1
     assert report.without_crop >= 1
     async with session_scope(state.sessionmaker) as session:

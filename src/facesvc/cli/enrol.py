@@ -87,6 +87,7 @@ def reembed(
                     state.sessionmaker,
                     state.cipher,
                     state.analysis,
+                    state.gallery,
                     batch=batch,
                     progress=lambda n: bar.advance(task, n),
                 )

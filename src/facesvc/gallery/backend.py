@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from facesvc.db.models import Face
+from facesvc.repositories.face_vectors import FaceVectors
 from facesvc.repositories.faces import FaceRepository
+from facesvc.repositories.gallery import GalleryStateRepository
 
 
 @dataclass(frozen=True)
@@ -97,3 +100,84 @@ class Gallery(Protocol):
     async def face_removed(self, session: AsyncSession, face_id: uuid.UUID) -> None: ...
 
     async def user_removed(self, session: AsyncSession, user_id: uuid.UUID) -> None: ...
+
+    async def store_face(
+        self,
+        session: AsyncSession,
+        user_id: uuid.UUID,
+        vector: np.ndarray,
+        *,
+        tenant_id: uuid.UUID,
+        model_name: str,
+        **row: Any,
+    ) -> Face: ...
+
+    async def remove_face(self, session: AsyncSession, face: Face) -> None: ...
+
+    async def replace_embedding(
+        self,
+        session: AsyncSession,
+        face_id: uuid.UUID,
+        vector: np.ndarray,
+        *,
+        model_name: str,
+        model_version: str,
+        vector_dim: int | None,
+    ) -> None: ...
+
+    async def embeddings_replaced(self, session: AsyncSession) -> None: ...
+
+
+class FaceWrites:
+    """Storing and removing a face: the row and the gallery's hook in one call, in the
+    caller's transaction, so no service writes one without the other. Mixed into every
+    backend (its ``faces`` and hooks do the rest)."""
+
+    async def store_face(
+        self: Gallery,
+        session: AsyncSession,
+        user_id: uuid.UUID,
+        vector: np.ndarray,
+        *,
+        tenant_id: uuid.UUID,
+        model_name: str,
+        **row: Any,
+    ) -> Face:
+        """``row``: FaceRepository.add's other fields (model_version, box, image_size, ...)."""
+        face = await self.faces(session).add(user_id, vector, model_name=model_name, **row)
+        await self.face_added(session, face.id, user_id, vector, model_name, tenant_id)
+        return face
+
+    async def remove_face(self: Gallery, session: AsyncSession, face: Face) -> None:
+        face_id = face.id
+        await self.faces(session).delete(face)
+        await self.face_removed(session, face_id)
+
+    async def replace_embedding(
+        self: Gallery,
+        session: AsyncSession,
+        face_id: uuid.UUID,
+        vector: np.ndarray,
+        *,
+        model_name: str,
+        model_version: str,
+        vector_dim: int | None,
+    ) -> None:
+        """A stored face's new embedding (``facesvc reembed``), with faces.vector kept in step
+        on PostgreSQL (``vector_dim``: that column's size, None without one): the new vector
+        when it has that size, none otherwise (``facesvc gallery pgvector-fill --resize``).
+        Workers see it after ``embeddings_replaced``."""
+        await self.faces(session).replace_embedding(
+            face_id, vector, model_name=model_name, model_version=model_version
+        )
+        if vector_dim is not None:
+            vectors = FaceVectors(session)
+            if vector_dim == vector.shape[0]:
+                await vectors.put(face_id, vector)
+            else:
+                await vectors.clear(face_id)
+
+    async def embeddings_replaced(self: Gallery, session: AsyncSession) -> None:
+        """After a batch of ``replace_embedding``: one version for the batch, logged as no
+        single change, so every worker's copy reloads (the embedded snapshot is rebuilt)."""
+        await GalleryStateRepository(session).bump()

@@ -95,6 +95,25 @@ class FaceRepository:
         stmt = select(Face).where(Face.id == face_id, Face.user_id == user_id)
         return (await self._session.scalars(stmt)).one_or_none()
 
+    async def replace_embedding(
+        self,
+        face_id: uuid.UUID,
+        embedding: npt.NDArray[np.floating],
+        *,
+        model_name: str,
+        model_version: str,
+    ) -> None:
+        """The face's new embedding (its crop is re-sealed under the active key too)."""
+        vec = np.asarray(embedding, dtype=np.float32)
+        face = await self._session.get(Face, face_id, options=[undefer(Face.crop)])
+        if face is None:
+            return  # deleted meanwhile
+        _seal(face, encode_embedding(vec), self._cipher)
+        face.embedding_dim = int(vec.shape[0])
+        face.model_name = model_name
+        face.model_version = model_version
+        await self._session.flush()
+
     async def delete(self, face: Face) -> None:
         await self._session.delete(face)
         await self._session.flush()
@@ -258,25 +277,6 @@ class StaleFaces:
             for fid, crop, key_id in rows
             if crop is not None
         ]
-
-    async def replace_embedding(
-        self,
-        face_id: uuid.UUID,
-        embedding: npt.NDArray[np.floating],
-        *,
-        model_name: str,
-        model_version: str,
-    ) -> None:
-        """The face's new embedding (its crop is re-sealed under the active key too)."""
-        vec = np.asarray(embedding, dtype=np.float32)
-        face = await self._session.get(Face, face_id, options=[undefer(Face.crop)])
-        if face is None:
-            return  # deleted meanwhile
-        _seal(face, encode_embedding(vec), self._cipher)
-        face.embedding_dim = int(vec.shape[0])
-        face.model_name = model_name
-        face.model_version = model_version
-        await self._session.flush()
 
 
 def _sealed_rows() -> Select[uuid.UUID, uuid.UUID, uuid.UUID, bytes, int, str | None]:

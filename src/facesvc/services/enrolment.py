@@ -125,9 +125,11 @@ class EnrolmentService:
         """The face row, its gallery change and its audit row, in ``session``'s transaction."""
         box = primary.face.box
         pipeline = self.analysis.pipeline
-        face = await self.gallery.faces(session).add(
+        face = await self.gallery.store_face(
+            session,
             user_id,
             primary.embedding,
+            tenant_id=self.caller.tenant_id,
             model_name=pipeline.embedding_space,
             model_version=pipeline.embedder_version,
             box=(box.x, box.y, box.width, box.height),
@@ -136,14 +138,6 @@ class EnrolmentService:
             quality=primary.quality.score if primary.quality else None,
             consent=True,
             crop=primary.crop,
-        )
-        await self.gallery.face_added(
-            session,
-            face.id,
-            user_id,
-            primary.embedding,
-            pipeline.embedding_space,
-            self.caller.tenant_id,
         )
         await AuditRepository(session).add(
             event or self.audit.event("face.enrol", "ok", user_id=user_id)
@@ -180,7 +174,6 @@ class EnrolmentService:
         face = await self.faces.get(user_id, face_id)
         if face is None:
             raise FaceNotFoundError(f"user {user_id} has no face {face_id}")
-        await self.faces.delete(face)
-        await self.gallery.face_removed(self.session, face_id)
+        await self.gallery.remove_face(self.session, face)
         await self.audit.record("face.delete", "ok", user_id=user_id)
         erase_deleted_after_commit(self.session)

@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import session_scope
 from facesvc.errors import ImageError, ServiceError
+from facesvc.gallery.backend import Gallery
 from facesvc.repositories.face_vectors import FaceVectors
 from facesvc.repositories.faces import StaleFaces
-from facesvc.repositories.gallery import GalleryStateRepository
 from facesvc.security.crypto import EmbeddingCipher
 from facesvc.services.analysis import FaceAnalysisService
 
@@ -45,6 +45,7 @@ async def reembed_stale_faces(
     sessionmaker: async_sessionmaker[AsyncSession],
     cipher: EmbeddingCipher,
     analysis: FaceAnalysisService,
+    gallery: Gallery,
     *,
     batch: int = 32,
     progress: Callable[[int], None] | None = None,
@@ -79,16 +80,16 @@ async def reembed_stale_faces(
                 elif isinstance(outcome, BaseException):
                     raise outcome
                 else:
-                    await stale.replace_embedding(
-                        face_id, outcome.embedding, model_name=space, model_version=version
+                    await gallery.replace_embedding(
+                        session,
+                        face_id,
+                        outcome.embedding,
+                        model_name=space,
+                        model_version=version,
+                        vector_dim=vector_dim,
                     )
-                    if vector_dim is not None:  # faces.vector follows the encrypted column
-                        if vector_dim == outcome.embedding.shape[0]:
-                            await FaceVectors(session).put(face_id, outcome.embedding)
-                        else:  # another size: `facesvc gallery pgvector-fill --resize`
-                            await FaceVectors(session).clear(face_id)
                     report.reembedded += 1
-            await GalleryStateRepository(session).bump()
+            await gallery.embeddings_replaced(session)
         if progress:
             progress(len(rows))
     if failed_ids:
