@@ -1,5 +1,5 @@
 """Storing, removing and re-embedding a face go through the gallery (gallery/backend.py's
-FaceWrites), which writes the row and its gallery change together: no use case writes one
+Gallery protocol), which writes the row and its gallery change together: no use case writes one
 without the other (the faces table's add/delete/replace_embedding, a backend's hooks, or
 faces.vector)."""
 
@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "facesvc"
-# what only FaceWrites may call: the row writes, the backends' hooks and faces.vector's writes
+# what only the gallery may call: the row writes, the backends' hooks and faces.vector's writes
 OWNED = {"face_added", "face_removed", "add", "delete", "replace_embedding", "put", "clear"}
 RECEIVERS = {"faces", "FaceRepository", "FaceVectors", "StaleFaces"}
 

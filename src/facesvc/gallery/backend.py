@@ -101,40 +101,12 @@ class Gallery(Protocol):
 
     async def user_removed(self, session: AsyncSession, user_id: uuid.UUID) -> None: ...
 
-    async def store_face(
-        self,
-        session: AsyncSession,
-        user_id: uuid.UUID,
-        vector: np.ndarray,
-        *,
-        tenant_id: uuid.UUID,
-        model_name: str,
-        **row: Any,
-    ) -> Face: ...
-
-    async def remove_face(self, session: AsyncSession, face: Face) -> None: ...
-
-    async def replace_embedding(
-        self,
-        session: AsyncSession,
-        face_id: uuid.UUID,
-        vector: np.ndarray,
-        *,
-        model_name: str,
-        model_version: str,
-        vector_dim: int | None,
-    ) -> None: ...
-
-    async def embeddings_replaced(self, session: AsyncSession) -> None: ...
-
-
-class FaceWrites:
-    """Storing and removing a face: the row and the gallery's hook in one call, in the
-    caller's transaction, so no service writes one without the other. Mixed into every
-    backend (its ``faces`` and hooks do the rest)."""
+    # Storing, removing and re-embedding a face: the row and the backend's hook in one call,
+    # in the caller's transaction, so no use case writes one without the other. Every backend
+    # subclasses Gallery and inherits these (its ``faces`` and hooks do the rest).
 
     async def store_face(
-        self: Gallery,
+        self,
         session: AsyncSession,
         user_id: uuid.UUID,
         vector: np.ndarray,
@@ -148,13 +120,13 @@ class FaceWrites:
         await self.face_added(session, face.id, user_id, vector, model_name, tenant_id)
         return face
 
-    async def remove_face(self: Gallery, session: AsyncSession, face: Face) -> None:
+    async def remove_face(self, session: AsyncSession, face: Face) -> None:
         face_id = face.id
         await self.faces(session).delete(face)
         await self.face_removed(session, face_id)
 
     async def replace_embedding(
-        self: Gallery,
+        self,
         session: AsyncSession,
         face_id: uuid.UUID,
         vector: np.ndarray,
@@ -177,7 +149,7 @@ class FaceWrites:
             else:
                 await vectors.clear(face_id)
 
-    async def embeddings_replaced(self: Gallery, session: AsyncSession) -> None:
+    async def embeddings_replaced(self, session: AsyncSession) -> None:
         """After a batch of ``replace_embedding``: one version for the batch, logged as no
         single change, so every worker's copy reloads (the embedded snapshot is rebuilt)."""
         await GalleryStateRepository(session).bump()

@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import after_commit, session_scope
-from facesvc.gallery.backend import FaceWrites
+from facesvc.gallery.backend import Gallery
 from facesvc.gallery.index import GalleryChange
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.gallery import GalleryStateRepository
@@ -37,7 +37,7 @@ class LocalIndex(Protocol):
 IndexT = TypeVar("IndexT", bound=LocalIndex)
 
 
-class LocalCopyGallery(FaceWrites, ABC, Generic[IndexT]):
+class LocalCopyGallery(Gallery, ABC, Generic[IndexT]):
     """A facesvc.gallery.backend.Gallery holding the faces in this worker (``index``)."""
 
     def __init__(

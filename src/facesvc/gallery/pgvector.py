@@ -18,7 +18,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import is_sqlite, session_scope
-from facesvc.gallery.backend import FaceWrites, GallerySearch, GalleryStats, Hit
+from facesvc.gallery.backend import Gallery, GallerySearch, GalleryStats, Hit
 from facesvc.repositories.face_vectors import FaceVectors
 from facesvc.repositories.faces import FaceRepository
 from facesvc.security.crypto import EmbeddingCipher
@@ -33,7 +33,7 @@ COUNT_CACHE_S = 30.0
 FILL_HINT = "`facesvc gallery pgvector-fill`"
 
 
-class PgVectorGallery(FaceWrites):
+class PgVectorGallery(Gallery):
     """A facesvc.gallery.backend.Gallery whose vectors stay in PostgreSQL."""
 
     name = "pgvector"
