@@ -10,8 +10,8 @@ import pytest
 from fastapi import FastAPI
 
 from facesvc.container import AppState
-from tests.api.test_errors import assert_problem
-from tests.conftest import MakeClient, image_file, lfw_image, new_key
+from tests.support.api import MakeClient, assert_problem, new_key
+from tests.support.data import image_file, lfw_image
 
 
 def pair(name_a: str, a: int, name_b: str, b: int) -> dict[str, tuple[str, bytes, str]]:

@@ -15,8 +15,8 @@ from facesvc.db.engine import session_scope
 from facesvc.gallery.sync import GallerySync
 from facesvc.repositories.faces import FaceRepository
 from facesvc.settings import Settings
-from tests.api.test_errors import assert_problem
-from tests.conftest import ADMIN_KEY, image_file, lfw_image
+from tests.support.api import ADMIN_KEY, assert_problem
+from tests.support.data import image_file, lfw_image
 from tests.support.gates import eventually, gated
 
 

@@ -14,8 +14,8 @@ from fastapi import FastAPI
 from facesvc.app import create_app
 from facesvc.container import AppState
 from facesvc.settings import Settings
-from tests.api.test_errors import assert_problem
-from tests.conftest import ADMIN_KEY, DATA_KEY, image_file, lfw_image
+from tests.support.api import ADMIN_KEY, DATA_KEY, assert_problem
+from tests.support.data import image_file, lfw_image
 
 
 async def test_readyz_lists_loaded_models(client: httpx.AsyncClient, app: FastAPI) -> None:

@@ -20,9 +20,8 @@ from facesvc.db.engine import session_scope
 from facesvc.db.models import LivenessSession, utcnow
 from facesvc.services.liveness.checker import Challenge, FrameObservation, LivenessChecker
 from facesvc.services.liveness.frames import observe_frame
-from tests.api.test_errors import assert_problem
-from tests.api.test_users_and_recognition import create_user, enrol
-from tests.conftest import MakeClient, image_file, lfw_image, new_key
+from tests.support.api import MakeClient, assert_problem, create_user, enrol, new_key
+from tests.support.data import image_file, lfw_image
 
 PERSON = "George_W_Bush"
 # Logins that must be refused go to throwaway user ids: each refusal counts towards that id's

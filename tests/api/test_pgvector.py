@@ -27,9 +27,12 @@ from facesvc.repositories.faces import FaceRepository
 from facesvc.security.crypto import EmbeddingCipher
 from facesvc.services.gallery_vectors import VectorColumnError, fill_vectors
 from facesvc.settings import Settings
-from tests.api.test_errors import assert_problem
-from tests.conftest import ADMIN_KEY, DATA_DIR, DATA_KEY, image_file, lfw_image, running_app
-from tests.support.pg import pgvector_url  # noqa: F401  (fixture)
+from tests.support.api import ADMIN_KEY, DATA_KEY, assert_problem, running_app
+from tests.support.data import DATA_DIR, image_file, lfw_image
+from tests.support.pg import (
+    pgvector_url,  # noqa: F401  (fixture)
+    stored_vector,
+)
 from tests.support.server_process import facesvc_command
 
 
@@ -213,18 +216,6 @@ async def test_faces_enrolled_before_the_switch_are_filled_in(
 def require_pgvector(settings: Settings) -> None:
     if settings.gallery_backend != "pgvector":
         pytest.skip("runs on the pgvector backend only")
-
-
-async def stored_vector(state: AppState, face_id: uuid.UUID) -> np.ndarray:
-    async with state.engine.connect() as conn:
-        literal = (
-            await conn.execute(
-                text("SELECT vector::text FROM faces WHERE id = :f").bindparams(
-                    bindparam("f", face_id, type_=Uuid)
-                )
-            )
-        ).scalar_one()
-    return np.array([float(v) for v in str(literal).strip("[]").split(",")], np.float32)
 
 
 async def test_a_face_committed_through_one_replica_is_found_through_another(

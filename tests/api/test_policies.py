@@ -23,8 +23,8 @@ from facesvc.services.enrolment import EnrolmentService
 from facesvc.services.liveness.service import LivenessService
 from facesvc.services.recognition.service import RecognitionPolicy, RecognitionService
 from facesvc.settings import Settings
-from tests.api.test_errors import assert_problem
-from tests.conftest import ADMIN_KEY, image_file, lfw_image
+from tests.support.api import ADMIN_KEY, assert_problem
+from tests.support.data import image_file, lfw_image
 
 
 def spy(monkeypatch: pytest.MonkeyPatch, cls: type) -> list[dict[str, Any]]:

@@ -16,8 +16,8 @@ from sqlalchemy import Uuid, bindparam, text, update
 from facesvc.container import AppState
 from facesvc.db.engine import session_scope
 from facesvc.db.models import LoginAttempts, utcnow
-from tests.api.test_errors import assert_problem
-from tests.conftest import ADMIN_KEY, MakeClient, image_file, lfw_image, new_key
+from tests.support.api import ADMIN_KEY, MakeClient, assert_problem, new_key
+from tests.support.data import image_file, lfw_image
 from tests.support.gates import eventually, gated, waiting_items
 
 

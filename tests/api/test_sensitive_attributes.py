@@ -21,8 +21,8 @@ from facesvc.errors import AttributesNotEnabledError
 from facesvc.security.keys import Caller
 from facesvc.services.analysis import require_attributes_allowed
 from facesvc.services.tenants import tenant_named
-from tests.api.test_errors import assert_problem
-from tests.conftest import MakeClient, image_file, lfw_image, new_key, set_sensitive_attributes
+from tests.support.api import MakeClient, assert_problem, new_key, set_sensitive_attributes
+from tests.support.data import image_file, lfw_image
 
 SETTING = 'PATCH /v1/tenant {"sensitive_attributes": true}'
 

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from facesvc.settings import PROJECT_ROOT
-from tests.conftest import image_file, lfw_image
+from tests.support.data import image_file, lfw_image
 from tests.support.server_process import HOST, ServerProcess, free_port
 from tests.unit.test_deploy_files import nginx_binary, render_nginx_conf
 

@@ -24,7 +24,7 @@ from facesvc.gallery.snapshot_store import SnapshotStore, on_ram
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.crypto import EmbeddingCipher, generate_data_key
-from tests.unit.test_gallery import brute_force, unit
+from tests.support.gallery import brute_force, unit
 
 SHM = Path("/dev/shm")
 needs_shm = pytest.mark.skipif(not on_ram(SHM), reason="no RAM-backed /dev/shm here")

@@ -24,7 +24,7 @@ from facesvc.gallery.snapshot_store import on_ram
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.crypto import EmbeddingCipher, generate_data_key, parse_data_keys
-from tests.unit.test_gallery import unit
+from tests.support.gallery import unit
 from tests.unit.test_lean_gallery import enrol
 
 SHM = Path("/dev/shm")
