@@ -27,7 +27,7 @@ from facesvc.repositories.faces import FaceRepository
 from facesvc.security.crypto import EmbeddingCipher
 from facesvc.services.gallery_vectors import VectorColumnError, fill_vectors
 from facesvc.settings import Settings
-from tests.support.api import ADMIN_KEY, DATA_KEY, assert_problem, running_app
+from tests.support.api import ADMIN_KEY, DATA_KEY, assert_problem, create_user, enrol, running_app
 from tests.support.data import DATA_DIR, image_file, lfw_image
 from tests.support.pg import (
     pgvector_url,  # noqa: F401  (fixture)
@@ -177,14 +177,9 @@ async def test_faces_enrolled_before_the_switch_are_filled_in(
     pgvector_db: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with running_app(pgvector_settings(pgvector_db, backend="exact")) as app, api(app) as c:
-        user = (await c.post("/v1/users", json={"name": "Before switch"})).json()
+        user_id = await create_user(c, "Before switch")
         for number in (1, 2):
-            enrolled = await c.post(
-                f"/v1/users/{user['id']}/faces",
-                files=image_file(lfw_image("Gerhard_Schroeder", number)),
-                data={"consent": "true"},
-            )
-            assert enrolled.status_code == 201, enrolled.text
+            await enrol(c, user_id, "Gerhard_Schroeder", number)
     reason = await start_up_error(pgvector_settings(pgvector_db), caplog)
     assert "2 faces of 'facenet' have no vector" in reason
     assert "pgvector-fill" in reason
@@ -207,7 +202,7 @@ async def test_faces_enrolled_before_the_switch_are_filled_in(
     async with running_app(pgvector_settings(pgvector_db)) as app, api(app) as c:
         found = await c.post("/v1/identify", files=image_file(lfw_image("Gerhard_Schroeder", 3)))
         assert found.status_code == 200, found.text
-        assert found.json()["match"] == user["id"]
+        assert found.json()["match"] == user_id
 
 
 # --- the session app on pgvector ----------------------------------------------------------

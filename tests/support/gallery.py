@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import session_scope
 from facesvc.db.models import DEFAULT_TENANT_ID as TENANT
+from facesvc.gallery.lean import LeanGallery
 from facesvc.gallery.sync import GallerySync
 from facesvc.repositories.faces import FaceRepository
 from facesvc.security.crypto import EmbeddingCipher
@@ -35,11 +36,15 @@ def brute_force(
 
 
 async def enrol(
-    maker: async_sessionmaker[AsyncSession], sync: GallerySync, user_id: uuid.UUID, v: np.ndarray
+    maker: async_sessionmaker[AsyncSession],
+    gallery: GallerySync | LeanGallery,
+    user_id: uuid.UUID,
+    v: np.ndarray,
+    cipher: EmbeddingCipher = CLEAR,
 ) -> uuid.UUID:
     """What EnrolmentService does after the model: store, then record the gallery change."""
     async with session_scope(maker) as session:
-        face = await FaceRepository(session, CLEAR).add(
+        face = await FaceRepository(session, cipher).add(
             user_id,
             v,
             model_name="m",
@@ -48,5 +53,5 @@ async def enrol(
             image_size=(2, 2),
             detection_score=1.0,
         )
-        await sync.face_added(session, face.id, user_id, v, "m", TENANT)
+        await gallery.face_added(session, face.id, user_id, v, "m", TENANT)
         return face.id
