@@ -59,23 +59,16 @@ async def test_verify_defaults_to_a_false_match_rate_of_one_in_a_thousand(
     assert calibration is not None
     expected = calibration.threshold_for_far(1e-3)
     assert expected > 0.5
-    user = (await client.post("/v1/users", json={"name": "Tony Blair login"})).json()
-    enrolled = await client.post(
-        f"/v1/users/{user['id']}/faces",
-        files=image_file(lfw_image("Tony_Blair", 1)),
-        data={"consent": "true"},
-    )
-    assert enrolled.status_code == 201, enrolled.text
+    user_id = await create_user(client, "Tony Blair login")
+    await enrol(client, user_id, "Tony_Blair", 1)
     probe = image_file(lfw_image("Tony_Blair", 3))
-    verified = (await client.post(f"/v1/users/{user['id']}/verify", files=probe)).json()
+    verified = (await client.post(f"/v1/users/{user_id}/verify", files=probe)).json()
     assert verified["threshold"] == pytest.approx(expected)
     assert verified["false_match_rate"] <= 1.001e-3
     assert verified["match"] is True
-    looser = await client.post(f"/v1/users/{user['id']}/verify", params={"far": 0.05}, files=probe)
+    looser = await client.post(f"/v1/users/{user_id}/verify", params={"far": 0.05}, files=probe)
     assert looser.json()["threshold"] == pytest.approx(expected)
-    stricter = await client.post(
-        f"/v1/users/{user['id']}/verify", params={"far": 1e-5}, files=probe
-    )
+    stricter = await client.post(f"/v1/users/{user_id}/verify", params={"far": 1e-5}, files=probe)
     assert stricter.json()["threshold"] == pytest.approx(calibration.threshold_for_far(1e-5))
     # the legacy login, by name and by identification, at the same rate
     login = await client.post("/face_login", data={"name": "Tony Blair login"}, files=probe)
@@ -88,7 +81,7 @@ async def test_verify_defaults_to_a_false_match_rate_of_one_in_a_thousand(
     # compare is not authentication: its documented default stays the match threshold
     compared = await client.post("/v1/compare", files=pair("Tony_Blair", 1, "Tony_Blair", 3))
     assert compared.json()["threshold"] == 0.4
-    await client.delete(f"/v1/users/{user['id']}")
+    await client.delete(f"/v1/users/{user_id}")
 
 
 async def test_identify_threshold_follows_the_gallery_size(

@@ -259,24 +259,14 @@ async def test_erasure_removes_the_vector_from_the_table_and_index_files(
     rewritten the table and its indexes, the plaintext vector's bytes are in neither file."""
     require_pgvector(settings)
     state: AppState = app.state.facesvc
-    kept = await client.post("/v1/users", json={"name": "Kept person"})  # files not empty
-    kept_face = await client.post(
-        f"/v1/users/{kept.json()['id']}/faces",
-        files=image_file(lfw_image("George_W_Bush", 1)),
-        data={"consent": "true"},
-    )
-    assert kept_face.status_code == 201, kept_face.text
-    kept_vector = await stored_vector(state, uuid.UUID(kept_face.json()["face_id"]))
-    user = (await client.post("/v1/users", json={"name": "Erased person"})).json()
-    face = await client.post(
-        f"/v1/users/{user['id']}/faces",
-        files=image_file(lfw_image("Gloria_Macapagal_Arroyo", 1)),
-        data={"consent": "true"},
-    )
-    assert face.status_code == 201, face.text
-    face_id = uuid.UUID(face.json()["face_id"])
+    kept = await create_user(client, "Kept person")  # files not empty
+    kept_face = await enrol(client, kept, "George_W_Bush", 1)
+    kept_vector = await stored_vector(state, uuid.UUID(str(kept_face["face_id"])))
+    user_id = await create_user(client, "Erased person")
+    face = await enrol(client, user_id, "Gloria_Macapagal_Arroyo", 1)
+    face_id = uuid.UUID(str(face["face_id"]))
     vector = (await stored_vector(state, face_id)).astype("<f4").tobytes()
-    assert (await client.delete(f"/v1/users/{user['id']}")).status_code == 204
+    assert (await client.delete(f"/v1/users/{user_id}")).status_code == 204
     async with state.engine.connect() as conn:
         left = await conn.execute(
             text("SELECT count(*) FROM faces WHERE id = :f").bindparams(
@@ -307,4 +297,4 @@ async def test_erasure_removes_the_vector_from_the_table_and_index_files(
         raw = b"".join(p.read_bytes() for p in segments)
         assert kept_vector.astype("<f4").tobytes()[:64] in raw, relative  # the check can fail
         assert vector[:64] not in raw, f"the erased vector is still in {relative}"
-    assert (await client.delete(f"/v1/users/{kept.json()['id']}")).status_code == 204
+    assert (await client.delete(f"/v1/users/{kept}")).status_code == 204
