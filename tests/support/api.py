@@ -53,6 +53,23 @@ async def running_app(settings: Settings, startup_timeout: float = 30) -> AsyncI
         yield application
 
 
+@asynccontextmanager
+async def client_of_new_app(settings: Settings, host: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client (the session's admin key, http://``host``) of a new app on ``settings``, inside
+    its lifespan once its models have loaded or failed to: no migration first, and readiness
+    not required (tests of a restart, a broken model, a missing device)."""
+    application = create_app(settings)
+    async with LifespanManager(application, startup_timeout=30, shutdown_timeout=30):
+        state: AppState = application.state.facesvc
+        await state.models_ready.wait()
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application),
+            base_url=f"http://{host}",
+            headers={"X-API-Key": ADMIN_KEY},
+        ) as client:
+            yield client
+
+
 async def new_key(app: FastAPI, tenant: str, *scopes: str) -> str:
     """A key made the way `facesvc keys create` makes it (the tenant is created if new)."""
     state: AppState = app.state.facesvc
