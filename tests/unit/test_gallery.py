@@ -16,7 +16,7 @@ from facesvc.gallery.index import GalleryIndex
 from facesvc.gallery.sync import GallerySync
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.users import UserRepository
-from tests.support.gallery import CLEAR, RNG, brute_force, enrol, unit
+from tests.support.gallery import CLEAR, RNG, add_face, brute_force, enrol, unit
 
 
 def test_search_is_best_face_per_user_and_matches_brute_force() -> None:
@@ -104,15 +104,7 @@ async def test_rolled_back_change_never_reaches_the_index(
     async def enrol_then_fail() -> None:
         async with session_scope(sessions) as session:
             v = unit(1)[0]
-            face = await FaceRepository(session, CLEAR).add(
-                user.id,
-                v,
-                model_name="m",
-                model_version="1",
-                box=(0, 0, 1, 1),
-                image_size=(2, 2),
-                detection_score=1.0,
-            )
+            face = await add_face(session, CLEAR, user.id, v)
             await sync.face_added(session, face.id, user.id, v, "m", TENANT)
             raise RuntimeError("boom")
 
