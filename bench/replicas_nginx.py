@@ -10,7 +10,7 @@ What differs from the compose stack, and why: processes instead of containers (p
 add its own network hop and image build, not the service's cost); PostgreSQL is the tests'
 throwaway server (tests/support/pg.py) with durability turned back on (fsync,
 synchronous_commit and full_page_writes on, as a deployment runs it); the nginx config is the
-committed one with its two environment values templated (tests/unit/test_deploy_files.py) and
+committed one with its two environment values templated (tests/support/nginx.py) and
 one change: its per-client rate limit (10 requests/s per address, for the internet) is raised,
 since the whole load comes from 127.0.0.1. The load client shares the machine's cores.
 
@@ -39,10 +39,10 @@ from core_latency import machine_info
 from http_load import drive, enrol_senders, people
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.nginx import nginx_binary, render_nginx_conf
 from tests.support.pg import find_pgvector_bin, running_server
 from tests.support.procfs import process_tree_cpu_seconds
 from tests.support.server_process import HOST, ServerProcess, free_port
-from tests.unit.test_deploy_files import nginx_binary, render_nginx_conf
 
 DURABLE = ("fsync = on", "synchronous_commit = on", "full_page_writes = on")
 

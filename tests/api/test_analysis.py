@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from tests.conftest import image_file, lfw_image
+from tests.support.data import image_file, lfw_image
 
 
 async def test_detect_finds_no_face_on_dogs(client: httpx.AsyncClient, data_dir: Path) -> None:

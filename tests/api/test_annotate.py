@@ -8,7 +8,7 @@ import cv2
 import httpx
 import numpy as np
 
-from tests.conftest import image_file, lfw_image
+from tests.support.data import image_file, lfw_image
 
 
 def decode(data: bytes) -> np.ndarray:

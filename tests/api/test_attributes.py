@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 
-from tests.conftest import image_file, lfw_image
+from tests.support.data import image_file, lfw_image
 
 pytestmark = pytest.mark.usefixtures("sensitive_attributes")
 

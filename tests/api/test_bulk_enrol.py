@@ -6,8 +6,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.api.test_errors import assert_problem
-from tests.conftest import lfw_image
+from tests.support.api import assert_problem
+from tests.support.data import lfw_image
 
 
 async def test_bulk_enrol_reports_each_photo(client: httpx.AsyncClient, data_dir: Path) -> None:

@@ -10,8 +10,8 @@ import pytest
 from fastapi import FastAPI
 
 from facesvc.container import AppState
-from tests.api.test_errors import assert_problem
-from tests.conftest import MakeClient, image_file, lfw_image, new_key
+from tests.support.api import MakeClient, assert_problem, create_user, enrol, new_key
+from tests.support.data import image_file, lfw_image
 
 
 def pair(name_a: str, a: int, name_b: str, b: int) -> dict[str, tuple[str, bytes, str]]:
@@ -59,23 +59,16 @@ async def test_verify_defaults_to_a_false_match_rate_of_one_in_a_thousand(
     assert calibration is not None
     expected = calibration.threshold_for_far(1e-3)
     assert expected > 0.5
-    user = (await client.post("/v1/users", json={"name": "Tony Blair login"})).json()
-    enrolled = await client.post(
-        f"/v1/users/{user['id']}/faces",
-        files=image_file(lfw_image("Tony_Blair", 1)),
-        data={"consent": "true"},
-    )
-    assert enrolled.status_code == 201, enrolled.text
+    user_id = await create_user(client, "Tony Blair login")
+    await enrol(client, user_id, "Tony_Blair", 1)
     probe = image_file(lfw_image("Tony_Blair", 3))
-    verified = (await client.post(f"/v1/users/{user['id']}/verify", files=probe)).json()
+    verified = (await client.post(f"/v1/users/{user_id}/verify", files=probe)).json()
     assert verified["threshold"] == pytest.approx(expected)
     assert verified["false_match_rate"] <= 1.001e-3
     assert verified["match"] is True
-    looser = await client.post(f"/v1/users/{user['id']}/verify", params={"far": 0.05}, files=probe)
+    looser = await client.post(f"/v1/users/{user_id}/verify", params={"far": 0.05}, files=probe)
     assert looser.json()["threshold"] == pytest.approx(expected)
-    stricter = await client.post(
-        f"/v1/users/{user['id']}/verify", params={"far": 1e-5}, files=probe
-    )
+    stricter = await client.post(f"/v1/users/{user_id}/verify", params={"far": 1e-5}, files=probe)
     assert stricter.json()["threshold"] == pytest.approx(calibration.threshold_for_far(1e-5))
     # the legacy login, by name and by identification, at the same rate
     login = await client.post("/face_login", data={"name": "Tony Blair login"}, files=probe)
@@ -88,7 +81,7 @@ async def test_verify_defaults_to_a_false_match_rate_of_one_in_a_thousand(
     # compare is not authentication: its documented default stays the match threshold
     compared = await client.post("/v1/compare", files=pair("Tony_Blair", 1, "Tony_Blair", 3))
     assert compared.json()["threshold"] == 0.4
-    await client.delete(f"/v1/users/{user['id']}")
+    await client.delete(f"/v1/users/{user_id}")
 
 
 async def test_identify_threshold_follows_the_gallery_size(
@@ -99,14 +92,9 @@ async def test_identify_threshold_follows_the_gallery_size(
     assert calibration is not None
     # a tenant of its own: another test's enrolment of the same person cannot be the match
     client = as_key(await new_key(app, f"gallery-size-{uuid.uuid4().hex[:8]}", "admin"))
-    user = (await client.post("/v1/users", json={"name": "Gerhard Schroeder"})).json()
+    user_id = await create_user(client, "Gerhard Schroeder")
     for number in (1, 2):
-        enrolled = await client.post(
-            f"/v1/users/{user['id']}/faces",
-            files=image_file(lfw_image("Gerhard_Schroeder", number)),
-            data={"consent": "true"},
-        )
-        assert enrolled.status_code == 201, enrolled.text
+        await enrol(client, user_id, "Gerhard_Schroeder", number)
     found = (
         await client.post("/v1/identify", files=image_file(lfw_image("Gerhard_Schroeder", 3)))
     ).json()
@@ -115,7 +103,7 @@ async def test_identify_threshold_follows_the_gallery_size(
     expected = max(0.4, calibration.identification_threshold(n, 0.01))
     assert found["threshold"] == pytest.approx(expected)
     assert found["false_match_rate"] <= 0.0105 or found["threshold"] == 0.4
-    assert found["match"] == user["id"]
+    assert found["match"] == user_id
     assert found["candidates"][0]["probability"] > 0.9
     # asking for a stricter false-accept rate raises the bar further
     strict = (
@@ -134,7 +122,7 @@ async def test_identify_threshold_follows_the_gallery_size(
     assert stranger["match"] is None
     assert all(c["similarity"] < stranger["threshold"] for c in stranger["candidates"])
     assert all(0 <= c["probability"] <= 1 for c in stranger["candidates"])
-    await client.delete(f"/v1/users/{user['id']}")
+    await client.delete(f"/v1/users/{user_id}")
 
 
 async def test_identify_review_mode_ranks_candidates_and_decides_nothing(
@@ -142,25 +130,20 @@ async def test_identify_review_mode_ranks_candidates_and_decides_nothing(
 ) -> None:
     calibration = app.state.facesvc.registry.calibration
     assert calibration is not None
-    user = (await client.post("/v1/users", json={"name": "Jacques Chirac"})).json()
+    user_id = await create_user(client, "Jacques Chirac")
     for number in (1, 2):
-        enrolled = await client.post(
-            f"/v1/users/{user['id']}/faces",
-            files=image_file(lfw_image("Jacques_Chirac", number)),
-            data={"consent": "true"},
-        )
-        assert enrolled.status_code == 201, enrolled.text
+        await enrol(client, user_id, "Jacques_Chirac", number)
     probe = image_file(lfw_image("Jacques_Chirac", 3))
     decided = (await client.post("/v1/identify", files=probe)).json()
     assert decided["mode"] == "decide"
-    assert decided["match"] == user["id"]
+    assert decided["match"] == user_id
     review = await client.post("/v1/identify", params={"mode": "review"}, files=probe)
     assert review.status_code == 200, review.text
     body = review.json()
     assert body["mode"] == "review"
     assert body["match"] is None  # the same probe, which clears the threshold: no decision
     first = body["candidates"][0]
-    assert first["user_id"] == user["id"]
+    assert first["user_id"] == user_id
     assert first["similarity"] >= body["threshold"]
     n = body["gallery_faces"]
     # each candidate carries the risk of accepting it: an unknown person scoring this high
@@ -171,7 +154,7 @@ async def test_identify_review_mode_ranks_candidates_and_decides_nothing(
     assert risks == sorted(risks)  # best first: the lowest risk first
     bad = await client.post("/v1/identify", params={"mode": "maybe"}, files=probe)
     assert_problem(bad, 422, "validation-error")
-    await client.delete(f"/v1/users/{user['id']}")
+    await client.delete(f"/v1/users/{user_id}")
 
 
 async def test_verify_reports_probability_on_a_match(client: httpx.AsyncClient) -> None:

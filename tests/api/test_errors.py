@@ -9,19 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import image_file, lfw_image
-
-PROBLEM = "application/problem+json"
-
-
-def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body: dict[str, object] = response.json()
-    assert body["type"] == f"/problems/{slug}"
-    assert body["status"] == status
-    assert body["title"]
-    return body
+from tests.support.api import assert_problem
+from tests.support.data import image_file, lfw_image
 
 
 def _png(width: int, height: int) -> bytes:

@@ -26,9 +26,10 @@ from facesvc.security.keys import Caller
 from facesvc.services.jobs import JobService
 from facesvc.settings import Settings
 from facesvc.workers.job_runner import JobRunner
-from tests.api.test_errors import assert_problem
-from tests.conftest import ADMIN_KEY, DATA_KEY, SERVER_FIXTURE, MakeClient, lfw_image, new_key
+from tests.support.api import ADMIN_KEY, DATA_KEY, MakeClient, assert_problem, new_key
+from tests.support.data import lfw_image
 from tests.support.gates import eventually, gated
+from tests.support.pg import SERVER_FIXTURE
 
 FINAL = {"succeeded", "failed", "cancelled"}
 

@@ -12,10 +12,9 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from facesvc.app import create_app
-from facesvc.container import AppState
 from facesvc.settings import Settings
-from tests.api.test_errors import assert_problem
-from tests.conftest import ADMIN_KEY, DATA_KEY, image_file, lfw_image
+from tests.support.api import ADMIN_KEY, DATA_KEY, assert_problem, client_of_new_app
+from tests.support.data import image_file, lfw_image
 
 
 async def test_readyz_lists_loaded_models(client: httpx.AsyncClient, app: FastAPI) -> None:
@@ -57,22 +56,16 @@ async def test_restart_keeps_users_and_faces(client: httpx.AsyncClient, settings
     )
     assert enrolled.status_code == 201
 
-    restarted = create_app(settings)  # a new process's app on the same database file
-    async with LifespanManager(restarted, startup_timeout=30, shutdown_timeout=30):
-        state: AppState = restarted.state.facesvc
-        await state.models_ready.wait()
-        transport = httpx.ASGITransport(app=restarted)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://restarted", headers={"X-API-Key": ADMIN_KEY}
-        ) as second:
-            body = (await second.get(f"/v1/users/{user['id']}")).json()
-            assert body["face_count"] == 1
-            faces = (await second.get(f"/v1/users/{user['id']}/faces")).json()["items"]
-            assert faces[0]["face_id"] == enrolled.json()["face_id"]
-            verified = await second.post(
-                f"/v1/users/{user['id']}/verify", files=image_file(lfw_image("Jacques_Chirac", 2))
-            )
-            assert verified.json()["match"] is True
+    # a new process's app on the same database file
+    async with client_of_new_app(settings, "restarted") as second:
+        body = (await second.get(f"/v1/users/{user['id']}")).json()
+        assert body["face_count"] == 1
+        faces = (await second.get(f"/v1/users/{user['id']}/faces")).json()["items"]
+        assert faces[0]["face_id"] == enrolled.json()["face_id"]
+        verified = await second.post(
+            f"/v1/users/{user['id']}/verify", files=image_file(lfw_image("Jacques_Chirac", 2))
+        )
+        assert verified.json()["match"] is True
 
 
 async def test_missing_model_file_reports_not_ready(settings: Settings, tmp_path: Path) -> None:
@@ -80,24 +73,19 @@ async def test_missing_model_file_reports_not_ready(settings: Settings, tmp_path
     manifest["models"]["facemesh"]["file"] = str(tmp_path / "missing.tflite")
     broken = tmp_path / "manifest.json"
     broken.write_text(json.dumps(manifest))
-    app: FastAPI = create_app(settings.model_copy(update={"model_manifest": broken}))
-    async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30):
-        state: AppState = app.state.facesvc
-        await state.models_ready.wait()
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://broken", headers={"X-API-Key": ADMIN_KEY}
-        ) as c:
-            assert (await c.get("/livez")).status_code == 200
-            body = assert_problem(await c.get("/readyz"), 503, "not-ready")
-            assert "missing.tflite" in str(body["detail"])
-            assert_problem(
-                await c.post("/v1/detect", files=image_file(lfw_image("Tony_Blair", 1))),
-                503,
-                "not-ready",
-            )
-            # routes that need no model still work
-            assert (await c.get("/v1/users")).status_code == 200
+    async with client_of_new_app(
+        settings.model_copy(update={"model_manifest": broken}), "broken"
+    ) as c:
+        assert (await c.get("/livez")).status_code == 200
+        body = assert_problem(await c.get("/readyz"), 503, "not-ready")
+        assert "missing.tflite" in str(body["detail"])
+        assert_problem(
+            await c.post("/v1/detect", files=image_file(lfw_image("Tony_Blair", 1))),
+            503,
+            "not-ready",
+        )
+        # routes that need no model still work
+        assert (await c.get("/v1/users")).status_code == 200
 
 
 async def test_unavailable_gpu_is_a_clear_start_up_error(settings: Settings) -> None:
@@ -105,16 +93,9 @@ async def test_unavailable_gpu_is_a_clear_start_up_error(settings: Settings) -> 
 
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("this machine has a GPU")
-    app: FastAPI = create_app(settings.model_copy(update={"device": "gpu:0"}))
-    async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30):
-        state: AppState = app.state.facesvc
-        await state.models_ready.wait()
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://gpu", headers={"X-API-Key": ADMIN_KEY}
-        ) as c:
-            body = assert_problem(await c.get("/readyz"), 503, "not-ready")
-            assert "FACESVC_DEVICE=gpu:0" in str(body["detail"])
+    async with client_of_new_app(settings.model_copy(update={"device": "gpu:0"}), "gpu") as c:
+        body = assert_problem(await c.get("/readyz"), 503, "not-ready")
+        assert "FACESVC_DEVICE=gpu:0" in str(body["detail"])
 
 
 def test_device_setting_is_validated() -> None:

@@ -13,16 +13,16 @@ import httpx
 import numpy as np
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event, update
+from sqlalchemy import update
 
 from facesvc.container import AppState
 from facesvc.db.engine import session_scope
 from facesvc.db.models import LivenessSession, utcnow
 from facesvc.services.liveness.checker import Challenge, FrameObservation, LivenessChecker
 from facesvc.services.liveness.frames import observe_frame
-from tests.api.test_errors import assert_problem
-from tests.api.test_users_and_recognition import create_user, enrol
-from tests.conftest import MakeClient, image_file, lfw_image, new_key
+from tests.support.api import MakeClient, assert_problem, create_user, enrol, new_key
+from tests.support.data import image_file, lfw_image
+from tests.support.sql import counted_statements
 
 PERSON = "George_W_Bush"
 # Logins that must be refused go to throwaway user ids: each refusal counts towards that id's
@@ -402,16 +402,8 @@ async def test_verify_reads_no_tenant_row_for_a_cached_caller(
     assert (await admin.post(f"/v1/users/{user_id}/verify", files=probe)).status_code == 200
 
     state: AppState = app.state.facesvc
-    statements: list[str] = []
-
-    def seen(_c: object, _cur: object, statement: str, *_rest: object) -> None:
-        statements.append(statement)
-
-    event.listen(state.engine.sync_engine, "before_cursor_execute", seen)
-    try:
+    with counted_statements(state.engine) as statements:
         response = await admin.post(f"/v1/users/{user_id}/verify", files=probe)
-    finally:
-        event.remove(state.engine.sync_engine, "before_cursor_execute", seen)
     assert response.status_code == 200, response.text
     assert statements  # the listener saw the request's queries
     tenant_reads = [s for s in statements if "FROM tenants" in s and "JOIN tenants" not in s]

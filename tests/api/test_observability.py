@@ -19,7 +19,7 @@ from facesvc.app import create_app
 from facesvc.observability.logs import JsonFormatter, RequestIdFilter
 from facesvc.observability.metrics import ServiceMetrics
 from facesvc.settings import Settings
-from tests.conftest import image_file, lfw_image
+from tests.support.data import image_file, lfw_image
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 

@@ -15,7 +15,8 @@ from sqlalchemy import text
 
 from facesvc.container import AppState
 from facesvc.settings import Settings
-from tests.conftest import ADMIN_KEY, DATA_KEY, image_file, lfw_image, running_app
+from tests.support.api import ADMIN_KEY, DATA_KEY, running_app
+from tests.support.data import image_file, lfw_image
 from tests.support.manifests import manifest_with
 
 DIM = 64

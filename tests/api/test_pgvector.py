@@ -27,9 +27,12 @@ from facesvc.repositories.faces import FaceRepository
 from facesvc.security.crypto import EmbeddingCipher
 from facesvc.services.gallery_vectors import VectorColumnError, fill_vectors
 from facesvc.settings import Settings
-from tests.api.test_errors import assert_problem
-from tests.conftest import ADMIN_KEY, DATA_DIR, DATA_KEY, image_file, lfw_image, running_app
-from tests.support.pg import pgvector_url  # noqa: F401  (fixture)
+from tests.support.api import ADMIN_KEY, DATA_KEY, assert_problem, create_user, enrol, running_app
+from tests.support.data import DATA_DIR, image_file, lfw_image
+from tests.support.pg import (
+    pgvector_url,  # noqa: F401  (fixture)
+    stored_vector,
+)
 from tests.support.server_process import facesvc_command
 
 
@@ -174,14 +177,9 @@ async def test_faces_enrolled_before_the_switch_are_filled_in(
     pgvector_db: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with running_app(pgvector_settings(pgvector_db, backend="exact")) as app, api(app) as c:
-        user = (await c.post("/v1/users", json={"name": "Before switch"})).json()
+        user_id = await create_user(c, "Before switch")
         for number in (1, 2):
-            enrolled = await c.post(
-                f"/v1/users/{user['id']}/faces",
-                files=image_file(lfw_image("Gerhard_Schroeder", number)),
-                data={"consent": "true"},
-            )
-            assert enrolled.status_code == 201, enrolled.text
+            await enrol(c, user_id, "Gerhard_Schroeder", number)
     reason = await start_up_error(pgvector_settings(pgvector_db), caplog)
     assert "2 faces of 'facenet' have no vector" in reason
     assert "pgvector-fill" in reason
@@ -204,7 +202,7 @@ async def test_faces_enrolled_before_the_switch_are_filled_in(
     async with running_app(pgvector_settings(pgvector_db)) as app, api(app) as c:
         found = await c.post("/v1/identify", files=image_file(lfw_image("Gerhard_Schroeder", 3)))
         assert found.status_code == 200, found.text
-        assert found.json()["match"] == user["id"]
+        assert found.json()["match"] == user_id
 
 
 # --- the session app on pgvector ----------------------------------------------------------
@@ -213,18 +211,6 @@ async def test_faces_enrolled_before_the_switch_are_filled_in(
 def require_pgvector(settings: Settings) -> None:
     if settings.gallery_backend != "pgvector":
         pytest.skip("runs on the pgvector backend only")
-
-
-async def stored_vector(state: AppState, face_id: uuid.UUID) -> np.ndarray:
-    async with state.engine.connect() as conn:
-        literal = (
-            await conn.execute(
-                text("SELECT vector::text FROM faces WHERE id = :f").bindparams(
-                    bindparam("f", face_id, type_=Uuid)
-                )
-            )
-        ).scalar_one()
-    return np.array([float(v) for v in str(literal).strip("[]").split(",")], np.float32)
 
 
 async def test_a_face_committed_through_one_replica_is_found_through_another(
@@ -273,24 +259,14 @@ async def test_erasure_removes_the_vector_from_the_table_and_index_files(
     rewritten the table and its indexes, the plaintext vector's bytes are in neither file."""
     require_pgvector(settings)
     state: AppState = app.state.facesvc
-    kept = await client.post("/v1/users", json={"name": "Kept person"})  # files not empty
-    kept_face = await client.post(
-        f"/v1/users/{kept.json()['id']}/faces",
-        files=image_file(lfw_image("George_W_Bush", 1)),
-        data={"consent": "true"},
-    )
-    assert kept_face.status_code == 201, kept_face.text
-    kept_vector = await stored_vector(state, uuid.UUID(kept_face.json()["face_id"]))
-    user = (await client.post("/v1/users", json={"name": "Erased person"})).json()
-    face = await client.post(
-        f"/v1/users/{user['id']}/faces",
-        files=image_file(lfw_image("Gloria_Macapagal_Arroyo", 1)),
-        data={"consent": "true"},
-    )
-    assert face.status_code == 201, face.text
-    face_id = uuid.UUID(face.json()["face_id"])
+    kept = await create_user(client, "Kept person")  # files not empty
+    kept_face = await enrol(client, kept, "George_W_Bush", 1)
+    kept_vector = await stored_vector(state, uuid.UUID(str(kept_face["face_id"])))
+    user_id = await create_user(client, "Erased person")
+    face = await enrol(client, user_id, "Gloria_Macapagal_Arroyo", 1)
+    face_id = uuid.UUID(str(face["face_id"]))
     vector = (await stored_vector(state, face_id)).astype("<f4").tobytes()
-    assert (await client.delete(f"/v1/users/{user['id']}")).status_code == 204
+    assert (await client.delete(f"/v1/users/{user_id}")).status_code == 204
     async with state.engine.connect() as conn:
         left = await conn.execute(
             text("SELECT count(*) FROM faces WHERE id = :f").bindparams(
@@ -321,4 +297,4 @@ async def test_erasure_removes_the_vector_from_the_table_and_index_files(
         raw = b"".join(p.read_bytes() for p in segments)
         assert kept_vector.astype("<f4").tobytes()[:64] in raw, relative  # the check can fail
         assert vector[:64] not in raw, f"the erased vector is still in {relative}"
-    assert (await client.delete(f"/v1/users/{kept.json()['id']}")).status_code == 204
+    assert (await client.delete(f"/v1/users/{kept}")).status_code == 204

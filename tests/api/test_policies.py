@@ -23,8 +23,8 @@ from facesvc.services.enrolment import EnrolmentService
 from facesvc.services.liveness.service import LivenessService
 from facesvc.services.recognition.service import RecognitionPolicy, RecognitionService
 from facesvc.settings import Settings
-from tests.api.test_errors import assert_problem
-from tests.conftest import ADMIN_KEY, image_file, lfw_image
+from tests.support.api import ADMIN_KEY, assert_problem, enrolled_user
+from tests.support.data import image_file, lfw_image
 
 
 def spy(monkeypatch: pytest.MonkeyPatch, cls: type) -> list[dict[str, Any]]:
@@ -41,17 +41,6 @@ def spy(monkeypatch: pytest.MonkeyPatch, cls: type) -> list[dict[str, Any]]:
     return seen
 
 
-async def enrol(client: httpx.AsyncClient, name: str, photo: str, number: int) -> str:
-    user = (await client.post("/v1/users", json={"name": name})).json()
-    enrolled = await client.post(
-        f"/v1/users/{user['id']}/faces",
-        files=image_file(lfw_image(photo, number)),
-        data={"consent": "true"},
-    )
-    assert enrolled.status_code == 201, enrolled.text
-    return str(user["id"])
-
-
 async def test_every_request_gets_the_policies_built_once(
     client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -61,7 +50,7 @@ async def test_every_request_gets_the_policies_built_once(
     recognition = spy(monkeypatch, RecognitionService)
     enrolment = spy(monkeypatch, EnrolmentService)
     liveness = spy(monkeypatch, LivenessService)
-    user_id = await enrol(client, "Policies once", "Jiang_Zemin", 1)
+    user_id = await enrolled_user(client, "Jiang_Zemin", 1, name="Policies once")
     probe = image_file(lfw_image("Jiang_Zemin", 2))
     for _ in range(2):
         verified = await client.post(f"/v1/users/{user_id}/verify", files=probe)

@@ -18,8 +18,8 @@ from facesvc.repositories.faces import FaceRepository
 from facesvc.security.keys import Caller
 from facesvc.services.enrolment import EnrolmentOptions, EnrolmentService
 from facesvc.services.reembed import reembed_stale_faces, stale_face_counts
-from tests.api.test_errors import assert_problem
-from tests.conftest import image_file, lfw_image
+from tests.support.api import assert_problem
+from tests.support.data import image_file, lfw_image
 
 
 def jpeg(image: np.ndarray) -> bytes:
@@ -107,7 +107,7 @@ async def test_model_change_is_detected_and_reembed_recomputes_from_crops(
     assert ids == [with_crop.id]  # the face without a crop stays out until re-enrolled
     assert float(after[0] @ before[0]) > 0.9  # the same face, found again in its crop
     if state.gallery.name == "pgvector":  # faces.vector follows the encrypted column
-        from tests.api.test_pgvector import stored_vector
+        from tests.support.pg import stored_vector
 
         assert np.array_equal(await stored_vector(state, with_crop.id), after[0])
     assert without_crop.id not in ids

@@ -16,23 +16,9 @@ from sqlalchemy import Uuid, bindparam, text, update
 from facesvc.container import AppState
 from facesvc.db.engine import session_scope
 from facesvc.db.models import LoginAttempts, utcnow
-from tests.api.test_errors import assert_problem
-from tests.conftest import ADMIN_KEY, MakeClient, image_file, lfw_image, new_key
+from tests.support.api import ADMIN_KEY, MakeClient, assert_problem, enrolled_user, new_key
+from tests.support.data import image_file, lfw_image
 from tests.support.gates import eventually, gated, waiting_items
-
-
-async def enrolled_user(client: httpx.AsyncClient, name: str, number: int = 1) -> str:
-    user = await client.post("/v1/users", json={"name": name.replace("_", " ")})
-    assert user.status_code == 201, user.text
-    user_id: str = user.json()["id"]
-    face = await client.post(
-        f"/v1/users/{user_id}/faces",
-        files=image_file(lfw_image(name, number)),
-        data={"consent": "true"},
-    )
-    assert face.status_code == 201, face.text
-    return user_id
-
 
 # --- keys and scopes ---------------------------------------------------------------------
 

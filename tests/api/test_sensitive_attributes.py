@@ -14,15 +14,15 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event
 
 from facesvc.container import AppState
 from facesvc.errors import AttributesNotEnabledError
 from facesvc.security.keys import Caller
 from facesvc.services.analysis import require_attributes_allowed
 from facesvc.services.tenants import tenant_named
-from tests.api.test_errors import assert_problem
-from tests.conftest import MakeClient, image_file, lfw_image, new_key, set_sensitive_attributes
+from tests.support.api import MakeClient, assert_problem, new_key, set_sensitive_attributes
+from tests.support.data import image_file, lfw_image
+from tests.support.sql import counted_statements
 
 SETTING = 'PATCH /v1/tenant {"sensitive_attributes": true}'
 
@@ -158,16 +158,8 @@ async def test_a_cached_caller_carries_the_setting(
     assert (await detect(admin, "gender")).status_code == 200
 
     state: AppState = app.state.facesvc
-    statements: list[str] = []
-
-    def seen(_c: object, _cur: object, statement: str, *_rest: object) -> None:
-        statements.append(statement)
-
-    event.listen(state.engine.sync_engine, "before_cursor_execute", seen)
-    try:
+    with counted_statements(state.engine) as statements:
         response = await detect(admin, "gender")
-    finally:
-        event.remove(state.engine.sync_engine, "before_cursor_execute", seen)
     assert response.status_code == 200, response.text
     tenant_reads = [s for s in statements if "FROM tenants" in s and "JOIN tenants" not in s]
     assert tenant_reads == []

@@ -6,32 +6,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.api.test_errors import assert_problem
-from tests.conftest import image_file, lfw_image
-
-
-async def create_user(client: httpx.AsyncClient, name: str, **extra: object) -> str:
-    response = await client.post("/v1/users", json={"name": name, **extra})
-    assert response.status_code == 201, response.text
-    body = response.json()
-    assert body["name"] == name
-    assert body["face_count"] == 0
-    return str(body["id"])
-
-
-async def enrol(
-    client: httpx.AsyncClient, user_id: str, name: str, number: int
-) -> dict[str, object]:
-    response = await client.post(
-        f"/v1/users/{user_id}/faces",
-        files=image_file(lfw_image(name, number)),
-        data={"consent": "true"},
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, object] = response.json()
-    assert body["user_id"] == user_id
-    assert set(body["box"]) == {"x", "y", "width", "height"}  # type: ignore[arg-type]
-    return body
+from tests.support.api import assert_problem, create_user, enrol
+from tests.support.data import image_file, lfw_image
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +123,7 @@ async def test_compare(client: httpx.AsyncClient) -> None:
 
 
 async def test_enrol_refuses_two_similar_faces(client: httpx.AsyncClient, data_dir: object) -> None:
-    from tests.conftest import DLIB
+    from tests.support.data import DLIB
 
     user_id = await create_user(client, "Group photo")
     data = (DLIB / "2008_002506.jpg").read_bytes()  # three faces of about the same size

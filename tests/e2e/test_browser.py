@@ -35,8 +35,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from facesvc.inference.landmarks.signals import FaceSignals, face_signals
 from facesvc.services.liveness.checker import REASON_TEXT, LivenessChecker, LivenessThresholds
-from tests.conftest import LFW
 from tests.e2e.conftest import require_tool
+from tests.support.data import LFW
 from tests.support.server_process import ServerProcess
 from tests.support.servers import http_client, serving
 

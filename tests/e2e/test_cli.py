@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from facesvc.cli import app, bench
 from facesvc.security.crypto import generate_data_key
 from facesvc.settings import ENV_FILE_VARIABLE, PROJECT_ROOT, Settings
-from tests.conftest import LFW, image_file, lfw_image, require_data
+from tests.support.data import LFW, image_file, lfw_image, require_data
 from tests.support.server_process import facesvc_command, free_port, start_server
 
 pytestmark = pytest.mark.e2e

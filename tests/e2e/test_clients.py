@@ -24,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import LFW, lfw_image
 from tests.e2e.conftest import require_tool
+from tests.support.data import LFW, lfw_image
 from tests.support.server_process import ServerProcess
 
 pytestmark = pytest.mark.e2e

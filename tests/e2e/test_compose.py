@@ -39,8 +39,8 @@ from facesvc.inference.runtimes import cpu_flags
 from facesvc.security.crypto import generate_data_key
 from facesvc.security.keys import generate_api_key
 from facesvc.settings import PROJECT_ROOT
-from tests.conftest import lfw_image
 from tests.e2e.conftest import require_tool
+from tests.support.data import lfw_image
 from tests.support.server_process import free_port
 
 pytestmark = pytest.mark.e2e

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import image_file, lfw_image
+from tests.support.data import image_file, lfw_image
 from tests.support.server_process import ServerProcess
 from tests.support.servers import http_client, serving
 

@@ -1,7 +1,7 @@
 """Real nginx (Debian's package) with the project's nginx/nginx.conf, in front of a real server.
 
 The config is the one docker-compose mounts, with only its environment-specific values
-templated (upstream, listen address, file paths; see tests/unit/test_deploy_files.py), so
+templated (upstream, listen address, file paths; see tests/support/nginx.py), so
 what is checked here is the deployed proxy: docs, uploads, the request id, body limits.
 Skipped when nginx is missing, failed under CI.
 """
@@ -24,9 +24,9 @@ import httpx
 import pytest
 
 from facesvc.settings import PROJECT_ROOT
-from tests.conftest import image_file, lfw_image
+from tests.support.data import image_file, lfw_image
+from tests.support.nginx import nginx_binary, render_nginx_conf
 from tests.support.server_process import HOST, ServerProcess, free_port
-from tests.unit.test_deploy_files import nginx_binary, render_nginx_conf
 
 pytestmark = pytest.mark.e2e
 

@@ -22,15 +22,8 @@ from facesvc.inference.calibration import ScoreCalibration
 from facesvc.inference.embedders.onnx import aligned_crop
 from facesvc.inference.manifest import sha256_file
 from facesvc.settings import Settings
-from tests.conftest import (
-    ADMIN_KEY,
-    DATA_KEY,
-    LFW,
-    image_file,
-    lfw_image,
-    require_data,
-    running_app,
-)
+from tests.support.api import ADMIN_KEY, DATA_KEY, running_app
+from tests.support.data import LFW, image_file, lfw_image, require_data
 from tests.support.manifests import manifest_with
 from tests.support.onnx_graphs import build_embedder
 from tests.support.server_process import facesvc_command

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import image_file, lfw_image
+from tests.support.data import image_file, lfw_image
 from tests.support.server_process import ServerProcess
 from tests.support.servers import http_client
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from facesvc.inference.devices import DEFAULT_MAX_WORKERS, usable_cpu_count
-from tests.conftest import lfw_image, require_data
+from tests.support.data import lfw_image, require_data
 from tests.support.pg import postgres_server  # noqa: F401  (fixture)
 from tests.support.procfs import process_tree
 from tests.support.server_process import ServerProcess

@@ -27,7 +27,7 @@ from schemathesis.transport.serialization import Binary
 
 from facesvc.app import create_app
 from facesvc.settings import Settings
-from tests.conftest import LFW, lfw_image
+from tests.support.data import LFW, lfw_image
 from tests.support.server_process import ServerProcess
 from tests.support.servers import http_client
 

@@ -21,9 +21,9 @@ from PIL import Image, features
 
 from facesvc.errors import CorruptImageError, ImageTooLargeError, UnsupportedImageTypeError
 from facesvc.inference.images import MAX_JPEG_SCANS, decode_image, header_size
-from tests.api.test_errors import assert_problem
-from tests.conftest import image_file, lfw_image
 from tests.security import images as make
+from tests.support.api import assert_problem
+from tests.support.data import image_file, lfw_image
 
 MAX_PIXELS = 40_000_000
 PNG = "image/png"

@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.test_errors import assert_problem
-from tests.conftest import image_file
+from tests.support.api import assert_problem
+from tests.support.data import image_file
 
 
 @pytest.mark.parametrize(

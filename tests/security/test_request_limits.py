@@ -10,8 +10,8 @@ import pytest
 
 from facesvc.api.limits import request_body_limit
 from facesvc.settings import Settings
-from tests.api.test_errors import assert_problem
-from tests.conftest import image_file, lfw_image
+from tests.support.api import assert_problem
+from tests.support.data import image_file, lfw_image
 from tests.support.server_process import ServerProcess
 from tests.support.servers import http_client, serving
 

@@ -29,7 +29,7 @@ from facesvc.db.engine import (
 )
 from facesvc.db.migrate import upgrade_async
 from facesvc.db.models import DEFAULT_TENANT_ID, User
-from tests.conftest import image_file, lfw_image
+from tests.support.data import image_file, lfw_image
 from tests.support.gates import eventually
 
 PEOPLE = (

@@ -30,9 +30,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
+import numpy as np
 import pytest
+from sqlalchemy import Uuid, bindparam, text
+
+if TYPE_CHECKING:
+    from facesvc.container import AppState
 
 SUPERUSER = "postgres"
 DATABASE = "facesvc_test"
@@ -132,6 +137,10 @@ class PostgresServer:
     def drop_database(self, name: str) -> None:
         # --force ends sessions still open (an engine a test forgot to dispose).
         _run(self._client("dropdb", "--if-exists", "--force", name), "dropdb")
+
+
+# The fixture below that serves each PostgreSQL backend of the API tests.
+SERVER_FIXTURE = {"postgresql": "postgres_server", "pgvector": "pgvector_server"}
 
 
 @pytest.fixture(scope="session")
@@ -246,3 +255,16 @@ def pgvector_url(pgvector_server: PostgresServer) -> Iterator[str]:
     name = pgvector_server.create_database()
     yield pgvector_server.url_for(name)
     pgvector_server.drop_database(name)
+
+
+async def stored_vector(state: AppState, face_id: uuid.UUID) -> np.ndarray:
+    """The face's vector as pgvector's column holds it."""
+    async with state.engine.connect() as conn:
+        literal = (
+            await conn.execute(
+                text("SELECT vector::text FROM faces WHERE id = :f").bindparams(
+                    bindparam("f", face_id, type_=Uuid)
+                )
+            )
+        ).scalar_one()
+    return np.array([float(v) for v in str(literal).strip("[]").split(",")], np.float32)

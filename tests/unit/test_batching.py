@@ -17,7 +17,10 @@ from facesvc.inference.batching import (
     MicroBatcher,
     ModelOutputError,
 )
+from facesvc.inference.registry import ModelRegistry
 from facesvc.inference.runner import ModelRunner
+from facesvc.settings import Settings
+from tests.support.gates import eventually, gated
 
 
 class SlowDoubler:
@@ -223,3 +226,46 @@ async def test_a_model_that_miscounts_its_outputs_fails_every_caller_of_the_call
     finally:
         await runner.aclose()
         runner.close()
+
+
+class _Echo:
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return batch
+
+
+async def test_a_full_queue_refuses_at_once_while_the_model_is_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One item may wait per model: with the model held at a gate, the first item is in its
+    call, the second waits, the third is refused at once, naming the model. Held, not raced:
+    the order does not depend on how fast the model is."""
+    policy = BatchPolicy(max_batch=1, max_queue=1)
+    runner: ModelRunner[np.ndarray, np.ndarray] = ModelRunner(
+        "held", "/CPU:0", ArrayBatching(), policy
+    )
+    await runner.start(_Echo, np.zeros((1, 2)))
+    item = np.ones((1, 2))
+    try:
+        with gated(runner, monkeypatch) as gate:
+            first = asyncio.ensure_future(runner.run(item))
+            await eventually(lambda: gate.entered == 1, "the first item in the model")
+            second = asyncio.ensure_future(runner.run(item))
+            await eventually(lambda: runner.queued_items == 1, "the second item queued")
+            with pytest.raises(QueueFullError) as refused:
+                await runner.run(item)
+        accepted = await asyncio.gather(first, second)
+    finally:
+        await runner.aclose()
+        runner.close()
+    assert (refused.value.name, refused.value.limit) == ("held", 1)
+    assert [a.tolist() for a in accepted] == [item.tolist(), item.tolist()]
+
+
+def test_the_queue_and_batch_settings_reach_every_runner() -> None:
+    """FACESVC_QUEUE_MAX_ITEMS, _BATCH_MAX_SIZE and _BATCH_MAX_WAIT_MS are each runner's policy
+    (the registry is built, no model loaded)."""
+    settings = Settings(queue_max_items=1, batch_max_size=1, batch_max_wait_ms=7)
+    registry = ModelRegistry(settings)
+    assert {runner.policy for runner in registry.runners} == {
+        BatchPolicy(max_batch=1, max_wait=0.007, max_queue=1)
+    }

@@ -17,7 +17,7 @@ from facesvc.inference.registry import ModelRegistry, model_factory
 from facesvc.inference.runtimes import CPU_FAMILIES, choose_variant, cpu_family, cpu_flags
 from facesvc.inference.runtimes.openvino import OpenVINOModel, read_model, save_ir_package
 from facesvc.settings import Settings
-from tests.conftest import lfw_image, require_data
+from tests.support.data import lfw_image, require_data
 
 AMX = frozenset({"avx2", "fma", "avx512f", "avx512_vnni", "amx_int8", "amx_bf16", "amx_tile"})
 VNNI = frozenset({"avx2", "fma", "avx512f", "avx512_vnni"})

@@ -12,6 +12,7 @@ from facesvc.db.models import DEFAULT_TENANT_ID, AuditEvent
 from facesvc.repositories import FaceRepository, UserRepository
 from facesvc.security.crypto import EmbeddingCipher, generate_data_key
 from facesvc.services.data_keys import rotate_data_keys
+from tests.support.gallery import add_face
 
 
 async def test_rotation_moves_every_face_to_the_active_key_and_is_audited(
@@ -23,11 +24,12 @@ async def test_rotation_moves_every_face_to_the_active_key_and_is_audited(
     async with session_scope(sessions) as session:
         user = await UserRepository(session, DEFAULT_TENANT_ID).add("Ann")
         for vector in vectors:
-            await FaceRepository(session, old).add(
+            await add_face(
+                session,
+                old,
                 user.id,
                 vector,
                 model_name="facenet",
-                model_version="1",
                 box=(10.0, 20.0, 30.0, 40.0),
                 image_size=(640, 480),
                 detection_score=0.99,

@@ -12,7 +12,7 @@ from facesvc.inference.images import decode_image
 from facesvc.inference.manifest import Manifest
 from facesvc.inference.registry import model_factory
 from facesvc.settings import Settings
-from tests.conftest import lfw_image, require_data
+from tests.support.data import lfw_image, require_data
 
 PEOPLE = [("Colin_Powell", (1, 2)), ("Laura_Bush", (1, 2)), ("Tony_Blair", (3, 4))]
 VARIANTS = (

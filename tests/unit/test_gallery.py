@@ -16,26 +16,7 @@ from facesvc.gallery.index import GalleryIndex
 from facesvc.gallery.sync import GallerySync
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.users import UserRepository
-from facesvc.security.crypto import EmbeddingCipher
-
-CLEAR = EmbeddingCipher(None)
-
-RNG = np.random.default_rng(3)
-
-
-def unit(n: int, dim: int = 128) -> np.ndarray:
-    v = RNG.normal(size=(n, dim)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-def brute_force(
-    vectors: np.ndarray, users: list[uuid.UUID], query: np.ndarray, k: int
-) -> list[uuid.UUID]:
-    scores = vectors @ query
-    best: dict[uuid.UUID, float] = {}
-    for user, score in zip(users, scores, strict=True):
-        best[user] = max(best.get(user, -2.0), float(score))
-    return sorted(best, key=lambda u: -best[u])[:k]
+from tests.support.gallery import CLEAR, RNG, add_face, brute_force, enrol, unit
 
 
 def test_search_is_best_face_per_user_and_matches_brute_force() -> None:
@@ -73,24 +54,6 @@ def test_incremental_changes_and_stale_versions() -> None:
     assert index.version == 5
     index.apply(7, ("add", uuid.uuid4(), bob, vb))  # version 6 was missed: must reload
     assert index.version == -1
-
-
-async def enrol(
-    maker: async_sessionmaker[AsyncSession], sync: GallerySync, user_id: uuid.UUID, v: np.ndarray
-) -> uuid.UUID:
-    """What EnrolmentService does after the model: store, then record the gallery change."""
-    async with session_scope(maker) as session:
-        face = await FaceRepository(session, CLEAR).add(
-            user_id,
-            v,
-            model_name="m",
-            model_version="1",
-            box=(0, 0, 1, 1),
-            image_size=(2, 2),
-            detection_score=1.0,
-        )
-        await sync.face_added(session, face.id, user_id, v, "m", TENANT)
-        return face.id
 
 
 async def test_two_workers_stay_in_step(sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -141,15 +104,7 @@ async def test_rolled_back_change_never_reaches_the_index(
     async def enrol_then_fail() -> None:
         async with session_scope(sessions) as session:
             v = unit(1)[0]
-            face = await FaceRepository(session, CLEAR).add(
-                user.id,
-                v,
-                model_name="m",
-                model_version="1",
-                box=(0, 0, 1, 1),
-                image_size=(2, 2),
-                detection_score=1.0,
-            )
+            face = await add_face(session, CLEAR, user.id, v)
             await sync.face_added(session, face.id, user.id, v, "m", TENANT)
             raise RuntimeError("boom")
 

@@ -4,12 +4,9 @@ tests/e2e/test_workers.py checks the same across real worker processes)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import session_scope
@@ -23,20 +20,7 @@ from facesvc.security.keys import Caller
 from facesvc.services import keys as key_service
 from facesvc.services.keys import ApiKeyService, CallerCache, KeyChangeStamp
 from facesvc.services.tenants import tenant_named_or_new
-
-
-@contextmanager
-def counted_statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
-        seen.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
+from tests.support.sql import counted_statements
 
 
 async def new_key(sessions: async_sessionmaker[AsyncSession]) -> tuple[Caller, str]:

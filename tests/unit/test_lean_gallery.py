@@ -24,7 +24,7 @@ from facesvc.gallery.snapshot_store import SnapshotStore, on_ram
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.crypto import EmbeddingCipher, generate_data_key
-from tests.unit.test_gallery import brute_force, unit
+from tests.support.gallery import brute_force, enrol, unit
 
 SHM = Path("/dev/shm")
 needs_shm = pytest.mark.skipif(not on_ram(SHM), reason="no RAM-backed /dev/shm here")
@@ -246,27 +246,6 @@ def test_the_newest_file_without_cells_goes_once_its_cells_file_is_attached() ->
     store.remove_lock_if_idle()
 
 
-async def enrol(
-    maker: async_sessionmaker[AsyncSession],
-    gallery: LeanGallery,
-    cipher: EmbeddingCipher,
-    user_id: uuid.UUID,
-    v: np.ndarray,
-) -> uuid.UUID:
-    async with session_scope(maker) as session:
-        face = await FaceRepository(session, cipher).add(
-            user_id,
-            v,
-            model_name="m",
-            model_version="1",
-            box=(0, 0, 1, 1),
-            image_size=(2, 2),
-            detection_score=1.0,
-        )
-        await gallery.face_added(session, face.id, user_id, v, "m", TENANT)
-        return face.id
-
-
 @needs_shm
 async def test_a_planted_shared_folder_leaves_the_gallery_private_and_working(
     sessions: async_sessionmaker[AsyncSession], database_url: str
@@ -288,7 +267,7 @@ async def test_a_planted_shared_folder_leaves_the_gallery_private_and_working(
             shared_dir=shared,
         )
         (va,) = unit(1)
-        await enrol(sessions, gallery, cipher, ada.id, va)
+        await enrol(sessions, gallery, ada.id, va, cipher)
         await gallery.start(128)
         assert gallery.index.snapshot.path is None  # private to this worker
         hits = (await gallery.search(va, 1, TENANT)).hits
@@ -319,13 +298,13 @@ async def test_two_workers_share_one_snapshot_and_stay_in_step(
         bob = await UserRepository(session, TENANT).add("Bob")
     va, vb, vc = unit(3)
     a, b = worker(), worker()
-    await enrol(sessions, a, cipher, ada.id, va)  # a face from before the start
+    await enrol(sessions, a, ada.id, va, cipher)  # a face from before the start
     await a.start(128)
     await b.start(128)
     assert a.index.snapshot.path == b.index.snapshot.path is not None
     assert len(a.index) == len(b.index) == 1
 
-    face_b = await enrol(sessions, a, cipher, bob.id, vb)
+    face_b = await enrol(sessions, a, bob.id, vb, cipher)
     assert len(a.index) == 2  # its own change, after the commit
     await b.refresh()
     assert (len(b.index), b.index.reloads) == (2, 1)  # caught up from the log
@@ -342,7 +321,7 @@ async def test_two_workers_share_one_snapshot_and_stay_in_step(
     first = a.index.snapshot.path
     assert first is not None
     for v in unit(6):  # past compact_after: the next refresh loads a new snapshot
-        await enrol(sessions, a, cipher, ada.id, v)
+        await enrol(sessions, a, ada.id, v, cipher)
     await a.refresh()
     await b.refresh()
     second = a.index.snapshot.path
@@ -372,7 +351,7 @@ async def test_a_version_bumped_without_a_logged_change_rebuilds_once(
     gallery = LeanGallery(LeanIndex("m"), cipher, sessions, sqlite_path=path, shared_dir=SHM)
     async with session_scope(sessions) as session:
         ada = await UserRepository(session, TENANT).add("Ada")
-    await enrol(sessions, gallery, cipher, ada.id, unit(1)[0])
+    await enrol(sessions, gallery, ada.id, unit(1)[0], cipher)
     await gallery.start(128)
     assert gallery.index.reloads == 1
     async with session_scope(sessions) as session:
@@ -380,7 +359,7 @@ async def test_a_version_bumped_without_a_logged_change_rebuilds_once(
     await gallery.refresh()
     assert (gallery.index.reloads, gallery.index.version) == (2, 2)
     (v,) = unit(1)
-    face = await enrol(sessions, gallery, cipher, ada.id, v)
+    face = await enrol(sessions, gallery, ada.id, v, cipher)
     await gallery.refresh()
     await gallery.refresh()
     assert gallery.index.reloads == 2  # the log is whole again: no more loads
@@ -407,14 +386,14 @@ async def test_ivf_cells_follow_the_snapshot_and_searches_stay_right_meanwhile(
     gallery = LeanGallery(
         index, cipher, sessions, sqlite_path=path, shared_dir=SHM if shared else None
     )
-    faces = [await enrol(sessions, gallery, cipher, ada.id, v) for v in vectors]
+    faces = [await enrol(sessions, gallery, ada.id, v, cipher) for v in vectors]
     await gallery.start(128)
     assert index.snapshot.data.cells == 1
     assert index.search(vectors[7], 1, TENANT)[0].face_id == faces[7]
     assert gallery._cells_task is not None
     await gallery._cells_task
     (extra,) = unit(1)
-    late = await enrol(sessions, gallery, cipher, ada.id, extra)
+    late = await enrol(sessions, gallery, ada.id, extra, cipher)
     await gallery.refresh()
     assert index.snapshot.data.cells > 1
     assert index.snapshot.shared == shared

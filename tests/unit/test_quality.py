@@ -32,7 +32,7 @@ from facesvc.inference.quality import (
 )
 from facesvc.inference.types import AnalysedFace, Box
 from facesvc.settings import PROJECT_ROOT
-from tests.conftest import lfw_image
+from tests.support.data import lfw_image
 
 FRONTAL = ("Brian_Wells", 2)
 TURNED = ("Tom_Daschle", 21)

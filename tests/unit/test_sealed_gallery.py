@@ -24,8 +24,7 @@ from facesvc.gallery.snapshot_store import on_ram
 from facesvc.repositories.faces import FaceRepository
 from facesvc.repositories.users import UserRepository
 from facesvc.security.crypto import EmbeddingCipher, generate_data_key, parse_data_keys
-from tests.unit.test_gallery import unit
-from tests.unit.test_lean_gallery import enrol
+from tests.support.gallery import enrol, unit
 
 SHM = Path("/dev/shm")
 pytestmark = pytest.mark.skipif(not on_ram(SHM), reason="no RAM-backed /dev/shm here")
@@ -55,7 +54,7 @@ async def seeded(
         ada = await UserRepository(session, TENANT).add("Ada")
     vectors = unit(FACES)
     gallery = worker(sessions, cipher, path, cache)
-    faces = [await enrol(sessions, gallery, cipher, ada.id, v) for v in vectors]
+    faces = [await enrol(sessions, gallery, ada.id, v, cipher) for v in vectors]
     await gallery.start(128)
     assert gallery.index.snapshot.data.cells == 1  # a cold start: cells in the background
     await settle(gallery)
@@ -128,7 +127,7 @@ async def test_a_restart_restores_the_sealed_snapshot_with_its_cells_and_replays
     # a face enrolled while no worker runs: the restart replays it from the log
     writer = worker(sessions, cipher, path, cache)
     (extra,) = unit(1)
-    late = await enrol(sessions, writer, cipher, ada, extra)
+    late = await enrol(sessions, writer, ada, extra, cipher)
 
     gallery = worker(sessions, cipher, path, cache)
     await gallery.start(128)
@@ -275,7 +274,7 @@ async def test_erasure_leaves_no_copy_in_the_cache_folder(
     old_snapshot = gallery.index.snapshot.path
     assert old_snapshot is not None
     (extra,) = unit(1)
-    late = await enrol(sessions, gallery, cipher, ada, extra)  # in the delta, not the snapshot
+    late = await enrol(sessions, gallery, ada, extra, cipher)  # in the delta, not the snapshot
     reseal = LeanGallery._reseal_later  # held back until the checks below
     monkeypatch.setattr(LeanGallery, "_reseal_later", lambda self: None)
     async with session_scope(sessions) as session:

@@ -26,7 +26,7 @@ from facesvc.inference.embedders.facenet import prewhiten
 from facesvc.inference.pipeline import FacePipeline, PipelineLimits
 from facesvc.inference.registry import ModelRegistry
 from facesvc.settings import Settings
-from tests.conftest import ADMIN_KEY, DATA_KEY
+from tests.support.api import ADMIN_KEY, DATA_KEY
 
 REAL_MODELS = Path(Settings().models_dir)
 
