@@ -91,7 +91,6 @@ async def test_build_state_builds_every_policy_once(state: AppState, settings: S
     assert policies == Policies.from_settings(settings)
     assert policies.recognition is None  # needs the loaded embedder
     assert state.pipeline.limits is policies.pipeline
-    assert state.liveness is policies.liveness
     assert policies.liveness.required
     assert policies.liveness.max_frames == 30
 
