@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from facesvc.db.engine import session_scope
 from facesvc.db.group_writer import DirectWriter, Writer
-from facesvc.errors import ConfigurationError
+from facesvc.errors import ConfigurationError, NotReadyError
 from facesvc.gallery.backend import Gallery
 from facesvc.inference.pipeline import FacePipeline, PipelineLimits
 from facesvc.inference.registry import ModelFileError, ModelRegistry
@@ -130,11 +130,17 @@ class AppState:
         """``policies.recognition``, built once when the models are loaded (``load_models``).
         Built here, per call, only while it is not set: in the moment between the last
         model's warm-up and ``load_models`` going on (requests pass ``models_ready`` by
-        then), and for an embedder with neither a threshold nor a calibration, whose every
-        recognition request raises that ModelFileError, as it always has."""
-        return self.policies.recognition or RecognitionPolicy.from_settings(
-            self.settings, self.registry
-        )
+        then), and for an embedder with neither a threshold nor a calibration: nothing can be
+        decided with it, so every recognition request answers 503 ``not-ready`` naming the
+        command that calibrates it (detection, landmarks and embeddings still work)."""
+        if self.policies.recognition is not None:
+            return self.policies.recognition
+        try:
+            return RecognitionPolicy.from_settings(self.settings, self.registry)
+        except ModelFileError as exc:
+            raise NotReadyError(
+                f"verification, identification and liveness are unavailable: {exc}"
+            ) from exc
 
     async def _models_usable(self) -> bool:
         await self.models_ready.wait()

@@ -14,10 +14,12 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from facesvc.container import AppState
+from facesvc.inference.manifest import sha256_file
 from facesvc.settings import Settings
-from tests.support.api import ADMIN_KEY, DATA_KEY, running_app
+from tests.support.api import ADMIN_KEY, DATA_KEY, assert_problem, running_app
 from tests.support.data import image_file, lfw_image
 from tests.support.manifests import manifest_with
+from tests.support.onnx_graphs import build_embedder
 
 DIM = 64
 
@@ -108,3 +110,43 @@ async def test_a_64_d_embedder_enrols_verifies_and_identifies(small_app: FastAPI
         sizes = (await conn.execute(text("SELECT DISTINCT embedding_dim FROM faces"))).all()
     assert [row[0] for row in sizes] == [DIM]
     assert state.gallery.index.dim == DIM
+
+
+async def test_an_embedder_without_threshold_or_calibration_answers_503_for_decisions(
+    tmp_path: Path,
+) -> None:
+    """Nothing can be decided with an embedder that has neither a threshold nor a calibration:
+    verify and identify answer 503 not-ready naming the command that calibrates it (not a
+    500), while detection and embeddings work."""
+    model = tmp_path / "e.onnx"
+    build_embedder(model, dim=32)
+    entry = {
+        "task": "embedder",
+        "architecture": "arcface",
+        "version": "1",
+        "file": str(model),
+        "sha256": sha256_file(model),
+    }
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'facesvc.db'}",
+        encryption_key=DATA_KEY,
+        bootstrap_api_key=ADMIN_KEY,
+        model_manifest=manifest_with(tmp_path, uncalibrated=entry),
+        embedder="uncalibrated",
+        enrol_quality_gate=False,
+    )
+    async with running_app(settings) as app:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://raw.test", headers={"X-API-Key": ADMIN_KEY}
+        ) as c:
+            photo = image_file(lfw_image("Hans_Blix", 1))
+            user = (await c.post("/v1/users", json={"name": "Hans Blix"})).json()
+            for response in (
+                await c.post(f"/v1/users/{user['id']}/verify", files=photo),
+                await c.post("/v1/identify", files=photo),
+            ):
+                body = assert_problem(response, 503, "not-ready")
+                assert "facesvc eval calibrate --embedder uncalibrated" in str(body["detail"])
+            assert (await c.post("/v1/embed", files=photo)).status_code == 200
+            assert (await c.post("/v1/detect", files=photo)).status_code == 200

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from facesvc.container import AppState, Policies, build_state
+from facesvc.errors import NotReadyError
 from facesvc.inference.pipeline import PipelineLimits
 from facesvc.inference.quality import DEFAULT_THRESHOLDS
 from facesvc.inference.registry import ModelFileError, ModelRegistry
@@ -128,5 +129,6 @@ async def test_an_embedder_without_a_threshold_fails_recognition_not_start_up(
         state._add_model_policies()
     assert state.policies.recognition is None
     assert "eval calibrate" in caplog.text
-    with pytest.raises(ModelFileError, match="eval calibrate"):  # every request, as before
+    # every recognition request: a 503 naming the command (tests/api/test_other_embedding_size.py)
+    with pytest.raises(NotReadyError, match="eval calibrate"):
         _ = state.recognition_policy
