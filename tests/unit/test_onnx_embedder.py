@@ -12,9 +12,8 @@ from facesvc.inference.embedders.onnx import (
     EmbedderContract,
     OnnxEmbedder,
     aligned_crop,
-    similarity_matrix,
 )
-from facesvc.inference.geometry import apply_matrix
+from facesvc.inference.geometry import apply_matrix, similarity_transform
 from facesvc.inference.manifest import Manifest, sha256_file
 from facesvc.inference.registry import ModelFileError, ModelRegistry, model_factory
 from facesvc.settings import Settings
@@ -27,11 +26,11 @@ def test_similarity_matrix_recovers_a_rotation_scale_and_shift() -> None:
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     src = np.random.default_rng(3).uniform(0, 200, (5, 2))
     dst = src @ (scale * rotation).T + shift
-    matrix = similarity_matrix(src, dst)
+    matrix = similarity_transform(src, dst)
     np.testing.assert_allclose(matrix[:, :2], scale * rotation, atol=1e-9)
     np.testing.assert_allclose(matrix[:, 2], shift, atol=1e-7)
     # a reflection is never fitted: mirrored points give a proper rotation, not a flip
-    mirrored = similarity_matrix(src * np.array([-1.0, 1.0]), src)
+    mirrored = similarity_transform(src * np.array([-1.0, 1.0]), src)
     assert np.linalg.det(mirrored[:, :2]) > 0
 
 
@@ -53,7 +52,7 @@ def test_aligned_crop_puts_the_five_points_on_the_template() -> None:
         assert patch.max() > 200, (x, y)
     assert crop.mean() < 40  # only the dots: nothing else of the image moved in
     # and the matrix maps the points onto the template
-    mapped = apply_matrix(similarity_matrix(points, template), points)
+    mapped = apply_matrix(similarity_transform(points, template), points)
     np.testing.assert_allclose(mapped, template, atol=1e-6)
 
 

@@ -40,6 +40,25 @@ def crop_matrix(
     return np.hstack([a, t[:, None]])
 
 
+def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """2x3 matrix of the rotation, uniform scale and translation that maps ``source`` points
+    closest to ``target`` in least squares (Umeyama 1991; no reflection)."""
+    src = np.asarray(source, dtype=np.float64)
+    dst = np.asarray(target, dtype=np.float64)
+    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
+    src_c, dst_c = src - src_mean, dst - dst_mean
+    covariance = dst_c.T @ src_c / len(src)
+    u, s, vt = np.linalg.svd(covariance)
+    sign = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[1] = -1.0
+    rotation = u @ np.diag(sign) @ vt
+    variance = float((src_c**2).sum() / len(src))
+    scale = float((s * sign).sum() / variance) if variance > 0 else 1.0
+    linear = scale * rotation
+    return np.hstack([linear, (dst_mean - linear @ src_mean)[:, None]])
+
+
 def warp_crop(image: np.ndarray, matrix: np.ndarray, out_size: int) -> np.ndarray:
     """Sample the crop described by ``matrix`` (crop -> image); outside pixels are black."""
     crop: np.ndarray = cv2.warpAffine(

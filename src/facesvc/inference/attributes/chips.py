@@ -23,6 +23,7 @@ import math
 import cv2
 import numpy as np
 
+from facesvc.inference.geometry import similarity_transform
 from facesvc.inference.types import Box
 
 # Mesh indices of dlib's five landmarks, in dlib's order: the image-right eye's outer and
@@ -51,25 +52,6 @@ def dlib_points_from_mesh(mesh: np.ndarray) -> np.ndarray:
     The mesh's x, y are continuous image coordinates (a pixel's centre at +0.5); dlib's are
     pixel indices (a pixel's centre at its index)."""
     return np.asarray(mesh, dtype=np.float64)[list(DLIB_FIVE), :2] - 0.5
-
-
-def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """2x3 matrix of the rotation, uniform scale and translation that maps ``source`` points
-    closest to ``target`` in least squares (Umeyama 1991; no reflection)."""
-    src = np.asarray(source, dtype=np.float64)
-    dst = np.asarray(target, dtype=np.float64)
-    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
-    src_c, dst_c = src - src_mean, dst - dst_mean
-    covariance = dst_c.T @ src_c / len(src)
-    u, s, vt = np.linalg.svd(covariance)
-    sign = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[1] = -1.0
-    rotation = u @ np.diag(sign) @ vt
-    variance = float((src_c**2).sum() / len(src))
-    scale = float((s * sign).sum() / variance) if variance > 0 else 1.0
-    linear = scale * rotation
-    return np.hstack([linear, (dst_mean - linear @ src_mean)[:, None]])
 
 
 # A rectangle as (left, top, right, bottom), dlib's inclusive-corner convention: its width is

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from facesvc.inference.embedders.facenet import l2_normalise
+from facesvc.inference.geometry import similarity_transform
 from facesvc.inference.runtimes.onnx import OnnxModel
 
 Alignment = Literal["arcface-5pt", "box"]
@@ -88,31 +89,11 @@ class EmbedderContract:
         return self.alignment == "arcface-5pt"
 
 
-def similarity_matrix(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The 2x3 similarity transform (rotation, uniform scale, shift) that maps the points
-    ``src`` onto ``dst`` with the least squared error (Umeyama 1991, as scikit-image's
-    ``SimilarityTransform.estimate`` that insightface aligns with)."""
-    src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
-    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
-    src_c, dst_c = src - src_mean, dst - dst_mean
-    covariance = dst_c.T @ src_c / len(src)
-    u, singular, vt = np.linalg.svd(covariance)
-    sign = np.ones(2)
-    if np.linalg.det(covariance) < 0:
-        sign[1] = -1.0
-    rotation = u @ np.diag(sign) @ vt
-    variance = (src_c**2).sum() / len(src)
-    scale = float((singular * sign).sum() / variance) if variance > 0 else 1.0
-    shift = dst_mean - scale * rotation @ src_mean
-    return np.hstack([scale * rotation, shift[:, None]])
-
-
 def aligned_crop(image: np.ndarray, five_points: np.ndarray, size: int) -> np.ndarray:
     """The face warped so its five points land on ArcFace's template scaled to ``size``:
     (size, size, 3) uint8, black outside the photo."""
     template = ARCFACE_TEMPLATE_112 * (size / 112.0)
-    matrix = similarity_matrix(five_points, template)
+    matrix = similarity_transform(five_points, template)
     crop: np.ndarray = cv2.warpAffine(
         image,
         matrix,
