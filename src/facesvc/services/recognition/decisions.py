@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -56,15 +57,19 @@ class DecisionPolicy:
             return self.threshold
         return max(self.threshold, self._calibrated().threshold_for_far(far))
 
+    @functools.cached_property
+    def verify_default(self) -> float:
+        """Verify's default threshold: at most ``verify_far`` false matches, never below the
+        floor (the floor without a calibration). Read off the calibration once per policy."""
+        if self.verify_far is None or self.calibration is None:
+            return self.threshold
+        return max(self.threshold, self.calibration.threshold_for_far(self.verify_far))
+
     def verification(self, far: float | None) -> float:
-        """Verify's threshold: at most ``verify_far`` false matches (the floor without a
-        calibration), or stricter for a request's ``far``."""
-        default = self.threshold
-        if self.verify_far is not None and self.calibration is not None:
-            default = max(default, self.calibration.threshold_for_far(self.verify_far))
+        """Verify's threshold: ``verify_default``, or stricter for a request's ``far``."""
         if far is None:
-            return default
-        return max(default, self._calibrated().threshold_for_far(far))
+            return self.verify_default
+        return max(self.verify_default, self._calibrated().threshold_for_far(far))
 
     def one_to_many(self, gallery_faces: int, far: float | None) -> float:
         if far is not None:
