@@ -10,6 +10,9 @@ on the frozen TF graph) — one run.
     # issue 24's run: group commit on (default) and off, in turns
     .venv/bin/python bench/http_load.py --configs defaults group-commit-off --levels 1 16 \
         --rounds 3 --no-identify --out bench/results/http_load_group_commit.json
+    # and its balanced accept against uvicorn's
+    .venv/bin/python bench/http_load.py --configs defaults greedy-accept --levels 1 16 \
+        --rounds 3 --no-identify --out bench/results/http_load_balanced.json
 
 Each configuration is a real server process on 127.0.0.1 (facesvc via `facesvc serve`, the
 baseline via bench/naive_server.py), fed LFW photos by an asyncio client on the same machine
@@ -297,6 +300,14 @@ CONFIGS: dict[str, tuple[str, str | None, int | None, dict[str, str]]] = {
         None,
         None,
         {"FACESVC_SQLITE_GROUP_COMMIT": "false"},
+    ),
+    # before issue 24's balanced accept: uvicorn's own (the first worker to wake takes every
+    # connection waiting), on uvloop
+    "greedy-accept": (
+        "facesvc (uvicorn's accept)",
+        None,
+        None,
+        {"FACESVC_BALANCE_CONNECTIONS": "false"},
     ),
     "batching-off": ("facesvc (batching off)", "1", None, {}),
     "1-worker": ("facesvc (1 worker)", None, 1, {}),

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         description="Threads per model in each worker (TFLite interpreters, TensorFlow's "
         "intra-op pool); 0: the cores shared out among the workers, at least one",
     )
+    balance_connections: bool = Field(
+        default=True,
+        description="With several workers, give each new connection to the worker holding the "
+        "fewest open ones (on asyncio's event loop) instead of uvicorn's first-come accept "
+        "(on uvloop), which can leave most keep-alive connections on one worker",
+    )
     startup_wait_for_models: bool = Field(
         default=False,
         description="Accept connections only once the models are loaded (set by `serve "

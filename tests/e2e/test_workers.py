@@ -7,7 +7,12 @@ nor returns a deleted user, whichever worker answers.
 
 from __future__ import annotations
 
+import http.client
+import json
+import threading
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -91,6 +96,50 @@ def test_a_revoked_key_is_refused_by_every_worker_at_once(two_workers: ServerPro
         assert admin.delete(f"/v1/keys/{key_id}").status_code == 200
     after = until_both_workers_answered()
     assert {status for _, status in after} == {401}, (before, after)
+
+
+def test_connections_opened_at_once_are_shared_evenly(two_workers: ServerProcess) -> None:
+    """A client pool that opens 14 keep-alive connections at once while its first 2 are busy
+    (as bench/http_load.py's does): each worker holds 8 of the 16, give or take one that its
+    emptier worker was slower than HOLD_SECONDS to take; uvicorn's own accept (the first worker
+    to wake takes every connection waiting) gave one worker 12-15. Three bursts."""
+    host, port = two_workers.base_url.removeprefix("http://").split(":")
+    photo = lfw_image("Junichiro_Koizumi", 1)
+    for burst in range(3):
+        stop, working = threading.Event(), [threading.Event(), threading.Event()]
+
+        def busy(working: threading.Event, stop: threading.Event = stop) -> int:
+            with http_client(two_workers) as c:
+                pid = c.get("/readyz").json()["worker"]["pid"]
+                while not stop.is_set():
+                    assert c.post("/v1/detect", files={"image": photo}).status_code == 200
+                    working.set()
+            return int(pid)
+
+        with ThreadPoolExecutor(2) as pool:
+            busy_pids = [pool.submit(busy, event) for event in working]
+            for event in working:  # both busy connections are open and working
+                assert event.wait(timeout=120)
+            connections = [
+                http.client.HTTPConnection(host, int(port), timeout=60) for _ in range(14)
+            ]
+            try:
+                for connection in connections:
+                    connection.connect()
+                pids = []
+                for connection in connections:
+                    connection.request("GET", "/readyz", headers=two_workers.headers)
+                    response = connection.getresponse()
+                    assert response.status == 200
+                    pids.append(json.loads(response.read())["worker"]["pid"])
+            finally:
+                stop.set()
+                for connection in connections:
+                    connection.close()
+            pids += [future.result() for future in busy_pids]
+        counts = sorted(Counter(pids).values())
+        assert len(counts) == 2, f"burst {burst}: {counts}"
+        assert counts[1] - counts[0] <= 2, f"burst {burst}: {counts}"
 
 
 def worker_processes(server: ServerProcess) -> list[int]:

@@ -60,17 +60,45 @@ def serve(
     if workers > 1:
         # the workers share one socket: none may accept a request before its models are loaded
         os.environ["FACESVC_STARTUP_WAIT_FOR_MODELS"] = "true"
+    options: dict[str, Any] = {
+        "host": host or settings.host,
+        "port": port or settings.port,
+        "log_level": settings.log_level,
+        "log_config": logging_config(settings.log_level),  # JSON lines, with request ids
+        "access_log": False,  # replaced by the request middleware's own line
+        "proxy_headers": True,
+    }
+    if workers > 1 and settings.balance_connections:
+        _serve_balanced(workers, options)
+        return
     uvicorn.run(
         _app_target(settings, workers),
         factory=workers > 1,
         workers=workers if workers > 1 else None,
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level=settings.log_level,
-        log_config=logging_config(settings.log_level),  # JSON lines, with request ids
-        access_log=False,  # replaced by the request middleware's own line
-        proxy_headers=True,
+        **options,
     )
+
+
+def _serve_balanced(workers: int, options: dict[str, Any]) -> None:
+    """uvicorn's workers on one socket that gives each new connection to the worker holding
+    the fewest (cli/listener.py says why). What ``uvicorn.run`` does for ``workers > 1``, with
+    that socket, on asyncio's event loop (uvloop accepts in libuv, past the balancing)."""
+    from uvicorn import Config
+    from uvicorn.supervisors import Multiprocess
+
+    from facesvc.cli.listener import BalancedListener, ConnectionLedger
+
+    config = Config(
+        _app_target(Settings(), workers), factory=True, workers=workers, loop="asyncio", **options
+    )
+    ledger = ConnectionLedger.create()
+    try:
+        listener = BalancedListener.around(config.bind_socket(), ledger)
+        Multiprocess(config, sockets=[listener]).run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ledger.unlink()
 
 
 def _app_target(settings: Settings, workers: int) -> Any:
