@@ -32,7 +32,9 @@ class OtherWorker:
             ledger.claim()
             ledger.add({count})
             print("joined", flush=True)
-            sys.stdin.read()
+            for line in sys.stdin:  # "release": it stops accepting, as a closing listener does
+                ledger.release()
+                print("released", flush=True)
             """
         )
         self.process = subprocess.Popen(
@@ -40,6 +42,13 @@ class OtherWorker:
         )
         assert self.process.stdout is not None
         assert self.process.stdout.readline().strip() == "joined"
+
+    def release(self) -> None:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write("release\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline().strip() == "released"
 
     def kill(self) -> None:
         self.process.kill()
@@ -149,12 +158,41 @@ def test_a_dead_worker_is_not_waited_for_and_its_slot_is_taken_again(
     replacement = OtherWorker(ledger.path, count=0)
     try:
         assert ledger.fewest_elsewhere() == 0
-        holders = {int(ledger._words[slot * 2]) for slot in range(4) if ledger._words[slot * 2]}
-        assert holders == {os.getpid(), replacement.process.pid}
+        assert holders(ledger) == {os.getpid(), replacement.process.pid}
     finally:
         replacement.kill()
         for conn in conns + clients:
             conn.close()
+
+
+def test_a_worker_whose_listener_closed_is_not_waited_for(
+    listener: BalancedListener, ledger: ConnectionLedger
+) -> None:
+    """A worker shutting down closes its listener before draining its connections: from then
+    on the others take every connection at once, though it still holds fewer."""
+    other = OtherWorker(ledger.path, count=0)
+    try:
+        clients = [connect(listener)]
+        conns = [accept_when_waiting(listener)]
+        clients.append(connect(listener))
+        with pytest.raises(BlockingIOError):  # 1 against 0
+            listener.accept()
+        other.release()
+        assert ledger.fewest_elsewhere() is None
+        conns.append(accept_when_waiting(listener))
+        for conn in conns + clients:
+            conn.close()
+    finally:
+        other.kill()
+    # and this worker's own listener, closed, frees its slot the same way
+    assert os.getpid() in holders(ledger)
+    listener.close()
+    assert os.getpid() not in holders(ledger)
+
+
+def holders(ledger: ConnectionLedger) -> set[int]:
+    """The pids holding a slot of the ledger."""
+    return {int(ledger._words[slot * 2]) for slot in range(8)} - {0}
 
 
 def _accept_one_and_report(listener: BalancedListener, report: object) -> None:

@@ -18,7 +18,8 @@ one accepts after all: balance never costs a client more than that. This is ngin
 request, only of connections.
 
 The hook is Python's ``socket.accept``, which asyncio's event loop calls and uvloop's (libuv's
-own accept) does not: the balanced server runs on asyncio's loop. A worker that is killed
+own accept) does not: the balanced server runs on asyncio's loop. A worker shutting down frees
+its slot when it closes its listener (before it drains its connections); one that is killed
 leaves its slot to the next worker started (a dead pid's count is never read).
 """
 
@@ -97,6 +98,13 @@ class ConnectionLedger:
                     self._slot = slot
                     return
         raise RuntimeError(f"more than {SLOTS} worker processes share one connection ledger")
+
+    def release(self) -> None:
+        """This process stops accepting: its slot is freed, so nobody waits for it."""
+        if self._slot is not None:
+            with self._locked():
+                self._words[self._slot * _SLOT_WORDS] = 0
+            self._slot = None
 
     @property
     def mine(self) -> int:
@@ -177,6 +185,12 @@ class BalancedListener(socket.socket):
     def listen(self, backlog: int = socket.SOMAXCONN) -> None:
         self.ledger.claim()
         super().listen(backlog)
+
+    def close(self) -> None:
+        """A worker shutting down closes its listener first (then drains its connections):
+        from then on the others neither wait for it nor count it."""
+        self.ledger.release()
+        super().close()
 
     def accept(self) -> tuple[socket.socket, object]:
         if self._leave_to_another():

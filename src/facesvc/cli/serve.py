@@ -69,7 +69,7 @@ def serve(
         "proxy_headers": True,
     }
     if workers > 1 and settings.balance_connections:
-        _serve_balanced(workers, options)
+        _serve_balanced(_app_target(settings, workers), workers, options)
         return
     uvicorn.run(
         _app_target(settings, workers),
@@ -79,7 +79,7 @@ def serve(
     )
 
 
-def _serve_balanced(workers: int, options: dict[str, Any]) -> None:
+def _serve_balanced(target: str, workers: int, options: dict[str, Any]) -> None:
     """uvicorn's workers on one socket that gives each new connection to the worker holding
     the fewest (cli/listener.py says why). What ``uvicorn.run`` does for ``workers > 1``, with
     that socket, on asyncio's event loop (uvloop accepts in libuv, past the balancing)."""
@@ -88,9 +88,7 @@ def _serve_balanced(workers: int, options: dict[str, Any]) -> None:
 
     from facesvc.cli.listener import BalancedListener, ConnectionLedger
 
-    config = Config(
-        _app_target(Settings(), workers), factory=True, workers=workers, loop="asyncio", **options
-    )
+    config = Config(target, factory=True, workers=workers, loop="asyncio", **options)
     ledger = ConnectionLedger.create()
     try:
         listener = BalancedListener.around(config.bind_socket(), ledger)
