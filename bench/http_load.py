@@ -10,9 +10,11 @@ on the frozen TF graph) — one run.
     # issue 24's run: group commit on (default) and off, in turns
     .venv/bin/python bench/http_load.py --configs defaults group-commit-off --levels 1 16 \
         --rounds 3 --no-identify --out bench/results/http_load_group_commit.json
-    # and its balanced accept against uvicorn's
+    # and its balanced accept against uvicorn's, its SQLite driver against the adapter's
     .venv/bin/python bench/http_load.py --configs defaults greedy-accept --levels 1 16 \
         --rounds 3 --no-identify --out bench/results/http_load_balanced.json
+    .venv/bin/python bench/http_load.py --configs defaults one-hop-off --levels 1 16 \
+        --rounds 3 --no-identify --out bench/results/http_load_one_hop.json
 
 Each configuration is a real server process on 127.0.0.1 (facesvc via `facesvc serve`, the
 baseline via bench/naive_server.py), fed LFW photos by an asyncio client on the same machine
@@ -309,6 +311,9 @@ CONFIGS: dict[str, tuple[str, str | None, int | None, dict[str, str]]] = {
         None,
         {"FACESVC_BALANCE_CONNECTIONS": "false"},
     ),
+    # SQLAlchemy's aiosqlite adapter as shipped (4-5 calls on the connection's thread per
+    # statement) instead of db/sqlite_driver.py's one
+    "one-hop-off": ("facesvc (aiosqlite adapter)", None, None, {"FACESVC_SQLITE_ONE_HOP": "false"}),
     "batching-off": ("facesvc (batching off)", "1", None, {}),
     "1-worker": ("facesvc (1 worker)", None, 1, {}),
     # the default, but exactly the named (TFLite) models: what FACESVC_CPU_RUNTIME's choice of

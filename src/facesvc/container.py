@@ -289,6 +289,7 @@ def build_state(settings: Settings) -> AppState:
         settings.database_url,
         workers=max(1, settings.workers),
         writer_turns=settings.sqlite_writer_turns,
+        one_hop=settings.sqlite_one_hop,
     )
     registry = ModelRegistry(settings)
     pipeline = FacePipeline(registry, policies.pipeline)

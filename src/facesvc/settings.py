@@ -364,6 +364,12 @@ class Settings(BaseSettings):
         "fair turns; off: each request writes in transactions of its own, queueing in SQLite's "
         "busy handler",
     )
+    sqlite_one_hop: bool = Field(
+        default=True,
+        description="SQLite: each statement is one call on the connection's thread (BEGIN "
+        "included, no reset after a commit) instead of SQLAlchemy's aiosqlite adapter's four "
+        "or five; off: the adapter as shipped",
+    )
     sqlite_writer_turns: bool = Field(
         default=False,
         description="Experimental: SQLite writers take turns (a queue per process, a flock "
