@@ -13,6 +13,7 @@ import textwrap
 from collections.abc import Iterator
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,15 +21,15 @@ from facesvc.cli.listener import HOLD_SECONDS, BalancedListener, ConnectionLedge
 
 
 class OtherWorker:
-    """A second process on the ledger, holding ``count`` connections until stopped."""
+    """A second process on the ledger (its descriptor passed, as to uvicorn's workers),
+    holding ``count`` connections until stopped."""
 
-    def __init__(self, ledger: Path, count: int) -> None:
+    def __init__(self, ledger: ConnectionLedger, count: int) -> None:
         code = textwrap.dedent(
             f"""
-            import sys
-            from pathlib import Path
+            import os, sys
             from facesvc.cli.listener import ConnectionLedger
-            ledger = ConnectionLedger(Path({str(ledger)!r}))
+            ledger = ConnectionLedger(os.dup({ledger.fd}))
             ledger.claim()
             ledger.add({count})
             print("joined", flush=True)
@@ -38,7 +39,11 @@ class OtherWorker:
             """
         )
         self.process = subprocess.Popen(
-            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            pass_fds=(ledger.fd,),
         )
         assert self.process.stdout is not None
         assert self.process.stdout.readline().strip() == "joined"
@@ -56,10 +61,10 @@ class OtherWorker:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[ConnectionLedger]:
-    ledger = ConnectionLedger.create(tmp_path)
+def ledger() -> Iterator[ConnectionLedger]:
+    ledger = ConnectionLedger.create()
     yield ledger
-    ledger.unlink()
+    ledger.close()
 
 
 @pytest.fixture
@@ -100,7 +105,7 @@ def test_the_worker_holding_more_leaves_a_new_connection_to_the_other(
 ) -> None:
     clock = Clock()
     listener.clock = clock
-    other = OtherWorker(ledger.path, count=0)
+    other = OtherWorker(ledger, count=0)
     try:
         first = connect(listener)
         accepted = accept_when_waiting(listener)  # 0 against 0: taken
@@ -124,7 +129,7 @@ def test_the_worker_holding_more_leaves_a_new_connection_to_the_other(
 def test_equal_counts_accept_at_once_and_closing_takes_a_connection_off(
     listener: BalancedListener, ledger: ConnectionLedger
 ) -> None:
-    other = OtherWorker(ledger.path, count=1)
+    other = OtherWorker(ledger, count=1)
     try:
         clients = [connect(listener)]
         conns = [accept_when_waiting(listener)]  # 0 against 1
@@ -147,7 +152,7 @@ def test_equal_counts_accept_at_once_and_closing_takes_a_connection_off(
 def test_a_dead_worker_is_not_waited_for_and_its_slot_is_taken_again(
     listener: BalancedListener, ledger: ConnectionLedger
 ) -> None:
-    other = OtherWorker(ledger.path, count=0)
+    other = OtherWorker(ledger, count=0)
     clients = [connect(listener)]
     conns = [accept_when_waiting(listener)]
     other.kill()
@@ -155,7 +160,7 @@ def test_a_dead_worker_is_not_waited_for_and_its_slot_is_taken_again(
     clients.append(connect(listener))
     conns.append(accept_when_waiting(listener))  # 1 against nobody: taken
     # the slots: this worker's and the dead one's, which a new worker takes with a count of 0
-    replacement = OtherWorker(ledger.path, count=0)
+    replacement = OtherWorker(ledger, count=0)
     try:
         assert ledger.fewest_elsewhere() == 0
         assert holders(ledger) == {os.getpid(), replacement.process.pid}
@@ -170,7 +175,7 @@ def test_a_worker_whose_listener_closed_is_not_waited_for(
 ) -> None:
     """A worker shutting down closes its listener before draining its connections: from then
     on the others take every connection at once, though it still holds fewer."""
-    other = OtherWorker(ledger.path, count=0)
+    other = OtherWorker(ledger, count=0)
     try:
         clients = [connect(listener)]
         conns = [accept_when_waiting(listener)]
@@ -195,10 +200,11 @@ def holders(ledger: ConnectionLedger) -> set[int]:
     return {int(ledger._words[slot * 2]) for slot in range(8)} - {0}
 
 
-def _accept_one_and_report(listener: BalancedListener, report: object) -> None:
+def _accept_one_and_report(listener: BalancedListener, report: Any) -> None:
     listener.listen(4)
     conn, _ = listener.accept()
-    report.send(listener.ledger.mine)  # type: ignore[attr-defined]
+    report.send(listener.ledger.mine)
+    report.recv()  # until the parent has read the ledger
     conn.close()
 
 
@@ -210,7 +216,7 @@ def test_a_spawned_worker_gets_the_listener_and_the_ledger(
     sock.bind(("127.0.0.1", 0))
     listener = BalancedListener.around(sock, ledger)
     context = get_context("spawn")
-    receiving, sending = context.Pipe(duplex=False)
+    receiving, sending = context.Pipe()
     worker = context.Process(target=_accept_one_and_report, args=(listener, sending))
     worker.start()
     try:
@@ -224,6 +230,8 @@ def test_a_spawned_worker_gets_the_listener_and_the_ledger(
         assert client is not None
         assert receiving.poll(60)
         assert receiving.recv() == 1  # counted in the child's own slot
+        assert worker.pid in holders(ledger)  # of the same ledger, passed as a descriptor
+        receiving.send("bye")
         client.close()
     finally:
         worker.join(30)

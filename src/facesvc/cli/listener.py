@@ -35,7 +35,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from multiprocessing.reduction import DupFd
-from pathlib import Path
 from typing import Protocol
 
 SLOTS = 64  # worker processes one ledger can hold (serve starts at most 8 per machine)
@@ -59,30 +58,30 @@ class ConnectionLedger:
     every worker maps. A worker writes only its own slot; reads of the others may be a moment
     old, which costs at most one connection of balance."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        self._map = mmap.mmap(self._fd, _SIZE)
+    def __init__(self, fd: int) -> None:
+        """Over ``fd``, an open descriptor of the ledger's file (this object closes it)."""
+        self.fd = fd
+        self._map = mmap.mmap(fd, _SIZE)
         self._words = memoryview(self._map).cast("q")
         self._slot: int | None = None
 
     @classmethod
-    def create(cls, directory: Path | None = None) -> ConnectionLedger:
-        """A new, empty ledger (the supervising process; ``unlink`` it when the workers end)."""
-        fd, name = tempfile.mkstemp(prefix="facesvc-connections-", dir=directory)
-        try:
-            os.ftruncate(fd, _SIZE)
-        finally:
-            os.close(fd)
-        return cls(Path(name))
+    def create(cls) -> ConnectionLedger:
+        """A new, empty ledger in a file with no name (the supervising process): the workers
+        get its descriptor like the socket's, and nothing is left on disk however the server
+        ends (uvicorn re-raises SIGTERM after its shutdown: no ``finally`` runs)."""
+        with tempfile.TemporaryFile() as file:
+            fd = os.dup(file.fileno())
+        os.ftruncate(fd, _SIZE)
+        return cls(fd)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        fcntl.lockf(self.fd, fcntl.LOCK_EX)  # per process: the workers share one description
         try:
             yield
         finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            fcntl.lockf(self.fd, fcntl.LOCK_UN)
 
     def claim(self) -> None:
         """This process takes a free slot, or that of a worker that died, with a count of 0."""
@@ -131,12 +130,7 @@ class ConnectionLedger:
     def close(self) -> None:
         self._words.release()
         self._map.close()
-        os.close(self._fd)
-
-    def unlink(self) -> None:
-        self.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        os.close(self.fd)
 
 
 class _CountedConnection(socket.socket):
@@ -179,7 +173,7 @@ class BalancedListener(socket.socket):
     def __reduce__(self) -> tuple[object, ...]:
         return (
             _rebuild_listener,
-            (DupFd(self.fileno()), self.family, self.type, self.proto, str(self.ledger.path)),
+            (DupFd(self.fileno()), self.family, self.type, self.proto, DupFd(self.ledger.fd)),
         )
 
     def listen(self, backlog: int = socket.SOMAXCONN) -> None:
@@ -222,8 +216,8 @@ class _PassedDescriptor(Protocol):
 
 
 def _rebuild_listener(
-    descriptor: _PassedDescriptor, family: int, kind: int, proto: int, ledger_path: str
+    descriptor: _PassedDescriptor, family: int, kind: int, proto: int, ledger: _PassedDescriptor
 ) -> BalancedListener:
     return BalancedListener(
-        family, kind, proto, descriptor.detach(), ConnectionLedger(Path(ledger_path))
+        family, kind, proto, descriptor.detach(), ConnectionLedger(ledger.detach())
     )

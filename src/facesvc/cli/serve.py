@@ -96,7 +96,7 @@ def _serve_balanced(target: str, workers: int, options: dict[str, Any]) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        ledger.unlink()
+        ledger.close()
 
 
 def _app_target(settings: Settings, workers: int) -> Any:
