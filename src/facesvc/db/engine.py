@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import ORMExecuteState, Session
-from sqlalchemy.pool import NullPool, PoolResetState
+from sqlalchemy.pool import NullPool
 from sqlalchemy.util.concurrency import await_, in_greenlet
 
 from facesvc.db.sqlite_driver import OneHopCursor, one_hop_aiosqlite
@@ -52,7 +52,7 @@ def create_engine(
     pool is sized so that ``workers`` processes stay within its connection limit.
     ``writer_turns``: SQLite writers take turns (``SQLiteWriterQueue``, experimental).
     ``one_hop``: aiosqlite through ``sqlite_driver`` (a call on the connection's thread per
-    statement) and a pool reset only where a transaction is still open."""
+    statement; the pool's reset makes none where no transaction is open)."""
     sa_url = make_url(url)
     if sa_url.get_backend_name() == "sqlite":
         ensure_sqlite_parent(sa_url)
@@ -64,10 +64,8 @@ def create_engine(
             pool_size=10,
             max_overflow=54,
             module=one_hop_aiosqlite() if one_hop else None,
-            # _configure_sqlite's reset rolls back only where a transaction is still open
-            pool_reset_on_return=None if one_hop else "rollback",
         )
-        _configure_sqlite(engine, foreign_keys=True, writer_turns=writer_turns, own_reset=one_hop)
+        _configure_sqlite(engine, foreign_keys=True, writer_turns=writer_turns)
         return engine
     share = POSTGRES_CONNECTIONS_PER_SERVER // max(1, workers)
     return create_async_engine(
@@ -323,7 +321,7 @@ def sqlite_writer_queue(engine: AsyncEngine) -> SQLiteWriterQueue | None:
 
 
 def _configure_sqlite(
-    engine: AsyncEngine, *, foreign_keys: bool, writer_turns: bool = False, own_reset: bool = False
+    engine: AsyncEngine, *, foreign_keys: bool, writer_turns: bool = False
 ) -> None:
     sync_engine = engine.sync_engine
     file = sqlite_file(engine.url)
@@ -404,19 +402,6 @@ def _configure_sqlite(
         # meet this COMMIT in SQLite's busy handler, a millisecond, not a queue of writers.
         writers.release_if_held_by(conn.connection.dbapi_connection)
 
-    # Back in the pool, a connection is rolled back only if SQLite says a transaction is
-    # still open on it (a cancelled request's): after a commit, SQLAlchemy's default reset
-    # was one more call on the connection's thread for nothing. ``own_reset``: the engine was
-    # made with pool_reset_on_return=None and relies on this.
-    if own_reset:
-
-        @event.listens_for(sync_engine.pool, "reset")
-        def _on_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
-            if state.terminate_only or state.transaction_was_reset:
-                return  # being closed, or already rolled back by SQLAlchemy
-            if _in_transaction(dbapi_connection):
-                dbapi_connection.rollback()
-
     # A connection closed or invalidated mid-transaction never commits nor rolls back.
     @event.listens_for(sync_engine.pool, "checkin")
     def _on_checkin(dbapi_connection: Any, _record: Any) -> None:
@@ -434,13 +419,6 @@ def _configure_sqlite(
     @event.listens_for(sync_engine.pool, "close_detached")
     def _on_close_detached(dbapi_connection: Any) -> None:
         writers.release_if_held_by(dbapi_connection)
-
-
-def _in_transaction(dbapi_connection: Any) -> bool:
-    """SQLite's own word (sqlite3's ``in_transaction``, a flag read, no call on the
-    connection's thread) where the driver shows it; True where it cannot be read."""
-    driver = getattr(dbapi_connection, "_connection", dbapi_connection)  # aiosqlite's, adapted
-    return bool(getattr(driver, "in_transaction", True))
 
 
 # Where a connection's SQLite transaction stands (Connection.info[_SQLITE_TXN]).

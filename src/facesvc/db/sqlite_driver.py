@@ -130,7 +130,8 @@ class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
 
     def commit(self) -> None:
         # no call on the connection's thread when SQLite has no transaction open (sqlite3's
-        # commit and rollback do nothing there): a session that ran no statement
+        # commit and rollback do nothing there): a session that ran no statement, and the
+        # pool's rollback of every connection returned after a commit
         if self._open_transaction():
             super().commit()
 
