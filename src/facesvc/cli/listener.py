@@ -37,20 +37,12 @@ from collections.abc import Iterator
 from multiprocessing.reduction import DupFd
 from typing import Protocol
 
+from facesvc.db.turn import process_alive
+
 SLOTS = 64  # worker processes one ledger can hold (serve starts at most 8 per machine)
 _SLOT_WORDS = 2  # pid, open connections: int64 each
 _SIZE = SLOTS * _SLOT_WORDS * 8
 HOLD_SECONDS = 0.05  # the longest a connection waits for an emptier worker to take it
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's (a reused pid): not ours, but not free
-        return True
-    return True
 
 
 class ConnectionLedger:
@@ -91,7 +83,7 @@ class ConnectionLedger:
         with self._locked():
             for slot in range(SLOTS):
                 holder = self._words[slot * _SLOT_WORDS]
-                if holder == 0 or holder == pid or not _alive(holder):
+                if holder == 0 or holder == pid or not process_alive(holder):
                     self._words[slot * _SLOT_WORDS + 1] = 0
                     self._words[slot * _SLOT_WORDS] = pid
                     self._slot = slot
@@ -121,7 +113,7 @@ class ConnectionLedger:
         fewest: int | None = None
         for slot in range(SLOTS):
             pid = self._words[slot * _SLOT_WORDS]
-            if pid == 0 or pid == me or not _alive(pid):
+            if pid == 0 or pid == me or not process_alive(pid):
                 continue
             count = int(self._words[slot * _SLOT_WORDS + 1])
             fewest = count if fewest is None else min(fewest, count)

@@ -32,6 +32,17 @@ from pathlib import Path
 POLL_S = (0.0005, 0.001, 0.002)  # between tries of a flock, then every 2 ms
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's counts as alive: not ours to reuse)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def open_lock_file(path: Path) -> int:
     """A descriptor to ``flock``: read-only is enough, and the file is made readable by all,
     so one made by another user (the CLI run as root) never locks the service out."""

@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from facesvc.db.turn import process_alive
+
 
 def on_ram(directory: Path) -> bool:
     """Whether ``directory`` is on tmpfs/ramfs (a plaintext snapshot must never reach a disk)."""
@@ -157,7 +159,7 @@ def sweep_abandoned(folder: Path, keep_prefix: str | None = None) -> int:
         if temp and entry.name.startswith("facesvc-gallery-"):
             pid = int(temp.group(1) or temp.group(2))
             with contextlib.suppress(FileNotFoundError):
-                if now - entry.stat().st_mtime > TEMP_GRACE_S and not _alive(pid):
+                if now - entry.stat().st_mtime > TEMP_GRACE_S and not process_alive(pid):
                     entry.unlink()
                     removed += 1
     for prefix, paths in galleries.items():
@@ -206,13 +208,3 @@ def _sweep_gallery(folder: Path, prefix: str, paths: list[Path]) -> int:
         finally:
             for fd in held:
                 os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
